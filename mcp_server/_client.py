@@ -1,0 +1,117 @@
+"""What we know about the MCP client that started us, learned from whichever era's messages arrive.
+
+2025 era: ``initialize`` carries client info and capabilities; after ``notifications/initialized``
+the captured session can send server-initiated requests (background sampling). 2026-07-28 era: no
+handshake; each request's ``_meta`` carries client info and capabilities, and server-initiated
+requests do not exist, so sampling is never used there. A middleware sees every inbound message
+and updates this object; :class:`ClientState` wakes whoever waits for a change.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.session import ServerSession
+
+from shared_protocol import WorkerInfo
+
+def _is_handshake_era(version: str | None) -> bool:
+    """Protocol versions before 2026 use ``initialize`` and allow server-initiated requests."""
+    return bool(version) and str(version) < "2026-"
+
+
+def model_id_for(client_name: str | None) -> str:
+    """A model id derived from the client's name: ``Claude Code`` -> ``claude-code``."""
+    slug = re.sub(r"[^a-z0-9.]+", "-", (client_name or "").lower()).strip("-")
+    return slug or "mcp-client"
+
+
+@dataclass(frozen=True)
+class Settings:
+    concurrency: int
+    model_name: str | None
+    mode: str
+
+
+class ClientState:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.name: str | None = None
+        self.version: str | None = None
+        self.protocol_version: str | None = None
+        self.sampling = False
+        self.sampling_tools = False
+        self.session: ServerSession | None = None
+        """Set once a 2025-era client finished its handshake: the channel for background sampling."""
+        self.models_seen: list[str] = []
+        self._changed = anyio.Event()
+
+    # --- what the relay is told ---------------------------------------------------------------
+
+    @property
+    def can_sample(self) -> bool:
+        return self.session is not None and self.sampling and self.settings.mode in ("auto", "sampling")
+
+    def info(self) -> WorkerInfo:
+        models = [self.settings.model_name or model_id_for(self.name)]
+        models += [m for m in self.models_seen if m not in models]
+        return WorkerInfo(
+            client_name=self.name,
+            client_version=self.version,
+            protocol_version=self.protocol_version,
+            modes=["sampling"] if self.can_sample else [],
+            sampling_tools=self.sampling_tools,
+            tools=self.can_sample and self.sampling_tools,
+            models=models,
+            concurrency=self.settings.concurrency,
+            pid=os.getpid(),
+        )
+
+    async def changed(self) -> None:
+        """Wait for the next change."""
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def saw_model(self, model: str) -> None:
+        if model and model not in self.models_seen and len(self.models_seen) < 16:
+            self.models_seen.append(model)
+            self._notify()
+
+    # --- learning -----------------------------------------------------------------------------
+
+    def learn(self, ctx: ServerRequestContext[Any, Any]) -> None:
+        session = ctx.session
+        before = (self.name, self.version, self.protocol_version, self.sampling, self.sampling_tools, self.session)
+        params = session.client_params
+        info: Any = params.client_info if params else None
+        meta = ctx.meta or {}
+        if info is None and isinstance(meta, dict):
+            info = meta.get(types.CLIENT_INFO_META_KEY)
+        if isinstance(info, dict):
+            self.name, self.version = info.get("name") or self.name, info.get("version") or self.version
+        elif info is not None:
+            self.name, self.version = info.name, info.version
+        self.protocol_version = ctx.protocol_version or session.protocol_version or self.protocol_version
+        caps = session.client_capabilities
+        if caps is not None:
+            self.sampling = caps.sampling is not None
+            self.sampling_tools = bool(caps.sampling and caps.sampling.tools is not None)
+        if ctx.method == "notifications/initialized" and _is_handshake_era(session.protocol_version):
+            self.session = session
+        after = (self.name, self.version, self.protocol_version, self.sampling, self.sampling_tools, self.session)
+        if after != before:
+            self._notify()
+
+    async def middleware(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        result = await call_next(ctx)
+        self.learn(ctx)
+        return result

@@ -1,0 +1,112 @@
+"""Following a job from the HTTP side: waits, timeouts, keep-alives, and coalesced output.
+
+:func:`follow` turns a job's event stream into the events an API encoder needs. It enforces the two
+relay timeouts (waiting for a worker, then waiting for the answer), yields :data:`KEEPALIVE` every
+``keepalive_interval`` seconds of silence so streams can send a comment, and merges text that has
+already arrived into one event so a burst becomes one frame on the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import anyio
+
+from shared_protocol import End, ErrorFrame, Start, TextDelta, ToolCall
+
+from ._broker import Assigned, Broker, Failed, Job, JobEvent
+from ._config import Config
+from ._errors import ApiError, gateway_timeout
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    pass
+
+
+KEEPALIVE = KeepAlive()
+
+# HTTP status for each worker error code.
+_STATUS = {
+    "timeout": (504, "timeout"),
+    "refused": (502, "upstream_error"),
+    "unsupported": (400, "invalid_request_error"),
+    "client_error": (502, "upstream_error"),
+    "cancelled": (502, "upstream_error"),
+    "bad_frame": (502, "upstream_error"),
+    "internal": (500, "server_error"),
+}
+
+
+def worker_error(frame: ErrorFrame) -> ApiError:
+    status, kind = _STATUS.get(frame.code, (502, "upstream_error"))
+    return ApiError(status, frame.message, kind, code=frame.code)
+
+
+AnswerEvent = Start | TextDelta | ToolCall | End | KeepAlive
+
+
+async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[AnswerEvent]:
+    """Yield the answer's events until End. Raises ApiError for a failure, a worker error or a timeout.
+
+    The caller must call ``broker.cancel(job, ...)`` in a ``finally`` (it is a no-op once the job ended).
+    """
+    loop = anyio.current_time
+    deadline = loop() + config.queue_timeout
+    assigned = False
+    pending: JobEvent | None = None
+    while True:
+        event: JobEvent | None = pending
+        pending = None
+        if event is None:
+            with anyio.move_on_after(min(config.keepalive_interval, max(0.0, deadline - loop()))):
+                try:
+                    event = await job.events.receive()
+                except anyio.EndOfStream:
+                    raise ApiError(502, "The answer ended unexpectedly.", "upstream_error") from None
+            if event is None:
+                if loop() >= deadline:
+                    raise _timeout(assigned, config)
+                yield KEEPALIVE
+                continue
+        if isinstance(event, Assigned):
+            assigned = True
+            deadline = loop() + config.request_timeout
+        elif isinstance(event, Failed):
+            raise event.error
+        elif isinstance(event, ErrorFrame):
+            raise worker_error(event)
+        elif isinstance(event, TextDelta):
+            text, pending = _coalesce(job, event.text)
+            yield TextDelta(id=event.id, text=text)
+        else:
+            yield event
+            if isinstance(event, End):
+                return
+
+
+def _coalesce(job: Job, text: str) -> tuple[str, JobEvent | None]:
+    """Append the text of TextDeltas already waiting; return the first other event seen, if any."""
+    parts = [text]
+    while True:
+        try:
+            event = job.events.receive_nowait()
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return "".join(parts), None
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+        else:
+            return "".join(parts), event
+
+
+def _timeout(assigned: bool, config: Config) -> ApiError:
+    if assigned:
+        return gateway_timeout(
+            f"The MCP client did not finish answering within {config.request_timeout:g} s "
+            "(relay --request-timeout)."
+        )
+    return gateway_timeout(
+        f"No MCP server picked up this request within {config.queue_timeout:g} s (relay --queue-timeout): "
+        "the connected servers were busy or their client cannot answer (see GET /health)."
+    )

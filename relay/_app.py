@@ -1,0 +1,209 @@
+"""Routing, access control and the endpoints. Knows HTTP requests and the broker, not sockets.
+
+Access rules (DESIGN "safe by default"): without an API key only loopback ``Host`` names are
+accepted, and a request carrying a non-loopback ``Origin`` is refused whatever the key, so a web
+page cannot drive the relay through the user's browser (DNS rebinding, CSRF). ``/health`` needs no
+key; everything under ``/v1`` does when one is configured.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from shared_protocol import End
+
+from . import _openai_chat as chat
+from ._answer import KEEPALIVE, follow
+from ._broker import Broker, Job
+from ._collect import Answer
+from ._config import Config
+from ._errors import ApiError
+from ._http import HttpRequest, Responder
+from ._usage import USAGE_HEADER, estimate
+
+log = logging.getLogger("mcptb.relay")
+content_log = logging.getLogger("mcptb.relay.content")
+
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 405: "invalid_request_error", 408: "timeout",
+                413: "invalid_request_error", 429: "rate_limit_error", 431: "invalid_request_error",
+                500: "server_error", 503: "service_unavailable"}
+
+_SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), USAGE_HEADER]
+
+
+def error_page(status: int, message: str) -> bytes:
+    """An OpenAI-shaped error body, for failures found before a route is known."""
+    error = ApiError(status, message, _ERROR_TYPES.get(status, "server_error"))
+    return json.dumps(chat.error_json(error)).encode()
+
+
+def _is_loopback_name(host: str) -> bool:
+    if host in ("localhost", "localhost.") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class App:
+    def __init__(self, config: Config, broker: Broker) -> None:
+        self.config = config
+        self.broker = broker
+        self.started = time.time()
+        self._routes = {
+            "/health": {"GET": self.health},
+            "/v1/models": {"GET": self.models},
+            "/v1/chat/completions": {"POST": self.chat_completions},
+        }
+
+    async def __call__(self, request: HttpRequest, responder: Responder) -> None:
+        methods = None
+        try:
+            self._check_access(request)
+            methods = self._routes.get(request.path.rstrip("/") or "/")
+            if methods is None:
+                raise ApiError(404, f"Unknown path {request.method} {request.path}. This relay serves "
+                               "/v1/chat/completions, /v1/models and /health.", "not_found_error",
+                               code="unknown_url")
+            handler = methods.get(request.method)
+            if handler is None:
+                raise ApiError(405, f"Method {request.method} is not allowed on {request.path}; "
+                               f"use {', '.join(methods)}.", code="method_not_allowed")
+            if request.path != "/health":
+                self._check_key(request)
+            await handler(request, responder)
+        except ApiError as error:
+            await self._send_error(responder, error, allow=methods if error.status == 405 else None)
+
+    # --- access -------------------------------------------------------------------------------
+
+    def _check_access(self, request: HttpRequest) -> None:
+        origin = request.header("origin")
+        if origin and origin != "null" and not _is_loopback_name(urlsplit(origin).hostname or ""):
+            raise ApiError(403, f"Requests from web pages ({origin}) are refused.", "permission_error",
+                           code="forbidden_origin")
+        if self.config.api_key:
+            return
+        host = urlsplit("//" + (request.header("host") or "")).hostname or ""
+        if not (_is_loopback_name(host) or host == self.config.host):
+            raise ApiError(403, f"Host {host!r} is not a loopback name; this relay only answers "
+                           "localhost unless it runs with --api-key.", "permission_error", code="forbidden_host")
+
+    def _check_key(self, request: HttpRequest) -> None:
+        key = self.config.api_key
+        if not key:
+            return
+        offered = request.header("x-api-key") or ""
+        auth = request.header("authorization") or ""
+        if auth.lower().startswith("bearer "):
+            offered = auth[7:].strip()
+        if not hmac.compare_digest(offered.encode(), key.encode()):
+            raise ApiError(401, "Incorrect API key provided: pass the relay's --api-key as "
+                           "'Authorization: Bearer <key>' or 'x-api-key'.", "authentication_error",
+                           code="invalid_api_key")
+
+    # --- endpoints ----------------------------------------------------------------------------
+
+    async def health(self, request: HttpRequest, responder: Responder) -> None:
+        now = time.time()
+        workers = [{
+            "id": w.id,
+            "client": {"name": w.info.client_name, "version": w.info.client_version},
+            "protocol_version": w.info.protocol_version,
+            "modes": w.info.modes,
+            "tools": w.info.tools,
+            "models": w.info.models,
+            "concurrency": w.info.concurrency,
+            "free_slots": w.free_slots,
+            "in_flight": len(w.jobs),
+            "connected_seconds": round(now - w.connected_at, 1),
+        } for w in self.broker.workers.values()]
+        await self._send_json(responder, 200, {
+            "status": "ok",
+            "uptime_seconds": round(now - self.started, 1),
+            "socket": self.config.socket,
+            "workers": workers,
+            "queue_depth": len(self.broker.queue),
+            "in_flight": self.broker.in_flight,
+        })
+
+    async def models(self, request: HttpRequest, responder: Responder) -> None:
+        data = [{"id": model, "object": "model", "created": int(worker.connected_at),
+                 "owned_by": worker.info.client_name or "mcp-client"} for model, worker in self.broker.models()]
+        await self._send_json(responder, 200, {"object": "list", "data": data})
+
+    async def chat_completions(self, request: HttpRequest, responder: Responder) -> None:
+        call = chat.parse_request(request.body)
+        record = responder.record
+        record.model = call.request.model or "-"
+        if self.config.log_content:
+            content_log.info("%s prompt: %s", record.request_id, call.request.model_dump_json())
+        job = self.broker.submit(record.request_id, call.request, self.config.request_timeout)
+        try:
+            completion_id = "chatcmpl-" + secrets.token_hex(12)
+            if call.stream:
+                await self._stream_chat(job, completion_id, call, responder)
+            else:
+                answer = Answer(model=call.request.model or "unknown")
+                async for event in follow(job, self.broker, self.config):
+                    if event is not KEEPALIVE:
+                        answer.add(event)  # type: ignore[arg-type]
+                self._log_answer(record.request_id, answer)
+                usage = estimate(call.request, answer.chars)
+                body = chat.completion(completion_id, int(time.time()), answer, usage)
+                await self._send_json(responder, 200, body, [USAGE_HEADER])
+        finally:
+            record.worker = job.worker_id
+            self.broker.cancel(job, "caller disconnected")
+
+    async def _stream_chat(self, job: Job, completion_id: str, call: chat.ChatCall, responder: Responder) -> None:
+        encoder = chat.ChatStreamEncoder(completion_id, call.request.model or "unknown", call.include_usage)
+        await responder.start(200, _SSE_HEADERS)
+        await responder.write(encoder.first())
+        try:
+            async for event in follow(job, self.broker, self.config):
+                if event is KEEPALIVE:
+                    await responder.write(b": keep-alive\n\n")
+                    continue
+                data = encoder.event(event)  # type: ignore[arg-type]
+                if isinstance(event, End):
+                    self._log_answer(job.id, encoder.answer)
+                    data += encoder.finish(estimate(call.request, encoder.answer.chars))
+                if data:
+                    await responder.write(data)
+        except ApiError as error:
+            log.warning("%s: failed mid-stream: %s %s", job.id, error.status, error.message)
+            await responder.write(encoder.error(error))
+        await responder.end()
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _log_answer(self, request_id: str, answer: Answer) -> None:
+        if self.config.log_content:
+            calls = [(c.name, c.arguments) for c in answer.tool_calls]
+            content_log.info("%s answer: %r tool_calls=%r", request_id, answer.content, calls)
+
+    async def _send_json(
+        self, responder: Responder, status: int, body: Any, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        await responder.send(status, data, "application/json", headers or [])
+
+    async def _send_error(self, responder: Responder, error: ApiError, allow: Any = None) -> None:
+        if responder.started:  # cannot change the status any more; end what was started
+            return
+        headers: list[tuple[str, str]] = []
+        if error.retry_after is not None:
+            headers.append(("retry-after", str(error.retry_after)))
+        if allow:
+            headers.append(("allow", ", ".join(allow)))
+        await self._send_json(responder, error.status, chat.error_json(error), headers)

@@ -1,0 +1,270 @@
+"""The broker: which request goes to which worker, and where a worker's answer goes.
+
+No I/O and no awaiting: the HTTP side calls :meth:`Broker.submit` / :meth:`Broker.cancel`, the
+worker links call the ``on_*`` methods with decoded frames, and the broker reacts synchronously by
+putting frames into a worker's outbound queue and events into a job's event stream (both
+``send_nowait``). That keeps every state change atomic on both backends.
+
+Rules:
+- Pull-based: a job is assigned only against a slot a worker granted (``ready``), oldest job first,
+  to an eligible worker (see :meth:`Broker._eligible`).
+- A job assigned but not started goes back to the head of the queue when its worker hands it back
+  (``release``, free of charge) or disappears (once; the second loss fails the job with 502).
+- After ``start`` a job is never moved: the caller may already have output.
+- Frames for a job that is finished, cancelled or not owned by the sending worker are ignored: a
+  reply can never reach the wrong caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pydantic import BaseModel
+
+from shared_protocol import (
+    AnswerFrame,
+    Cancel,
+    End,
+    ErrorFrame,
+    NeutralRequest,
+    RequestFrame,
+    Start,
+    WorkerInfo,
+)
+
+from ._errors import ApiError, bad_request, no_worker
+
+log = logging.getLogger("mcptb.relay")
+
+JOB_EVENT_BUFFER = 4096
+"""Answer frames buffered per job before the caller is considered stuck (the job then fails)."""
+
+MAX_SLOTS = 1024
+"""Most free slots one worker may hold: bounds what a confused worker can claim."""
+
+MAX_ASSIGNMENTS = 2
+"""A job is tried on at most this many workers that vanish before starting it."""
+
+
+@dataclass(frozen=True)
+class Assigned:
+    worker_id: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: ApiError
+
+
+JobEvent = Assigned | Failed | AnswerFrame
+
+
+@dataclass(eq=False)
+class Job:
+    id: str
+    request: NeutralRequest
+    timeout: float
+    events_in: MemoryObjectSendStream[JobEvent]
+    events: MemoryObjectReceiveStream[JobEvent]
+    state: Literal["queued", "assigned", "started", "done"] = "queued"
+    worker: Worker | None = None
+    worker_id: str = "-"
+    """The last worker the job was assigned to (kept after the job ends, for the log)."""
+    assignments: int = 0
+
+
+@dataclass(eq=False)
+class Worker:
+    id: str
+    info: WorkerInfo
+    send: Callable[[BaseModel], bool]
+    """Queue a frame for the worker; False if its outbound queue is full (the link is then dropped)."""
+    connected_at: float = field(default_factory=time.time)
+    free_slots: int = 0
+    jobs: dict[str, Job] = field(default_factory=dict)
+
+
+class Broker:
+    def __init__(self, *, max_queue: int, socket_path: str) -> None:
+        self.max_queue = max_queue
+        self.socket_path = socket_path
+        self.workers: dict[str, Worker] = {}
+        self.queue: deque[Job] = deque()
+
+    # --- HTTP side ---------------------------------------------------------------------------
+
+    def submit(self, job_id: str, request: NeutralRequest, timeout: float) -> Job:
+        """Queue a request. Raises ApiError when it cannot be served (no worker, queue full...)."""
+        if not self.workers:
+            raise no_worker(self.socket_path)
+        if request.tools and not any(w.info.tools for w in self.workers.values()):
+            names = ", ".join(sorted({w.info.client_name or "unknown client" for w in self.workers.values()}))
+            raise bad_request(
+                f"This request offers tools, but no connected MCP client can use them ({names} does not "
+                "declare sampling.tools). Send the request without 'tools', or connect a client that "
+                "supports tool use in sampling.",
+                param="tools",
+                code="tools_unsupported",
+            )
+        if len(self.queue) >= self.max_queue:
+            raise ApiError(
+                429,
+                f"The relay's queue is full ({self.max_queue} requests waiting for the model). Retry later.",
+                "rate_limit_error",
+                code="queue_full",
+                retry_after=1,
+            )
+        send, receive = anyio.create_memory_object_stream[JobEvent](JOB_EVENT_BUFFER)
+        job = Job(id=job_id, request=request, timeout=timeout, events_in=send, events=receive)
+        self.queue.append(job)
+        self._pump()
+        return job
+
+    def cancel(self, job: Job, reason: str) -> None:
+        """The caller is gone or gave up: forget the job and tell its worker. Idempotent."""
+        if job.state == "done":
+            return
+        if job.state == "queued":
+            self.queue.remove(job)
+        elif job.worker is not None:
+            job.worker.jobs.pop(job.id, None)
+            job.worker.send(Cancel(id=job.id, reason=reason))
+        self._close(job)
+
+    # --- worker side -------------------------------------------------------------------------
+
+    def add_worker(self, info: WorkerInfo, send: Callable[[BaseModel], bool]) -> Worker:
+        worker = Worker(id="w_" + secrets.token_hex(6), info=info, send=send)
+        self.workers[worker.id] = worker
+        return worker
+
+    def update_worker(self, worker: Worker, info: WorkerInfo) -> None:
+        worker.info = info
+        self._pump()
+
+    def grant(self, worker: Worker, slots: int) -> None:
+        worker.free_slots = min(worker.free_slots + slots, MAX_SLOTS)
+        self._pump()
+
+    def withdraw(self, worker: Worker, slots: int) -> None:
+        worker.free_slots = max(0, worker.free_slots - slots)
+
+    def release(self, worker: Worker, job_id: str) -> None:
+        job = worker.jobs.pop(job_id, None)
+        if job is None or job.state != "assigned":
+            return
+        job.assignments -= 1  # handing back is free: the worker never started it
+        self._requeue(job)
+
+    def remove_worker(self, worker: Worker) -> None:
+        if self.workers.pop(worker.id, None) is None:
+            return
+        for job in list(worker.jobs.values()):
+            if job.state == "assigned" and job.assignments < MAX_ASSIGNMENTS:
+                log.warning("%s: worker %s left before starting it; re-queued", job.id, worker.id)
+                self._requeue(job)
+            else:
+                self._fail(job, ApiError(
+                    502,
+                    "The MCP server answering this request disconnected before it finished "
+                    "(the MCP client was closed or restarted).",
+                    "upstream_error",
+                    code="worker_lost",
+                ))
+        worker.jobs.clear()
+
+    def on_answer(self, worker: Worker, frame: AnswerFrame) -> None:
+        job = worker.jobs.get(frame.id) if frame.id else None
+        if job is None:
+            log.debug("worker %s: %s frame for unknown or finished request %s ignored", worker.id, frame.type, frame.id)
+            return
+        if isinstance(frame, Start):
+            job.state = "started"
+        elif job.state != "started" and not isinstance(frame, ErrorFrame):
+            # text before start: accept it as an implicit start rather than lose the answer
+            job.state = "started"
+        try:
+            job.events_in.send_nowait(frame)
+        except anyio.WouldBlock:
+            log.warning("%s: caller is not reading its answer; giving up on it", job.id)
+            self.cancel(job, "caller not reading")
+            return
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self.cancel(job, "caller gone")
+            return
+        if isinstance(frame, (End, ErrorFrame)):
+            worker.jobs.pop(job.id, None)
+            self._close(job)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _eligible(self, job: Job, worker: Worker) -> bool:
+        """Tools need a worker that can use them; a model name some worker serves pins the job to
+        those workers; any other name goes to any worker."""
+        if worker.free_slots <= 0:
+            return False
+        if job.request.tools and not worker.info.tools:
+            return False
+        model = job.request.model
+        if model and model not in worker.info.models:
+            return not any(model in w.info.models for w in self.workers.values())
+        return True
+
+    def _pump(self) -> None:
+        for job in list(self.queue):
+            worker = next((w for w in self.workers.values() if self._eligible(job, w)), None)
+            if worker is None:
+                continue
+            frame = RequestFrame(id=job.id, request=job.request, timeout=job.timeout)
+            if not worker.send(frame):
+                continue
+            self.queue.remove(job)
+            worker.free_slots -= 1
+            worker.jobs[job.id] = job
+            job.worker = worker
+            job.worker_id = worker.id
+            job.state = "assigned"
+            job.assignments += 1
+            self._emit(job, Assigned(worker.id))
+
+    def _requeue(self, job: Job) -> None:
+        job.state = "queued"
+        job.worker = None
+        self.queue.appendleft(job)
+        self._pump()
+
+    def _emit(self, job: Job, event: JobEvent) -> None:
+        try:
+            job.events_in.send_nowait(event)
+        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+
+    def _fail(self, job: Job, error: ApiError) -> None:
+        self._emit(job, Failed(error))
+        self._close(job)
+
+    def _close(self, job: Job) -> None:
+        job.state = "done"
+        job.worker = None
+        job.events_in.close()
+
+    # --- views -------------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(w.jobs) for w in self.workers.values())
+
+    def models(self) -> list[tuple[str, Worker]]:
+        seen: dict[str, Worker] = {}
+        for worker in self.workers.values():
+            for model in worker.info.models:
+                seen.setdefault(model, worker)
+        return list(seen.items())

@@ -1,0 +1,423 @@
+"""OpenAI ``/v1/chat/completions``: request -> neutral request, answer -> JSON or SSE chunks.
+
+Pure functions and a sans-I/O stream encoder; the wire rules come from the tested contract
+(shared/reference/wire-contract.md). The ones that bite:
+- every SSE event is ``data: <json>\\n\\n``; no ``event:``/``id:``/``retry:`` lines;
+- every chunk has ``id``, ``object``, ``created``, ``model`` and ``choices[].index``; the first one
+  ``delta.role``; one chunk carries a non-null ``finish_reason``;
+- with ``stream_options.include_usage`` one ``choices: []`` usage chunk directly follows the finish
+  chunk, then ``data: [DONE]`` - the three are written together, so no keep-alive comes between;
+- a tool call's first delta has ``index``, ``id``, ``type``, ``function.name``; we send its whole
+  arguments in that same delta (accepted by every client tested) so ``name`` is never repeated.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from shared_protocol import (
+    ContentBlock,
+    End,
+    ImageBlock,
+    Message,
+    NeutralRequest,
+    Start,
+    StopReason,
+    TextBlock,
+    TextDelta,
+    ToolCall,
+    ToolChoice,
+    ToolResultBlock,
+    ToolSpec,
+    ToolUseBlock,
+)
+
+from ._collect import Answer, arguments_json
+from ._errors import ApiError, bad_request
+from ._usage import UsageEstimate
+
+DEFAULT_MAX_TOKENS = 4096
+"""MCP sampling requires a limit; OpenAI callers may omit one."""
+
+FINISH_REASON: dict[StopReason, str] = {
+    "endTurn": "stop",
+    "stopSequence": "stop",
+    "maxTokens": "length",
+    "toolUse": "tool_calls",
+}
+
+
+@dataclass(frozen=True)
+class ChatCall:
+    request: NeutralRequest
+    stream: bool
+    include_usage: bool
+
+
+# --- request ----------------------------------------------------------------------------------
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad_request(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise bad_request("Request body must be a JSON object.", code="invalid_json")
+    return data
+
+
+def parse_request(body: bytes) -> ChatCall:
+    data = parse_json_object(body)
+    _refuse_unsupported(data)
+    model = _opt(data, "model", str)
+    stream = _opt(data, "stream", bool) or False
+    options = _opt(data, "stream_options", dict) or {}
+    include_usage = bool(options.get("include_usage")) if stream else False
+    system, messages = _messages(data.get("messages"))
+    max_tokens = _opt(data, "max_completion_tokens", int) or _opt(data, "max_tokens", int) or DEFAULT_MAX_TOKENS
+    if max_tokens <= 0:
+        raise bad_request("'max_tokens' must be a positive integer.", param="max_tokens")
+    temperature = _opt_number(data, "temperature")
+    top_p = _opt_number(data, "top_p")
+    stop = data.get("stop")
+    if stop is None:
+        stop_sequences: list[str] = []
+    elif isinstance(stop, str):
+        stop_sequences = [stop]
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        stop_sequences = stop
+    else:
+        raise bad_request("'stop' must be a string or a list of strings.", param="stop")
+    tools = _tools(data.get("tools"))
+    tool_choice = _tool_choice(data.get("tool_choice"), tools)
+    request = NeutralRequest(
+        model=model,
+        system=system,
+        messages=messages,
+        tools=tools,
+        tool_choice=tool_choice,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        stop_sequences=stop_sequences,
+    )
+    return ChatCall(request, stream, include_usage)
+
+
+def _refuse_unsupported(data: dict[str, Any]) -> None:
+    n = data.get("n")
+    if n is not None and n != 1:
+        raise bad_request("Only n=1 is supported: the MCP client answers once per request.", param="n")
+    fmt = data.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+        raise bad_request(
+            f"response_format type {fmt.get('type')!r} is not supported: the relay cannot make the MCP "
+            "client's model follow a schema. Ask for JSON in the prompt instead.",
+            param="response_format",
+        )
+    if data.get("logprobs"):
+        raise bad_request("logprobs are not available through MCP.", param="logprobs")
+    modalities = data.get("modalities")
+    if isinstance(modalities, list) and any(m != "text" for m in modalities):
+        raise bad_request("Only text output is supported.", param="modalities")
+
+
+def _opt(data: dict[str, Any], key: str, kind: type) -> Any:
+    value = data.get(key)
+    if value is None:
+        return None
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise bad_request(f"'{key}' must be {_KIND_NAMES[kind]}.", param=key)
+    return value
+
+
+_KIND_NAMES = {str: "a string", bool: "a boolean", int: "an integer", dict: "an object", list: "a list"}
+
+
+def _opt_number(data: dict[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad_request(f"'{key}' must be a number.", param=key)
+    return float(value)
+
+
+def _messages(raw: Any) -> tuple[str | None, list[Message]]:
+    if raw is None:
+        raise bad_request("'messages' is required.", param="messages")
+    if not isinstance(raw, list) or not raw:
+        raise bad_request("'messages' must be a non-empty list.", param="messages")
+    system: list[str] = []
+    turns: list[tuple[str, list[ContentBlock]]] = []
+    for i, message in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise bad_request(f"'{where}' must be an object.", param=where)
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            system.append(_plain_text(content, f"{where}.content"))
+            continue
+        if role == "user":
+            blocks = _user_content(content, f"{where}.content")
+            neutral_role = "user"
+        elif role == "assistant":
+            blocks = _assistant_content(message, where)
+            neutral_role = "assistant"
+        elif role == "tool":
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str) or not call_id:
+                raise bad_request(f"'{where}.tool_call_id' is required for a tool message.",
+                                  param=f"{where}.tool_call_id")
+            text = _plain_text(content, f"{where}.content")
+            blocks = [ToolResultBlock(tool_use_id=call_id, content=[TextBlock(text=text)])]
+            neutral_role = "user"
+        else:
+            raise bad_request(
+                f"'{where}.role' must be one of system, developer, user, assistant, tool; got {role!r}.",
+                param=f"{where}.role",
+            )
+        if not blocks:
+            continue
+        if turns and turns[-1][0] == neutral_role:
+            turns[-1][1].extend(blocks)  # consecutive same-role messages become one turn
+        else:
+            turns.append((neutral_role, list(blocks)))
+    if not turns:
+        raise bad_request("'messages' must contain at least one user or assistant message.", param="messages")
+    messages = [Message(role=role, content=blocks) for role, blocks in turns]  # type: ignore[arg-type]
+    return ("\n\n".join(system) if system else None), messages
+
+
+def _parts(content: Any, where: str) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if isinstance(content, list):
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise bad_request(f"'{where}[{j}]' must be a content part object with a 'type'.",
+                                  param=f"{where}[{j}]")
+        return content
+    raise bad_request(f"'{where}' must be a string or a list of content parts.", param=where)
+
+
+def _plain_text(content: Any, where: str) -> str:
+    texts = []
+    for j, part in enumerate(_parts(content, where)):
+        if part["type"] != "text" or not isinstance(part.get("text"), str):
+            raise bad_request(f"'{where}[{j}]' must be a text part here.", param=f"{where}[{j}]")
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
+def _user_content(content: Any, where: str) -> list[ContentBlock]:
+    blocks: list[ContentBlock] = []
+    for j, part in enumerate(_parts(content, where)):
+        kind = part["type"]
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise bad_request(f"'{where}[{j}].text' must be a string.", param=f"{where}[{j}].text")
+            blocks.append(TextBlock(text=part["text"]))
+        elif kind == "image_url":
+            blocks.append(_image(part.get("image_url"), f"{where}[{j}].image_url"))
+        else:
+            raise bad_request(f"Content part type {kind!r} is not supported (text and image_url are).",
+                              param=f"{where}[{j}].type")
+    return blocks
+
+
+def _image(raw: Any, where: str) -> ImageBlock:
+    url = raw.get("url") if isinstance(raw, dict) else raw
+    if not isinstance(url, str):
+        raise bad_request(f"'{where}.url' must be a string.", param=f"{where}.url")
+    if not url.startswith("data:"):
+        raise bad_request(
+            "Only data: URLs are supported for images (the relay does not fetch remote URLs); "
+            "send the image inline as data:image/png;base64,...",
+            param=f"{where}.url",
+        )
+    meta, _, data = url[5:].partition(",")
+    mime, _, encoding = meta.partition(";")
+    if encoding != "base64" or not mime.startswith("image/"):
+        raise bad_request("Image data URLs must look like data:image/<type>;base64,<data>.", param=f"{where}.url")
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request("Image data is not valid base64.", param=f"{where}.url") from None
+    return ImageBlock(data=data, mime_type=mime)
+
+
+def _assistant_content(message: dict[str, Any], where: str) -> list[ContentBlock]:
+    content = message.get("content")
+    blocks: list[ContentBlock] = []
+    if content is not None:
+        parts = _parts(content, f"{where}.content")
+        text = "".join(p.get("text", "") for p in parts if p["type"] in ("text", "refusal"))
+        if text:
+            blocks.append(TextBlock(text=text))
+    calls = message.get("tool_calls")
+    if calls is None:
+        return blocks
+    if not isinstance(calls, list):
+        raise bad_request(f"'{where}.tool_calls' must be a list.", param=f"{where}.tool_calls")
+    for k, call in enumerate(calls):
+        at = f"{where}.tool_calls[{k}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise bad_request(f"'{at}.function.name' is required.", param=f"{at}.function.name")
+        call_id = call.get("id")
+        if not isinstance(call_id, str) or not call_id:
+            raise bad_request(f"'{at}.id' is required.", param=f"{at}.id")
+        arguments = function.get("arguments") or "{}"
+        try:
+            parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
+        except json.JSONDecodeError:
+            raise bad_request(f"'{at}.function.arguments' is not valid JSON.", param=f"{at}.function.arguments") from None
+        if not isinstance(parsed, dict):
+            raise bad_request(f"'{at}.function.arguments' must encode a JSON object.",
+                              param=f"{at}.function.arguments")
+        blocks.append(ToolUseBlock(id=call_id, name=function["name"], input=parsed))
+    return blocks
+
+
+def _tools(raw: Any) -> list[ToolSpec]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise bad_request("'tools' must be a list.", param="tools")
+    tools = []
+    for i, tool in enumerate(raw):
+        where = f"tools[{i}]"
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+            raise bad_request(f"'{where}' must be a function tool.", param=where)
+        function = tool.get("function")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise bad_request(f"'{where}.function.name' is required.", param=f"{where}.function.name")
+        schema = function.get("parameters") or {"type": "object", "properties": {}}
+        if not isinstance(schema, dict):
+            raise bad_request(f"'{where}.function.parameters' must be a JSON Schema object.",
+                              param=f"{where}.function.parameters")
+        description = function.get("description")
+        tools.append(ToolSpec(name=function["name"], description=description if isinstance(description, str)
+                              else None, input_schema=schema))
+    return tools
+
+
+def _tool_choice(raw: Any, tools: list[ToolSpec]) -> ToolChoice | None:
+    if raw is None:
+        return None
+    if raw in ("auto", "none", "required"):
+        return ToolChoice(mode=raw)
+    if isinstance(raw, dict) and raw.get("type") == "function":
+        name = (raw.get("function") or {}).get("name")
+        if not isinstance(name, str) or name not in {t.name for t in tools}:
+            raise bad_request("'tool_choice' names a function that is not in 'tools'.", param="tool_choice")
+        return ToolChoice(mode="required", name=name)
+    raise bad_request("'tool_choice' must be auto, none, required or {type: function, function: {name}}.",
+                      param="tool_choice")
+
+
+# --- answer -----------------------------------------------------------------------------------
+
+
+def finish_reason(answer: Answer) -> str:
+    if answer.tool_calls:
+        return "tool_calls"
+    return FINISH_REASON.get(answer.stop_reason or "endTurn", "stop")
+
+
+def _usage_json(usage: UsageEstimate) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    }
+
+
+def _tool_call_json(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.call_id, "type": "function", "function": {"name": call.name, "arguments": arguments_json(call)}}
+
+
+def completion(completion_id: str, created: int, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": answer.content or None, "refusal": None}
+    if answer.tool_calls:
+        message["tool_calls"] = [_tool_call_json(c) for c in answer.tool_calls]
+    elif message["content"] is None:
+        message["content"] = ""
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": answer.model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason(answer)}],
+        "usage": _usage_json(usage),
+    }
+
+
+def error_json(error: ApiError) -> dict[str, Any]:
+    return {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
+
+
+def _sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+class ChatStreamEncoder:
+    """Bytes for each step of a streamed chat completion. Sans-I/O."""
+
+    def __init__(self, completion_id: str, model: str, include_usage: bool) -> None:
+        self.id = completion_id
+        self.created = int(time.time())
+        self.answer = Answer(model=model)
+        self.include_usage = include_usage
+        self._tool_index = 0
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return _sse({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.answer.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        })
+
+    def first(self) -> bytes:
+        return self._chunk({"role": "assistant", "content": ""})
+
+    def event(self, event: Start | TextDelta | ToolCall | End) -> bytes:
+        self.answer.add(event)
+        if isinstance(event, TextDelta):
+            return self._chunk({"content": event.text}) if event.text else b""
+        if isinstance(event, ToolCall):
+            call = _tool_call_json(event)
+            call["index"] = self._tool_index
+            self._tool_index += 1
+            return self._chunk({"tool_calls": [call]})
+        return b""
+
+    def finish(self, usage: UsageEstimate) -> bytes:
+        out = self._chunk({}, finish_reason(self.answer))
+        if self.include_usage:
+            out += _sse({
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.answer.model,
+                "choices": [],
+                "usage": _usage_json(usage),
+            })
+        return out + DONE
+
+    @staticmethod
+    def error(error: ApiError) -> bytes:
+        return _sse(error_json(error)) + DONE

@@ -1,0 +1,98 @@
+"""Process wiring: the TCP listener for HTTP callers, the Unix listener for workers, the broker.
+
+The HTTP side admits at most ``max_connections`` connections; one more gets an immediate 503 and is
+closed, so an overload is visible instead of a hang.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+
+import anyio
+import anyio.abc
+
+from ._app import App, error_page
+from ._broker import Broker
+from ._config import Config
+from ._http import RequestLog, Responder, serve_connection
+from ._socket import listen
+from ._worker_link import serve_worker
+
+log = logging.getLogger("mcptb.relay")
+access = logging.getLogger("mcptb.relay.access")
+
+
+def access_log(record: RequestLog) -> None:
+    end = time.perf_counter()
+    ttfb = f"{(record.first_byte - record.started) * 1000:.1f}ms" if record.first_byte else "-"
+    access.info(
+        "%s %s %s model=%s worker=%s status=%s ttfb=%s dur=%.1fms bytes=%d",
+        record.request_id, record.method, record.path, record.model, record.worker, record.status,
+        ttfb, (end - record.started) * 1000, record.bytes_sent,
+    )
+
+
+async def serve(config: Config, on_ready: Callable[[str, str], None] | None = None) -> None:
+    broker = Broker(max_queue=config.max_queue, socket_path=config.socket)
+    app = App(config, broker)
+    tcp = await anyio.create_tcp_listener(local_host=config.host, local_port=config.port, reuse_port=False)
+    unix = await listen(config.socket)
+    sockname = tcp.extra(anyio.abc.SocketAttribute.local_address)
+    host, port = sockname[0], sockname[1]
+    display_host = f"[{host}]" if ":" in str(host) else host
+    url = f"http://{display_host}:{port}"
+    if on_ready:
+        on_ready(url, config.socket)
+    connections = 0
+
+    async def handle_http(stream: anyio.abc.SocketStream) -> None:
+        nonlocal connections
+        if connections >= config.max_connections:
+            await _refuse_connection(stream, config)
+            return
+        connections += 1
+        try:
+            await serve_connection(stream, app, error_page, config, access_log)
+        except Exception:
+            log.exception("connection handler failed")
+        finally:
+            connections -= 1
+
+    async def handle_worker(stream: anyio.abc.SocketStream) -> None:
+        try:
+            await serve_worker(stream, broker, config)
+        except Exception:
+            log.exception("worker link failed")
+
+    async with tcp, unix, anyio.create_task_group() as tg:
+        tg.start_soon(unix.serve, handle_worker)
+        await tcp.serve(handle_http)
+
+
+async def _refuse_connection(stream: anyio.abc.SocketStream, config: Config) -> None:
+    import h11
+
+    async with stream:
+        conn = h11.Connection(h11.SERVER)
+        body = error_page(503, f"Too many connections (relay --max-connections {config.max_connections}).")
+        record = RequestLog(status=503)
+        responder = Responder(conn, stream, record)
+        # The request was not read: answer at once and close.
+        with anyio.move_on_after(2):
+            try:
+                await responder.send(503, body, "application/json", [("connection", "close"), ("retry-after", "1")])
+            except Exception:
+                pass
+        access_log(record)
+
+
+def print_banner(url: str, socket: str) -> None:
+    print(
+        f"mcptb-relay listening on {url} (OpenAI API at {url}/v1) - workers connect on {socket}\n"
+        f"  register the MCP server with Claude Code: claude mcp add mcptb -- mcptb-server --socket {socket}",
+        flush=True,
+    )
+    sys.stdout.flush()

@@ -1,0 +1,165 @@
+"""One connected worker (an ``mcptb-server`` process) on the relay's Unix socket.
+
+Reads frames and hands them to the broker; writes what the broker queues for it. Limits: the
+``hello`` must come within :data:`HELLO_TIMEOUT`; at most :data:`MAX_BAD_FRAMES` unusable lines are
+answered (with an ``error`` frame each) before the link is dropped; a worker that does not read its
+frames fast enough to keep :data:`OUTBOUND_BUFFER` from filling up is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import anyio
+import anyio.abc
+from pydantic import BaseModel
+
+from shared_protocol import (
+    PROTOCOL_VERSION,
+    End,
+    ErrorFrame,
+    Hello,
+    ProtocolError,
+    Ready,
+    Refused,
+    Release,
+    Start,
+    TextDelta,
+    ToolCall,
+    Update,
+    Welcome,
+    Withdraw,
+    WorkerFrameDecoder,
+    encode,
+)
+
+from ._broker import Broker, Worker
+from ._config import Config
+from ._socket import peer_uid
+
+log = logging.getLogger("mcptb.relay")
+
+HELLO_TIMEOUT = 10.0
+MAX_BAD_FRAMES = 20
+OUTBOUND_BUFFER = 1024
+_RECEIVE_SIZE = 1 << 20
+
+
+async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: Config) -> None:
+    async with stream:
+        uid = peer_uid(stream)
+        if uid is not None and uid != os.getuid():
+            await _refuse(stream, "forbidden", f"uid {uid} may not serve this relay (it runs as uid {os.getuid()})")
+            return
+        decoder = WorkerFrameDecoder()
+        hello = await _read_hello(stream, decoder)
+        if hello is None:
+            return
+        if hello.version != PROTOCOL_VERSION:
+            newer = "relay" if hello.version > PROTOCOL_VERSION else "MCP server"
+            await _refuse(stream, "version", f"protocol version mismatch: relay speaks {PROTOCOL_VERSION}, "
+                          f"the MCP server {hello.version}; upgrade the {newer} side (pip install -U mcp-token-bridge)")
+            return
+        if len(broker.workers) >= config.max_workers:
+            await _refuse(stream, "busy", f"this relay already serves {config.max_workers} MCP servers "
+                          "(relay --max-workers)")
+            return
+        outbound_in, outbound = anyio.create_memory_object_stream[BaseModel](OUTBOUND_BUFFER)
+
+        def queue(frame: BaseModel) -> bool:
+            try:
+                outbound_in.send_nowait(frame)
+            except anyio.WouldBlock:
+                log.warning("worker %s is not reading its frames; dropping it", worker.id)
+                outbound_in.close()
+                return False
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return False
+            return True
+
+        worker = broker.add_worker(hello.worker, queue)
+        info = hello.worker
+        log.info("worker %s connected: %s %s (%s), modes=%s", worker.id, info.client_name or "unknown client",
+                 info.client_version or "", info.protocol_version or "era unknown", ",".join(info.modes) or "none")
+        try:
+            await stream.send(encode(Welcome(version=PROTOCOL_VERSION, worker_id=worker.id)))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_write_frames, stream, outbound, tg.cancel_scope)
+                await _read_frames(stream, decoder, broker, worker)
+                tg.cancel_scope.cancel()
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+        finally:
+            outbound_in.close()
+            broker.remove_worker(worker)
+            log.info("worker %s disconnected", worker.id)
+
+
+async def _read_hello(stream: anyio.abc.SocketStream, decoder: WorkerFrameDecoder) -> Hello | None:
+    with anyio.move_on_after(HELLO_TIMEOUT):
+        while True:
+            try:
+                data = await stream.receive(_RECEIVE_SIZE)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                return None
+            for item in decoder.feed(data):
+                if isinstance(item, Hello):
+                    return item
+                await _refuse(stream, "bad_hello", f"the first frame must be a hello, got: {item}")
+                return None
+    await _refuse(stream, "bad_hello", f"no hello within {HELLO_TIMEOUT:g} s")
+    return None
+
+
+async def _refuse(stream: anyio.abc.SocketStream, code: str, message: str) -> None:
+    log.warning("refusing a worker: %s", message)
+    try:
+        await stream.send(encode(Refused(code=code, message=message)))  # type: ignore[arg-type]
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        pass
+
+
+async def _write_frames(
+    stream: anyio.abc.SocketStream, outbound: anyio.abc.ObjectReceiveStream[BaseModel], scope: anyio.CancelScope
+) -> None:
+    try:
+        async for frame in outbound:
+            await stream.send(encode(frame))
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        pass
+    scope.cancel()  # outbound closed or the socket broke: the link is over
+
+
+async def _read_frames(
+    stream: anyio.abc.SocketStream, decoder: WorkerFrameDecoder, broker: Broker, worker: Worker
+) -> None:
+    bad = 0
+    while True:
+        try:
+            data = await stream.receive(_RECEIVE_SIZE)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            return
+        for frame in decoder.feed(data):
+            if isinstance(frame, ProtocolError):
+                bad += 1
+                log.warning("worker %s sent a bad frame (%d/%d): %s", worker.id, bad, MAX_BAD_FRAMES, frame)
+                worker.send(ErrorFrame(code="bad_frame", message=str(frame)[:1000]))
+                if bad >= MAX_BAD_FRAMES:
+                    log.warning("worker %s dropped after %d bad frames", worker.id, bad)
+                    return
+            elif isinstance(frame, Ready):
+                broker.grant(worker, frame.slots)
+            elif isinstance(frame, Withdraw):
+                broker.withdraw(worker, frame.slots)
+            elif isinstance(frame, Release):
+                broker.release(worker, frame.id)
+            elif isinstance(frame, Update):
+                broker.update_worker(worker, frame.worker)
+            elif isinstance(frame, (Start, TextDelta, ToolCall, End, ErrorFrame)):
+                if isinstance(frame, ErrorFrame) and frame.id is None:
+                    log.warning("worker %s reports: %s", worker.id, frame.message)
+                else:
+                    broker.on_answer(worker, frame)
+            else:  # a second hello
+                worker.send(ErrorFrame(code="bad_frame", message=f"unexpected {frame.type} frame"))

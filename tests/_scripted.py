@@ -1,0 +1,59 @@
+"""A deterministic stand-in for an MCP client's model: the sampling callback the tests' MCP client uses.
+
+What it answers depends on the last user text:
+- contains ``SLOW``: waits (until cancelled) and records the cancellation in ``ScriptedModel.cancelled``;
+- contains ``REFUSE``: refuses like a user declining the sampling request;
+- contains ``LONG``: answers 1,000 characters;
+- the request offers tools: calls the first tool with ``{"city": "Paris"}``;
+- otherwise: ``echo: <text>``.
+It records every request it gets (``.requests``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import mcp_types as types
+
+MODEL = "scripted-model-1"
+LONG_ANSWER = ("The quick brown fox jumps over the lazy dog. " * 23)[:1000]
+
+
+def last_user_text(params: types.CreateMessageRequestParams) -> str:
+    for message in reversed(params.messages):
+        if message.role == "user":
+            texts = [b.text for b in message.content_as_list if isinstance(b, types.TextContent)]
+            if texts:
+                return " ".join(texts)
+    return ""
+
+
+@dataclass
+class ScriptedModel:
+    requests: list[types.CreateMessageRequestParams] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    started: anyio.Event = field(default_factory=anyio.Event)
+
+    async def __call__(self, ctx: Any, params: types.CreateMessageRequestParams) -> Any:
+        self.requests.append(params)
+        self.started.set()
+        text = last_user_text(params)
+        if "SLOW" in text:
+            try:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class():
+                self.cancelled.append(text)
+                raise
+        if "REFUSE" in text:
+            return types.ErrorData(code=-1, message="User rejected sampling request")
+        if params.tools:
+            return types.CreateMessageResultWithTools(
+                role="assistant", model=MODEL, stop_reason="toolUse",
+                content=[types.TextContent(text="Let me check."),
+                         types.ToolUseContent(id="call_scripted_1", name=params.tools[0].name,
+                                              input={"city": "Paris"})])
+        answer = LONG_ANSWER if "LONG" in text else f"echo: {text}"
+        return types.CreateMessageResult(role="assistant", model=MODEL, stop_reason="endTurn",
+                                         content=types.TextContent(text=answer))
