@@ -118,6 +118,7 @@ class App:
         workers = [{
             "id": w.id,
             "client": {"name": w.info.client_name, "version": w.info.client_version},
+            "pid": w.info.pid,
             "protocol_version": w.info.protocol_version,
             "modes": w.info.modes,
             "tools": w.info.tools,

@@ -214,6 +214,9 @@ async def _read_request(
     if event is None or isinstance(event, h11.ConnectionClosed):
         return None
     assert isinstance(event, h11.Request)
+    head_size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+    if head_size > config.max_header_bytes:  # h11 only checks heads that arrive incomplete
+        raise _Protocol(431, f"Request head exceeds {config.max_header_bytes} bytes (relay --max-header-bytes).")
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
     length = headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > config.max_body_bytes:

@@ -1,7 +1,8 @@
 """A deterministic stand-in for an MCP client's model: the sampling callback the tests' MCP client uses.
 
 What it answers depends on the last user text:
-- contains ``SLOW``: waits (until cancelled) and records the cancellation in ``ScriptedModel.cancelled``;
+- contains ``SLOW``: waits (until cancelled) and records the cancellation in ``ScriptedModel.cancelled``
+  (unless ``honour_slow`` is off);
 - contains ``REFUSE``: refuses like a user declining the sampling request;
 - contains ``LONG``: answers 1,000 characters;
 - the request offers tools: calls the first tool with ``{"city": "Paris"}``;
@@ -35,12 +36,13 @@ class ScriptedModel:
     requests: list[types.CreateMessageRequestParams] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     started: anyio.Event = field(default_factory=anyio.Event)
+    honour_slow: bool = True
 
     async def __call__(self, ctx: Any, params: types.CreateMessageRequestParams) -> Any:
         self.requests.append(params)
         self.started.set()
         text = last_user_text(params)
-        if "SLOW" in text:
+        if "SLOW" in text and self.honour_slow:
             try:
                 await anyio.sleep_forever()
             except anyio.get_cancelled_exc_class():

@@ -1,0 +1,151 @@
+"""``python -m bench`` (``just bench``): the relay against a bare h11 server, side by side, in one run.
+
+Measured, in this order, on this machine:
+1. start to listening: spawn -> first stdout line (the banner), ``--starts`` times each; min, median;
+2. VmRSS of the relay and the bare server right after their banner, and again after all load;
+3. load: ``POST /v1/chat/completions`` at concurrency 1, 8 and 64, non-stream and stream, relay then
+   bare server for each cell, each run by a fresh load-generator process (``bench._load``). The relay
+   is answered by the instant worker (``bench._worker``), so its numbers are the relay's own cost
+   plus the Unix socket hop; the bare server (``bench._bare``) answers in-process;
+4. bytes and frames on the wire for one request of each kind with the 1,000-character answer.
+Exits 1 (after printing everything) if any request failed. Child processes are always stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+
+from . import _report
+from ._load import LoadResult
+from ._procs import Children, Server, read_line, rss_mib
+from ._wire import probe
+
+CONCURRENCY = (1, 8, 64)
+BARE = ["-m", "bench._bare"]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Relay vs bare h11 server.")
+    parser.add_argument("--starts", type=int, default=5, help="timed starts per server (default 5)")
+    parser.add_argument("--requests", type=int, default=2000, help="timed requests per cell (default 2000)")
+    parser.add_argument("--max-seconds", type=float, default=5.0, help="time limit of a cell (default 5)")
+    return parser.parse_args()
+
+
+def machine_note() -> str:
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"machine: {len(os.sched_getaffinity(0))} CPUs usable (nproc), {platform.system()} "
+        f"{platform.release()} {platform.machine()}, {platform.python_implementation()} "
+        f"{platform.python_version()}, load average {load} at start\n"
+        "         (shared: relay, worker, bare server and load generator all run on these CPUs)"
+    )
+
+
+def progress(text: str) -> None:
+    """One status line on stderr, rewritten in place on a terminal."""
+    if sys.stderr.isatty():
+        print(f"\r\033[K... {text}", end="", file=sys.stderr, flush=True)
+    else:
+        print(f"... {text}", file=sys.stderr, flush=True)
+
+
+def relay_args(socket: str) -> list[str]:
+    return ["-m", "relay", "--port", "0", "--socket", socket]
+
+
+def time_starts(children: Children, name: str, args: list[str], runs: int) -> list[float]:
+    seconds = []
+    for _ in range(runs):
+        server = children.start_server(name, args)
+        seconds.append(server.seconds_to_banner)
+        children.stop(server.proc)
+    return seconds
+
+
+def run_load(server: Server, concurrency: int, stream: bool, args: argparse.Namespace) -> LoadResult:
+    command = [sys.executable, "-m", "bench._load", server.url, "--concurrency", str(concurrency),
+               "--requests", str(args.requests), "--warmup", str(max(100, 4 * concurrency)),
+               "--max-seconds", str(args.max_seconds)]  # fmt: skip
+    if stream:
+        command.append("--stream")
+    done = subprocess.run(command, capture_output=True, check=False, timeout=2 * args.max_seconds + 60)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed: {done.stderr.decode()[-2000:]}")
+    result: LoadResult = json.loads(done.stdout)
+    return result
+
+
+def measure(children: Children, tmp: str, args: argparse.Namespace) -> int:
+    progress("timing process starts")
+    starts = {
+        "relay": time_starts(children, "relay", relay_args(os.path.join(tmp, "start.sock")), args.starts),
+        "bare": time_starts(children, "bare", BARE, args.starts),
+    }
+    socket = os.path.join(tmp, "relay.sock")
+    servers = {
+        "relay": children.start_server("relay", relay_args(socket)),
+        "bare": children.start_server("bare", BARE),
+    }
+    rss_start = {name: rss_mib(s.proc.pid) for name, s in servers.items()}
+    worker_log = os.path.join(tmp, "worker.log")
+    with open(worker_log, "wb") as log:
+        worker = children.spawn(["-m", "bench._worker", socket], log)
+    read_line(worker, "bench._worker", worker_log)  # the relay has welcomed it
+
+    cells = []
+    for stream in (False, True):
+        for concurrency in CONCURRENCY:
+            progress(f"load: {'stream' if stream else 'non-stream'}, concurrency {concurrency}")
+            relay = run_load(servers["relay"], concurrency, stream, args)
+            bare = run_load(servers["bare"], concurrency, stream, args)
+            cells.append(_report.Cell(stream, concurrency, relay, bare))
+    progress("wire probes")
+    wires = {name: (probe(s.url, stream=True), probe(s.url, stream=False)) for name, s in servers.items()}
+    rss_end = {name: rss_mib(s.proc.pid) for name, s in servers.items()}
+    progress("done")
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+
+    sections = [
+        _report.setup(),
+        _report.starts(starts),
+        _report.memory(rss_start, rss_end),
+        _report.load(cells, args.requests, args.max_seconds),
+        _report.wire(wires["relay"], wires["bare"]),
+    ]
+    print("\n" + "\n\n".join(sections))
+    failed = 0
+    for cell in cells:
+        for name, result in (("relay", cell.relay), ("bare", cell.bare)):
+            if result["errors"]:
+                failed += 1
+                print(f"\nERRORS ({name}, {cell.mode}, concurrency {cell.concurrency}): {result['errors']} "
+                      f"failed requests; the first: {result['first_error']}")  # fmt: skip
+    return 1 if failed else 0
+
+
+def main() -> int:
+    args = parse_args()
+    print("$ " + " ".join(["python -m bench", *sys.argv[1:]]))
+    print(machine_note())
+    with tempfile.TemporaryDirectory(prefix="mcptb-bench-") as tmp:
+        children = Children(tmp)
+        try:
+            return measure(children, tmp, args)
+        finally:
+            children.close()
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted; child processes stopped", file=sys.stderr)
+        sys.exit(130)

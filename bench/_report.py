@@ -1,0 +1,115 @@
+"""The printed report: plain-text tables (first column left-aligned, the others right-aligned, two
+spaces apart) for each measurement, from the numbers :mod:`bench.__main__` collected."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from ._load import LoadResult
+from ._payload import request_body
+from ._wire import Wire
+
+
+@dataclass(frozen=True)
+class Cell:
+    stream: bool
+    concurrency: int
+    relay: LoadResult
+    bare: LoadResult
+
+    @property
+    def mode(self) -> str:
+        return "stream" if self.stream else "non-stream"
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([title, line(header), *(line(row) for row in rows)])
+
+
+def ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}"
+
+
+def ratio(a: float, b: float) -> str:
+    return "-" if not b or math.isnan(a) or math.isnan(b) else f"{a / b:.2f}x"
+
+
+def setup() -> str:
+    return "\n".join(
+        [
+            "relay: python -m relay --port 0 --socket <tmp>/relay.sock",
+            "       (default settings: asyncio backend, info-level access log, stderr to a file)",
+            "       answered by bench._worker over the Unix socket (start + text + end, at once)",
+            "bare:  python -m bench._bare: h11 + anyio on asyncio, the same bodies in-process, no worker",
+            f"request: POST /v1/chat/completions {request_body(False).decode()}",
+            '         or the same with "stream": true; every answer is the same 1,000 characters',
+        ]
+    )
+
+
+def starts(seconds: dict[str, list[float]]) -> str:
+    def pick(values: list[float], how: str) -> float:
+        return 1000 * (min(values) if how == "min" else statistics.median(values))
+
+    rows = [[name, f"{pick(v, 'min'):.0f}", f"{pick(v, 'median'):.0f}"] for name, v in seconds.items()]
+    relay, bare = seconds["relay"], seconds["bare"]
+    rows.append(["relay/bare", *(ratio(pick(relay, how), pick(bare, how)) for how in ("min", "median"))])
+    title = f"Start to listening (ms from spawn to the banner line on stdout, {len(relay)} starts each)"
+    return table(title, ["", "min", "median"], rows)
+
+
+def memory(after_start: dict[str, float], after_load: dict[str, float]) -> str:
+    rows = [[name, f"{after_start[name]:.1f}", f"{after_load[name]:.1f}"] for name in after_start]
+    title = "Memory (VmRSS in MiB: right after the banner, and after all load and wire probes)"
+    return table(title, ["", "after start", "after load"], rows)
+
+
+def load(cells: list[Cell], requests: int, max_seconds: float) -> str:
+    header = ["mode", "conc", "relay req/s", "bare req/s", "ratio", "relay p50", "bare p50", "ratio",
+              "relay p99", "bare p99", "timed", "errors"]  # fmt: skip
+    rows = []
+    for cell in cells:
+        relay, bare = cell.relay, cell.bare
+        timed = f"{relay['requests']}" + (
+            "" if relay["requests"] == bare["requests"] else f"/{bare['requests']}"
+        )
+        rows.append([
+            cell.mode, str(cell.concurrency),
+            f"{relay['rps']:.0f}", f"{bare['rps']:.0f}", ratio(relay["rps"], bare["rps"]),
+            ms(relay["p50_ms"]), ms(bare["p50_ms"]), ratio(relay["p50_ms"], bare["p50_ms"]),
+            ms(relay["p99_ms"]), ms(bare["p99_ms"]),
+            timed, str(relay["errors"] + bare["errors"]),
+        ])  # fmt: skip
+    title = (
+        "Load (one keep-alive connection per caller; latency in ms until the whole body is read;\n"
+        "  ratio = relay/bare)\n"
+        f"  per cell: warm-up of max(100, 4 x conc) requests, then {requests} timed requests or "
+        f"{max_seconds:g} s, whichever ends first; timed = requests answered in the timed phase"
+    )
+    return table(title, header, rows)
+
+
+def wire(relay: tuple[Wire, Wire], bare: tuple[Wire, Wire]) -> str:
+    (rs, rn), (bs, bn) = relay, bare
+    rows: list[tuple[str, int, int]] = [
+        ("stream: response bytes (head + chunked body)", rs.response_bytes, bs.response_bytes),
+        ("stream: head bytes", rs.head_bytes, bs.head_bytes),
+        ("stream: body bytes (de-chunked)", rs.body_bytes, bs.body_bytes),
+        ("stream: SSE data: frames (incl. [DONE])", rs.data_frames, bs.data_frames),
+        ("stream:   of which carry answer text", rs.text_frames, bs.text_frames),
+        ("stream: SSE comment frames", rs.comment_frames, bs.comment_frames),
+        ("non-stream: response bytes (head + body)", rn.response_bytes, bn.response_bytes),
+        ("non-stream: head bytes", rn.head_bytes, bn.head_bytes),
+        ("non-stream: body bytes", rn.body_bytes, bn.body_bytes),
+    ]
+    title = "On the wire (one request each, 1,000-character answer)"
+    return table(title, ["", "relay", "bare"], [[name, str(r), str(b)] for name, r, b in rows])

@@ -1,0 +1,71 @@
+# MCP Token Bridge tasks. Every recipe makes its own venv (.venv) and installs what it needs; a second
+# run skips the install when pyproject.toml has not changed.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+python := env_var_or_default("PYTHON", "python3")
+venv := ".venv"
+bin := venv + "/bin"
+
+# Run the relay (the main job): just relay --port 8000
+relay *ARGS: _runtime
+    {{bin}}/mcptb-relay {{ARGS}}
+
+# Run the whole test suite (asyncio and trio, real processes, real clients)
+test *ARGS: _dev _node
+    {{bin}}/python -m pytest {{ARGS}}
+
+# ruff (lint + format check) and mypy
+lint: _dev
+    {{bin}}/ruff check .
+    {{bin}}/ruff format --check .
+    {{bin}}/mypy
+
+# Format the code in place
+fmt: _dev
+    {{bin}}/ruff format .
+    {{bin}}/ruff check --fix .
+
+# Benchmarks: relay start, memory, throughput and latency against a bare h11 server
+bench *ARGS: _dev
+    {{bin}}/python -m bench {{ARGS}}
+
+# Start a relay and a demo MCP client with a canned model, and stream one answer through it
+demo: _runtime
+    {{bin}}/python -m bench.demo
+
+_venv:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x {{bin}}/python ]; then {{python}} -m venv {{venv}}; fi
+    if [ ! -x {{bin}}/uv ]; then {{bin}}/python -m pip install -q --disable-pip-version-check uv; fi
+
+_runtime: _venv
+    #!/usr/bin/env bash
+    set -euo pipefail
+    stamp={{venv}}/.runtime-$(cat pyproject.toml | sha1sum | cut -c1-12)
+    if [ ! -f "$stamp" ]; then
+      {{bin}}/uv pip install --python {{bin}}/python -q -e .
+      rm -f {{venv}}/.runtime-*; touch "$stamp"
+    fi
+
+_dev: _venv
+    #!/usr/bin/env bash
+    set -euo pipefail
+    stamp={{venv}}/.dev-$(cat pyproject.toml tests/overrides.txt | sha1sum | cut -c1-12)
+    if [ ! -f "$stamp" ]; then
+      # litellm pins a certifi newer than some registries carry: tests/overrides.txt relaxes it (tests only)
+      {{bin}}/uv pip install --python {{bin}}/python -q --override tests/overrides.txt -e '.[test,lint]'
+      rm -f {{venv}}/.dev-*; touch "$stamp"
+    fi
+
+# The TypeScript MCP SDK client used by some tests (skipped, loudly, where npm is missing)
+_node:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v npm >/dev/null; then echo "npm not found: TypeScript-client tests will be skipped"; exit 0; fi
+    stamp=tests/node/node_modules/.stamp-$(cat tests/node/package.json | sha1sum | cut -c1-12)
+    if [ ! -f "$stamp" ]; then
+      (cd tests/node && npm install --no-audit --no-fund --loglevel=error)
+      touch "$stamp"
+    fi

@@ -1,0 +1,188 @@
+"""Fixtures that start the real processes: the relay on port 0 with its own socket, and
+``mcptb-server`` over stdio under a real MCP client (the ``mcp`` SDK's ClientSession, 2025 handshake).
+
+Every async test runs twice, on asyncio and on trio; the relay and the MCP server run on the same
+backend as the test. HTTP clients that are tied to asyncio or are synchronous run in a thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp import ClientSession, StdioServerParameters, stdio_client
+
+from _http_client import get_json
+from _scripted import ScriptedModel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def backend(anyio_backend: str) -> str:
+    return anyio_backend
+
+
+@dataclass
+class RelayProcess:
+    url: str
+    socket: str
+    proc: subprocess.Popen[str]
+    log_lines: list[str] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def log(self) -> str:
+        return "".join(self.log_lines)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def short_socket_dir() -> str:
+    """Unix socket paths must stay under ~100 bytes, so not under pytest's long tmp_path."""
+    return tempfile.mkdtemp(prefix="mcptb-")
+
+
+def start_relay(backend: str, socket: str, *args: str, env: dict[str, str] | None = None) -> RelayProcess:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay", "--port", "0", "--socket", socket, "--backend", backend, *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    banner = proc.stdout.readline()
+    if not banner:
+        raise RuntimeError(f"relay did not start: {proc.stderr.read()}")
+    url = banner.split()[3]
+    relay = RelayProcess(url=url, socket=socket, proc=proc)
+
+    def drain(stream: Any) -> None:
+        for line in stream:
+            relay.log_lines.append(line)
+
+    threading.Thread(target=drain, args=(proc.stderr,), daemon=True).start()
+    threading.Thread(target=drain, args=(proc.stdout,), daemon=True).start()
+    return relay
+
+
+@pytest.fixture
+def relay_factory(backend: str) -> Iterator[Any]:
+    started: list[RelayProcess] = []
+    dirs: list[str] = []
+
+    def factory(*args: str, socket: str | None = None, env: dict[str, str] | None = None) -> RelayProcess:
+        if socket is None:
+            dirs.append(short_socket_dir())
+            socket = os.path.join(dirs[-1], "relay.sock")
+        relay = start_relay(backend, socket, *args, env=env)
+        started.append(relay)
+        return relay
+
+    yield factory
+    for relay in started:
+        relay.stop()
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def relay(relay_factory: Any) -> RelayProcess:
+    """A relay with short timeouts so timeout paths are quick to test."""
+    return relay_factory("--keepalive-interval", "0.5")
+
+
+def server_params(socket: str, backend: str, *args: str) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "mcp_server", "--socket", socket, "--backend", backend, "--reconnect-max-delay", "0.5", *args],
+        cwd=str(ROOT),
+        env={"PYTHONUNBUFFERED": "1"},
+    )
+
+
+@dataclass
+class Worker:
+    session: ClientSession
+    model: ScriptedModel
+    stderr_path: str
+
+    @property
+    def stderr(self) -> str:
+        return Path(self.stderr_path).read_text()
+
+
+@asynccontextmanager
+async def mcp_worker(
+    relay: RelayProcess,
+    backend: str,
+    *args: str,
+    model: ScriptedModel | None = None,
+    sampling: bool = True,
+    sampling_tools: bool = False,
+    client_name: str = "pytest-client",
+    wait_ready: bool = True,
+) -> AsyncIterator[Worker]:
+    """``mcptb-server`` spawned over stdio by the mcp SDK's ClientSession (2025 handshake)."""
+    model = model or ScriptedModel()
+    capabilities = types.SamplingCapability(tools=types.SamplingToolsCapability()) if sampling_tools else None
+    fd, stderr_path = tempfile.mkstemp(prefix="mcptb-server-", suffix=".log")
+    os.close(fd)
+    with open(stderr_path, "w") as errlog:
+        async with stdio_client(server_params(relay.socket, backend, *args), errlog=errlog) as (read, write):
+            async with ClientSession(
+                read, write,
+                sampling_callback=model if sampling else None,
+                sampling_capabilities=capabilities,
+                client_info=types.Implementation(name=client_name, version="1.0"),
+                read_timeout_seconds=30,
+            ) as session:
+                await session.initialize()
+                worker = Worker(session, model, stderr_path)
+                if wait_ready:
+                    await wait_for_workers(relay, 1, sampling=sampling)
+                yield worker
+    os.unlink(stderr_path)
+
+
+async def wait_for_workers(relay: RelayProcess, count: int, sampling: bool = True, timeout: float = 20) -> dict[str, Any]:
+    """Poll /health until ``count`` workers are connected (with free sampling slots, if asked)."""
+    with anyio.fail_after(timeout):
+        while True:
+            health = await get_json(relay.url + "/health")
+            workers = health["workers"]
+            ready = [w for w in workers if not sampling or ("sampling" in w["modes"] and w["free_slots"] > 0)]
+            if len(workers) == count and len(ready) == count:
+                return health
+            await anyio.sleep(0.05)
+
+
+def chat_body(text: str = "hello", **extra: Any) -> bytes:
+    return json.dumps({"model": "test-model", "messages": [{"role": "user", "content": text}], **extra}).encode()

@@ -1,0 +1,304 @@
+"""Bad input and faults, through the real relay and the real mcptb-server: every case gets a clear
+error in OpenAI's shape with the right status - never a crash, a hang, or a lost request."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from contextlib import suppress
+
+import anyio
+import pytest
+
+from _http_client import get_json, post, request
+from _scripted import ScriptedModel
+from conftest import ROOT, chat_body, mcp_worker, wait_for_workers
+
+pytestmark = pytest.mark.anyio
+
+PATH = "/v1/chat/completions"
+
+
+def error_of(response) -> dict:
+    body = response.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    return body["error"]
+
+
+# --- bad requests (no worker needed: validation comes first) ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "fragment"),
+    [
+        (b"{not json", None, "not valid JSON"),
+        (b"[1, 2]", None, "JSON object"),
+        (b'{"model": "m"}', "messages", "'messages' is required"),
+        (b'{"messages": "hello"}', "messages", "non-empty list"),
+        (b'{"messages": []}', "messages", "non-empty list"),
+        (b'{"messages": [{"role": "robot", "content": "x"}]}', "messages[0].role", "must be one of"),
+        (b'{"messages": [{"role": "user", "content": 5}]}', "messages[0].content", "string or a list"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "stream": "yes"}', "stream", "boolean"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": "9"}', "max_tokens", "integer"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', "temperature", "number"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "n": 2}', "n", "n=1"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}}',
+         "response_format", "not supported"),
+        (b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}',
+         "messages[0].content[0].image_url.url", "data: URLs"),
+        (b'{"messages": [{"role": "tool", "content": "x"}]}', "messages[0].tool_call_id", "tool_call_id"),
+        (b'{"messages": [{"role": "system", "content": "only a system prompt"}]}', "messages", "at least one"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "function", "function": {"name": "nope"}}}',
+         "tool_choice", "not in 'tools'"),
+    ],
+)
+async def test_bad_request_is_a_400_naming_the_field(relay, body, param, fragment):
+    response = await post(relay.url, PATH, body)
+    assert response.status == 400, response.body
+    error = error_of(response)
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert fragment in error["message"]
+
+
+async def test_oversized_body_is_413(relay_factory):
+    relay = relay_factory("--max-body-bytes", "1000")
+    response = await post(relay.url, PATH, chat_body("x" * 2000))
+    assert response.status == 413
+    assert "--max-body-bytes" in error_of(response)["message"]
+
+
+async def test_oversized_chunked_body_is_413(relay_factory):
+    relay = relay_factory("--max-body-bytes", "1000")
+    body = chat_body("x" * 3000)
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 500]), body[i:i + 500]) for i in range(0, len(body), 500))
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ntransfer-encoding: chunked\r\n"
+            b"content-type: application/json\r\n\r\n")
+    response = await request(relay.url, raw_head=head, body=chunked + b"0\r\n\r\n")
+    assert response.status == 413
+
+
+async def test_oversized_head_is_431(relay):
+    response = await request(relay.url, "GET", "/health", headers={"x-big": "a" * 70_000})
+    assert response.status == 431
+
+
+async def test_unknown_path_is_404_and_wrong_method_is_405(relay):
+    missing = await request(relay.url, "GET", "/v2/nothing")
+    assert missing.status == 404 and "/v1/chat/completions" in error_of(missing)["message"]
+    wrong = await request(relay.url, "GET", PATH)
+    assert wrong.status == 405 and wrong.headers["allow"] == "POST"
+
+
+async def test_no_worker_connected_is_an_immediate_503_saying_how_to_connect(relay):
+    with anyio.fail_after(5):
+        response = await post(relay.url, PATH, chat_body(stream=True))
+    assert response.status == 503
+    error = error_of(response)
+    assert "claude mcp add" in error["message"] and relay.socket in error["message"]
+
+
+async def test_tools_without_sampling_tools_are_refused_before_streaming(relay, backend):
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    async with mcp_worker(relay, backend, sampling_tools=False):
+        response = await post(relay.url, PATH, chat_body(tools=tools, stream=True))
+    assert response.status == 400
+    error = error_of(response)
+    assert error["param"] == "tools" and "sampling.tools" in error["message"]
+
+
+# --- access control ---------------------------------------------------------------------------
+
+
+async def test_api_key_is_required_when_configured(relay_factory):
+    relay = relay_factory("--api-key", "sekrit")
+    assert (await request(relay.url, "GET", "/v1/models")).status == 401
+    wrong = await request(relay.url, "GET", "/v1/models", headers={"authorization": "Bearer nope"})
+    assert wrong.status == 401 and error_of(wrong)["type"] == "authentication_error"
+    assert (await request(relay.url, "GET", "/v1/models", headers={"authorization": "Bearer sekrit"})).status == 200
+    assert (await request(relay.url, "GET", "/v1/models", headers={"x-api-key": "sekrit"})).status == 200
+    assert (await request(relay.url, "GET", "/health")).status == 200
+
+
+async def test_foreign_host_and_origin_are_refused(relay):
+    rebinding = await request(relay.url, "GET", "/v1/models", headers={"host": "evil.example:80"})
+    assert rebinding.status == 403
+    page = await request(relay.url, "GET", "/v1/models", headers={"origin": "https://evil.example"})
+    assert page.status == 403
+    local = await request(relay.url, "GET", "/v1/models", headers={"origin": "http://localhost:3000"})
+    assert local.status == 200
+
+
+def test_non_loopback_bind_without_api_key_is_refused():
+    result = subprocess.run([sys.executable, "-m", "relay", "--host", "0.0.0.0", "--port", "0"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert result.returncode == 2
+    assert "--api-key" in result.stderr
+
+
+async def test_connections_over_the_limit_get_503(relay_factory):
+    relay = relay_factory("--max-connections", "1")
+    async with await anyio.connect_tcp("127.0.0.1", relay.port):  # holds the only slot
+        await anyio.sleep(0.2)
+        response = await request(relay.url, "GET", "/health")
+    assert response.status == 503
+
+
+async def test_keep_alive_serves_several_requests_on_one_connection(relay):
+    one = b"GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n"
+    async with await anyio.connect_tcp("127.0.0.1", relay.port) as stream:
+        await stream.send(one + one)  # pipelined
+        received = b""
+        with anyio.fail_after(5):
+            while received.count(b"HTTP/1.1 200") < 2:
+                received += await stream.receive()
+        await stream.send(one)
+        with anyio.fail_after(5):
+            while received.count(b"HTTP/1.1 200") < 3:
+                received += await stream.receive()
+
+
+# --- faults while answering -------------------------------------------------------------------
+
+
+async def test_client_refusing_sampling_is_502_with_its_reason(relay, backend):
+    async with mcp_worker(relay, backend):
+        response = await post(relay.url, PATH, chat_body("REFUSE this"))
+    assert response.status == 502
+    error = error_of(response)
+    assert error["code"] == "refused" and "User rejected sampling request" in error["message"]
+
+
+async def test_failure_after_streaming_started_is_an_error_frame_then_done(relay, backend):
+    async with mcp_worker(relay, backend):
+        response = await post(relay.url, PATH, chat_body("REFUSE this", stream=True))
+    assert response.status == 200
+    events = response.sse_events
+    assert json.loads(events[0].removeprefix("data: "))["choices"][0]["delta"]["role"] == "assistant"
+    assert json.loads(events[-2].removeprefix("data: "))["error"]["code"] == "refused"
+    assert events[-1] == "data: [DONE]"
+
+
+async def test_sampling_timeout_is_504_and_cancels_the_sampling_request(relay, backend):
+    async with mcp_worker(relay, backend, "--sampling-timeout", "0.5") as worker:
+        response = await post(relay.url, PATH, chat_body("SLOW one"))
+        with anyio.fail_after(10):
+            while not worker.model.cancelled:
+                await anyio.sleep(0.05)
+    assert response.status == 504
+    assert "--sampling-timeout" in error_of(response)["message"]
+    assert worker.model.cancelled == ["SLOW one"]
+
+
+async def test_caller_disconnect_cancels_the_sampling_callback(relay, backend):
+    async with mcp_worker(relay, backend) as worker:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(post, relay.url, PATH, chat_body("SLOW bye", stream=True))
+            with anyio.fail_after(10):
+                await worker.model.started.wait()
+            tg.cancel_scope.cancel()  # the caller hangs up while the model is answering
+        with anyio.fail_after(10):
+            while not worker.model.cancelled:
+                await anyio.sleep(0.05)
+        assert worker.model.cancelled == ["SLOW bye"]
+        health = await get_json(relay.url + "/health")
+        assert health["in_flight"] == 0 and health["queue_depth"] == 0
+        # the slot came back: the worker still answers
+        assert (await post(relay.url, PATH, chat_body("again"))).json()["choices"][0]["message"]["content"] == "echo: again"
+
+
+async def test_keep_alive_comments_flow_while_the_model_thinks(relay, backend):
+    async with mcp_worker(relay, backend):
+        partial = await post(relay.url, PATH, chat_body("SLOW think", stream=True), stop_after=b": keep-alive\n\n")
+    events = partial.sse_events
+    assert events[0].startswith("data: ") and events[1] == ": keep-alive"
+
+
+async def test_client_without_sampling_stays_connected_and_its_requests_wait_then_time_out(relay_factory, backend):
+    relay = relay_factory("--queue-timeout", "1")
+    async with mcp_worker(relay, backend, sampling=False, wait_ready=False):
+        health = await wait_for_workers(relay, 1, sampling=False)
+        assert health["workers"][0]["modes"] == []
+        response = await post(relay.url, PATH, chat_body("anyone?"))
+        assert response.status == 504
+        assert "No MCP server picked up" in error_of(response)["message"]
+        assert len((await get_json(relay.url + "/health"))["workers"]) == 1
+
+
+async def test_queue_full_is_429_with_retry_after(relay_factory, backend):
+    relay = relay_factory("--max-queue", "1", "--queue-timeout", "30")
+    async with mcp_worker(relay, backend, sampling=False, wait_ready=False):
+        await wait_for_workers(relay, 1, sampling=False)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(post, relay.url, PATH, chat_body("first", stream=True))
+            with anyio.fail_after(10):
+                while (await get_json(relay.url + "/health"))["queue_depth"] < 1:
+                    await anyio.sleep(0.05)
+            response = await post(relay.url, PATH, chat_body("second"))
+            tg.cancel_scope.cancel()
+    assert response.status == 429
+    assert response.headers["retry-after"] == "1"
+    assert error_of(response)["type"] == "rate_limit_error"
+
+
+async def test_worker_killed_before_answering_gets_its_request_requeued(relay, backend):
+    async with mcp_worker(relay, backend) as first:
+        pid = (await get_json(relay.url + "/health"))["workers"][0]["pid"]
+        async with anyio.create_task_group() as tg:
+            result = {}
+
+            async def call() -> None:
+                result["response"] = await post(relay.url, PATH, chat_body("SLOW survive"))
+
+            tg.start_soon(call)
+            with anyio.fail_after(10):
+                await first.model.started.wait()
+            os.kill(pid, signal.SIGKILL)
+            async with mcp_worker(relay, backend, model=ScriptedModel(honour_slow=False), wait_ready=False):
+                with anyio.fail_after(20):
+                    while "response" not in result:
+                        await anyio.sleep(0.05)
+    response = result["response"]
+    assert response.status == 200
+    assert response.json()["choices"][0]["message"]["content"] == "echo: SLOW survive"
+
+
+async def test_server_reconnects_after_the_relay_restarts(relay_factory, backend):
+    relay = relay_factory()
+    async with mcp_worker(relay, backend):
+        relay.stop()
+        again = relay_factory(socket=relay.socket)
+        await wait_for_workers(again, 1)
+        response = await post(again.url, PATH, chat_body("after restart"))
+    assert response.json()["choices"][0]["message"]["content"] == "echo: after restart"
+
+
+async def test_many_concurrent_callers_each_get_their_own_answer(relay, backend):
+    answers: dict[int, str] = {}
+
+    async def call(i: int) -> None:
+        response = await post(relay.url, PATH, chat_body(f"caller {i}", stream=(i % 2 == 0)))
+        if i % 2:
+            answers[i] = response.json()["choices"][0]["message"]["content"]
+        else:
+            chunks = [json.loads(e.removeprefix("data: ")) for e in response.sse_events[:-1]]
+            answers[i] = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+
+    async with mcp_worker(relay, backend), anyio.create_task_group() as tg:
+        for i in range(24):
+            tg.start_soon(call, i)
+    assert answers == {i: f"echo: caller {i}" for i in range(24)}
+
+
+async def test_worker_process_exits_cleanly_when_its_client_closes(relay, backend):
+    async with mcp_worker(relay, backend):
+        pid = (await get_json(relay.url + "/health"))["workers"][0]["pid"]
+    with anyio.fail_after(10):
+        while (await get_json(relay.url + "/health"))["workers"]:
+            await anyio.sleep(0.05)
+    with suppress(ProcessLookupError):
+        os.kill(pid, 0)
+        pytest.fail("mcptb-server still running after its client closed stdin")

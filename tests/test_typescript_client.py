@@ -1,0 +1,302 @@
+"""The official TypeScript MCP SDK as the MCP client: HTTP caller -> relay -> mcptb-server -> TS SDK Client.
+
+``tests/node/sampling_worker.mjs`` uses ``@modelcontextprotocol/sdk``'s ``Client`` (2025 handshake,
+capabilities ``{sampling: {}}``) to spawn the real ``python -m mcp_server`` over stdio and answers
+``sampling/createMessage`` with ``ts-sdk says: <last user text>`` from model ``ts-scripted-model``. It
+prints ``READY`` once connected and one JSON line per sampling request it received, so these tests can
+check both ends: what the HTTP caller got back, and what the TypeScript client was asked.
+
+Needs node, npm and ``cd tests/node && npm install``; without them the tests skip, loudly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.streams.buffered
+import pytest
+from _http_client import get_json, post
+from conftest import ROOT, RelayProcess, wait_for_workers
+
+pytestmark = [pytest.mark.anyio, pytest.mark.node]
+
+NODE_DIR = ROOT / "tests" / "node"
+SCRIPT = NODE_DIR / "sampling_worker.mjs"
+CLIENT_NAME = "mcptb-ts-sdk-test-client"  # keep in step with sampling_worker.mjs
+CLIENT_VERSION = "1.32.2-test"
+TS_MODEL = "ts-scripted-model"
+PATH = "/v1/chat/completions"
+STREAM_ENDED = (
+    anyio.EndOfStream,
+    anyio.IncompleteRead,
+    anyio.ClosedResourceError,
+    anyio.BrokenResourceError,
+)
+
+
+def _skip_reason() -> str | None:
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    if missing:
+        return f"SKIPPED: {'/'.join(missing)} not found - the TypeScript MCP SDK client test did not run"
+    if not (NODE_DIR / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir():
+        return (
+            "SKIPPED: tests/node/node_modules is missing (run: cd tests/node && npm install --no-audit "
+            "--no-fund) - the TypeScript MCP SDK client test did not run"
+        )
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _needs_node() -> None:
+    reason = _skip_reason()
+    if reason is not None:
+        print(f"\n*** {reason} ***", file=sys.__stderr__, flush=True)
+        pytest.skip(reason)
+
+
+@dataclass
+class TsWorker:
+    """The running node process and what it printed."""
+
+    process: anyio.abc.Process
+    stderr_path: str
+    lines: list[str] = field(default_factory=list)
+    ready: anyio.Event = field(default_factory=anyio.Event)
+    eof: anyio.Event = field(default_factory=anyio.Event)
+    new_line: anyio.Event = field(default_factory=anyio.Event)
+    returncode: int | None = None
+
+    @property
+    def stderr(self) -> str:
+        return Path(self.stderr_path).read_text(errors="replace")
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines if line.startswith("{")]
+
+    @property
+    def sampling_requests(self) -> list[dict[str, Any]]:
+        return [e["params"] for e in self.events if e.get("event") == "sampling"]
+
+    async def wait_for_sampling(self, count: int) -> list[dict[str, Any]]:
+        """The node script logs a request before answering it, but we may not have read that line yet."""
+        with anyio.fail_after(10):
+            while len(self.sampling_requests) < count and not self.eof.is_set():
+                await self.new_line.wait()
+        requests = self.sampling_requests
+        assert len(requests) >= count, f"node printed {self.lines!r}; stderr:\n{self.stderr}"
+        return requests
+
+    async def read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        buffered = anyio.streams.buffered.BufferedByteReceiveStream(self.process.stdout)
+        try:
+            while True:
+                line = (await buffered.receive_until(b"\n", 1 << 20)).decode()
+                self.lines.append(line)
+                if line == "READY":
+                    self.ready.set()
+                self.new_line.set()
+                self.new_line = anyio.Event()
+        except STREAM_ENDED:
+            pass
+        finally:
+            self.eof.set()
+            self.new_line.set()
+
+
+async def _stop(process: anyio.abc.Process) -> None:
+    """Close node's stdin (its signal to shut down cleanly), then SIGTERM, then SIGKILL."""
+    if process.returncode is None and process.stdin is not None:
+        with anyio.move_on_after(1):
+            await process.stdin.aclose()
+    with anyio.move_on_after(10):
+        await process.wait()
+        return
+    if process.returncode is None:
+        process.terminate()
+    with anyio.move_on_after(5):
+        await process.wait()
+        return
+    if process.returncode is None:
+        process.kill()
+    await process.wait()
+
+
+@asynccontextmanager
+async def ts_sdk_worker(relay: RelayProcess, backend: str, *server_args: str) -> AsyncIterator[TsWorker]:
+    """``sampling_worker.mjs`` spawning ``mcptb-server`` for ``relay``; waits until it serves sampling.
+
+    On a normal exit the node process is asked to stop by closing its stdin, and its exit code is
+    kept in ``worker.returncode``; on any exit it is gone when this returns."""
+    errlog, stderr_path = tempfile.mkstemp(prefix="mcptb-ts-worker-", suffix=".log")
+    command = [
+        "node",
+        str(SCRIPT),
+        sys.executable,
+        relay.socket,
+        backend,
+        "--reconnect-max-delay",
+        "0.5",
+        *server_args,
+    ]
+    try:
+        try:
+            process = await anyio.open_process(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog, cwd=ROOT
+            )
+        finally:
+            os.close(errlog)
+        worker = TsWorker(process, stderr_path)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.read_stdout)
+                try:
+                    with anyio.fail_after(30):
+                        async with anyio.create_task_group() as wait:
+
+                            async def first(event: anyio.Event) -> None:
+                                await event.wait()
+                                wait.cancel_scope.cancel()
+
+                            wait.start_soon(first, worker.ready)
+                            wait.start_soon(first, worker.eof)
+                    assert worker.ready.is_set(), (
+                        f"node exited before READY: {worker.lines!r}; stderr:\n{worker.stderr}"
+                    )
+                    await wait_for_workers(relay, 1, sampling=True)
+                    yield worker
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await _stop(process)
+                        worker.returncode = process.returncode
+                        with anyio.move_on_after(5):
+                            await worker.eof.wait()
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+                await process.aclose()
+    finally:
+        os.unlink(stderr_path)
+
+
+def _data_events(events: list[str]) -> list[str]:
+    return [e.removeprefix("data: ") for e in events if e.startswith("data: ")]
+
+
+def _body(**fields: Any) -> bytes:
+    return json.dumps({"model": "gpt-4o-mini", **fields}).encode()
+
+
+async def test_non_stream_is_answered_by_the_typescript_sdk_client(relay, backend):
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "hello from http"},
+    ]
+    async with ts_sdk_worker(relay, backend) as worker:
+        health = await get_json(relay.url + "/health")
+        response = await post(relay.url, PATH, _body(messages=messages, max_tokens=64))
+        (params,) = await worker.wait_for_sampling(1)
+        models = await get_json(relay.url + "/v1/models")
+
+    # who the relay saw: the TypeScript SDK client, 2025 handshake, background sampling
+    (info,) = health["workers"]
+    assert info["client"] == {"name": CLIENT_NAME, "version": CLIENT_VERSION}
+    assert info["modes"] == ["sampling"]
+    assert info["protocol_version"] == "2025-11-25"
+
+    # what the HTTP caller got
+    assert response.status == 200, response.body
+    body = response.json()
+    assert body["object"] == "chat.completion"
+    assert body["model"] == TS_MODEL
+    (choice,) = body["choices"]
+    assert choice["message"]["role"] == "assistant"
+    assert choice["message"]["content"] == "ts-sdk says: hello from http"
+    assert choice["finish_reason"] == "stop"
+
+    # what the TypeScript client was asked
+    assert params["systemPrompt"] == "You are terse."
+    assert params["maxTokens"] == 64
+    assert [m["role"] for m in params["messages"]] == ["user"]
+    content = params["messages"][0]["content"]
+    blocks = content if isinstance(content, list) else [content]
+    assert blocks == [{"type": "text", "text": "hello from http"}]
+    assert params["modelPreferences"]["hints"] == [{"name": "gpt-4o-mini"}]
+
+    ids = [m["id"] for m in models["data"]]
+    assert ids[0] == CLIENT_NAME and TS_MODEL in ids
+
+    # closing the TS client's stdin made it close the MCP session cleanly
+    assert worker.returncode == 0, worker.stderr
+    assert {"event": "closed"} in worker.events
+
+
+async def test_stream_is_answered_by_the_typescript_sdk_client(relay, backend):
+    messages = [
+        {"role": "system", "content": "Stream it."},
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "stream from http"},
+    ]
+    body = _body(
+        messages=messages, max_completion_tokens=99, stream=True, stream_options={"include_usage": True}
+    )
+    async with ts_sdk_worker(relay, backend) as worker:
+        response = await post(relay.url, PATH, body)
+        (params,) = await worker.wait_for_sampling(1)
+
+    assert response.status == 200, response.body
+    assert response.headers["content-type"] == "text/event-stream"
+    datas = _data_events(response.sse_events)
+    assert datas[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in datas[:-1]]
+    # the first chunk leaves before the worker answers, so it can only name the model that was asked for;
+    # every chunk after it names the model that really answered
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[0]["model"] in ("gpt-4o-mini", TS_MODEL)
+    assert {c["model"] for c in chunks[1:]} == {TS_MODEL}
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "ts-sdk says: stream from http"
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+    finishes = [f for f in finishes if f is not None]
+    assert finishes == ["stop"]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] > 0
+
+    assert params["systemPrompt"] == "Stream it."
+    assert params["maxTokens"] == 99
+    assert [m["role"] for m in params["messages"]] == ["user", "assistant", "user"]
+    assert worker.returncode == 0, worker.stderr
+
+
+async def test_worker_leaves_the_relay_when_the_typescript_client_exits(relay, backend):
+    async with ts_sdk_worker(relay, backend) as worker:
+        await post(relay.url, PATH, _body(messages=[{"role": "user", "content": "one"}]))
+        await post(relay.url, PATH, _body(messages=[{"role": "user", "content": "two"}]))
+        requests = await worker.wait_for_sampling(2)
+    assert [r["messages"][-1]["content"] for r in requests] in (
+        [[{"type": "text", "text": "one"}], [{"type": "text", "text": "two"}]],
+        [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}],
+    )
+    assert worker.returncode == 0, worker.stderr
+    # the TS SDK closed mcptb-server's stdin; the server exited and its relay link went with it
+    with anyio.fail_after(10):
+        while (await get_json(relay.url + "/health"))["workers"]:  # noqa: ASYNC110 - polling over HTTP
+            await anyio.sleep(0.05)
+    response = await post(relay.url, PATH, _body(messages=[{"role": "user", "content": "anyone?"}]))
+    assert response.status == 503
