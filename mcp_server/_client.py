@@ -21,6 +21,7 @@ from mcp.server.session import ServerSession
 
 from shared_protocol import WorkerInfo
 
+
 def _is_handshake_era(version: str | None) -> bool:
     """Protocol versions before 2026 use ``initialize`` and allow server-initiated requests."""
     return bool(version) and str(version) < "2026-"
@@ -90,7 +91,14 @@ class ClientState:
 
     def learn(self, ctx: ServerRequestContext[Any, Any]) -> None:
         session = ctx.session
-        before = (self.name, self.version, self.protocol_version, self.sampling, self.sampling_tools, self.session)
+        before = (
+            self.name,
+            self.version,
+            self.protocol_version,
+            self.sampling,
+            self.sampling_tools,
+            self.session,
+        )
         params = session.client_params
         info: Any = params.client_info if params else None
         meta = ctx.meta or {}
@@ -107,7 +115,14 @@ class ClientState:
             self.sampling_tools = bool(caps.sampling and caps.sampling.tools is not None)
         if ctx.method == "notifications/initialized" and _is_handshake_era(session.protocol_version):
             self.session = session
-        after = (self.name, self.version, self.protocol_version, self.sampling, self.sampling_tools, self.session)
+        after = (
+            self.name,
+            self.version,
+            self.protocol_version,
+            self.sampling,
+            self.sampling_tools,
+            self.session,
+        )
         if after != before:
             self._notify()
 

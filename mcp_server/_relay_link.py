@@ -46,7 +46,9 @@ WELCOME_TIMEOUT = 10.0
 
 
 class RelayLink:
-    def __init__(self, socket_path: str, client: ClientState, sampling_timeout: float, reconnect_max_delay: float):
+    def __init__(
+        self, socket_path: str, client: ClientState, sampling_timeout: float, reconnect_max_delay: float
+    ):
         self.socket_path = socket_path
         self.client = client
         self.sampling_timeout = sampling_timeout
@@ -69,7 +71,12 @@ class RelayLink:
                 reported = False
                 try:
                     welcomed = await self._serve(stream)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError) as exc:
+                except (
+                    anyio.BrokenResourceError,
+                    anyio.ClosedResourceError,
+                    anyio.EndOfStream,
+                    OSError,
+                ) as exc:
                     welcomed = False
                     log.debug("relay link error: %r", exc)
                 self.connected = False
@@ -104,7 +111,9 @@ class RelayLink:
                 tg.cancel_scope.cancel()
             return True
 
-    async def _await_welcome(self, stream: anyio.abc.SocketStream, decoder: RelayFrameDecoder) -> Welcome | None:
+    async def _await_welcome(
+        self, stream: anyio.abc.SocketStream, decoder: RelayFrameDecoder
+    ) -> Welcome | None:
         with anyio.move_on_after(WELCOME_TIMEOUT):
             while True:
                 data = await stream.receive()
@@ -120,7 +129,10 @@ class RelayLink:
         return None
 
     async def _read(
-        self, stream: anyio.abc.SocketStream, decoder: RelayFrameDecoder, session: _Session,
+        self,
+        stream: anyio.abc.SocketStream,
+        decoder: RelayFrameDecoder,
+        session: _Session,
         tg: anyio.abc.TaskGroup,
     ) -> None:
         while True:
@@ -196,11 +208,19 @@ class _Session:
         try:
             with scope:
                 assert session is not None
-                await answer_by_sampling(session, frame, self._send, self.link.sampling_timeout,
-                                         self.client.name or "unknown client", self.client.saw_model)
+                await answer_by_sampling(
+                    session,
+                    frame,
+                    self._send,
+                    self.link.sampling_timeout,
+                    self.client.name or "unknown client",
+                    self.client.saw_model,
+                )
         except Exception as exc:
             log.exception("%s: failed", frame.id)
-            await self._send(ErrorFrame(id=frame.id, code="internal", message=f"mcptb-server failed: {exc!r}"))
+            await self._send(
+                ErrorFrame(id=frame.id, code="internal", message=f"mcptb-server failed: {exc!r}")
+            )
         finally:
             self.running.pop(frame.id, None)
         await self._top_up()

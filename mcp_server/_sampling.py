@@ -11,6 +11,7 @@ The neutral request maps one to one onto sampling, with three adjustments the sp
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import mcp_types as types
@@ -48,11 +49,14 @@ def _block(block: object) -> types.SamplingMessageContentBlock:
         return types.ToolUseContent(id=block.id, name=block.name, input=block.input)
     if isinstance(block, ToolResultBlock):
         content: list[types.ContentBlock] = [
-            types.TextContent(text=b.text) if isinstance(b, TextBlock)
+            types.TextContent(text=b.text)
+            if isinstance(b, TextBlock)
             else types.ImageContent(data=b.data, mime_type=b.mime_type)
             for b in block.content
         ]
-        return types.ToolResultContent(tool_use_id=block.tool_use_id, content=content, is_error=block.is_error)
+        return types.ToolResultContent(
+            tool_use_id=block.tool_use_id, content=content, is_error=block.is_error
+        )
     raise TypeError(f"unknown block {block!r}")
 
 
@@ -74,46 +78,72 @@ def _tools(request: NeutralRequest) -> tuple[list[types.Tool] | None, types.Tool
     tools = request.tools
     if choice is not None and choice.name:
         tools = [t for t in tools if t.name == choice.name]
-    mcp_tools = [types.Tool(name=t.name, description=t.description, input_schema=t.input_schema) for t in tools]
+    mcp_tools = [
+        types.Tool(name=t.name, description=t.description, input_schema=t.input_schema) for t in tools
+    ]
     return mcp_tools, types.ToolChoice(mode=choice.mode) if choice else None
 
 
+async def _sample(
+    session: ServerSession, request: NeutralRequest
+) -> types.CreateMessageResult | types.CreateMessageResultWithTools:
+    messages = to_sampling_messages(request.messages)
+    hints = types.ModelPreferences(hints=[types.ModelHint(name=request.model)]) if request.model else None
+    common: dict[str, Any] = {
+        "max_tokens": request.max_tokens,
+        "system_prompt": request.system,
+        "temperature": request.temperature,
+        "stop_sequences": request.stop_sequences or None,
+        "model_preferences": hints,
+    }
+    tools, tool_choice = _tools(request)
+    if tools is None:
+        plain: types.CreateMessageResult = await session.create_message(messages, **common)
+        return plain
+    return await session.create_message(messages, tools=tools, tool_choice=tool_choice, **common)
+
+
 async def answer_by_sampling(
-    session: ServerSession, frame: RequestFrame, send: Send, timeout: float, client_name: str,
+    session: ServerSession,
+    frame: RequestFrame,
+    send: Send,
+    timeout: float,
+    client_name: str,
     on_model: Callable[[str], None],
 ) -> None:
     """Sample the client's model for one relay request and send the answer frames."""
-    request = frame.request
-    tools, tool_choice = _tools(request)
-    hints = types.ModelPreferences(hints=[types.ModelHint(name=request.model)]) if request.model else None
     try:
-        messages = to_sampling_messages(request.messages)
         with anyio.fail_after(min(timeout, frame.timeout)):
-            result = await session.create_message(  # type: ignore[call-overload]
-                messages=messages,
-                max_tokens=request.max_tokens,
-                system_prompt=request.system,
-                temperature=request.temperature,
-                stop_sequences=request.stop_sequences or None,
-                model_preferences=hints,
-                tools=tools,
-                tool_choice=tool_choice,
-            )
+            result = await _sample(session, frame.request)
     except TimeoutError:
-        await send(ErrorFrame(id=frame.id, code="timeout", message=(
-            f"The MCP client ({client_name}) did not answer the sampling request within "
-            f"{min(timeout, frame.timeout):g} s (mcptb-server --sampling-timeout).")))
+        await send(
+            ErrorFrame(
+                id=frame.id,
+                code="timeout",
+                message=(
+                    f"The MCP client ({client_name}) did not answer the sampling request within "
+                    f"{min(timeout, frame.timeout):g} s (mcptb-server --sampling-timeout)."
+                ),
+            )
+        )
         return
     except MCPError as exc:
         await send(_client_error(frame.id, exc, client_name))
         return
     except ValueError as exc:  # the SDK's own checks of tool_use/tool_result pairing
-        await send(ErrorFrame(id=frame.id, code="unsupported", message=f"Cannot send this conversation "
-                              f"through MCP sampling: {exc}."))
+        await send(
+            ErrorFrame(
+                id=frame.id,
+                code="unsupported",
+                message=f"Cannot send this conversation through MCP sampling: {exc}.",
+            )
+        )
         return
     on_model(result.model)
     await send(Start(id=frame.id, model=result.model))
-    blocks = result.content_as_list if isinstance(result, types.CreateMessageResultWithTools) else [result.content]
+    blocks = (
+        result.content_as_list if isinstance(result, types.CreateMessageResultWithTools) else [result.content]
+    )
     for block in blocks:
         if isinstance(block, types.TextContent):
             if block.text:
@@ -121,19 +151,40 @@ async def answer_by_sampling(
         elif isinstance(block, types.ToolUseContent):
             await send(ToolCall(id=frame.id, call_id=block.id, name=block.name, arguments=dict(block.input)))
         else:
-            await send(ErrorFrame(id=frame.id, code="unsupported", message=(
-                f"The model answered with {block.type} content, which the HTTP APIs cannot carry.")))
+            await send(
+                ErrorFrame(
+                    id=frame.id,
+                    code="unsupported",
+                    message=(
+                        f"The model answered with {block.type} content, which the HTTP APIs cannot carry."
+                    ),
+                )
+            )
             return
-    stop: StopReason = result.stop_reason if result.stop_reason in _STOP_REASONS else "endTurn"  # type: ignore[assignment]
+    stop: StopReason = result.stop_reason if result.stop_reason in _STOP_REASONS else "endTurn"
     await send(End(id=frame.id, stop_reason=stop))
 
 
 def _client_error(request_id: str, exc: MCPError, client_name: str) -> ErrorFrame:
     if exc.code == types.INVALID_PARAMS and "tools" in exc.message:
-        return ErrorFrame(id=request_id, code="unsupported", message=(
-            f"The MCP client ({client_name}) cannot use tools in sampling: {exc.message}."))
-    if exc.code in (types.METHOD_NOT_FOUND, types.INVALID_REQUEST) or exc.code < 0 and "reject" in exc.message.lower():
-        return ErrorFrame(id=request_id, code="refused", message=(
-            f"The MCP client ({client_name}) refused the sampling request: {exc.message} (MCP error {exc.code})."))
-    return ErrorFrame(id=request_id, code="client_error", message=(
-        f"The MCP client ({client_name}) failed to answer: {exc.message} (MCP error {exc.code})."))
+        return ErrorFrame(
+            id=request_id,
+            code="unsupported",
+            message=(f"The MCP client ({client_name}) cannot use tools in sampling: {exc.message}."),
+        )
+    if exc.code in (types.METHOD_NOT_FOUND, types.INVALID_REQUEST) or (
+        exc.code < 0 and "reject" in exc.message.lower()
+    ):
+        return ErrorFrame(
+            id=request_id,
+            code="refused",
+            message=(
+                f"The MCP client ({client_name}) refused the sampling request: {exc.message} "
+                f"(MCP error {exc.code})."
+            ),
+        )
+    return ErrorFrame(
+        id=request_id,
+        code="client_error",
+        message=(f"The MCP client ({client_name}) failed to answer: {exc.message} (MCP error {exc.code})."),
+    )

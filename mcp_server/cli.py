@@ -1,4 +1,6 @@
-"""``mcptb-server``: the stdio MCP server your MCP client starts (``claude mcp add mcptb -- mcptb-server``)."""
+"""``mcptb-server``: the stdio MCP server your MCP client starts (``claude mcp add mcptb -- mcptb-server``).
+
+Imports of the ``mcp`` SDK happen after argument parsing, so ``--help`` and usage errors are instant."""
 
 from __future__ import annotations
 
@@ -26,23 +28,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="MCP server (stdio) that answers MCP Token Bridge relay requests with your MCP client's "
         "model. Started by the MCP client, not by hand. Flags also read MCPTB_<FLAG> environment variables.",
     )
-    parser.add_argument("--socket", default=default_socket_path(),
-                        help="the relay's Unix socket (default: the per-user path the relay uses) [env MCPTB_SOCKET]")
-    parser.add_argument("--mode", choices=["auto", "sampling"], default=env("MCPTB_MODE", "auto"),
-                        help="auto: background sampling when the client supports it [env MCPTB_MODE]")
-    parser.add_argument("--concurrency", type=int, default=env("MCPTB_CONCURRENCY", "4"),
-                        help="sampling requests in flight at once (default 4) [env MCPTB_CONCURRENCY]")
-    parser.add_argument("--sampling-timeout", type=float, default=env("MCPTB_SAMPLING_TIMEOUT", "300"),
-                        help="seconds to wait for one sampling answer (default 300) [env MCPTB_SAMPLING_TIMEOUT]")
-    parser.add_argument("--model-name", default=env("MCPTB_MODEL_NAME"),
-                        help="model id this worker serves under in /v1/models (default: from the client's name, "
-                        "e.g. claude-code) [env MCPTB_MODEL_NAME]")
-    parser.add_argument("--reconnect-max-delay", type=float, default=env("MCPTB_RECONNECT_MAX_DELAY", "5"),
-                        help="longest pause between attempts to reach the relay (default 5 s)")
-    parser.add_argument("--backend", choices=["asyncio", "trio"], default=env("MCPTB_BACKEND", "asyncio"),
-                        help="async backend [env MCPTB_BACKEND]")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                        default=env("MCPTB_LOG_LEVEL", "info"), help="stderr log level [env MCPTB_LOG_LEVEL]")
+    parser.add_argument(
+        "--socket",
+        default=default_socket_path(),
+        help="the relay's Unix socket (default: the per-user path the relay uses) [env MCPTB_SOCKET]",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=["auto", "sampling"],
+        default=env("MCPTB_MODE", "auto"),
+        help="auto: background sampling when the client supports it [env MCPTB_MODE]",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=env("MCPTB_CONCURRENCY", "4"),
+        help="sampling requests in flight at once (default 4) [env MCPTB_CONCURRENCY]",
+    )
+    parser.add_argument(
+        "--sampling-timeout",
+        type=float,
+        default=env("MCPTB_SAMPLING_TIMEOUT", "300"),
+        help="seconds to wait for one sampling answer (default 300) [env MCPTB_SAMPLING_TIMEOUT]",
+    )
+    parser.add_argument(
+        "--model-name",
+        default=env("MCPTB_MODEL_NAME"),
+        help="model id this worker serves under in /v1/models (default: from the client's name, "
+        "e.g. claude-code) [env MCPTB_MODEL_NAME]",
+    )
+    parser.add_argument(
+        "--reconnect-max-delay",
+        type=float,
+        default=env("MCPTB_RECONNECT_MAX_DELAY", "5"),
+        help="longest pause between attempts to reach the relay (default 5 s)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["asyncio", "trio"],
+        default=env("MCPTB_BACKEND", "asyncio"),
+        help="async backend [env MCPTB_BACKEND]",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=env("MCPTB_LOG_LEVEL", "info"),
+        help="stderr log level [env MCPTB_LOG_LEVEL]",
+    )
     args = parser.parse_args(argv)
     for name in ("concurrency", "sampling_timeout", "reconnect_max_delay"):
         if getattr(args, name) <= 0:
@@ -52,8 +84,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     import anyio
     from mcp.shared.exceptions import MCPDeprecationWarning
 

@@ -31,10 +31,19 @@ from ._usage import USAGE_HEADER, estimate
 log = logging.getLogger("mcptb.relay")
 content_log = logging.getLogger("mcptb.relay.content")
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 405: "invalid_request_error", 408: "timeout",
-                413: "invalid_request_error", 429: "rate_limit_error", 431: "invalid_request_error",
-                500: "server_error", 503: "service_unavailable"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    408: "timeout",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    431: "invalid_request_error",
+    500: "server_error",
+    503: "service_unavailable",
+}
 
 _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), USAGE_HEADER]
 
@@ -71,13 +80,20 @@ class App:
             self._check_access(request)
             methods = self._routes.get(request.path.rstrip("/") or "/")
             if methods is None:
-                raise ApiError(404, f"Unknown path {request.method} {request.path}. This relay serves "
-                               "/v1/chat/completions, /v1/models and /health.", "not_found_error",
-                               code="unknown_url")
+                raise ApiError(
+                    404,
+                    f"Unknown path {request.method} {request.path}. This relay serves "
+                    "/v1/chat/completions, /v1/models and /health.",
+                    "not_found_error",
+                    code="unknown_url",
+                )
             handler = methods.get(request.method)
             if handler is None:
-                raise ApiError(405, f"Method {request.method} is not allowed on {request.path}; "
-                               f"use {', '.join(methods)}.", code="method_not_allowed")
+                raise ApiError(
+                    405,
+                    f"Method {request.method} is not allowed on {request.path}; use {', '.join(methods)}.",
+                    code="method_not_allowed",
+                )
             if request.path != "/health":
                 self._check_key(request)
             await handler(request, responder)
@@ -89,14 +105,23 @@ class App:
     def _check_access(self, request: HttpRequest) -> None:
         origin = request.header("origin")
         if origin and origin != "null" and not _is_loopback_name(urlsplit(origin).hostname or ""):
-            raise ApiError(403, f"Requests from web pages ({origin}) are refused.", "permission_error",
-                           code="forbidden_origin")
+            raise ApiError(
+                403,
+                f"Requests from web pages ({origin}) are refused.",
+                "permission_error",
+                code="forbidden_origin",
+            )
         if self.config.api_key:
             return
         host = urlsplit("//" + (request.header("host") or "")).hostname or ""
         if not (_is_loopback_name(host) or host == self.config.host):
-            raise ApiError(403, f"Host {host!r} is not a loopback name; this relay only answers "
-                           "localhost unless it runs with --api-key.", "permission_error", code="forbidden_host")
+            raise ApiError(
+                403,
+                f"Host {host!r} is not a loopback name; this relay only answers "
+                "localhost unless it runs with --api-key.",
+                "permission_error",
+                code="forbidden_host",
+            )
 
     def _check_key(self, request: HttpRequest) -> None:
         key = self.config.api_key
@@ -107,39 +132,57 @@ class App:
         if auth.lower().startswith("bearer "):
             offered = auth[7:].strip()
         if not hmac.compare_digest(offered.encode(), key.encode()):
-            raise ApiError(401, "Incorrect API key provided: pass the relay's --api-key as "
-                           "'Authorization: Bearer <key>' or 'x-api-key'.", "authentication_error",
-                           code="invalid_api_key")
+            raise ApiError(
+                401,
+                "Incorrect API key provided: pass the relay's --api-key as "
+                "'Authorization: Bearer <key>' or 'x-api-key'.",
+                "authentication_error",
+                code="invalid_api_key",
+            )
 
     # --- endpoints ----------------------------------------------------------------------------
 
     async def health(self, request: HttpRequest, responder: Responder) -> None:
         now = time.time()
-        workers = [{
-            "id": w.id,
-            "client": {"name": w.info.client_name, "version": w.info.client_version},
-            "pid": w.info.pid,
-            "protocol_version": w.info.protocol_version,
-            "modes": w.info.modes,
-            "tools": w.info.tools,
-            "models": w.info.models,
-            "concurrency": w.info.concurrency,
-            "free_slots": w.free_slots,
-            "in_flight": len(w.jobs),
-            "connected_seconds": round(now - w.connected_at, 1),
-        } for w in self.broker.workers.values()]
-        await self._send_json(responder, 200, {
-            "status": "ok",
-            "uptime_seconds": round(now - self.started, 1),
-            "socket": self.config.socket,
-            "workers": workers,
-            "queue_depth": len(self.broker.queue),
-            "in_flight": self.broker.in_flight,
-        })
+        workers = [
+            {
+                "id": w.id,
+                "client": {"name": w.info.client_name, "version": w.info.client_version},
+                "pid": w.info.pid,
+                "protocol_version": w.info.protocol_version,
+                "modes": w.info.modes,
+                "tools": w.info.tools,
+                "models": w.info.models,
+                "concurrency": w.info.concurrency,
+                "free_slots": w.free_slots,
+                "in_flight": len(w.jobs),
+                "connected_seconds": round(now - w.connected_at, 1),
+            }
+            for w in self.broker.workers.values()
+        ]
+        await self._send_json(
+            responder,
+            200,
+            {
+                "status": "ok",
+                "uptime_seconds": round(now - self.started, 1),
+                "socket": self.config.socket,
+                "workers": workers,
+                "queue_depth": len(self.broker.queue),
+                "in_flight": self.broker.in_flight,
+            },
+        )
 
     async def models(self, request: HttpRequest, responder: Responder) -> None:
-        data = [{"id": model, "object": "model", "created": int(worker.connected_at),
-                 "owned_by": worker.info.client_name or "mcp-client"} for model, worker in self.broker.models()]
+        data = [
+            {
+                "id": model,
+                "object": "model",
+                "created": int(worker.connected_at),
+                "owned_by": worker.info.client_name or "mcp-client",
+            }
+            for model, worker in self.broker.models()
+        ]
         await self._send_json(responder, 200, {"object": "list", "data": data})
 
     async def chat_completions(self, request: HttpRequest, responder: Responder) -> None:
@@ -166,7 +209,9 @@ class App:
             record.worker = job.worker_id
             self.broker.cancel(job, "caller disconnected")
 
-    async def _stream_chat(self, job: Job, completion_id: str, call: chat.ChatCall, responder: Responder) -> None:
+    async def _stream_chat(
+        self, job: Job, completion_id: str, call: chat.ChatCall, responder: Responder
+    ) -> None:
         encoder = chat.ChatStreamEncoder(completion_id, call.request.model or "unknown", call.include_usage)
         await responder.start(200, _SSE_HEADERS)
         await responder.write(encoder.first())

@@ -172,19 +172,27 @@ class Broker:
                 log.warning("%s: worker %s left before starting it; re-queued", job.id, worker.id)
                 self._requeue(job)
             else:
-                self._fail(job, ApiError(
-                    502,
-                    "The MCP server answering this request disconnected before it finished "
-                    "(the MCP client was closed or restarted).",
-                    "upstream_error",
-                    code="worker_lost",
-                ))
+                self._fail(
+                    job,
+                    ApiError(
+                        502,
+                        "The MCP server answering this request disconnected before it finished "
+                        "(the MCP client was closed or restarted).",
+                        "upstream_error",
+                        code="worker_lost",
+                    ),
+                )
         worker.jobs.clear()
 
     def on_answer(self, worker: Worker, frame: AnswerFrame) -> None:
         job = worker.jobs.get(frame.id) if frame.id else None
         if job is None:
-            log.debug("worker %s: %s frame for unknown or finished request %s ignored", worker.id, frame.type, frame.id)
+            log.debug(
+                "worker %s: %s frame for unknown or finished request %s ignored",
+                worker.id,
+                frame.type,
+                frame.id,
+            )
             return
         if isinstance(frame, Start):
             job.state = "started"

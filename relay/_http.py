@@ -68,7 +68,9 @@ class Responder:
         self.record = record
         self.started = False
 
-    async def send(self, status: int, body: bytes, content_type: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+    async def send(
+        self, status: int, body: bytes, content_type: str, headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
         head = [("content-type", content_type), ("content-length", str(len(body))), *headers]
         await self.start(status, head)
         if body:
@@ -195,8 +197,11 @@ async def _run_app(
             if not responder.started:
                 with anyio.move_on_after(5):
                     try:
-                        await responder.send(500, error_page(500, "Internal relay error (see the relay's log)."),
-                                             "application/json")
+                        await responder.send(
+                            500,
+                            error_page(500, "Internal relay error (see the relay's log)."),
+                            "application/json",
+                        )
                     except ClientGone:
                         pass
         tg.cancel_scope.cancel()
@@ -216,12 +221,17 @@ async def _read_request(
     assert isinstance(event, h11.Request)
     head_size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
     if head_size > config.max_header_bytes:  # h11 only checks heads that arrive incomplete
-        raise _Protocol(431, f"Request head exceeds {config.max_header_bytes} bytes (relay --max-header-bytes).")
+        raise _Protocol(
+            431, f"Request head exceeds {config.max_header_bytes} bytes (relay --max-header-bytes)."
+        )
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
     length = headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
-        raise _Protocol(413, f"Request body is {length} bytes; this relay accepts at most "
-                        f"{config.max_body_bytes} (relay --max-body-bytes).")
+        raise _Protocol(
+            413,
+            f"Request body is {length} bytes; this relay accepts at most "
+            f"{config.max_body_bytes} (relay --max-body-bytes).",
+        )
     body = bytearray()
     with anyio.move_on_after(config.read_timeout) as scope:
         while True:
@@ -229,8 +239,9 @@ async def _read_request(
             if isinstance(part, h11.Data):
                 body += part.data
                 if len(body) > config.max_body_bytes:
-                    raise _Protocol(413, f"Request body exceeds {config.max_body_bytes} bytes "
-                                    "(relay --max-body-bytes).")
+                    raise _Protocol(
+                        413, f"Request body exceeds {config.max_body_bytes} bytes (relay --max-body-bytes)."
+                    )
             elif isinstance(part, h11.EndOfMessage):
                 break
             else:

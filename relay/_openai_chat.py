@@ -80,7 +80,9 @@ def parse_request(body: bytes) -> ChatCall:
     options = _opt(data, "stream_options", dict) or {}
     include_usage = bool(options.get("include_usage")) if stream else False
     system, messages = _messages(data.get("messages"))
-    max_tokens = _opt(data, "max_completion_tokens", int) or _opt(data, "max_tokens", int) or DEFAULT_MAX_TOKENS
+    max_tokens = (
+        _opt(data, "max_completion_tokens", int) or _opt(data, "max_tokens", int) or DEFAULT_MAX_TOKENS
+    )
     if max_tokens <= 0:
         raise bad_request("'max_tokens' must be a positive integer.", param="max_tokens")
     temperature = _opt_number(data, "temperature")
@@ -132,7 +134,7 @@ def _opt(data: dict[str, Any], key: str, kind: type) -> Any:
     value = data.get(key)
     if value is None:
         return None
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise bad_request(f"'{key}' must be {_KIND_NAMES[kind]}.", param=key)
     return value
 
@@ -174,8 +176,9 @@ def _messages(raw: Any) -> tuple[str | None, list[Message]]:
         elif role == "tool":
             call_id = message.get("tool_call_id")
             if not isinstance(call_id, str) or not call_id:
-                raise bad_request(f"'{where}.tool_call_id' is required for a tool message.",
-                                  param=f"{where}.tool_call_id")
+                raise bad_request(
+                    f"'{where}.tool_call_id' is required for a tool message.", param=f"{where}.tool_call_id"
+                )
             text = _plain_text(content, f"{where}.content")
             blocks = [ToolResultBlock(tool_use_id=call_id, content=[TextBlock(text=text)])]
             neutral_role = "user"
@@ -202,8 +205,9 @@ def _parts(content: Any, where: str) -> list[dict[str, Any]]:
     if isinstance(content, list):
         for j, part in enumerate(content):
             if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                raise bad_request(f"'{where}[{j}]' must be a content part object with a 'type'.",
-                                  param=f"{where}[{j}]")
+                raise bad_request(
+                    f"'{where}[{j}]' must be a content part object with a 'type'.", param=f"{where}[{j}]"
+                )
         return content
     raise bad_request(f"'{where}' must be a string or a list of content parts.", param=where)
 
@@ -228,8 +232,10 @@ def _user_content(content: Any, where: str) -> list[ContentBlock]:
         elif kind == "image_url":
             blocks.append(_image(part.get("image_url"), f"{where}[{j}].image_url"))
         else:
-            raise bad_request(f"Content part type {kind!r} is not supported (text and image_url are).",
-                              param=f"{where}[{j}].type")
+            raise bad_request(
+                f"Content part type {kind!r} is not supported (text and image_url are).",
+                param=f"{where}[{j}].type",
+            )
     return blocks
 
 
@@ -246,7 +252,9 @@ def _image(raw: Any, where: str) -> ImageBlock:
     meta, _, data = url[5:].partition(",")
     mime, _, encoding = meta.partition(";")
     if encoding != "base64" or not mime.startswith("image/"):
-        raise bad_request("Image data URLs must look like data:image/<type>;base64,<data>.", param=f"{where}.url")
+        raise bad_request(
+            "Image data URLs must look like data:image/<type>;base64,<data>.", param=f"{where}.url"
+        )
     try:
         base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
@@ -279,10 +287,13 @@ def _assistant_content(message: dict[str, Any], where: str) -> list[ContentBlock
         try:
             parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
         except json.JSONDecodeError:
-            raise bad_request(f"'{at}.function.arguments' is not valid JSON.", param=f"{at}.function.arguments") from None
+            raise bad_request(
+                f"'{at}.function.arguments' is not valid JSON.", param=f"{at}.function.arguments"
+            ) from None
         if not isinstance(parsed, dict):
-            raise bad_request(f"'{at}.function.arguments' must encode a JSON object.",
-                              param=f"{at}.function.arguments")
+            raise bad_request(
+                f"'{at}.function.arguments' must encode a JSON object.", param=f"{at}.function.arguments"
+            )
         blocks.append(ToolUseBlock(id=call_id, name=function["name"], input=parsed))
     return blocks
 
@@ -302,11 +313,18 @@ def _tools(raw: Any) -> list[ToolSpec]:
             raise bad_request(f"'{where}.function.name' is required.", param=f"{where}.function.name")
         schema = function.get("parameters") or {"type": "object", "properties": {}}
         if not isinstance(schema, dict):
-            raise bad_request(f"'{where}.function.parameters' must be a JSON Schema object.",
-                              param=f"{where}.function.parameters")
+            raise bad_request(
+                f"'{where}.function.parameters' must be a JSON Schema object.",
+                param=f"{where}.function.parameters",
+            )
         description = function.get("description")
-        tools.append(ToolSpec(name=function["name"], description=description if isinstance(description, str)
-                              else None, input_schema=schema))
+        tools.append(
+            ToolSpec(
+                name=function["name"],
+                description=description if isinstance(description, str) else None,
+                input_schema=schema,
+            )
+        )
     return tools
 
 
@@ -320,8 +338,10 @@ def _tool_choice(raw: Any, tools: list[ToolSpec]) -> ToolChoice | None:
         if not isinstance(name, str) or name not in {t.name for t in tools}:
             raise bad_request("'tool_choice' names a function that is not in 'tools'.", param="tool_choice")
         return ToolChoice(mode="required", name=name)
-    raise bad_request("'tool_choice' must be auto, none, required or {type: function, function: {name}}.",
-                      param="tool_choice")
+    raise bad_request(
+        "'tool_choice' must be auto, none, required or {type: function, function: {name}}.",
+        param="tool_choice",
+    )
 
 
 # --- answer -----------------------------------------------------------------------------------
@@ -342,7 +362,11 @@ def _usage_json(usage: UsageEstimate) -> dict[str, int]:
 
 
 def _tool_call_json(call: ToolCall) -> dict[str, Any]:
-    return {"id": call.call_id, "type": "function", "function": {"name": call.name, "arguments": arguments_json(call)}}
+    return {
+        "id": call.call_id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": arguments_json(call)},
+    }
 
 
 def completion(completion_id: str, created: int, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
@@ -356,7 +380,9 @@ def completion(completion_id: str, created: int, answer: Answer, usage: UsageEst
         "object": "chat.completion",
         "created": created,
         "model": answer.model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason(answer)}],
+        "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason(answer)}
+        ],
         "usage": _usage_json(usage),
     }
 
@@ -383,13 +409,15 @@ class ChatStreamEncoder:
         self._tool_index = 0
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return _sse({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.answer.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        })
+        return _sse(
+            {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.answer.model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
+        )
 
     def first(self) -> bytes:
         return self._chunk({"role": "assistant", "content": ""})
@@ -408,14 +436,16 @@ class ChatStreamEncoder:
     def finish(self, usage: UsageEstimate) -> bytes:
         out = self._chunk({}, finish_reason(self.answer))
         if self.include_usage:
-            out += _sse({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.answer.model,
-                "choices": [],
-                "usage": _usage_json(usage),
-            })
+            out += _sse(
+                {
+                    "id": self.id,
+                    "object": "chat.completion.chunk",
+                    "created": self.created,
+                    "model": self.answer.model,
+                    "choices": [],
+                    "usage": _usage_json(usage),
+                }
+            )
         return out + DONE
 
     @staticmethod

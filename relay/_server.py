@@ -30,8 +30,15 @@ def access_log(record: RequestLog) -> None:
     ttfb = f"{(record.first_byte - record.started) * 1000:.1f}ms" if record.first_byte else "-"
     access.info(
         "%s %s %s model=%s worker=%s status=%s ttfb=%s dur=%.1fms bytes=%d",
-        record.request_id, record.method, record.path, record.model, record.worker, record.status,
-        ttfb, (end - record.started) * 1000, record.bytes_sent,
+        record.request_id,
+        record.method,
+        record.path,
+        record.model,
+        record.worker,
+        record.status,
+        ttfb,
+        (end - record.started) * 1000,
+        record.bytes_sent,
     )
 
 
@@ -83,7 +90,9 @@ async def _refuse_connection(stream: anyio.abc.SocketStream, config: Config) -> 
         # The request was not read: answer at once and close.
         with anyio.move_on_after(2):
             try:
-                await responder.send(503, body, "application/json", [("connection", "close"), ("retry-after", "1")])
+                await responder.send(
+                    503, body, "application/json", [("connection", "close"), ("retry-after", "1")]
+                )
             except Exception:
                 pass
         access_log(record)

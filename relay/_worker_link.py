@@ -50,7 +50,9 @@ async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: C
     async with stream:
         uid = peer_uid(stream)
         if uid is not None and uid != os.getuid():
-            await _refuse(stream, "forbidden", f"uid {uid} may not serve this relay (it runs as uid {os.getuid()})")
+            await _refuse(
+                stream, "forbidden", f"uid {uid} may not serve this relay (it runs as uid {os.getuid()})"
+            )
             return
         decoder = WorkerFrameDecoder()
         hello = await _read_hello(stream, decoder)
@@ -58,12 +60,19 @@ async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: C
             return
         if hello.version != PROTOCOL_VERSION:
             newer = "relay" if hello.version > PROTOCOL_VERSION else "MCP server"
-            await _refuse(stream, "version", f"protocol version mismatch: relay speaks {PROTOCOL_VERSION}, "
-                          f"the MCP server {hello.version}; upgrade the {newer} side (pip install -U mcp-token-bridge)")
+            await _refuse(
+                stream,
+                "version",
+                f"protocol version mismatch: relay speaks {PROTOCOL_VERSION}, "
+                f"the MCP server {hello.version}; upgrade the {newer} side (pip install -U mcp-token-bridge)",
+            )
             return
         if len(broker.workers) >= config.max_workers:
-            await _refuse(stream, "busy", f"this relay already serves {config.max_workers} MCP servers "
-                          "(relay --max-workers)")
+            await _refuse(
+                stream,
+                "busy",
+                f"this relay already serves {config.max_workers} MCP servers (relay --max-workers)",
+            )
             return
         outbound_in, outbound = anyio.create_memory_object_stream[BaseModel](OUTBOUND_BUFFER)
 
@@ -80,8 +89,14 @@ async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: C
 
         worker = broker.add_worker(hello.worker, queue)
         info = hello.worker
-        log.info("worker %s connected: %s %s (%s), modes=%s", worker.id, info.client_name or "unknown client",
-                 info.client_version or "", info.protocol_version or "era unknown", ",".join(info.modes) or "none")
+        log.info(
+            "worker %s connected: %s %s (%s), modes=%s",
+            worker.id,
+            info.client_name or "unknown client",
+            info.client_version or "",
+            info.protocol_version or "era unknown",
+            ",".join(info.modes) or "none",
+        )
         try:
             await stream.send(encode(Welcome(version=PROTOCOL_VERSION, worker_id=worker.id)))
             async with anyio.create_task_group() as tg:
@@ -121,7 +136,9 @@ async def _refuse(stream: anyio.abc.SocketStream, code: str, message: str) -> No
 
 
 async def _write_frames(
-    stream: anyio.abc.SocketStream, outbound: anyio.abc.ObjectReceiveStream[BaseModel], scope: anyio.CancelScope
+    stream: anyio.abc.SocketStream,
+    outbound: anyio.abc.ObjectReceiveStream[BaseModel],
+    scope: anyio.CancelScope,
 ) -> None:
     try:
         async for frame in outbound:

@@ -16,7 +16,7 @@ Rules worth knowing:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -157,11 +157,11 @@ class Cancel(_Frame):
 
 
 WorkerFrame = Annotated[
-    Union[Hello, Update, Ready, Withdraw, Release, Start, TextDelta, ToolCall, End, ErrorFrame],
+    Hello | Update | Ready | Withdraw | Release | Start | TextDelta | ToolCall | End | ErrorFrame,
     Field(discriminator="type"),
 ]
 RelayFrame = Annotated[
-    Union[Welcome, Refused, RequestFrame, Cancel, ErrorFrame],
+    Welcome | Refused | RequestFrame | Cancel | ErrorFrame,
     Field(discriminator="type"),
 ]
-AnswerFrame = Union[Start, TextDelta, ToolCall, End, ErrorFrame]
+AnswerFrame = Start | TextDelta | ToolCall | End | ErrorFrame

@@ -7,7 +7,7 @@ solve "my JSON -> these models" once. Field names are snake_case on the wire of 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,13 +38,11 @@ class ToolUseBlock(_Model):
 class ToolResultBlock(_Model):
     type: Literal["tool_result"] = "tool_result"
     tool_use_id: str
-    content: list[Annotated[Union[TextBlock, ImageBlock], Field(discriminator="type")]]
+    content: list[Annotated[TextBlock | ImageBlock, Field(discriminator="type")]]
     is_error: bool = False
 
 
-ContentBlock = Annotated[
-    Union[TextBlock, ImageBlock, ToolUseBlock, ToolResultBlock], Field(discriminator="type")
-]
+ContentBlock = Annotated[TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock, Field(discriminator="type")]
 
 
 class Message(_Model):

@@ -47,9 +47,15 @@ async def request(
         if raw_head is not None:
             await stream.send(raw_head + body)
         else:
-            head = {"host": f"{host}:{port}", "content-length": str(len(body)), "content-type": "application/json"}
+            head = {
+                "host": f"{host}:{port}",
+                "content-length": str(len(body)),
+                "content-type": "application/json",
+            }
             head.update(headers or {})
-            await stream.send(conn.send(h11.Request(method=method, target=target, headers=list(head.items()))))
+            await stream.send(
+                conn.send(h11.Request(method=method, target=target, headers=list(head.items())))
+            )
             await stream.send(conn.send(h11.Data(data=body)) or b"")
             await stream.send(conn.send(h11.EndOfMessage()))
         status, response_headers, received, pieces = 0, {}, bytearray(), []
@@ -79,6 +85,7 @@ async def get_json(url: str) -> Any:
     return (await request(url)).json()
 
 
-async def post(url: str, path: str, body: bytes, headers: dict[str, str] | None = None,
-               stop_after: bytes | None = None) -> Response:
+async def post(
+    url: str, path: str, body: bytes, headers: dict[str, str] | None = None, stop_after: bytes | None = None
+) -> Response:
     return await request(url, "POST", path, body, headers, stop_after=stop_after)

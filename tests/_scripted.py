@@ -52,10 +52,17 @@ class ScriptedModel:
             return types.ErrorData(code=-1, message="User rejected sampling request")
         if params.tools:
             return types.CreateMessageResultWithTools(
-                role="assistant", model=MODEL, stop_reason="toolUse",
-                content=[types.TextContent(text="Let me check."),
-                         types.ToolUseContent(id="call_scripted_1", name=params.tools[0].name,
-                                              input={"city": "Paris"})])
+                role="assistant",
+                model=MODEL,
+                stop_reason="toolUse",
+                content=[
+                    types.TextContent(text="Let me check."),
+                    types.ToolUseContent(
+                        id="call_scripted_1", name=params.tools[0].name, input={"city": "Paris"}
+                    ),
+                ],
+            )
         answer = LONG_ANSWER if "LONG" in text else f"echo: {text}"
-        return types.CreateMessageResult(role="assistant", model=MODEL, stop_reason="endTurn",
-                                         content=types.TextContent(text=answer))
+        return types.CreateMessageResult(
+            role="assistant", model=MODEL, stop_reason="endTurn", content=types.TextContent(text=answer)
+        )

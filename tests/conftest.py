@@ -74,7 +74,10 @@ def short_socket_dir() -> str:
 def start_relay(backend: str, socket: str, *args: str, env: dict[str, str] | None = None) -> RelayProcess:
     proc = subprocess.Popen(
         [sys.executable, "-m", "relay", "--port", "0", "--socket", socket, "--backend", backend, *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
         env={**os.environ, **(env or {})},
     )
     assert proc.stdout is not None and proc.stderr is not None
@@ -122,7 +125,17 @@ def relay(relay_factory: Any) -> RelayProcess:
 def server_params(socket: str, backend: str, *args: str) -> StdioServerParameters:
     return StdioServerParameters(
         command=sys.executable,
-        args=["-m", "mcp_server", "--socket", socket, "--backend", backend, "--reconnect-max-delay", "0.5", *args],
+        args=[
+            "-m",
+            "mcp_server",
+            "--socket",
+            socket,
+            "--backend",
+            backend,
+            "--reconnect-max-delay",
+            "0.5",
+            *args,
+        ],
         cwd=str(ROOT),
         env={"PYTHONUNBUFFERED": "1"},
     )
@@ -158,7 +171,8 @@ async def mcp_worker(
     with open(stderr_path, "w") as errlog:
         async with stdio_client(server_params(relay.socket, backend, *args), errlog=errlog) as (read, write):
             async with ClientSession(
-                read, write,
+                read,
+                write,
                 sampling_callback=model if sampling else None,
                 sampling_capabilities=capabilities,
                 client_info=types.Implementation(name=client_name, version="1.0"),
@@ -172,7 +186,9 @@ async def mcp_worker(
     os.unlink(stderr_path)
 
 
-async def wait_for_workers(relay: RelayProcess, count: int, sampling: bool = True, timeout: float = 20) -> dict[str, Any]:
+async def wait_for_workers(
+    relay: RelayProcess, count: int, sampling: bool = True, timeout: float = 20
+) -> dict[str, Any]:
     """Poll /health until ``count`` workers are connected (with free sampling slots, if asked)."""
     with anyio.fail_after(timeout):
         while True:
@@ -185,4 +201,6 @@ async def wait_for_workers(relay: RelayProcess, count: int, sampling: bool = Tru
 
 
 def chat_body(text: str = "hello", **extra: Any) -> bytes:
-    return json.dumps({"model": "test-model", "messages": [{"role": "user", "content": text}], **extra}).encode()
+    return json.dumps(
+        {"model": "test-model", "messages": [{"role": "user", "content": text}], **extra}
+    ).encode()

@@ -31,8 +31,12 @@ async def test_non_stream_answer_carries_model_finish_reason_and_estimated_usage
     assert body["object"] == "chat.completion"
     assert body["model"] == MODEL
     choice = body["choices"][0]
-    assert choice == {"index": 0, "message": {"role": "assistant", "content": "echo: hello there", "refusal": None},
-                      "logprobs": None, "finish_reason": "stop"}
+    assert choice == {
+        "index": 0,
+        "message": {"role": "assistant", "content": "echo: hello there", "refusal": None},
+        "logprobs": None,
+        "finish_reason": "stop",
+    }
     usage = body["usage"]
     assert usage["completion_tokens"] == len("echo: hello there") // 4 + 1
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
@@ -78,7 +82,9 @@ async def test_stream_without_include_usage_has_no_usage_chunk(relay, backend):
 async def test_long_answer_goes_out_in_one_frame_not_one_per_character(relay, backend):
     async with mcp_worker(relay, backend):
         response = await post(relay.url, PATH, chat_body("LONG please", stream=True))
-    contents = [json.loads(d)["choices"][0]["delta"].get("content") for d in data_events(response.sse_events)[1:-2]]
+    contents = [
+        json.loads(d)["choices"][0]["delta"].get("content") for d in data_events(response.sse_events)[1:-2]
+    ]
     assert contents == [LONG_ANSWER]
 
 
@@ -87,14 +93,29 @@ async def test_conversation_shapes_reach_the_model_as_sampling_messages(relay, b
     messages = [
         {"role": "system", "content": "Be brief."},
         {"role": "developer", "content": [{"type": "text", "text": "Answer in English."}]},
-        {"role": "user", "content": [{"type": "text", "text": "Look:"},
-                                     {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Look:"},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+            ],
+        },
         {"role": "user", "content": "and tell me"},
         {"role": "assistant", "content": "It is a pixel."},
         {"role": "user", "content": "thanks"},
     ]
-    body = json.dumps({"model": "m", "messages": messages, "max_completion_tokens": 77, "temperature": 0.25,
-                       "stop": "END", "top_k": 5, "user": "u1", "unknown_field": {"x": 1}}).encode()
+    body = json.dumps(
+        {
+            "model": "m",
+            "messages": messages,
+            "max_completion_tokens": 77,
+            "temperature": 0.25,
+            "stop": "END",
+            "top_k": 5,
+            "user": "u1",
+            "unknown_field": {"x": 1},
+        }
+    ).encode()
     async with mcp_worker(relay, backend) as worker:
         response = await post(relay.url, PATH, body)
     assert response.status == 200, response.body
@@ -110,13 +131,33 @@ async def test_conversation_shapes_reach_the_model_as_sampling_messages(relay, b
 async def test_assistant_tool_calls_and_tool_results_become_tool_use_blocks(relay, backend):
     messages = [
         {"role": "user", "content": "weather?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
     ]
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}, "$schema": "http://json-schema.org/draft-07/schema#",
-        "additionalProperties": False}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "$schema": "http://json-schema.org/draft-07/schema#",
+                    "additionalProperties": False,
+                },
+            },
+        }
+    ]
     body = json.dumps({"model": "m", "messages": messages, "tools": tools, "tool_choice": "auto"}).encode()
     async with mcp_worker(relay, backend, sampling_tools=True) as worker:
         response = await post(relay.url, PATH, body)
@@ -130,8 +171,13 @@ async def test_assistant_tool_calls_and_tool_results_become_tool_use_blocks(rela
     message = response.json()["choices"][0]
     assert message["finish_reason"] == "tool_calls"
     assert message["message"]["content"] == "Let me check."
-    assert message["message"]["tool_calls"] == [{"id": "call_scripted_1", "type": "function", "function": {
-        "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]
+    assert message["message"]["tool_calls"] == [
+        {
+            "id": "call_scripted_1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+        }
+    ]
 
 
 async def test_streamed_tool_call_sends_name_once_with_whole_arguments(relay, backend):
@@ -140,9 +186,21 @@ async def test_streamed_tool_call_sends_name_once_with_whole_arguments(relay, ba
     async with mcp_worker(relay, backend, sampling_tools=True):
         response = await post(relay.url, PATH, body)
     chunks = [json.loads(d) for d in data_events(response.sse_events)[:-1]]
-    calls = [c["choices"][0]["delta"]["tool_calls"] for c in chunks if c["choices"] and "tool_calls" in c["choices"][0]["delta"]]
-    assert calls == [[{"index": 0, "id": "call_scripted_1", "type": "function",
-                       "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]]
+    calls = [
+        c["choices"][0]["delta"]["tool_calls"]
+        for c in chunks
+        if c["choices"] and "tool_calls" in c["choices"][0]["delta"]
+    ]
+    assert calls == [
+        [
+            {
+                "index": 0,
+                "id": "call_scripted_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+            }
+        ]
+    ]
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
 
 

@@ -45,14 +45,27 @@ def error_of(response) -> dict:
         (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": "9"}', "max_tokens", "integer"),
         (b'{"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', "temperature", "number"),
         (b'{"messages": [{"role": "user", "content": "x"}], "n": 2}', "n", "n=1"),
-        (b'{"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}}',
-         "response_format", "not supported"),
-        (b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}',
-         "messages[0].content[0].image_url.url", "data: URLs"),
+        (
+            b'{"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}}',
+            "response_format",
+            "not supported",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}',
+            "messages[0].content[0].image_url.url",
+            "data: URLs",
+        ),
         (b'{"messages": [{"role": "tool", "content": "x"}]}', "messages[0].tool_call_id", "tool_call_id"),
-        (b'{"messages": [{"role": "system", "content": "only a system prompt"}]}', "messages", "at least one"),
-        (b'{"messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "function", "function": {"name": "nope"}}}',
-         "tool_choice", "not in 'tools'"),
+        (
+            b'{"messages": [{"role": "system", "content": "only a system prompt"}]}',
+            "messages",
+            "at least one",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "function", "function": {"name": "nope"}}}',
+            "tool_choice",
+            "not in 'tools'",
+        ),
     ],
 )
 async def test_bad_request_is_a_400_naming_the_field(relay, body, param, fragment):
@@ -74,9 +87,13 @@ async def test_oversized_body_is_413(relay_factory):
 async def test_oversized_chunked_body_is_413(relay_factory):
     relay = relay_factory("--max-body-bytes", "1000")
     body = chat_body("x" * 3000)
-    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 500]), body[i:i + 500]) for i in range(0, len(body), 500))
-    head = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ntransfer-encoding: chunked\r\n"
-            b"content-type: application/json\r\n\r\n")
+    chunked = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + 500]), body[i : i + 500]) for i in range(0, len(body), 500)
+    )
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ntransfer-encoding: chunked\r\n"
+        b"content-type: application/json\r\n\r\n"
+    )
     response = await request(relay.url, raw_head=head, body=chunked + b"0\r\n\r\n")
     assert response.status == 413
 
@@ -118,7 +135,9 @@ async def test_api_key_is_required_when_configured(relay_factory):
     assert (await request(relay.url, "GET", "/v1/models")).status == 401
     wrong = await request(relay.url, "GET", "/v1/models", headers={"authorization": "Bearer nope"})
     assert wrong.status == 401 and error_of(wrong)["type"] == "authentication_error"
-    assert (await request(relay.url, "GET", "/v1/models", headers={"authorization": "Bearer sekrit"})).status == 200
+    assert (
+        await request(relay.url, "GET", "/v1/models", headers={"authorization": "Bearer sekrit"})
+    ).status == 200
     assert (await request(relay.url, "GET", "/v1/models", headers={"x-api-key": "sekrit"})).status == 200
     assert (await request(relay.url, "GET", "/health")).status == 200
 
@@ -133,8 +152,13 @@ async def test_foreign_host_and_origin_are_refused(relay):
 
 
 def test_non_loopback_bind_without_api_key_is_refused():
-    result = subprocess.run([sys.executable, "-m", "relay", "--host", "0.0.0.0", "--port", "0"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
     assert result.returncode == 2
     assert "--api-key" in result.stderr
 
@@ -207,17 +231,23 @@ async def test_caller_disconnect_cancels_the_sampling_callback(relay, backend):
         health = await get_json(relay.url + "/health")
         assert health["in_flight"] == 0 and health["queue_depth"] == 0
         # the slot came back: the worker still answers
-        assert (await post(relay.url, PATH, chat_body("again"))).json()["choices"][0]["message"]["content"] == "echo: again"
+        assert (await post(relay.url, PATH, chat_body("again"))).json()["choices"][0]["message"][
+            "content"
+        ] == "echo: again"
 
 
 async def test_keep_alive_comments_flow_while_the_model_thinks(relay, backend):
     async with mcp_worker(relay, backend):
-        partial = await post(relay.url, PATH, chat_body("SLOW think", stream=True), stop_after=b": keep-alive\n\n")
+        partial = await post(
+            relay.url, PATH, chat_body("SLOW think", stream=True), stop_after=b": keep-alive\n\n"
+        )
     events = partial.sse_events
     assert events[0].startswith("data: ") and events[1] == ": keep-alive"
 
 
-async def test_client_without_sampling_stays_connected_and_its_requests_wait_then_time_out(relay_factory, backend):
+async def test_client_without_sampling_stays_connected_and_its_requests_wait_then_time_out(
+    relay_factory, backend
+):
     relay = relay_factory("--queue-timeout", "1")
     async with mcp_worker(relay, backend, sampling=False, wait_ready=False):
         health = await wait_for_workers(relay, 1, sampling=False)
