@@ -1,0 +1,175 @@
+"""Unit tests of the relay's broker (sans-I/O): assignment, re-queueing, routing, and that a reply
+only ever reaches its own caller. Workers here are fakes that record the frames sent to them."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from relay._broker import MAX_ASSIGNMENTS, Assigned, Broker, Failed
+from relay._errors import ApiError
+from shared_protocol import (
+    Cancel,
+    End,
+    ErrorFrame,
+    Message,
+    NeutralRequest,
+    RequestFrame,
+    Start,
+    TextBlock,
+    TextDelta,
+    ToolSpec,
+    WorkerInfo,
+)
+
+
+class FakeWorker:
+    def __init__(self, broker: Broker, **info):
+        self.sent: list = []
+        self.handle = broker.add_worker(WorkerInfo(**info), self.send)
+
+    def send(self, frame) -> bool:
+        self.sent.append(frame)
+        return True
+
+    def requests(self) -> list[str]:
+        return [f.id for f in self.sent if isinstance(f, RequestFrame)]
+
+
+def neutral(text: str = "hi", model: str | None = None, tools: bool = False) -> NeutralRequest:
+    return NeutralRequest(
+        model=model,
+        messages=[Message(role="user", content=[TextBlock(text=text)])],
+        max_tokens=10,
+        tools=[ToolSpec(name="f", input_schema={"type": "object"})] if tools else [],
+    )
+
+
+def drain(job) -> list:
+    events = []
+    while True:
+        try:
+            events.append(job.events.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return events
+
+
+def test_no_worker_is_503_and_a_full_queue_is_429():
+    broker = Broker(max_queue=1, socket_path="/s")
+    with pytest.raises(ApiError) as no_worker:
+        broker.submit("a", neutral(), 5)
+    assert no_worker.value.status == 503
+    FakeWorker(broker)  # connected, no slots
+    broker.submit("a", neutral(), 5)
+    with pytest.raises(ApiError) as full:
+        broker.submit("b", neutral(), 5)
+    assert full.value.status == 429 and full.value.retry_after == 1
+
+
+def test_jobs_wait_for_a_slot_and_go_oldest_first():
+    broker = Broker(max_queue=10, socket_path="/s")
+    worker = FakeWorker(broker)
+    first, second = broker.submit("a", neutral(), 5), broker.submit("b", neutral(), 5)
+    assert worker.requests() == []
+    broker.grant(worker.handle, 1)
+    assert worker.requests() == ["a"] and drain(first) == [Assigned(worker.handle.id)]
+    broker.grant(worker.handle, 1)
+    assert worker.requests() == ["a", "b"] and second.state == "assigned"
+
+
+def test_answers_reach_only_their_own_caller():
+    broker = Broker(max_queue=10, socket_path="/s")
+    one, two = FakeWorker(broker), FakeWorker(broker)
+    broker.grant(one.handle, 1)
+    broker.grant(two.handle, 1)
+    job_a, job_b = broker.submit("a", neutral(), 5), broker.submit("b", neutral(), 5)
+    # worker two tries to answer worker one's job: ignored
+    broker.on_answer(two.handle, TextDelta(id="a", text="WRONG"))
+    broker.on_answer(one.handle, Start(id="a", model="m"))
+    broker.on_answer(one.handle, TextDelta(id="a", text="for a"))
+    broker.on_answer(one.handle, End(id="a", stop_reason="endTurn"))
+    broker.on_answer(one.handle, TextDelta(id="a", text="late, after end"))
+    assert [type(e).__name__ for e in drain(job_a)] == ["Assigned", "Start", "TextDelta", "End"]
+    assert [type(e).__name__ for e in drain(job_b)] == ["Assigned"]
+    assert job_a.state == "done" and broker.in_flight == 1
+
+
+def test_a_worker_lost_before_start_gets_its_job_requeued_once():
+    broker = Broker(max_queue=10, socket_path="/s")
+    workers = [FakeWorker(broker) for _ in range(MAX_ASSIGNMENTS + 1)]
+    job = broker.submit("a", neutral(), 5)
+    for lost in workers[:MAX_ASSIGNMENTS]:
+        broker.grant(lost.handle, 1)
+        assert lost.requests() == ["a"]
+        broker.remove_worker(lost.handle)
+    events = drain(job)
+    assert isinstance(events[-1], Failed) and events[-1].error.status == 502
+    assert workers[-1].requests() == []
+
+
+def test_a_worker_lost_after_start_fails_the_job_instead_of_resending_it():
+    broker = Broker(max_queue=10, socket_path="/s")
+    first, second = FakeWorker(broker), FakeWorker(broker)
+    broker.grant(first.handle, 1)
+    job = broker.submit("a", neutral(), 5)
+    broker.on_answer(first.handle, Start(id="a", model="m"))
+    broker.remove_worker(first.handle)
+    broker.grant(second.handle, 1)
+    assert second.requests() == []
+    assert isinstance(drain(job)[-1], Failed)
+
+
+def test_release_hands_a_job_back_to_the_head_of_the_queue_for_free():
+    broker = Broker(max_queue=10, socket_path="/s")
+    worker = FakeWorker(broker)
+    broker.grant(worker.handle, 1)
+    job = broker.submit("a", neutral(), 5)
+    for _ in range(MAX_ASSIGNMENTS + 2):
+        broker.release(worker.handle, "a")
+        assert job.state == "queued"
+        broker.grant(worker.handle, 1)
+        assert job.state == "assigned"
+
+
+def test_cancel_tells_the_worker_and_ignores_what_comes_after():
+    broker = Broker(max_queue=10, socket_path="/s")
+    worker = FakeWorker(broker)
+    broker.grant(worker.handle, 1)
+    job = broker.submit("a", neutral(), 5)
+    broker.cancel(job, "caller disconnected")
+    assert worker.sent[-1] == Cancel(id="a", reason="caller disconnected")
+    broker.on_answer(worker.handle, ErrorFrame(id="a", code="cancelled", message="x"))
+    broker.cancel(job, "again")  # idempotent
+    assert sum(isinstance(f, Cancel) for f in worker.sent) == 1
+    queued = broker.submit("b", neutral(), 5)
+    broker.cancel(queued, "gone")
+    assert not broker.queue
+
+
+def test_routing_by_model_and_by_tool_support():
+    broker = Broker(max_queue=10, socket_path="/s")
+    vscode = FakeWorker(broker, models=["vscode"])
+    claude = FakeWorker(broker, models=["claude-code"], tools=True)
+    broker.grant(vscode.handle, 5)
+    broker.grant(claude.handle, 5)
+    broker.submit("pinned", neutral(model="claude-code"), 5)
+    broker.submit("tools", neutral(tools=True), 5)
+    broker.submit("any", neutral(model="gpt-4o"), 5)
+    assert claude.requests() == ["pinned", "tools"]
+    assert vscode.requests() == ["any"]
+    with pytest.raises(ApiError):
+        only = Broker(max_queue=10, socket_path="/s")
+        FakeWorker(only)
+        only.submit("t", neutral(tools=True), 5)
+
+
+def test_a_caller_that_stops_reading_is_dropped_not_buffered_forever(monkeypatch):
+    monkeypatch.setattr("relay._broker.JOB_EVENT_BUFFER", 4)
+    broker = Broker(max_queue=10, socket_path="/s")
+    worker = FakeWorker(broker)
+    broker.grant(worker.handle, 1)
+    job = broker.submit("a", neutral(), 5)
+    broker.on_answer(worker.handle, Start(id="a", model="m"))
+    for _ in range(10):
+        broker.on_answer(worker.handle, TextDelta(id="a", text="x"))
+    assert job.state == "done" and isinstance(worker.sent[-1], Cancel)
