@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import sys
 from dataclasses import dataclass, fields
 
 from shared_protocol import default_socket_path
@@ -67,6 +68,12 @@ _HELP = {
 
 _KINDS: dict[str, type] = {"str": str, "str | None": str, "int": int, "float": float, "bool": bool}
 _CHOICES = {"backend": ["asyncio", "trio"], "log_level": ["debug", "info", "warning", "error"]}
+
+
+def server_command() -> str:
+    """How to start ``mcptb-server`` from anywhere: the script installed beside this Python, if any."""
+    beside = os.path.join(os.path.dirname(sys.executable), "mcptb-server")
+    return beside if os.path.exists(beside) else "mcptb-server"
 
 
 def _env_name(field: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._config import server_command
+
 
 @dataclass(frozen=True)
 class ApiError(Exception):
@@ -27,7 +29,8 @@ def no_worker(socket: str) -> ApiError:
         503,
         "No MCP server is connected to this relay, so there is no model to answer. Register the bridge's "
         "MCP server with your MCP client and start the client, e.g. for Claude Code: "
-        f"`claude mcp add mcptb -- mcptb-server --socket {socket}` (VS Code: add it to .vscode/mcp.json). "
+        f"`claude mcp add mcptb -- {server_command()} --socket {socket}` "
+        "(VS Code: add it to .vscode/mcp.json). "
         "GET /health lists connected servers.",
         "service_unavailable",
         code="no_worker",

@@ -7,7 +7,6 @@ closed, so an overload is visible instead of a hang.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable
 
@@ -16,7 +15,7 @@ import anyio.abc
 
 from ._app import App, error_page
 from ._broker import Broker
-from ._config import Config
+from ._config import Config, server_command
 from ._http import RequestLog, Responder, serve_connection
 from ._socket import listen
 from ._worker_link import serve_worker
@@ -101,7 +100,7 @@ async def _refuse_connection(stream: anyio.abc.SocketStream, config: Config) -> 
 def print_banner(url: str, socket: str) -> None:
     print(
         f"mcptb-relay listening on {url} (OpenAI API at {url}/v1) - workers connect on {socket}\n"
-        f"  register the MCP server with Claude Code: claude mcp add mcptb -- mcptb-server --socket {socket}",
+        "  register the MCP server with Claude Code: "
+        f"claude mcp add mcptb -- {server_command()} --socket {socket}",
         flush=True,
     )
-    sys.stdout.flush()
