@@ -60,9 +60,9 @@ def relay_args(socket: str) -> list[str]:
     return ["-m", "relay", "--port", "0", "--socket", socket]
 
 
-def time_starts(children: Children, name: str, args: list[str], runs: int) -> list[float]:
+def time_starts(children: Children, name: str, runs: list[list[str]]) -> list[float]:
     seconds = []
-    for _ in range(runs):
+    for args in runs:
         server = children.start_server(name, args)
         seconds.append(server.seconds_to_banner)
         children.stop(server.proc)
@@ -84,9 +84,12 @@ def run_load(server: Server, concurrency: int, stream: bool, args: argparse.Name
 
 def measure(children: Children, tmp: str, args: argparse.Namespace) -> int:
     progress("timing process starts")
+    fresh_sockets = [
+        os.path.join(tmp, f"start-{i}.sock") for i in range(args.starts)
+    ]  # no stale one to clear
     starts = {
-        "relay": time_starts(children, "relay", relay_args(os.path.join(tmp, "start.sock")), args.starts),
-        "bare": time_starts(children, "bare", BARE, args.starts),
+        "relay": time_starts(children, "relay", [relay_args(path) for path in fresh_sockets]),
+        "bare": time_starts(children, "bare", [BARE] * args.starts),
     }
     socket = os.path.join(tmp, "relay.sock")
     servers = {
@@ -139,6 +142,9 @@ def main() -> int:
         children = Children(tmp)
         try:
             return measure(children, tmp, args)
+        except Exception:
+            children.print_logs()
+            raise
         finally:
             children.close()
 

@@ -26,7 +26,6 @@ class Server:
     url: str
     """``http://127.0.0.1:PORT`` from the banner line."""
     seconds_to_banner: float
-    stderr_path: str
 
 
 def rss_mib(pid: int) -> float:
@@ -69,7 +68,7 @@ class Children:
         line = read_line(proc, name, stderr_path)
         seconds = time.perf_counter() - started
         url = line.split(" listening on ")[1].split()[0]
-        return Server(proc, url, seconds, stderr_path)
+        return Server(proc, url, seconds)
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is None:
@@ -81,6 +80,12 @@ class Children:
                 proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+    def print_logs(self) -> None:
+        """The end of every child's stderr log, for a run that failed."""
+        for path in sorted(Path(self.log_dir).glob("*.log")):
+            tail = "".join(path.read_text(errors="replace").splitlines(keepends=True)[-20:])
+            print(f"--- {path.name} (last lines) ---\n{tail}", file=sys.stderr)
 
     def close(self) -> None:
         for proc in reversed(self._procs):

@@ -90,10 +90,10 @@ def load(cells: list[Cell], requests: int, max_seconds: float) -> str:
             timed, str(relay["errors"] + bare["errors"]),
         ])  # fmt: skip
     title = (
-        "Load (one keep-alive connection per caller; latency in ms until the whole body is read;\n"
-        "  ratio = relay/bare)\n"
-        f"  per cell: warm-up of max(100, 4 x conc) requests, then {requests} timed requests or "
-        f"{max_seconds:g} s, whichever ends first; timed = requests answered in the timed phase"
+        "Load (conc = callers, one keep-alive connection each; p50/p99 = ms until the whole body is read;\n"
+        f"  per cell: warm-up of max(100, 4 x conc) requests, then {requests} timed requests "
+        f"or {max_seconds:g} s,\n"
+        "  whichever ends first; timed = requests answered in that phase; ratio = relay/bare)"
     )
     return table(title, header, rows)
 
