@@ -5,8 +5,11 @@ before or after). The relay link starts with the process, not with the handshake
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import anyio
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
@@ -22,8 +25,17 @@ INSTRUCTIONS = (
 )
 
 
+async def _list_tools(
+    ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+) -> types.ListToolsResult:
+    # Clients list tools on connect (Claude Code's health check does); we offer none in sampling mode.
+    return types.ListToolsResult(tools=[])
+
+
 def build_server(client: ClientState, version: str) -> Server:
-    server: Server = Server("mcp-token-bridge", version=version, instructions=INSTRUCTIONS)
+    server: Server = Server(
+        "mcp-token-bridge", version=version, instructions=INSTRUCTIONS, on_list_tools=_list_tools
+    )
     server.middleware.append(client.middleware)
     return server
 

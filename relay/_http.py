@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 
 import anyio
 import anyio.abc
@@ -107,8 +108,6 @@ ErrorPage = Callable[[int, str], bytes]
 
 
 def _reason(status: int) -> bytes:
-    from http import HTTPStatus
-
     try:
         return HTTPStatus(status).phrase.encode()
     except ValueError:
@@ -149,6 +148,7 @@ async def serve_connection(
             if request is None:
                 return
             first = False
+            record.started = time.perf_counter()  # not while the connection sat idle before it
             record.method, record.path = request.method, request.path
             responder = Responder(conn, stream, record)
             gone = await _run_app(app, request, responder, conn, stream, error_page)

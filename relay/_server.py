@@ -6,7 +6,10 @@ closed, so an overload is visible instead of a hang.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import time
 from collections.abc import Callable
 
@@ -73,9 +76,24 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
         except Exception:
             log.exception("worker link failed")
 
-    async with tcp, unix, anyio.create_task_group() as tg:
-        tg.start_soon(unix.serve, handle_worker)
-        await tcp.serve(handle_http)
+    try:
+        async with tcp, unix, anyio.create_task_group() as tg:
+            tg.start_soon(_stop_on_signal, tg.cancel_scope)
+            tg.start_soon(unix.serve, handle_worker)
+            await tcp.serve(handle_http)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(config.socket)
+        log.info("relay stopped")
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    """SIGTERM or SIGINT: stop serving (open streams are cut; their callers see a truncated chunked body)."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("%s received; stopping", signal.Signals(signum).name)
+            scope.cancel()
+            return
 
 
 async def _refuse_connection(stream: anyio.abc.SocketStream, config: Config) -> None:

@@ -31,6 +31,7 @@ from shared_protocol import (
     Welcome,
     Withdraw,
     WorkerFrameDecoder,
+    WorkerInfo,
     encode,
 )
 
@@ -111,6 +112,19 @@ async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: C
             log.info("worker %s disconnected", worker.id)
 
 
+def _log_info(worker_id: str, verb: str, info: WorkerInfo) -> None:
+    log.info(
+        "worker %s %s %s %s (MCP %s), modes=%s, models=%s",
+        worker_id,
+        verb,
+        info.client_name or "unknown client",
+        info.client_version or "",
+        info.protocol_version or "era not known yet",
+        ",".join(info.modes) or "none",
+        ",".join(info.models),
+    )
+
+
 async def _read_hello(stream: anyio.abc.SocketStream, decoder: WorkerFrameDecoder) -> Hello | None:
     with anyio.move_on_after(HELLO_TIMEOUT):
         while True:
@@ -172,6 +186,8 @@ async def _read_frames(
             elif isinstance(frame, Release):
                 broker.release(worker, frame.id)
             elif isinstance(frame, Update):
+                if frame.worker != worker.info:
+                    _log_info(worker.id, "is", frame.worker)
                 broker.update_worker(worker, frame.worker)
             elif isinstance(frame, (Start, TextDelta, ToolCall, End, ErrorFrame)):
                 if isinstance(frame, ErrorFrame) and frame.id is None:

@@ -332,3 +332,9 @@ async def test_worker_process_exits_cleanly_when_its_client_closes(relay, backen
     with suppress(ProcessLookupError):
         os.kill(pid, 0)
         pytest.fail("mcptb-server still running after its client closed stdin")
+
+
+def test_sigterm_stops_the_relay_cleanly_and_removes_its_socket(relay):
+    relay.proc.send_signal(signal.SIGTERM)
+    assert relay.proc.wait(10) == 0
+    assert not os.path.exists(relay.socket)

@@ -1,0 +1,113 @@
+"""The relay's worker socket and the MCP server's process behaviour, with real processes.
+
+Raw-socket peers here speak the protocol deliberately wrong (bad versions, garbage lines) to show the
+relay answers in a bounded way and keeps serving; the MCP server is checked for stdout purity, for
+both MCP protocol eras, and for honouring its concurrency limit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp import Client, StdioServerParameters
+
+from _http_client import get_json, post
+from conftest import ROOT, chat_body, mcp_worker, server_params, wait_for_workers
+from shared_protocol import PROTOCOL_VERSION, Hello, RelayFrameDecoder, WorkerInfo, encode
+
+pytestmark = pytest.mark.anyio
+
+
+async def read_frames(stream, count: int) -> list:
+    decoder, frames = RelayFrameDecoder(), []
+    with anyio.fail_after(10):
+        while len(frames) < count:
+            data = await stream.receive()
+            frames += list(decoder.feed(data))
+    return frames
+
+
+async def test_a_worker_speaking_another_protocol_version_is_refused_with_a_reason(relay):
+    async with await anyio.connect_unix(relay.socket) as stream:
+        await stream.send(encode(Hello(version=PROTOCOL_VERSION + 1, worker=WorkerInfo())))
+        (frame,) = await read_frames(stream, 1)
+    assert frame.type == "refused" and frame.code == "version"
+    assert "upgrade the relay" in frame.message
+
+
+async def test_garbage_from_a_worker_gets_bounded_error_frames_then_the_link_is_dropped(relay):
+    async with await anyio.connect_unix(relay.socket) as stream:
+        await stream.send(encode(Hello(version=PROTOCOL_VERSION, worker=WorkerInfo(client_name="rude"))))
+        (welcome,) = await read_frames(stream, 1)
+        assert welcome.type == "welcome"
+        await stream.send(b"this is not json\n" + b'{"type":"teleport"}\n')
+        errors = await read_frames(stream, 2)
+        assert [e.code for e in errors] == ["bad_frame", "bad_frame"]
+        assert len((await get_json(relay.url + "/health"))["workers"]) == 1  # still connected
+        await stream.send(b"nope\n" * 30)
+        with anyio.fail_after(10):
+            while (await get_json(relay.url + "/health"))["workers"]:
+                await anyio.sleep(0.05)
+    assert (await get_json(relay.url + "/health"))["status"] == "ok"
+
+
+async def test_first_frame_must_be_hello(relay):
+    async with await anyio.connect_unix(relay.socket) as stream:
+        await stream.send(b'{"type":"ready","slots":1}\n')
+        (frame,) = await read_frames(stream, 1)
+    assert frame.type == "refused" and frame.code == "bad_hello"
+
+
+def test_mcp_server_writes_nothing_but_json_rpc_on_stdout(tmp_path):
+    messages = [
+        {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {"sampling": {}},
+            "clientInfo": {"name": "raw", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+    ]
+    stdin = "".join(json.dumps(m) + "\n" for m in messages)
+    socket = os.path.join(str(tmp_path)[:40], "nowhere.sock")  # no relay: it must still behave
+    result = subprocess.run([sys.executable, "-m", "mcp_server", "--socket", socket, "--log-level", "debug"],
+                            input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and all(json.loads(line)["jsonrpc"] == "2.0" for line in lines)
+    assert json.loads(lines[0])["result"]["serverInfo"]["name"] == "mcp-token-bridge"
+    assert "cannot reach the relay" in result.stderr and "mcptb-relay" in result.stderr
+
+
+async def test_a_2026_era_client_is_recognised_and_stays_connected_without_sampling(relay, backend):
+    params = server_params(relay.socket, backend)
+    async with Client(StdioServerParameters(command=params.command, args=params.args, cwd=params.cwd),
+                      mode="auto", client_info=types.Implementation(name="modern-client", version="9")) as client:
+        await client.list_tools()
+        health = await wait_for_workers(relay, 1, sampling=False)
+        with anyio.fail_after(10):
+            while health["workers"][0]["client"]["name"] != "modern-client":
+                await anyio.sleep(0.05)
+                health = await get_json(relay.url + "/health")
+    worker = health["workers"][0]
+    assert worker["protocol_version"] == "2026-07-28"
+    assert worker["modes"] == [] and worker["models"] == ["modern-client"]
+
+
+async def test_concurrency_limit_is_honoured(relay, backend):
+    async with mcp_worker(relay, backend, "--concurrency", "2") as worker:
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(post, relay.url, "/v1/chat/completions", chat_body(f"SLOW {i}"))
+            with anyio.fail_after(10):
+                while (await get_json(relay.url + "/health"))["queue_depth"] < 1:
+                    await anyio.sleep(0.05)
+            await anyio.sleep(0.3)
+            health = await get_json(relay.url + "/health")
+            assert len(worker.model.requests) == 2
+            assert health["in_flight"] == 2 and health["queue_depth"] == 1
+            tg.cancel_scope.cancel()
+        await post(relay.url, "/v1/chat/completions", chat_body("after"))
+        assert "deprecated" not in worker.stderr  # the SDK's sampling deprecation warning is silenced
