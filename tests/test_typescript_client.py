@@ -11,6 +11,7 @@ Needs node, npm and ``cd tests/node && npm install``; without them the tests ski
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ import anyio
 import anyio.abc
 import anyio.streams.buffered
 import pytest
+
 from _http_client import get_json, post
 from conftest import ROOT, RelayProcess, wait_for_workers
 
@@ -59,28 +61,42 @@ def _skip_reason() -> str | None:
 
 
 @pytest.fixture(autouse=True)
-def _needs_node() -> None:
+def _needs_node(request: pytest.FixtureRequest) -> None:
+    """Skip without node/npm/node_modules, and say so on the real stderr, past pytest's capture."""
     reason = _skip_reason()
-    if reason is not None:
+    if reason is None:
+        return
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
         print(f"\n*** {reason} ***", file=sys.__stderr__, flush=True)
-        pytest.skip(reason)
+    pytest.skip(reason)
 
 
 @dataclass
 class TsWorker:
-    """The running node process and what it printed."""
+    """The running node process and what it printed. Its stdout is read on demand (no background task,
+    so a failing test's exception is not wrapped in an exception group); it prints only a few lines."""
 
     process: anyio.abc.Process
     stderr_path: str
     lines: list[str] = field(default_factory=list)
-    ready: anyio.Event = field(default_factory=anyio.Event)
-    eof: anyio.Event = field(default_factory=anyio.Event)
-    new_line: anyio.Event = field(default_factory=anyio.Event)
+    eof: bool = False
     returncode: int | None = None
+    _stderr: str | None = None
+
+    def __post_init__(self) -> None:
+        assert self.process.stdout is not None
+        self._stdout = anyio.streams.buffered.BufferedByteReceiveStream(self.process.stdout)
 
     @property
     def stderr(self) -> str:
+        """Node's stderr, which also holds mcptb-server's (kept after the temporary file is gone)."""
+        if self._stderr is not None:
+            return self._stderr
         return Path(self.stderr_path).read_text(errors="replace")
+
+    def keep_stderr(self) -> None:
+        self._stderr = self.stderr
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -90,31 +106,39 @@ class TsWorker:
     def sampling_requests(self) -> list[dict[str, Any]]:
         return [e["params"] for e in self.events if e.get("event") == "sampling"]
 
+    async def _read_line(self) -> bool:
+        """Read one more line of node's stdout; False at its end."""
+        if self.eof:
+            return False
+        try:
+            self.lines.append((await self._stdout.receive_until(b"\n", 1 << 20)).decode())
+        except STREAM_ENDED:
+            self.eof = True
+        return not self.eof
+
+    async def wait_for_ready(self) -> None:
+        with anyio.move_on_after(30):
+            while "READY" not in self.lines and await self._read_line():
+                pass
+        if "READY" not in self.lines:
+            why = "exited" if self.eof else "did not print READY within 30 s"
+            raise AssertionError(f"node {why}: {self.lines!r}; stderr:\n{self.stderr}")
+
     async def wait_for_sampling(self, count: int) -> list[dict[str, Any]]:
         """The node script logs a request before answering it, but we may not have read that line yet."""
-        with anyio.fail_after(10):
-            while len(self.sampling_requests) < count and not self.eof.is_set():
-                await self.new_line.wait()
+        with anyio.move_on_after(10):
+            while len(self.sampling_requests) < count and await self._read_line():
+                pass
         requests = self.sampling_requests
-        assert len(requests) >= count, f"node printed {self.lines!r}; stderr:\n{self.stderr}"
+        assert len(requests) >= count, (
+            f"expected {count} sampling requests; node printed {self.lines!r}; stderr:\n{self.stderr}"
+        )
         return requests
 
-    async def read_stdout(self) -> None:
-        assert self.process.stdout is not None
-        buffered = anyio.streams.buffered.BufferedByteReceiveStream(self.process.stdout)
-        try:
-            while True:
-                line = (await buffered.receive_until(b"\n", 1 << 20)).decode()
-                self.lines.append(line)
-                if line == "READY":
-                    self.ready.set()
-                self.new_line.set()
-                self.new_line = anyio.Event()
-        except STREAM_ENDED:
-            pass
-        finally:
-            self.eof.set()
-            self.new_line.set()
+    async def read_to_end(self) -> None:
+        with anyio.move_on_after(5):
+            while await self._read_line():
+                pass
 
 
 async def _stop(process: anyio.abc.Process) -> None:
@@ -125,13 +149,11 @@ async def _stop(process: anyio.abc.Process) -> None:
     with anyio.move_on_after(10):
         await process.wait()
         return
-    if process.returncode is None:
-        process.terminate()
+    process.terminate()
     with anyio.move_on_after(5):
         await process.wait()
         return
-    if process.returncode is None:
-        process.kill()
+    process.kill()
     await process.wait()
 
 
@@ -139,8 +161,8 @@ async def _stop(process: anyio.abc.Process) -> None:
 async def ts_sdk_worker(relay: RelayProcess, backend: str, *server_args: str) -> AsyncIterator[TsWorker]:
     """``sampling_worker.mjs`` spawning ``mcptb-server`` for ``relay``; waits until it serves sampling.
 
-    On a normal exit the node process is asked to stop by closing its stdin, and its exit code is
-    kept in ``worker.returncode``; on any exit it is gone when this returns."""
+    On leaving, the node process is asked to stop by closing its stdin (SIGTERM, then SIGKILL, if it
+    does not); its exit code lands in ``worker.returncode`` and its remaining stdout in ``worker.lines``."""
     errlog, stderr_path = tempfile.mkstemp(prefix="mcptb-ts-worker-", suffix=".log")
     command = [
         "node",
@@ -161,42 +183,39 @@ async def ts_sdk_worker(relay: RelayProcess, backend: str, *server_args: str) ->
             os.close(errlog)
         worker = TsWorker(process, stderr_path)
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(worker.read_stdout)
-                try:
-                    with anyio.fail_after(30):
-                        async with anyio.create_task_group() as wait:
-
-                            async def first(event: anyio.Event) -> None:
-                                await event.wait()
-                                wait.cancel_scope.cancel()
-
-                            wait.start_soon(first, worker.ready)
-                            wait.start_soon(first, worker.eof)
-                    assert worker.ready.is_set(), (
-                        f"node exited before READY: {worker.lines!r}; stderr:\n{worker.stderr}"
-                    )
-                    await wait_for_workers(relay, 1, sampling=True)
-                    yield worker
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await _stop(process)
-                        worker.returncode = process.returncode
-                        with anyio.move_on_after(5):
-                            await worker.eof.wait()
-                    tg.cancel_scope.cancel()
+            await worker.wait_for_ready()
+            try:
+                await wait_for_workers(relay, 1, sampling=True)
+            except TimeoutError:
+                health = await get_json(relay.url + "/health")
+                raise AssertionError(
+                    f"no sampling worker in /health within 20 s: {health}\n"
+                    f"node stderr:\n{worker.stderr}\nrelay log:\n{relay.log}"
+                ) from None
+            yield worker
         finally:
             with anyio.CancelScope(shield=True):
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
-                await process.aclose()
+                try:
+                    await _stop(process)
+                    worker.returncode = process.returncode
+                    await worker.read_to_end()
+                finally:
+                    if process.returncode is None:
+                        process.kill()
+                    await process.aclose()
+                    worker.keep_stderr()
     finally:
         os.unlink(stderr_path)
 
 
 def _data_events(events: list[str]) -> list[str]:
     return [e.removeprefix("data: ") for e in events if e.startswith("data: ")]
+
+
+def _texts(message: dict[str, Any]) -> list[str]:
+    """The text blocks of a sampling message as the TS client received it (one block or a list)."""
+    content = message["content"]
+    return [b["text"] for b in (content if isinstance(content, list) else [content]) if b["type"] == "text"]
 
 
 def _body(**fields: Any) -> bytes:
@@ -234,9 +253,7 @@ async def test_non_stream_is_answered_by_the_typescript_sdk_client(relay, backen
     assert params["systemPrompt"] == "You are terse."
     assert params["maxTokens"] == 64
     assert [m["role"] for m in params["messages"]] == ["user"]
-    content = params["messages"][0]["content"]
-    blocks = content if isinstance(content, list) else [content]
-    assert blocks == [{"type": "text", "text": "hello from http"}]
+    assert _texts(params["messages"][0]) == ["hello from http"]
     assert params["modelPreferences"]["hints"] == [{"name": "gpt-4o-mini"}]
 
     ids = [m["id"] for m in models["data"]]
@@ -281,22 +298,40 @@ async def test_stream_is_answered_by_the_typescript_sdk_client(relay, backend):
     assert params["systemPrompt"] == "Stream it."
     assert params["maxTokens"] == 99
     assert [m["role"] for m in params["messages"]] == ["user", "assistant", "user"]
+    assert [_texts(m) for m in params["messages"]] == [["first"], ["ok"], ["stream from http"]]
     assert worker.returncode == 0, worker.stderr
 
 
 async def test_worker_leaves_the_relay_when_the_typescript_client_exits(relay, backend):
     async with ts_sdk_worker(relay, backend) as worker:
-        await post(relay.url, PATH, _body(messages=[{"role": "user", "content": "one"}]))
-        await post(relay.url, PATH, _body(messages=[{"role": "user", "content": "two"}]))
+        for text in ("one", "two"):
+            response = await post(relay.url, PATH, _body(messages=[{"role": "user", "content": text}]))
+            assert response.json()["choices"][0]["message"]["content"] == f"ts-sdk says: {text}"
         requests = await worker.wait_for_sampling(2)
-    assert [r["messages"][-1]["content"] for r in requests] in (
-        [[{"type": "text", "text": "one"}], [{"type": "text", "text": "two"}]],
-        [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}],
-    )
+    assert [_texts(r["messages"][-1]) for r in requests] == [["one"], ["two"]]
     assert worker.returncode == 0, worker.stderr
     # the TS SDK closed mcptb-server's stdin; the server exited and its relay link went with it
-    with anyio.fail_after(10):
-        while (await get_json(relay.url + "/health"))["workers"]:  # noqa: ASYNC110 - polling over HTTP
+    with anyio.move_on_after(10):
+        while (health := await get_json(relay.url + "/health"))["workers"]:
             await anyio.sleep(0.05)
+    assert not health["workers"], f"{health}\nnode stderr:\n{worker.stderr}\nrelay log:\n{relay.log}"
     response = await post(relay.url, PATH, _body(messages=[{"role": "user", "content": "anyone?"}]))
     assert response.status == 503
+
+
+async def test_concurrent_requests_each_get_their_own_answer(relay, backend):
+    texts = [f"parallel {i}" for i in range(6)]
+    answers: dict[str, str] = {}
+
+    async def ask(text: str) -> None:
+        response = await post(relay.url, PATH, _body(messages=[{"role": "user", "content": text}]))
+        assert response.status == 200, response.body
+        answers[text] = response.json()["choices"][0]["message"]["content"]
+
+    async with ts_sdk_worker(relay, backend) as worker:
+        async with anyio.create_task_group() as tg:
+            for text in texts:
+                tg.start_soon(ask, text)
+        await worker.wait_for_sampling(len(texts))
+    assert answers == {text: f"ts-sdk says: {text}" for text in texts}
+    assert worker.returncode == 0, worker.stderr

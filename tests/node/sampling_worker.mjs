@@ -87,11 +87,14 @@ async function shutdown(why) {
   if (shuttingDown) return;
   shuttingDown = true;
   process.stderr.write(`sampling_worker: shutting down (${why})\n`);
+  const t0 = Date.now();
   try {
+    // ends the server's stdin, waits up to 2 s for it to exit, then SIGTERM (2 s), then SIGKILL
     await client.close();
   } catch (error) {
     process.stderr.write(`sampling_worker: close failed: ${error?.stack ?? error}\n`);
   }
+  process.stderr.write(`sampling_worker: client closed in ${Date.now() - t0} ms\n`);
   emit({ event: "closed" });
   process.exit(0);
 }
