@@ -74,9 +74,10 @@ class ClientState:
             pid=os.getpid(),
         )
 
-    async def changed(self) -> None:
-        """Wait for the next change."""
-        await self._changed.wait()
+    @property
+    def next_change(self) -> anyio.Event:
+        """Set at the next change. Take it *before* reading the state, so no change can slip between."""
+        return self._changed
 
     def _notify(self) -> None:
         self._changed.set()

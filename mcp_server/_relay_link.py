@@ -33,6 +33,7 @@ from shared_protocol import (
     RequestFrame,
     Update,
     Welcome,
+    WorkerInfo,
     encode,
 )
 
@@ -96,7 +97,8 @@ class RelayLink:
                 await stream.send(encode(frame))
 
         async with stream:
-            await stream.send(encode(Hello(version=PROTOCOL_VERSION, worker=self.client.info())))
+            hello = Hello(version=PROTOCOL_VERSION, worker=self.client.info())
+            await stream.send(encode(hello))
             welcome = await self._await_welcome(stream, decoder)
             if welcome is None:
                 return False
@@ -105,8 +107,7 @@ class RelayLink:
             log.info("connected to the relay at %s as %s", self.socket_path, welcome.worker_id)
             async with anyio.create_task_group() as tg:
                 session = _Session(self, send, tg.cancel_scope)
-                tg.start_soon(session.follow_client)
-                await session.grant_initial()
+                tg.start_soon(session.follow_client, hello.worker)
                 await self._read(stream, decoder, session, tg)
                 tg.cancel_scope.cancel()
             return True
@@ -169,9 +170,6 @@ class _Session:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             self._connection.cancel()
 
-    async def grant_initial(self) -> None:
-        await self._top_up()
-
     async def _top_up(self) -> None:
         """Keep ``concurrency`` slots (granted + running) while the client can be sampled."""
         if not self.client.can_sample:
@@ -181,12 +179,16 @@ class _Session:
             self.granted += want
             await self._send(Ready(slots=want))
 
-    async def follow_client(self) -> None:
-        """Tell the relay whenever we learn more about the client (and grant slots once we can)."""
+    async def follow_client(self, announced: WorkerInfo) -> None:
+        """Tell the relay whenever we learn more about the client, and grant slots once we can."""
         while True:
-            await self.client.changed()
-            await self._send(Update(worker=self.client.info()))
+            change = self.client.next_change
+            info = self.client.info()
+            if info != announced:
+                await self._send(Update(worker=info))
+                announced = info
             await self._top_up()
+            await change.wait()
 
     async def take(self, frame: RequestFrame, tg: anyio.abc.TaskGroup) -> None:
         if self.granted <= 0 or not self.client.can_sample or frame.id in self.running:

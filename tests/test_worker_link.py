@@ -16,9 +16,10 @@ import mcp_types as types
 import pytest
 from mcp import Client, StdioServerParameters
 
+from shared_protocol import PROTOCOL_VERSION, Hello, RelayFrameDecoder, WorkerInfo, encode
+
 from _http_client import get_json, post
 from conftest import ROOT, chat_body, mcp_worker, server_params, wait_for_workers
-from shared_protocol import PROTOCOL_VERSION, Hello, RelayFrameDecoder, WorkerInfo, encode
 
 pytestmark = pytest.mark.anyio
 
@@ -65,16 +66,29 @@ async def test_first_frame_must_be_hello(relay):
 
 def test_mcp_server_writes_nothing_but_json_rpc_on_stdout(tmp_path):
     messages = [
-        {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {"sampling": {}},
-            "clientInfo": {"name": "raw", "version": "1"}}},
+        {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {"sampling": {}},
+                "clientInfo": {"name": "raw", "version": "1"},
+            },
+        },
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
     ]
     stdin = "".join(json.dumps(m) + "\n" for m in messages)
     socket = os.path.join(str(tmp_path)[:40], "nowhere.sock")  # no relay: it must still behave
-    result = subprocess.run([sys.executable, "-m", "mcp_server", "--socket", socket, "--log-level", "debug"],
-                            input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "mcp_server", "--socket", socket, "--log-level", "debug"],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and all(json.loads(line)["jsonrpc"] == "2.0" for line in lines)
     assert json.loads(lines[0])["result"]["serverInfo"]["name"] == "mcp-token-bridge"
@@ -83,8 +97,11 @@ def test_mcp_server_writes_nothing_but_json_rpc_on_stdout(tmp_path):
 
 async def test_a_2026_era_client_is_recognised_and_stays_connected_without_sampling(relay, backend):
     params = server_params(relay.socket, backend)
-    async with Client(StdioServerParameters(command=params.command, args=params.args, cwd=params.cwd),
-                      mode="auto", client_info=types.Implementation(name="modern-client", version="9")) as client:
+    async with Client(
+        StdioServerParameters(command=params.command, args=params.args, cwd=params.cwd),
+        mode="auto",
+        client_info=types.Implementation(name="modern-client", version="9"),
+    ) as client:
         await client.list_tools()
         health = await wait_for_workers(relay, 1, sampling=False)
         with anyio.fail_after(10):
