@@ -92,14 +92,7 @@ class ClientState:
 
     def learn(self, ctx: ServerRequestContext[Any, Any]) -> None:
         session = ctx.session
-        before = (
-            self.name,
-            self.version,
-            self.protocol_version,
-            self.sampling,
-            self.sampling_tools,
-            self.session,
-        )
+        before = self._snapshot()
         params = session.client_params
         info: Any = params.client_info if params else None
         meta = ctx.meta or {}
@@ -116,7 +109,11 @@ class ClientState:
             self.sampling_tools = bool(caps.sampling and caps.sampling.tools is not None)
         if ctx.method == "notifications/initialized" and _is_handshake_era(session.protocol_version):
             self.session = session
-        after = (
+        if self._snapshot() != before:
+            self._notify()
+
+    def _snapshot(self) -> tuple[object, ...]:
+        return (
             self.name,
             self.version,
             self.protocol_version,
@@ -124,8 +121,6 @@ class ClientState:
             self.sampling_tools,
             self.session,
         )
-        if after != before:
-            self._notify()
 
     async def middleware(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         result = await call_next(ctx)
