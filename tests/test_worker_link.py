@@ -79,20 +79,26 @@ def test_mcp_server_writes_nothing_but_json_rpc_on_stdout(tmp_path):
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
     ]
-    stdin = "".join(json.dumps(m) + "\n" for m in messages)
     socket = os.path.join(str(tmp_path)[:40], "nowhere.sock")  # no relay: it must still behave
-    result = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "mcp_server", "--socket", socket, "--log-level", "debug"],
-        input=stdin,
-        capture_output=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        timeout=60,
     )
-    lines = result.stdout.splitlines()
-    assert len(lines) == 2 and all(json.loads(line)["jsonrpc"] == "2.0" for line in lines)
+    try:
+        proc.stdin.write("".join(json.dumps(m) + "\n" for m in messages))
+        proc.stdin.flush()
+        lines = [proc.stdout.readline(), proc.stdout.readline()]  # the two answers...
+        rest, stderr = proc.communicate(timeout=30)  # ...then EOF on stdin: it must exit
+    finally:
+        proc.kill()
+    assert rest == "" and proc.returncode == 0
+    assert [json.loads(line)["id"] for line in lines] == [0, 1]
     assert json.loads(lines[0])["result"]["serverInfo"]["name"] == "mcp-token-bridge"
-    assert "cannot reach the relay" in result.stderr and "mcptb-relay" in result.stderr
+    assert "cannot reach the relay" in stderr and "mcptb-relay" in stderr
 
 
 async def test_a_2026_era_client_is_recognised_and_stays_connected_without_sampling(relay, backend):
