@@ -213,8 +213,7 @@ class App:
         self, job: Job, completion_id: str, call: chat.ChatCall, responder: Responder
     ) -> None:
         encoder = chat.ChatStreamEncoder(completion_id, call.request.model or "unknown", call.include_usage)
-        await responder.start(200, _SSE_HEADERS)
-        await responder.write(encoder.first())
+        await responder.start(200, _SSE_HEADERS, encoder.first())
         try:
             async for event in follow(job, self.broker, self.config):
                 if event is KEEPALIVE:

@@ -72,17 +72,18 @@ class Responder:
     async def send(
         self, status: int, body: bytes, content_type: str, headers: Iterable[tuple[str, str]] = ()
     ) -> None:
+        """A complete response, in one write."""
         head = [("content-type", content_type), ("content-length", str(len(body))), *headers]
-        await self.start(status, head)
-        if body:
-            await self.write(body)
-        await self.end()
+        self._begin(status)
+        events = [self._head(status, head), *([h11.Data(data=body)] if body else []), h11.EndOfMessage()]
+        self.record.bytes_sent += len(body)
+        await self._emit(*events)
 
-    async def start(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
-        self.record.status = status
-        self.started = True
-        head = [*headers, ("x-request-id", self.record.request_id)]
-        await self._emit(h11.Response(status_code=status, headers=head, reason=_reason(status)))
+    async def start(self, status: int, headers: Iterable[tuple[str, str]], first: bytes = b"") -> None:
+        """The head of a chunked response, and optionally its first body bytes in the same write."""
+        self._begin(status)
+        self.record.bytes_sent += len(first)
+        await self._emit(self._head(status, headers), *([h11.Data(data=first)] if first else []))
 
     async def write(self, data: bytes) -> None:
         await self._emit(h11.Data(data=data))
@@ -91,8 +92,16 @@ class Responder:
     async def end(self) -> None:
         await self._emit(h11.EndOfMessage())
 
-    async def _emit(self, event: h11.Event) -> None:
-        data = self._conn.send(event)
+    def _begin(self, status: int) -> None:
+        self.record.status = status
+        self.started = True
+
+    def _head(self, status: int, headers: Iterable[tuple[str, str]]) -> h11.Response:
+        head = [*headers, ("x-request-id", self.record.request_id)]
+        return h11.Response(status_code=status, headers=head, reason=_reason(status))
+
+    async def _emit(self, *events: h11.Event) -> None:
+        data = b"".join(self._conn.send(event) or b"" for event in events)
         if not data:
             return
         if self.record.first_byte is None:

@@ -53,8 +53,6 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
     host, port = sockname[0], sockname[1]
     display_host = f"[{host}]" if ":" in str(host) else host
     url = f"http://{display_host}:{port}"
-    if on_ready:
-        on_ready(url, config.socket)
     connections = 0
 
     async def handle_http(stream: anyio.abc.SocketStream) -> None:
@@ -78,7 +76,11 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
 
     try:
         async with tcp, unix, anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signal, tg.cancel_scope)
+            await tg.start(
+                _stop_on_signal, tg.cancel_scope
+            )  # before the banner: a SIGTERM right after it is handled
+            if on_ready:
+                on_ready(url, config.socket)
             tg.start_soon(unix.serve, handle_worker)
             await tcp.serve(handle_http)
     finally:
@@ -87,9 +89,10 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
         log.info("relay stopped")
 
 
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+async def _stop_on_signal(scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]) -> None:
     """SIGTERM or SIGINT: stop serving (open streams are cut; their callers see a truncated chunked body)."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
         async for signum in signals:
             log.info("%s received; stopping", signal.Signals(signum).name)
             scope.cancel()
