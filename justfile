@@ -30,8 +30,8 @@ fmt: _dev
 bench *ARGS: _dev
     {{bin}}/python -m bench {{ARGS}}
 
-# Start a relay and a demo MCP client with a canned model, and stream one answer through it
-demo: _runtime
+# Start a relay and a demo MCP client with a canned model, and stream one answer through it (openai SDK)
+demo: _dev
     {{bin}}/python -m bench.demo
 
 _venv:
