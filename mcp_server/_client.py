@@ -59,16 +59,21 @@ class ClientState:
     def can_sample(self) -> bool:
         return self.session is not None and self.sampling and self.settings.mode in ("auto", "sampling")
 
+    @property
+    def model_id(self) -> str:
+        """The id this worker serves under, and the model an agent's replies report."""
+        return self.settings.model_name or model_id_for(self.name)
+
     def info(self) -> WorkerInfo:
-        models = [self.settings.model_name or model_id_for(self.name)]
-        models += [m for m in self.models_seen if m not in models]
+        models = [self.model_id] + [m for m in self.models_seen if m != self.model_id]
         return WorkerInfo(
             client_name=self.name,
             client_version=self.version,
             protocol_version=self.protocol_version,
-            modes=["sampling"] if self.can_sample else [],
+            modes=["sampling", "agent"] if self.can_sample else ["agent"],
             sampling_tools=self.sampling_tools,
-            tools=self.can_sample and self.sampling_tools,
+            # a request with tools may land on a sampling slot, which needs sampling.tools
+            tools=self.sampling_tools or not self.can_sample,
             models=models,
             concurrency=self.settings.concurrency,
             pid=os.getpid(),

@@ -1,14 +1,17 @@
-"""The worker's side of the relay link: connect, say hello, grant slots, answer, reconnect.
+"""The worker's side of the relay link: connect, say hello, keep slots balanced, answer, reconnect.
 
 Rules:
 - The link is opened when the process starts (a 2026-era client never sends
   ``notifications/initialized``) and re-opened with exponential backoff (``--reconnect-max-delay``)
   whenever the relay goes away, without the MCP client noticing.
-- Slots follow the pull rule: while the client can be sampled, the worker keeps ``concurrency``
-  slots granted; each finished request grants its slot back. A request that arrives with no slot
-  free (or that this worker can no longer answer) is handed back with ``release``.
-- Each request runs in its own task with its own cancel scope; a ``cancel`` frame cancels it (the
-  SDK then sends ``notifications/cancelled`` for the pending sampling request).
+- Slots follow the pull rule. The slots the relay holds for us should equal what we can take right
+  now: free background-sampling capacity plus agents waiting in ``next_request``. :meth:`_Session.balance`
+  grants (``ready``) or takes back (``withdraw``) the difference after every change.
+- A request goes to a waiting agent first, else to background sampling; one that neither can take
+  (a slot crossed a ``withdraw``) is handed back with ``release``.
+- Each sampling request runs in its own task with its own cancel scope; ``cancel`` cancels it (the
+  SDK then sends ``notifications/cancelled`` for the pending sampling request). A ``cancel`` for a
+  request an agent holds closes it, so a late ``reply`` explains what happened.
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ from shared_protocol import (
     RequestFrame,
     Update,
     Welcome,
+    Withdraw,
     WorkerInfo,
     encode,
 )
 
+from ._agent import AgentDesk
 from ._client import ClientState
 from ._sampling import Send, answer_by_sampling
 
@@ -54,8 +59,22 @@ class RelayLink:
         self.client = client
         self.sampling_timeout = sampling_timeout
         self.reconnect_max_delay = reconnect_max_delay
-        self.connected = False
+        self.desk = AgentDesk(client, self)
         self.last_error: str | None = None
+        self._session: _Session | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._session is not None
+
+    async def send(self, frame: BaseModel) -> bool:
+        """Send on the current connection; False if there is none (or it just broke)."""
+        session = self._session
+        return session is not None and await session.send(frame)
+
+    async def balance(self) -> None:
+        if self._session is not None:
+            await self._session.balance()
 
     async def run(self) -> None:
         delay = RECONNECT_MIN_DELAY
@@ -80,8 +99,11 @@ class RelayLink:
                 ) as exc:
                     welcomed = False
                     log.debug("relay link error: %r", exc)
-                self.connected = False
+                finally:
+                    self._session = None
+                    self.desk.connection_lost()
                 if welcomed:
+                    self.last_error = "the connection to the relay was lost; reconnecting"
                     log.warning("lost the relay at %s; reconnecting", self.socket_path)
                     delay = RECONNECT_MIN_DELAY
             await anyio.sleep(delay * (0.5 + random.random() / 2))
@@ -102,13 +124,13 @@ class RelayLink:
             welcome = await self._await_welcome(stream, decoder)
             if welcome is None:
                 return False
-            self.connected = True
-            self.last_error = None
             log.info("connected to the relay at %s as %s", self.socket_path, welcome.worker_id)
             async with anyio.create_task_group() as tg:
-                session = _Session(self, send, tg.cancel_scope)
+                session = _Session(self, send, tg)
+                self._session = session
+                self.last_error = None
                 tg.start_soon(session.follow_client, hello.worker)
-                await self._read(stream, decoder, session, tg)
+                await self._read(stream, decoder, session)
                 tg.cancel_scope.cancel()
             return True
 
@@ -130,11 +152,7 @@ class RelayLink:
         return None
 
     async def _read(
-        self,
-        stream: anyio.abc.SocketStream,
-        decoder: RelayFrameDecoder,
-        session: _Session,
-        tg: anyio.abc.TaskGroup,
+        self, stream: anyio.abc.SocketStream, decoder: RelayFrameDecoder, session: _Session
     ) -> None:
         while True:
             try:
@@ -145,67 +163,79 @@ class RelayLink:
                 if isinstance(frame, ProtocolError):
                     log.warning("bad frame from the relay: %s", frame)
                 elif isinstance(frame, RequestFrame):
-                    await session.take(frame, tg)
+                    await session.take(frame)
                 elif isinstance(frame, Cancel):
-                    session.cancel(frame.id, frame.reason)
+                    if not self.desk.cancel(frame.id, frame.reason):
+                        session.cancel(frame.id, frame.reason)
                 elif isinstance(frame, ErrorFrame):
                     log.warning("the relay reports: %s", frame.message)
 
 
 class _Session:
-    """State of one relay connection: granted slots and running requests."""
+    """State of one relay connection: the slots the relay holds for us, and running sampling tasks."""
 
-    def __init__(self, link: RelayLink, send: Send, connection: anyio.CancelScope) -> None:
+    def __init__(self, link: RelayLink, send: Send, tg: anyio.abc.TaskGroup) -> None:
         self.link = link
         self.client = link.client
+        self.desk = link.desk
         self._raw_send = send
-        self._connection = connection
-        self.granted = 0
-        self.running: dict[str, anyio.CancelScope] = {}
+        self._tg = tg
+        self.slots = 0
+        self.sampling: dict[str, anyio.CancelScope] = {}
 
-    async def _send(self, frame: BaseModel) -> None:
+    async def send(self, frame: BaseModel) -> bool:
         """Send, or end the whole connection if the relay is gone (the reconnect loop takes over)."""
         try:
             await self._raw_send(frame)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            self._connection.cancel()
+            self._tg.cancel_scope.cancel()
+            return False
+        return True
 
-    async def _top_up(self) -> None:
-        """Keep ``concurrency`` slots (granted + running) while the client can be sampled."""
-        if not self.client.can_sample:
+    def _wanted(self) -> int:
+        free_sampling = self.client.settings.concurrency - len(self.sampling) if self.client.can_sample else 0
+        return free_sampling + self.desk.waiting_count
+
+    async def balance(self) -> None:
+        """Grant or withdraw slots so the relay holds exactly as many as we can take now."""
+        delta = self._wanted() - self.slots
+        if delta == 0:
             return
-        want = self.client.settings.concurrency - self.granted - len(self.running)
-        if want > 0:
-            self.granted += want
-            await self._send(Ready(slots=want))
+        self.slots += delta  # before awaiting, so concurrent calls never double-count
+        await self.send(Ready(slots=delta) if delta > 0 else Withdraw(slots=-delta))
 
     async def follow_client(self, announced: WorkerInfo) -> None:
-        """Tell the relay whenever we learn more about the client, and grant slots once we can."""
+        """Tell the relay whenever we learn more about the client, and rebalance slots."""
         while True:
             change = self.client.next_change
             info = self.client.info()
             if info != announced:
-                await self._send(Update(worker=info))
+                await self.send(Update(worker=info))
                 announced = info
-            await self._top_up()
+            await self.balance()
             await change.wait()
 
-    async def take(self, frame: RequestFrame, tg: anyio.abc.TaskGroup) -> None:
-        if self.granted <= 0 or not self.client.can_sample or frame.id in self.running:
-            await self._send(Release(id=frame.id))
-            return
-        self.granted -= 1
-        scope = anyio.CancelScope()
-        self.running[frame.id] = scope
-        tg.start_soon(self._answer, frame, scope)
+    async def take(self, frame: RequestFrame) -> None:
+        self.slots = max(0, self.slots - 1)
+        if frame.id in self.sampling or self.desk.knows(frame.id):
+            await self.send(Release(id=frame.id))
+        elif self.desk.offer(frame):
+            pass
+        elif self.client.can_sample and len(self.sampling) < self.client.settings.concurrency:
+            scope = anyio.CancelScope()
+            self.sampling[frame.id] = scope
+            self._tg.start_soon(self._sample, frame, scope)
+        else:
+            await self.send(Release(id=frame.id))
+            await self.balance()
 
     def cancel(self, request_id: str, reason: str) -> None:
-        scope = self.running.get(request_id)
+        scope = self.sampling.get(request_id)
         if scope is not None:
             log.info("%s cancelled by the relay: %s", request_id, reason)
             scope.cancel()
 
-    async def _answer(self, frame: RequestFrame, scope: anyio.CancelScope) -> None:
+    async def _sample(self, frame: RequestFrame, scope: anyio.CancelScope) -> None:
         session = self.client.session
         try:
             with scope:
@@ -213,16 +243,14 @@ class _Session:
                 await answer_by_sampling(
                     session,
                     frame,
-                    self._send,
+                    self.send,
                     self.link.sampling_timeout,
                     self.client.name or "unknown client",
                     self.client.saw_model,
                 )
         except Exception as exc:
             log.exception("%s: failed", frame.id)
-            await self._send(
-                ErrorFrame(id=frame.id, code="internal", message=f"mcptb-server failed: {exc!r}")
-            )
+            await self.send(ErrorFrame(id=frame.id, code="internal", message=f"mcptb-server failed: {exc!r}"))
         finally:
-            self.running.pop(frame.id, None)
-        await self._top_up()
+            self.sampling.pop(frame.id, None)
+        await self.balance()

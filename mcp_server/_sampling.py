@@ -35,7 +35,7 @@ from shared_protocol import (
     ToolUseBlock,
 )
 
-Send = Callable[[BaseModel], Awaitable[None]]
+Send = Callable[[BaseModel], Awaitable[object]]
 
 _STOP_REASONS: tuple[StopReason, ...] = ("endTurn", "stopSequence", "maxTokens", "toolUse")
 

@@ -1,6 +1,7 @@
 """The MCP server process: the SDK's low-level ``Server`` on stdio plus the relay link, in one task
 group. Nothing but protocol goes to stdout (the SDK diverts fd 1 while it serves; we print nothing
-before or after). The relay link starts with the process, not with the handshake."""
+before or after). The relay link starts with the process, not with the handshake. The agent-pull
+tools and the ``serve`` prompt are listed in every mode: a sampling client's agent may pull too."""
 
 from __future__ import annotations
 
@@ -12,36 +13,63 @@ import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
+from mcp.shared.exceptions import MCPError
 
+from ._agent import INSTRUCTIONS, NEXT_REQUEST_TOOL, REPLY_TOOL, SERVE_LOOP, AgentDesk
 from ._client import ClientState
 from ._relay_link import RelayLink
 
 log = logging.getLogger("mcptb.server")
 
-INSTRUCTIONS = (
-    "This server connects your MCP client's model to the MCP Token Bridge relay, so that programs on "
-    "this machine can use it through an OpenAI-compatible HTTP API. When the client supports MCP "
-    "sampling, requests are answered in the background and no action is needed."
+SERVE_PROMPT = types.Prompt(
+    name="serve",
+    description="Answer requests from the MCP Token Bridge relay in a loop (next_request, reply, repeat).",
 )
 
 
-async def _list_tools(
-    ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
-) -> types.ListToolsResult:
-    # Clients list tools on connect (Claude Code's health check does); we offer none in sampling mode.
-    return types.ListToolsResult(tools=[])
+def build_server(client: ClientState, desk: AgentDesk, version: str) -> Server:
+    async def list_tools(ctx: ServerRequestContext[Any, Any], params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[NEXT_REQUEST_TOOL, REPLY_TOOL])
 
+    async def call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        arguments = params.arguments or {}
+        if params.name == NEXT_REQUEST_TOOL.name:
+            return await desk.next_request(ctx, arguments)
+        if params.name == REPLY_TOOL.name:
+            return await desk.reply(arguments)
+        raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool {params.name!r}")
 
-def build_server(client: ClientState, version: str) -> Server:
+    async def list_prompts(ctx: ServerRequestContext[Any, Any], params: Any) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=[SERVE_PROMPT])
+
+    async def get_prompt(
+        ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        if params.name != SERVE_PROMPT.name:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown prompt {params.name!r}")
+        text = SERVE_LOOP + " Start now: call next_request."
+        return types.GetPromptResult(
+            description=SERVE_PROMPT.description,
+            messages=[types.PromptMessage(role="user", content=types.TextContent(text=text))],
+        )
+
     server: Server = Server(
-        "mcp-token-bridge", version=version, instructions=INSTRUCTIONS, on_list_tools=_list_tools
+        "mcp-token-bridge",
+        version=version,
+        instructions=INSTRUCTIONS,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
     )
     server.middleware.append(client.middleware)
     return server
 
 
 async def run(client: ClientState, link: RelayLink, version: str) -> None:
-    server = build_server(client, version)
+    server = build_server(client, link.desk, version)
     async with stdio_server() as (read_stream, write_stream), anyio.create_task_group() as tg:
         tg.start_soon(link.run)
         await server.run(read_stream, write_stream, server.create_initialization_options())

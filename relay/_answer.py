@@ -107,6 +107,7 @@ def _timeout(assigned: bool, config: Config) -> ApiError:
             "(relay --request-timeout)."
         )
     return gateway_timeout(
-        f"No MCP server picked up this request within {config.queue_timeout:g} s (relay --queue-timeout): "
-        "the connected servers were busy or their client cannot answer (see GET /health)."
+        f"No MCP server or agent picked up this request within {config.queue_timeout:g} s "
+        "(relay --queue-timeout): the connected servers were busy, or no agent is serving - in Claude Code, "
+        "run the prompt /mcp__mcptb__serve (GET /health lists the servers and their free slots)."
     )

@@ -192,6 +192,7 @@ class App:
         if self.config.log_content:
             content_log.info("%s prompt: %s", record.request_id, call.request.model_dump_json())
         job = self.broker.submit(record.request_id, call.request, self.config.request_timeout)
+        ended = "the caller disconnected"
         try:
             completion_id = "chatcmpl-" + secrets.token_hex(12)
             if call.stream:
@@ -205,9 +206,12 @@ class App:
                 usage = estimate(call.request, answer.chars)
                 body = chat.completion(completion_id, int(time.time()), answer, usage)
                 await self._send_json(responder, 200, body, [USAGE_HEADER])
+        except ApiError as error:
+            ended = f"the relay gave up: {error.message}"
+            raise
         finally:
             record.worker = job.worker_id
-            self.broker.cancel(job, "caller disconnected")
+            self.broker.cancel(job, ended)
 
     async def _stream_chat(
         self, job: Job, completion_id: str, call: chat.ChatCall, responder: Responder
@@ -227,6 +231,7 @@ class App:
                     await responder.write(data)
         except ApiError as error:
             log.warning("%s: failed mid-stream: %s %s", job.id, error.status, error.message)
+            self.broker.cancel(job, f"the relay gave up: {error.message}")
             await responder.write(encoder.error(error))
         await responder.end()
 

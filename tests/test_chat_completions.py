@@ -216,5 +216,5 @@ async def test_models_lists_the_workers_model_and_health_reports_it(relay, backe
     assert all(m["object"] == "model" for m in models["data"])
     (worker,) = health["workers"]
     assert worker["client"] == {"name": "Pytest Client", "version": "1.0"}
-    assert worker["modes"] == ["sampling"] and worker["protocol_version"] == "2025-11-25"
+    assert worker["modes"] == ["sampling", "agent"] and worker["protocol_version"] == "2025-11-25"
     assert health["queue_depth"] == 0 and health["in_flight"] == 0

@@ -251,10 +251,10 @@ async def test_client_without_sampling_stays_connected_and_its_requests_wait_the
     relay = relay_factory("--queue-timeout", "1")
     async with mcp_worker(relay, backend, sampling=False, wait_ready=False):
         health = await wait_for_workers(relay, 1, sampling=False)
-        assert health["workers"][0]["modes"] == []
+        assert health["workers"][0]["modes"] == ["agent"]
         response = await post(relay.url, PATH, chat_body("anyone?"))
         assert response.status == 504
-        assert "No MCP server picked up" in error_of(response)["message"]
+        assert "No MCP server or agent picked up" in error_of(response)["message"]
         assert len((await get_json(relay.url + "/health"))["workers"]) == 1
 
 

@@ -236,7 +236,7 @@ async def test_non_stream_is_answered_by_the_typescript_sdk_client(relay, backen
     # who the relay saw: the TypeScript SDK client, 2025 handshake, background sampling
     (info,) = health["workers"]
     assert info["client"] == {"name": CLIENT_NAME, "version": CLIENT_VERSION}
-    assert info["modes"] == ["sampling"]
+    assert info["modes"] == ["sampling", "agent"]
     assert info["protocol_version"] == "2025-11-25"
 
     # what the HTTP caller got

@@ -53,12 +53,12 @@ async def test_a_change_learned_before_the_link_listens_is_still_announced():
 
     link = RelayLink("/nowhere", client, sampling_timeout=1, reconnect_max_delay=1)
     async with anyio.create_task_group() as tg:
-        session = _Session(link, send, tg.cancel_scope)
+        session = _Session(link, send, tg)
         tg.start_soon(session.follow_client, announced)
         with anyio.fail_after(5):
             while len(sent) < 2:
                 await anyio.sleep(0.01)
         tg.cancel_scope.cancel()
     assert isinstance(sent[0], Update) and sent[0].worker.client_name == "late-client"
-    assert sent[0].worker.modes == ["sampling"]
+    assert sent[0].worker.modes == ["sampling", "agent"]
     assert sent[1] == Ready(slots=3)

@@ -116,7 +116,7 @@ async def test_a_2026_era_client_is_recognised_and_stays_connected_without_sampl
                 health = await get_json(relay.url + "/health")
     worker = health["workers"][0]
     assert worker["protocol_version"] == "2026-07-28"
-    assert worker["modes"] == [] and worker["models"] == ["modern-client"]
+    assert worker["modes"] == ["agent"] and worker["models"] == ["modern-client"]
 
 
 async def test_concurrency_limit_is_honoured(relay, backend):

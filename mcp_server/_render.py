@@ -1,0 +1,98 @@
+"""A relay request written as text for an agent to answer (the result of ``next_request``).
+
+Rules: the first line is ``request_id: <id>`` (tests and agents parse it); every section has a plain
+heading; turns start with ``[user]`` / ``[assistant]`` on a line of their own; images become
+placeholders (the agent cannot see them through a tool result); tool calls and results keep their
+ids so the agent can follow the thread; the last line says exactly how to answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from shared_protocol import ImageBlock, NeutralRequest, RequestFrame, TextBlock, ToolResultBlock, ToolUseBlock
+
+
+def _image(block: ImageBlock) -> str:
+    size = len(base64.b64decode(block.data, validate=False)) if block.data else 0
+    return f"[image: {block.mime_type}, {size} bytes - not visible through this tool]"
+
+
+def _turn_lines(request: NeutralRequest) -> list[str]:
+    lines: list[str] = []
+    for message in request.messages:
+        lines.append(f"[{message.role}]")
+        for block in message.content:
+            if isinstance(block, TextBlock):
+                lines.append(block.text)
+            elif isinstance(block, ImageBlock):
+                lines.append(_image(block))
+            elif isinstance(block, ToolUseBlock):
+                lines.append(
+                    f"(tool call {block.id}) {block.name} {json.dumps(block.input, ensure_ascii=False)}"
+                )
+            elif isinstance(block, ToolResultBlock):
+                status = " (error)" if block.is_error else ""
+                lines.append(f"(tool result for {block.tool_use_id}{status})")
+                lines += [b.text if isinstance(b, TextBlock) else _image(b) for b in block.content]
+    return lines
+
+
+def render_request(frame: RequestFrame) -> str:
+    request = frame.request
+    limits = [f"max_tokens {request.max_tokens}"]
+    if request.stop_sequences:
+        limits.append("stop sequences " + json.dumps(request.stop_sequences, ensure_ascii=False))
+    if request.temperature is not None:
+        limits.append(f"temperature {request.temperature:g}")
+    lines = [
+        f"request_id: {frame.id}",
+        f"model requested: {request.model or '(none)'}",
+        "limits: " + "; ".join(limits),
+        "",
+        "system prompt:",
+        request.system if request.system else "(none)",
+        "",
+        "conversation:",
+        *_turn_lines(request),
+        "",
+    ]
+    if request.tools:
+        lines.append("tools the caller offers (call them only through reply's tool_calls, never yourself):")
+        for tool in request.tools:
+            lines.append(f"- {tool.name}: {tool.description or '(no description)'}")
+            lines.append("  arguments schema: " + json.dumps(tool.input_schema, ensure_ascii=False))
+        choice = request.tool_choice
+        if choice is not None:
+            wanted = (
+                f"you must call {choice.name}"
+                if choice.name
+                else {
+                    "auto": "call tools only if they help",
+                    "required": "you must call at least one tool",
+                    "none": "do not call any tool",
+                }[choice.mode]
+            )
+            lines.append(f"tool choice: {choice.mode} ({wanted})")
+        lines.append("")
+    how = (
+        f"To answer: write the assistant's next message in this conversation and call reply with "
+        f'request_id "{frame.id}" and content = that message'
+    )
+    if request.tools:
+        how += ' (and tool_calls = [{"name": ..., "arguments": {...}}] to call the caller\'s tools)'
+    lines.append(how + ". Answer only this request; then call next_request again.")
+    return "\n".join(lines)
+
+
+NO_REQUEST = (
+    "No request yet (waited {seconds:g} s). Call next_request again to keep serving, or stop if the "
+    "user asked you to."
+)
+
+RELAY_DOWN = (
+    "The MCP Token Bridge relay is not reachable at {socket} ({error}). Ask the user to start it with "
+    "`mcptb-relay` (or `just relay` in the mcp-token-bridge checkout); this server connects by itself "
+    "within seconds. Then call next_request again."
+)

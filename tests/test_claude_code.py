@@ -1,0 +1,274 @@
+"""The real Claude Code CLI as the MCP client, offline: HTTP caller -> relay -> mcptb-server -> Claude Code.
+
+Claude Code does not implement MCP sampling, so it answers through the agent-pull tools: its agent calls
+``next_request`` (which waits for an HTTP request and returns it rendered as text) and ``reply``. Its
+model is ``tests/claude_code/fake_model.py``, a scripted fake Anthropic API that plays that agent
+deterministically (call next_request; reply ``claude-code answered: <last user text>``; say ``served one
+request``). Each test gets a fresh HOME and project directory, registers the bridge with
+``claude mcp add mcptb -- <python> -m mcp_server --socket <relay socket> --backend <backend>``, and runs
+``claude -p`` with only the bridge's tools.
+
+Runs against the newest Claude Code (MCP 2026-07-28 era, no ``initialize``) and 2.1.197 (2025 era), both
+installed by npm into ``tests/node``. Without node, npm or the installed CLI the tests skip, loudly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import litellm
+import openai
+import pytest
+from claude_code.fake_model import ANSWER_PREFIX, GAVE_UP, NEXT_REQUEST, REPLY, SERVED, result_text
+from claude_code.harness import BINARIES, ClaudeCode, FakeModelProcess, Run, skip_reason, start_fake_model
+
+from _http_client import get_json
+from conftest import RelayProcess
+
+pytestmark = [pytest.mark.anyio, pytest.mark.node]
+
+SERVER_NAME = "mcptb"
+MODEL_ID = "claude-code"
+QUESTION = "What is 6*7?"
+PROMPT = "Serve one request from the bridge"
+# the MCP protocol era each Claude Code version negotiates with an mcp 2.3 server
+ERAS = {"newest": "2026-07-28", "2.1.197": "2025-11-25"}
+
+
+def _say(request: pytest.FixtureRequest, line: str) -> None:
+    """Print past pytest's capture, on the real stderr."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        print(f"\n{line}", file=sys.__stderr__, flush=True)
+
+
+@pytest.fixture(params=list(BINARIES))
+def claude(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClaudeCode]:
+    """Claude Code (``newest`` or ``2.1.197``) with a fresh HOME and project directory."""
+    reason = skip_reason(request.param)
+    if reason is not None:
+        _say(request, f"*** {reason} ***")
+        pytest.skip(reason)
+    cc = ClaudeCode(request.param, tmp_path / "claude")
+    try:
+        yield cc
+    finally:
+        cc.close()
+
+
+@pytest.fixture
+def fake_model(tmp_path: Path) -> Iterator[Callable[..., FakeModelProcess]]:
+    started: list[FakeModelProcess] = []
+
+    def start(**env: str) -> FakeModelProcess:
+        started.append(start_fake_model(tmp_path / f"fake{len(started)}", **env))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for fake in started:
+            fake.stop()
+
+
+def _diagnostics(run: Run | None, fake: FakeModelProcess, relay: RelayProcess) -> str:
+    decisions = [(r["n"], r["decision"]) for r in fake.messages_requests]
+    return (
+        f"{run.describe() if run else 'claude -p did not finish'}\n--- fake model decisions ---\n{decisions}\n"
+        f"--- fake model stderr ---\n{fake.stderr}\n--- relay log ---\n{relay.log}"
+    )
+
+
+def _tool_results(request: dict[str, Any]) -> list[str]:
+    """The tool_result texts in the last user message of a logged /v1/messages request."""
+    users = [m for m in request["body"]["messages"] if m["role"] == "user"]
+    content = users[-1]["content"] if users else []
+    return [result_text(b) for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+
+
+async def _wait_for_worker(
+    relay: RelayProcess, claude_done: anyio.Event, timeout: float = 60
+) -> dict[str, Any]:
+    """Poll /health until Claude Code's mcptb-server is connected (or claude -p ended first)."""
+    with anyio.move_on_after(timeout):
+        while not claude_done.is_set():
+            health = await get_json(relay.url + "/health")
+            if health["workers"]:
+                return dict(health["workers"][0])
+            await anyio.sleep(0.05)
+    raise AssertionError("Claude Code's MCP server never showed up in the relay's /health")
+
+
+async def _wait_for_no_worker(relay: RelayProcess, timeout: float = 15) -> list[Any]:
+    with anyio.move_on_after(timeout):
+        while (workers := (await get_json(relay.url + "/health"))["workers"]) != []:
+            await anyio.sleep(0.05)
+    return list(workers)
+
+
+@dataclass
+class Served:
+    answer: Any
+    """What the caller function returned."""
+    round_trip: float
+    """Seconds from the caller's start to its complete answer."""
+    run: Run
+    worker: dict[str, Any]
+    """The worker as /health showed it while Claude Code was running."""
+    fake: FakeModelProcess
+
+
+async def _serve_one(
+    request: pytest.FixtureRequest,
+    relay: RelayProcess,
+    backend: str,
+    claude: ClaudeCode,
+    fake: FakeModelProcess,
+    caller: Callable[[], Any],
+    label: str,
+) -> Served:
+    """Register the bridge, start ``claude -p``, call the relay once Claude Code's worker is connected (it
+    is then queued until the agent's next_request takes it), and wait for both ends."""
+    claude.model_url = fake.url
+    claude.mcp_add_bridge(relay.socket, backend)
+    run: Run | None = None
+    claude_done = anyio.Event()
+    failure: list[BaseException] = []
+
+    async def run_claude() -> None:
+        nonlocal run
+        try:
+            run = await anyio.to_thread.run_sync(
+                lambda: claude.print_mode(PROMPT, NEXT_REQUEST, REPLY, timeout=120)
+            )
+        except BaseException as error:
+            failure.append(error)
+        finally:
+            claude_done.set()
+
+    answer: Any = None
+    round_trip = 0.0
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_claude)
+        try:
+            worker = await _wait_for_worker(relay, claude_done)
+            started = time.monotonic()
+            answer = await anyio.to_thread.run_sync(caller)
+            round_trip = time.monotonic() - started
+        except BaseException:
+            await claude_done.wait()
+            raise AssertionError(_diagnostics(run, fake, relay)) from None
+        await claude_done.wait()
+    if failure:
+        raise AssertionError(f"{failure[0]}\n{_diagnostics(None, fake, relay)}")
+    assert run is not None
+    _say(
+        request,
+        f"[Claude Code {claude.version}, {backend}, {label}] round trip (caller start -> answer): "
+        f"{round_trip:.2f} s; claude -p wall: {run.wall:.2f} s",
+    )
+    return Served(answer, round_trip, run, worker, fake)
+
+
+def _check_claude_side(served: Served, claude: ClaudeCode, relay: RelayProcess, question: str) -> None:
+    run, fake = served.run, served.fake
+    why = _diagnostics(run, fake, relay)
+    # Claude Code connected the bridge, saw its two tools and its prompt, and finished cleanly
+    assert run.returncode == 0, why
+    init = run.init
+    assert {"name": SERVER_NAME, "status": "connected"}.items() <= init["mcp_servers"][0].items(), why
+    assert {NEXT_REQUEST, REPLY} <= set(init["tools"]), why
+    assert f"mcp__{SERVER_NAME}__serve" in init["slash_commands"], why
+    result = run.result
+    assert result["subtype"] == "success" and not result["is_error"], why
+    assert result["result"] == SERVED, why
+    # the relay knew the worker as Claude Code, in the protocol era of its version
+    assert served.worker["client"]["name"] == MODEL_ID, served.worker
+    assert served.worker["client"]["version"] == claude.version, served.worker
+    assert served.worker["protocol_version"] == ERAS[claude.label], served.worker
+    # the fake model got next_request's rendering of the HTTP request as a tool_result
+    decisions = [r["decision"] for r in fake.messages_requests]
+    assert [d.get("name", d.get("text")) for d in decisions] == [NEXT_REQUEST, REPLY, SERVED], why
+    rendered = _tool_results(fake.messages_requests[1])
+    assert len(rendered) == 1 and rendered[0].startswith("request_id: req_"), why
+    assert "\nconversation:" in rendered[0] and f"[user]\n{question}" in rendered[0], why
+    request_id = rendered[0].splitlines()[0].removeprefix("request_id:").strip()
+    assert decisions[1]["input"] == {"request_id": request_id, "content": ANSWER_PREFIX + question}, why
+    (delivered,) = _tool_results(fake.messages_requests[2])
+    assert delivered.startswith("Delivered"), why
+
+
+# --- the tests ---------------------------------------------------------------------------------------
+
+
+async def test_claude_mcp_list_shows_the_bridge_connected(relay, backend, claude):
+    added = claude.mcp_add_bridge(relay.socket, backend)
+    assert "Added stdio MCP server mcptb" in added.stdout, added.describe()
+    listed = claude.run("mcp", "list", timeout=60)
+    assert listed.returncode == 0, listed.describe()
+    (line,) = [x for x in listed.stdout.splitlines() if x.startswith(f"{SERVER_NAME}: ")]
+    assert line.endswith("Connected") and "Failed" not in line, listed.describe()
+    assert f"-m mcp_server --socket {relay.socket} --backend {backend}" in line
+
+
+async def test_openai_stream_is_served_by_claude_code(request, relay, backend, claude, fake_model):
+    def caller() -> list[Any]:
+        client = openai.OpenAI(base_url=relay.url + "/v1", api_key="unused", max_retries=0, timeout=90)
+        stream = client.chat.completions.create(
+            model=MODEL_ID, stream=True, messages=[{"role": "user", "content": QUESTION}]
+        )
+        return list(stream)
+
+    served = await _serve_one(request, relay, backend, claude, fake_model(), caller, "openai stream")
+    chunks = served.answer
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert text == ANSWER_PREFIX + QUESTION
+    assert finishes == ["stop"]
+    assert {c.model for c in chunks} == {MODEL_ID}
+    _check_claude_side(served, claude, relay, QUESTION)
+    assert await _wait_for_no_worker(relay) == [], "the worker stayed connected after Claude Code exited"
+
+
+async def test_litellm_is_served_by_claude_code(request, relay, backend, claude, fake_model):
+    def caller() -> Any:
+        return litellm.completion(
+            model=f"openai/{MODEL_ID}",
+            api_base=relay.url + "/v1",
+            api_key="x",
+            num_retries=0,
+            timeout=90,
+            messages=[{"role": "user", "content": QUESTION}],
+        )
+
+    served = await _serve_one(request, relay, backend, claude, fake_model(), caller, "litellm")
+    response = served.answer
+    assert response.choices[0].message.content == ANSWER_PREFIX + QUESTION
+    assert response.choices[0].finish_reason == "stop"
+    assert response.model == MODEL_ID
+    _check_claude_side(served, claude, relay, QUESTION)
+
+
+async def test_next_request_without_a_caller_says_no_request_yet(relay, backend, claude, fake_model):
+    """No HTTP caller: next_request returns after wait_seconds with a text that is not a request, the
+    agent polls again (twice in all here), then gives up; nothing reaches the relay."""
+    fake = fake_model(FAKE_WAIT_SECONDS="1", FAKE_MAX_POLLS="2")
+    claude.model_url = fake.url
+    claude.mcp_add_bridge(relay.socket, backend)
+    run = await anyio.to_thread.run_sync(lambda: claude.print_mode(PROMPT, NEXT_REQUEST, REPLY, timeout=90))
+    why = _diagnostics(run, fake, relay)
+    assert run.returncode == 0 and run.result["result"] == GAVE_UP, why
+    decisions = [r["decision"] for r in fake.messages_requests]
+    assert [d.get("name", d.get("text")) for d in decisions] == [NEXT_REQUEST, NEXT_REQUEST, GAVE_UP], why
+    assert [d["input"] for d in decisions[:2]] == [{"wait_seconds": 1}] * 2, why
+    for logged in fake.messages_requests[1:]:
+        (text,) = _tool_results(logged)
+        assert text and not text.startswith("request_id:"), why
+        assert "no request" in text.lower(), why
