@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 
@@ -187,6 +188,7 @@ class AgentDesk:
             if waiter.frame is None:
                 return _text(NO_REQUEST.format(seconds=wait))
             text = render_request(waiter.frame)
+            await anyio.lowlevel.checkpoint()  # a cancel that raced the arrival surfaces here
             self.open[waiter.frame.id] = waiter.frame
             shown = True
             log.info("%s handed to the agent", waiter.frame.id)

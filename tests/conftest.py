@@ -146,6 +146,7 @@ class Worker:
     session: ClientSession
     model: ScriptedModel
     stderr_path: str
+    init: types.InitializeResult
 
     @property
     def stderr(self) -> str:
@@ -178,8 +179,8 @@ async def mcp_worker(
                 client_info=types.Implementation(name=client_name, version="1.0"),
                 read_timeout_seconds=30,
             ) as session:
-                await session.initialize()
-                worker = Worker(session, model, stderr_path)
+                init = await session.initialize()
+                worker = Worker(session, model, stderr_path, init)
                 if wait_ready:
                     await wait_for_workers(relay, 1, sampling=sampling)
                 yield worker

@@ -1,0 +1,371 @@
+"""Agent pull with real processes: the mcp SDK's ClientSession, without sampling, plays the agent that
+calls ``next_request`` and ``reply`` on the real mcptb-server, while HTTP callers wait at the relay."""
+
+from __future__ import annotations
+
+import json
+import re
+from contextlib import asynccontextmanager
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp import Client, StdioServerParameters
+
+from _http_client import get_json, post
+from conftest import chat_body, mcp_worker, server_params, wait_for_workers
+
+pytestmark = pytest.mark.anyio
+
+PATH = "/v1/chat/completions"
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+
+
+def text_of(result: types.CallToolResult) -> str:
+    assert result.structured_content is None
+    return "".join(b.text for b in result.content if isinstance(b, types.TextContent))
+
+
+def request_id(text: str) -> str:
+    match = re.match(r"request_id: (req_[0-9a-f]+)\n", text)
+    assert match, text
+    return match.group(1)
+
+
+@asynccontextmanager
+async def agent(relay, backend, *args, client_name="claude-code"):
+    async with mcp_worker(
+        relay, backend, *args, sampling=False, wait_ready=False, client_name=client_name
+    ) as worker:
+        yield worker.session
+
+
+async def free_slots(relay) -> list[int]:
+    return [w["free_slots"] for w in (await get_json(relay.url + "/health"))["workers"]]
+
+
+async def wait_until(predicate, timeout: float = 10) -> None:
+    with anyio.fail_after(timeout):
+        while not await predicate():
+            await anyio.sleep(0.05)
+
+
+class Caller:
+    """An HTTP caller running in the background; ``response`` is set when it finishes."""
+
+    def __init__(self, relay, body: bytes) -> None:
+        self.relay, self.body, self.response = relay, body, None
+
+    async def run(self) -> None:
+        self.response = await post(self.relay.url, PATH, self.body)
+
+    async def done(self, timeout: float = 15) -> None:
+        with anyio.fail_after(timeout):
+            while self.response is None:
+                await anyio.sleep(0.02)
+
+
+async def test_agent_pulls_a_request_and_its_reply_streams_back(relay, backend):
+    body = chat_body(
+        "What is 6*7?",
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "system", "content": "Be terse."}, {"role": "user", "content": "What is 6*7?"}],
+        max_tokens=50,
+        stop=["\n\n"],
+        temperature=0.3,
+    )
+    async with agent(relay, backend) as session, anyio.create_task_group() as tg:
+        await wait_for_workers(relay, 1, sampling=False)
+        caller = Caller(relay, body)
+        tg.start_soon(caller.run)
+        pulled = text_of(await session.call_tool("next_request", {"wait_seconds": 10}))
+        rid = request_id(pulled)
+        for expected in (
+            "model requested: test-model",
+            "max_tokens 50",
+            'stop sequences ["\\n\\n"]',
+            "temperature 0.3",
+            "system prompt:\nBe terse.",
+            "conversation:\n[user]\nWhat is 6*7?",
+            f'request_id "{rid}"',
+        ):
+            assert expected in pulled
+        delivered = await session.call_tool("reply", {"request_id": rid, "content": "42"})
+        assert not delivered.is_error and text_of(delivered).startswith("Delivered")
+        await caller.done()
+    events = caller.response.sse_events
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events if e.startswith("data: {")]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == "42"
+    assert chunks[1]["model"] == "claude-code"
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
+    assert events[-1] == "data: [DONE]"
+
+
+async def test_streaming_caller_gets_role_chunk_and_keep_alives_before_the_agent_answers(relay, backend):
+    async with agent(relay, backend):
+        await wait_for_workers(relay, 1, sampling=False)
+        async with anyio.create_task_group() as tg:
+            partial = {}
+
+            async def call():
+                partial["r"] = await post(
+                    relay.url, PATH, chat_body("hi", stream=True), stop_after=b": keep-alive\n\n"
+                )
+
+            tg.start_soon(call)
+            with anyio.fail_after(10):
+                while "r" not in partial:
+                    await anyio.sleep(0.05)
+        events = partial["r"].sse_events
+        assert json.loads(events[0].removeprefix("data: "))["choices"][0]["delta"]["role"] == "assistant"
+        assert events[1] == ": keep-alive"
+
+
+async def test_a_waiting_next_request_that_is_cancelled_closes_its_slot_and_loses_nothing(relay, backend):
+    async with agent(relay, backend) as session:
+        await wait_for_workers(relay, 1, sampling=False)
+        with anyio.move_on_after(1):  # the user presses Esc: notifications/cancelled
+            await session.call_tool("next_request", {"wait_seconds": 60})
+
+        async def slot_closed():
+            return await free_slots(relay) == [0]
+
+        await wait_until(slot_closed)
+        async with anyio.create_task_group() as tg:
+            caller = Caller(relay, chat_body("still there?"))
+            tg.start_soon(caller.run)
+            await wait_until(lambda: _queue_depth_is(relay, 1))
+            rid = request_id(text_of(await session.call_tool("next_request", {"wait_seconds": 10})))
+            await session.call_tool("reply", {"request_id": rid, "content": "yes"})
+            await caller.done()
+    assert caller.response.json()["choices"][0]["message"]["content"] == "yes"
+
+
+async def _queue_depth_is(relay, depth: int) -> bool:
+    return (await get_json(relay.url + "/health"))["queue_depth"] == depth
+
+
+async def test_next_request_times_out_with_a_clear_text_and_closes_its_slot(relay, backend):
+    async with agent(relay, backend) as session:
+        await wait_for_workers(relay, 1, sampling=False)
+        result = await session.call_tool("next_request", {"wait_seconds": 1})
+        assert not result.is_error and text_of(result).startswith("No request yet")
+        assert await free_slots(relay) == [0]
+        bad = await session.call_tool("next_request", {"wait_seconds": 0})
+        assert bad.is_error and "wait_seconds" in text_of(bad)
+
+
+async def test_queue_timeout_says_no_agent_picked_it_up(relay_factory, backend):
+    relay = relay_factory("--queue-timeout", "1")
+    async with agent(relay, backend):
+        await wait_for_workers(relay, 1, sampling=False)
+        response = await post(relay.url, PATH, chat_body("anyone?"))
+    assert response.status == 504
+    assert "no agent is serving" in response.json()["error"]["message"]
+
+
+async def test_a_wait_survives_a_relay_restart(relay_factory, backend):
+    relay = relay_factory()
+    async with agent(relay, backend) as session, anyio.create_task_group() as tg:
+        await wait_for_workers(relay, 1, sampling=False)
+        pulled = {}
+
+        async def pull():
+            pulled["text"] = text_of(await session.call_tool("next_request", {"wait_seconds": 30}))
+
+        tg.start_soon(pull)
+        await wait_until(lambda: _slots_are(relay, [1]))
+        relay.stop()
+        again = relay_factory(socket=relay.socket)
+        await wait_until(lambda: _slots_are(again, [1]), timeout=20)
+        caller = Caller(again, chat_body("after the restart"))
+        tg.start_soon(caller.run)
+        with anyio.fail_after(15):
+            while "text" not in pulled:
+                await anyio.sleep(0.05)
+        await session.call_tool(
+            "reply", {"request_id": request_id(pulled["text"]), "content": "still serving"}
+        )
+        await caller.done()
+    assert caller.response.json()["choices"][0]["message"]["content"] == "still serving"
+
+
+async def _slots_are(relay, slots: list[int]) -> bool:
+    return await free_slots(relay) == slots
+
+
+async def test_two_agents_each_answer_their_own_caller(relay, backend):
+    async with (
+        agent(relay, backend, client_name="claude-code") as one,
+        agent(relay, backend, client_name="claude-code") as two,
+    ):
+        await wait_for_workers(relay, 2, sampling=False)
+        async with anyio.create_task_group() as tg:
+            callers = [Caller(relay, chat_body(f"question {i}")) for i in range(2)]
+            for caller in callers:
+                tg.start_soon(caller.run)
+
+            async def serve(session, name):
+                text = text_of(await session.call_tool("next_request", {"wait_seconds": 10}))
+                question = text.split("[user]\n")[1].splitlines()[0]
+                await session.call_tool(
+                    "reply", {"request_id": request_id(text), "content": f"{name}: {question}"}
+                )
+
+            async with anyio.create_task_group() as agents:
+                agents.start_soon(serve, one, "one")
+                agents.start_soon(serve, two, "two")
+            for caller in callers:
+                await caller.done()
+    answers = [c.response.json()["choices"][0]["message"]["content"] for c in callers]
+    assert [a.split(": ")[1] for a in answers] == ["question 0", "question 1"]  # each caller got its own
+    assert {a.split(": ")[0] for a in answers} == {"one", "two"}  # and both agents served
+
+
+async def test_reply_errors_are_clear_and_leave_the_request_answerable(relay, backend):
+    async with agent(relay, backend) as session, anyio.create_task_group() as tg:
+        await wait_for_workers(relay, 1, sampling=False)
+        caller = Caller(relay, chat_body("weather in Oslo?", tools=TOOLS))
+        tg.start_soon(caller.run)
+        pulled = text_of(await session.call_tool("next_request", {"wait_seconds": 10}))
+        rid = request_id(pulled)
+        assert "- get_weather: Weather for a city" in pulled and '"city"' in pulled
+
+        async def error(arguments) -> str:
+            result = await session.call_tool("reply", arguments)
+            assert result.is_error
+            return text_of(result)
+
+        assert "No request req_nope" in await error({"request_id": "req_nope", "content": "x"})
+        assert "did not offer" in await error(
+            {"request_id": rid, "content": "", "tool_calls": [{"name": "rm_rf", "arguments": {}}]}
+        )
+        assert "JSON object" in await error(
+            {"request_id": rid, "content": "", "tool_calls": [{"name": "get_weather", "arguments": [1]}]}
+        )
+        assert "finish_reason" in await error({"request_id": rid, "content": "x", "finish_reason": "done"})
+        ok = await session.call_tool(
+            "reply",
+            {
+                "request_id": rid,
+                "content": "Checking.",
+                "tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}],
+            },
+        )
+        assert not ok.is_error
+        assert "already answered" in await error({"request_id": rid, "content": "again"})
+        await caller.done()
+    choice = caller.response.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] == "Checking."
+    (call,) = choice["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather" and json.loads(call["function"]["arguments"]) == {
+        "city": "Oslo"
+    }
+
+
+async def test_reply_after_the_caller_left_says_so(relay, backend):
+    async with agent(relay, backend) as session:
+        await wait_for_workers(relay, 1, sampling=False)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(post, relay.url, PATH, chat_body("never mind", stream=True))
+            rid = request_id(text_of(await session.call_tool("next_request", {"wait_seconds": 10})))
+            tg.cancel_scope.cancel()  # the caller hangs up while the agent thinks
+        await wait_until(lambda: _in_flight_is(relay, 0))
+        result = await session.call_tool("reply", {"request_id": rid, "content": "too late"})
+    assert result.is_error and "caller is gone" in text_of(result)
+
+
+async def _in_flight_is(relay, count: int) -> bool:
+    return (await get_json(relay.url + "/health"))["in_flight"] == count
+
+
+async def test_next_request_without_a_relay_says_how_to_start_it(relay_factory, backend):
+    relay = relay_factory()
+    relay.stop()
+    async with agent(relay, backend) as session:
+        result = await session.call_tool("next_request", {"wait_seconds": 5})
+    assert "not reachable" in text_of(result) and "mcptb-relay" in text_of(result)
+
+
+async def test_models_name_the_agent_worker_and_route_to_it(relay, backend):
+    async with (
+        agent(relay, backend, client_name="claude-code") as claude,
+        agent(relay, backend, "--model-name", "team-bot", client_name="other") as other,
+    ):
+        await wait_for_workers(relay, 2, sampling=False)
+        models = sorted(m["id"] for m in (await get_json(relay.url + "/v1/models"))["data"])
+        assert models == ["claude-code", "team-bot"]
+        async with anyio.create_task_group() as tg:
+            caller = Caller(
+                relay,
+                json.dumps({"model": "team-bot", "messages": [{"role": "user", "content": "hi"}]}).encode(),
+            )
+            tg.start_soon(caller.run)
+            pulled = {}
+
+            async def pull(name, session):
+                pulled[name] = text_of(await session.call_tool("next_request", {"wait_seconds": 3}))
+
+            async with anyio.create_task_group() as agents:
+                agents.start_soon(pull, "claude", claude)
+                agents.start_soon(pull, "other", other)
+            assert pulled["claude"].startswith("No request yet")
+            await other.call_tool(
+                "reply", {"request_id": request_id(pulled["other"]), "content": "from team-bot"}
+            )
+            await caller.done()
+    assert caller.response.json()["model"] == "team-bot"
+
+
+async def test_one_agent_leaving_does_not_disturb_another(relay, backend):
+    async with agent(relay, backend) as staying:
+        async with agent(relay, backend):
+            await wait_for_workers(relay, 2, sampling=False)
+        await wait_for_workers(relay, 1, sampling=False)
+        async with anyio.create_task_group() as tg:
+            caller = Caller(relay, chat_body("ping"))
+            tg.start_soon(caller.run)
+            rid = request_id(text_of(await staying.call_tool("next_request", {"wait_seconds": 10})))
+            await staying.call_tool("reply", {"request_id": rid, "content": "pong"})
+            await caller.done()
+    assert caller.response.json()["choices"][0]["message"]["content"] == "pong"
+
+
+async def test_a_2026_era_client_serves_as_an_agent(relay, backend):
+    params = server_params(relay.socket, backend)
+    async with (
+        Client(
+            StdioServerParameters(command=params.command, args=params.args, cwd=params.cwd),
+            mode="auto",
+            client_info=types.Implementation(name="claude-code", version="2.1.329"),
+        ) as client,
+        anyio.create_task_group() as tg,
+    ):
+        assert {t.name for t in (await client.list_tools()).tools} == {"next_request", "reply"}
+        assert [p.name for p in (await client.list_prompts()).prompts] == ["serve"]
+        await wait_for_workers(relay, 1, sampling=False)
+        caller = Caller(relay, chat_body("modern?"))
+        tg.start_soon(caller.run)
+        rid = request_id(text_of(await client.call_tool("next_request", {"wait_seconds": 10})))
+        await client.call_tool("reply", {"request_id": rid, "content": "yes, 2026"})
+        await caller.done()
+    assert caller.response.json()["choices"][0]["message"]["content"] == "yes, 2026"
+
+
+async def test_serve_prompt_and_instructions_tell_the_loop(relay, backend):
+    async with mcp_worker(relay, backend, sampling=False, wait_ready=False) as worker:
+        prompt = await worker.session.get_prompt("serve")
+    for text in (prompt.messages[0].content.text, worker.init.instructions):
+        for step in ("next_request", "reply", "Never mix two requests", "tool_calls"):
+            assert step in text
