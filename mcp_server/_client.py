@@ -9,6 +9,7 @@ and updates this object; :class:`ClientState` wakes whoever waits for a change.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.session import ServerSession
 
 from shared_protocol import WorkerInfo
+
+log = logging.getLogger("mcptb.server")
 
 
 def _is_handshake_era(version: str | None) -> bool:
@@ -115,6 +118,12 @@ class ClientState:
         if ctx.method == "notifications/initialized" and _is_handshake_era(session.protocol_version):
             self.session = session
         if self._snapshot() != before:
+            if self.settings.mode == "sampling" and caps is not None and not self.sampling:
+                log.warning(
+                    "--mode sampling, but %s does not support MCP sampling: only its agent can answer "
+                    "(next_request/reply)",
+                    self.name or "this client",
+                )
             self._notify()
 
     def _snapshot(self) -> tuple[object, ...]:
