@@ -15,6 +15,7 @@ installed by npm into ``tests/node``. Without node, npm or the installed CLI the
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ from conftest import RelayProcess
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
 SERVER_NAME = "mcptb"
+SERVE = f"mcp__{SERVER_NAME}__serve"
 MODEL_ID = "claude-code"
 QUESTION = "What is 6*7?"
 PROMPT = "Serve one request from the bridge"
@@ -80,9 +82,10 @@ def fake_model(tmp_path: Path) -> Iterator[Callable[..., FakeModelProcess]]:
 
 def _diagnostics(run: Run | None, fake: FakeModelProcess, relay: RelayProcess) -> str:
     decisions = [(r["n"], r["decision"]) for r in fake.messages_requests]
+    relay_log = "".join(line for line in relay.log_lines if " GET /health " not in line)
     return (
         f"{run.describe() if run else 'claude -p did not finish'}\n--- fake model decisions ---\n{decisions}\n"
-        f"--- fake model stderr ---\n{fake.stderr}\n--- relay log ---\n{relay.log}"
+        f"--- fake model stderr ---\n{fake.stderr}\n--- relay log (without /health) ---\n{relay_log}"
     )
 
 
@@ -96,14 +99,18 @@ def _tool_results(request: dict[str, Any]) -> list[str]:
 async def _wait_for_worker(
     relay: RelayProcess, claude_done: anyio.Event, timeout: float = 60
 ) -> dict[str, Any]:
-    """Poll /health until Claude Code's mcptb-server is connected (or claude -p ended first)."""
+    """Poll /health until Claude Code's mcptb-server is connected and has told the relay who its client
+    is (it connects when it starts and learns the client from the first MCP message)."""
+    seen: list[Any] = []
     with anyio.move_on_after(timeout):
         while not claude_done.is_set():
-            health = await get_json(relay.url + "/health")
-            if health["workers"]:
-                return dict(health["workers"][0])
+            seen = (await get_json(relay.url + "/health"))["workers"]
+            if seen and seen[0]["client"]["name"] is not None:
+                return dict(seen[0])
             await anyio.sleep(0.05)
-    raise AssertionError("Claude Code's MCP server never showed up in the relay's /health")
+    raise AssertionError(
+        f"Claude Code's MCP server never showed up in the relay's /health with its client known: {seen}"
+    )
 
 
 async def _wait_for_no_worker(relay: RelayProcess, timeout: float = 15) -> list[Any]:
@@ -133,6 +140,7 @@ async def _serve_one(
     fake: FakeModelProcess,
     caller: Callable[[], Any],
     label: str,
+    prompt: str = PROMPT,
 ) -> Served:
     """Register the bridge, start ``claude -p``, call the relay once Claude Code's worker is connected (it
     is then queued until the agent's next_request takes it), and wait for both ends."""
@@ -140,21 +148,22 @@ async def _serve_one(
     claude.mcp_add_bridge(relay.socket, backend)
     run: Run | None = None
     claude_done = anyio.Event()
-    failure: list[BaseException] = []
+    failure: list[Exception] = []
 
     async def run_claude() -> None:
         nonlocal run
         try:
             run = await anyio.to_thread.run_sync(
-                lambda: claude.print_mode(PROMPT, NEXT_REQUEST, REPLY, timeout=120)
+                lambda: claude.print_mode(prompt, NEXT_REQUEST, REPLY, timeout=120)
             )
-        except BaseException as error:
-            failure.append(error)
+        except Exception as caught:
+            failure.append(caught)
         finally:
             claude_done.set()
 
     answer: Any = None
     round_trip = 0.0
+    error: Exception | None = None
     async with anyio.create_task_group() as tg:
         tg.start_soon(run_claude)
         try:
@@ -162,12 +171,13 @@ async def _serve_one(
             started = time.monotonic()
             answer = await anyio.to_thread.run_sync(caller)
             round_trip = time.monotonic() - started
-        except BaseException:
-            await claude_done.wait()
-            raise AssertionError(_diagnostics(run, fake, relay)) from None
+        except Exception as caught:
+            error = caught
+            claude.close()  # do not wait for the agent's next_request to time out
         await claude_done.wait()
-    if failure:
-        raise AssertionError(f"{failure[0]}\n{_diagnostics(None, fake, relay)}")
+    if error is not None or failure:
+        first = error or failure[0]
+        raise AssertionError(f"{type(first).__name__}: {first}\n{_diagnostics(run, fake, relay)}") from first
     assert run is not None
     _say(
         request,
@@ -185,7 +195,7 @@ def _check_claude_side(served: Served, claude: ClaudeCode, relay: RelayProcess, 
     init = run.init
     assert {"name": SERVER_NAME, "status": "connected"}.items() <= init["mcp_servers"][0].items(), why
     assert {NEXT_REQUEST, REPLY} <= set(init["tools"]), why
-    assert f"mcp__{SERVER_NAME}__serve" in init["slash_commands"], why
+    assert SERVE in init["slash_commands"], why
     result = run.result
     assert result["subtype"] == "success" and not result["is_error"], why
     assert result["result"] == SERVED, why
@@ -208,7 +218,7 @@ def _check_claude_side(served: Served, claude: ClaudeCode, relay: RelayProcess, 
 # --- the tests ---------------------------------------------------------------------------------------
 
 
-async def test_claude_mcp_list_shows_the_bridge_connected(relay, backend, claude):
+async def test_claude_mcp_list_shows_the_bridge_connected(claude, relay, backend):
     added = claude.mcp_add_bridge(relay.socket, backend)
     assert "Added stdio MCP server mcptb" in added.stdout, added.describe()
     listed = claude.run("mcp", "list", timeout=60)
@@ -218,7 +228,7 @@ async def test_claude_mcp_list_shows_the_bridge_connected(relay, backend, claude
     assert f"-m mcp_server --socket {relay.socket} --backend {backend}" in line
 
 
-async def test_openai_stream_is_served_by_claude_code(request, relay, backend, claude, fake_model):
+async def test_openai_stream_is_served_by_claude_code(request, claude, relay, backend, fake_model):
     def caller() -> list[Any]:
         client = openai.OpenAI(base_url=relay.url + "/v1", api_key="unused", max_retries=0, timeout=90)
         stream = client.chat.completions.create(
@@ -237,7 +247,7 @@ async def test_openai_stream_is_served_by_claude_code(request, relay, backend, c
     assert await _wait_for_no_worker(relay) == [], "the worker stayed connected after Claude Code exited"
 
 
-async def test_litellm_is_served_by_claude_code(request, relay, backend, claude, fake_model):
+async def test_litellm_is_served_by_claude_code(request, claude, relay, backend, fake_model):
     def caller() -> Any:
         return litellm.completion(
             model=f"openai/{MODEL_ID}",
@@ -256,7 +266,64 @@ async def test_litellm_is_served_by_claude_code(request, relay, backend, claude,
     _check_claude_side(served, claude, relay, QUESTION)
 
 
-async def test_next_request_without_a_caller_says_no_request_yet(relay, backend, claude, fake_model):
+async def test_serve_slash_command_starts_the_loop(request, claude, relay, backend, fake_model):
+    """``/mcp__mcptb__serve`` (the MCP prompt ``serve``) as the whole prompt: Claude Code fetches the
+    prompt from mcptb-server, sends its text to the model, and the loop serves a non-streamed caller."""
+    question = "Name a prime number."
+
+    def caller() -> Any:
+        client = openai.OpenAI(base_url=relay.url + "/v1", api_key="unused", max_retries=0, timeout=90)
+        return client.chat.completions.create(
+            model=MODEL_ID, messages=[{"role": "user", "content": question}]
+        )
+
+    served = await _serve_one(
+        request, relay, backend, claude, fake_model(), caller, "openai, /serve", prompt=f"/{SERVE}"
+    )
+    completion = served.answer
+    assert completion.choices[0].message.content == ANSWER_PREFIX + question
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.model == MODEL_ID
+    _check_claude_side(served, claude, relay, question)
+    first = served.fake.messages_requests[0]["body"]["messages"]
+    prompt_text = json.dumps([m["content"] for m in first if m["role"] == "user"])
+    assert f"/{SERVE}" in prompt_text and "next_request" in prompt_text, prompt_text
+
+
+async def test_reply_to_an_unknown_request_id_is_a_tool_error(
+    request, claude, relay_factory, backend, fake_model
+):
+    """The agent replies to an id it was not given: ``reply`` is a tool error that says what to do, the
+    real request is not answered with it, and its caller gets an HTTP error within the relay's timeouts
+    once Claude Code has exited (instead of an answer, or a hang)."""
+    relay = relay_factory("--keepalive-interval", "0.5", "--queue-timeout", "5", "--request-timeout", "5")
+    bogus = "req_0000000000000000bogus"
+
+    def caller() -> Any:
+        client = openai.OpenAI(base_url=relay.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        try:
+            return client.chat.completions.create(
+                model=MODEL_ID, messages=[{"role": "user", "content": QUESTION}]
+            )
+        except openai.APIStatusError as error:
+            return error
+
+    fake = fake_model(FAKE_REPLY_REQUEST_ID=bogus)
+    served = await _serve_one(request, relay, backend, claude, fake, caller, "reply to a wrong id")
+    why = _diagnostics(served.run, fake, relay)
+    assert isinstance(served.answer, openai.APIStatusError), served.answer
+    assert served.answer.status_code in (503, 504), served.answer
+    assert served.run.returncode == 0, why
+    decisions = [r["decision"] for r in fake.messages_requests]
+    assert [d.get("name") for d in decisions[:2]] == [NEXT_REQUEST, REPLY], why
+    assert decisions[1]["input"]["request_id"] == bogus, why
+    last = fake.messages_requests[2]["body"]["messages"][-1]["content"]
+    (result,) = [b for b in last if b.get("type") == "tool_result"]
+    assert result.get("is_error") is True, why
+    assert bogus in result_text(result) and "next_request" in result_text(result), why
+
+
+async def test_next_request_without_a_caller_says_no_request_yet(claude, relay, backend, fake_model):
     """No HTTP caller: next_request returns after wait_seconds with a text that is not a request, the
     agent polls again (twice in all here), then gives up; nothing reaches the relay."""
     fake = fake_model(FAKE_WAIT_SECONDS="1", FAKE_MAX_POLLS="2")
