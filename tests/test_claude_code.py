@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import litellm
 import openai
 import pytest
@@ -181,7 +182,7 @@ async def _serve_one(
     assert run is not None
     _say(
         request,
-        f"[Claude Code {claude.version}, {backend}, {label}] round trip (caller start -> answer): "
+        f"[Claude Code {claude.version}, {backend}, {label}] round trip (caller start -> caller done): "
         f"{round_trip:.2f} s; claude -p wall: {run.wall:.2f} s",
     )
     return Served(answer, round_trip, run, worker, fake)
@@ -290,6 +291,50 @@ async def test_serve_slash_command_starts_the_loop(request, claude, relay, backe
     assert f"/{SERVE}" in prompt_text and "next_request" in prompt_text, prompt_text
 
 
+async def test_tool_calls_in_reply_reach_a_streaming_caller(request, claude, relay, backend, fake_model):
+    """A multi-turn request that offers a tool: the rendering carries the system prompt, every turn and
+    the tool; the agent answers with text plus a call of that tool through ``reply``'s tool_calls; the
+    openai SDK's stream helper gets both, with finish_reason ``tool_calls``."""
+    messages = [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello. What do you need?"},
+        {"role": "user", "content": "Weather in Paris?"},
+    ]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+
+    def caller() -> Any:
+        client = openai.OpenAI(base_url=relay.url + "/v1", api_key="unused", max_retries=0, timeout=90)
+        with client.chat.completions.stream(model=MODEL_ID, messages=messages, tools=tools) as stream:
+            for _ in stream:
+                pass
+            return stream.get_final_completion()
+
+    served = await _serve_one(request, relay, backend, claude, fake_model(), caller, "openai stream, tools")
+    why = _diagnostics(served.run, served.fake, relay)
+    (choice,) = served.answer.choices
+    assert choice.finish_reason == "tool_calls", served.answer
+    assert choice.message.content == ANSWER_PREFIX + "Weather in Paris?", served.answer
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+    assert served.answer.model == MODEL_ID
+    assert served.run.returncode == 0 and served.run.result["result"] == SERVED, why
+    (rendered,) = _tool_results(served.fake.messages_requests[1])
+    assert "system prompt:\nBe terse.\n" in rendered, rendered
+    turns = "[user]\nHi\n[assistant]\nHello. What do you need?\n[user]\nWeather in Paris?\n"
+    assert f"conversation:\n{turns}" in rendered, rendered
+    assert "- get_weather: Weather for a city" in rendered, rendered
+
+
 async def test_reply_to_an_unknown_request_id_is_a_tool_error(
     request, claude, relay_factory, backend, fake_model
 ):
@@ -323,9 +368,39 @@ async def test_reply_to_an_unknown_request_id_is_a_tool_error(
     assert bogus in result_text(result) and "next_request" in result_text(result), why
 
 
+async def test_reply_after_the_caller_hung_up_is_a_tool_error(request, claude, relay, backend, fake_model):
+    """The caller hangs up while the agent is writing its answer (the fake model thinks for 2 s before
+    calling reply): ``reply`` is then a tool error naming the request, and Claude Code carries on."""
+    fake = fake_model(FAKE_REPLY_DELAY="2")
+    body = {"model": MODEL_ID, "stream": True, "messages": [{"role": "user", "content": QUESTION}]}
+
+    def caller() -> bytes:
+        with httpx.stream("POST", relay.url + "/v1/chat/completions", json=body, timeout=60) as response:
+            received = response.iter_bytes()  # kept: closing this generator would close the response
+            first = next(received)
+            deadline = time.monotonic() + 30
+            while not any(r["decision"].get("name") == REPLY for r in fake.messages_requests):
+                assert time.monotonic() < deadline, "the agent never called reply"
+                time.sleep(0.05)
+        return first  # leaving the block closed the connection before the reply
+
+    served = await _serve_one(request, relay, backend, claude, fake, caller, "caller hangs up")
+    why = _diagnostics(served.run, fake, relay)
+    assert b'"role":"assistant"' in served.answer, served.answer
+    assert served.run.returncode == 0, why
+    decisions = [r["decision"] for r in fake.messages_requests]
+    assert [d.get("name") for d in decisions[:2]] == [NEXT_REQUEST, REPLY], why
+    request_id = decisions[1]["input"]["request_id"]
+    last = fake.messages_requests[2]["body"]["messages"][-1]["content"]
+    (result,) = [b for b in last if b.get("type") == "tool_result"]
+    assert result.get("is_error") is True, why
+    assert request_id in result_text(result) and "next_request" in result_text(result), why
+    assert served.run.result["result"].startswith("tool error:"), why
+
+
 async def test_next_request_without_a_caller_says_no_request_yet(claude, relay, backend, fake_model):
     """No HTTP caller: next_request returns after wait_seconds with a text that is not a request, the
-    agent polls again (twice in all here), then gives up; nothing reaches the relay."""
+    agent polls again (twice in all here), then gives up."""
     fake = fake_model(FAKE_WAIT_SECONDS="1", FAKE_MAX_POLLS="2")
     claude.model_url = fake.url
     claude.mcp_add_bridge(relay.socket, backend)
