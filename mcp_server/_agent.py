@@ -263,7 +263,7 @@ class AgentDesk:
         log.info("%s answered by the agent", request_id)
         return _text(
             f"Delivered the reply to {request_id} ({len(content)} characters, {len(calls)} tool "
-            "calls). Call next_request for the next request."
+            f"call{'' if len(calls) == 1 else 's'}). Call next_request for the next request."
         )
 
     # --- helpers ------------------------------------------------------------------------------

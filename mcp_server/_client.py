@@ -68,7 +68,8 @@ class ClientState:
         return self.settings.model_name or model_id_for(self.name)
 
     def info(self) -> WorkerInfo:
-        models = [self.model_id] + [m for m in self.models_seen if m != self.model_id]
+        known = self.settings.model_name or self.name  # no "mcp-client" id before the client is known
+        models = ([self.model_id] if known else []) + [m for m in self.models_seen if m != self.model_id]
         return WorkerInfo(
             client_name=self.name,
             client_version=self.version,
@@ -78,7 +79,7 @@ class ClientState:
             # a request with tools may land on a sampling slot, which needs sampling.tools
             tools=self.sampling_tools or not self.can_sample,
             models=models,
-            concurrency=self.settings.concurrency,
+            concurrency=self.settings.concurrency if self.can_sample else 0,
             pid=os.getpid(),
         )
 

@@ -1,7 +1,8 @@
 """A relay request written as text for an agent to answer (the result of ``next_request``).
 
 Rules: the first line is ``request_id: <id>`` (tests and agents parse it); every section has a plain
-heading; turns start with ``[user]`` / ``[assistant]`` on a line of their own; images become
+heading; turns start with ``[user]`` / ``[assistant]`` on a line of their own and the last one is
+followed by the line ``(end of conversation)``; images become
 placeholders (the agent cannot see them through a tool result); tool calls and results keep their
 ids so the agent can follow the thread; the last line says exactly how to answer.
 """
@@ -56,6 +57,7 @@ def render_request(frame: RequestFrame) -> str:
         "",
         "conversation:",
         *_turn_lines(request),
+        "(end of conversation)",
         "",
     ]
     if request.tools:

@@ -15,7 +15,7 @@ import anyio
 
 from shared_protocol import End, ErrorFrame, Start, TextDelta, ToolCall
 
-from ._broker import Assigned, Broker, Failed, Job, JobEvent
+from ._broker import Assigned, Broker, Failed, Job, JobEvent, Requeued
 from ._config import Config
 from ._errors import ApiError, gateway_timeout
 
@@ -73,6 +73,9 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
         if isinstance(event, Assigned):
             assigned = True
             deadline = loop() + config.request_timeout
+        elif isinstance(event, Requeued):
+            assigned = False
+            deadline = loop() + config.queue_timeout
         elif isinstance(event, Failed):
             raise event.error
         elif isinstance(event, ErrorFrame):

@@ -60,11 +60,16 @@ class Assigned:
 
 
 @dataclass(frozen=True)
+class Requeued:
+    """The job's worker handed it back or left before answering; it waits for a worker again."""
+
+
+@dataclass(frozen=True)
 class Failed:
     error: ApiError
 
 
-JobEvent = Assigned | Failed | AnswerFrame
+JobEvent = Assigned | Requeued | Failed | AnswerFrame
 
 
 @dataclass(eq=False)
@@ -247,6 +252,7 @@ class Broker:
         job.state = "queued"
         job.worker = None
         self.queue.appendleft(job)
+        self._emit(job, Requeued())
         self._pump()
 
     def _emit(self, job: Job, event: JobEvent) -> None:

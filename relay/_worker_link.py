@@ -114,11 +114,10 @@ async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: C
 
 def _log_info(worker_id: str, verb: str, info: WorkerInfo) -> None:
     log.info(
-        "worker %s %s %s %s (MCP %s), modes=%s, models=%s",
+        "worker %s %s %s (MCP %s), modes=%s, models=%s",
         worker_id,
         verb,
-        info.client_name or "unknown client",
-        info.client_version or "",
+        " ".join(filter(None, [info.client_name or "unknown client", info.client_version])),
         info.protocol_version or "era not known yet",
         ",".join(info.modes) or "none",
         ",".join(info.models),

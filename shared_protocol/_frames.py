@@ -49,7 +49,8 @@ class WorkerInfo(BaseModel):
     """This worker can answer requests that offer tools."""
     models: list[str] = []
     """Model ids this worker serves under (``/v1/models``); a request naming one goes to its workers."""
-    concurrency: int = 1
+    concurrency: int = 0
+    """Background-sampling requests it runs at once (0 if it does not sample; agents add their own slots)."""
     pid: int | None = None
 
 

@@ -4,7 +4,9 @@ calls ``next_request`` and ``reply`` on the real mcptb-server, while HTTP caller
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 from contextlib import asynccontextmanager
 
 import anyio
@@ -369,3 +371,32 @@ async def test_serve_prompt_and_instructions_tell_the_loop(relay, backend):
     for text in (prompt.messages[0].content.text, worker.init.instructions):
         for step in ("next_request", "reply", "Never mix two requests", "tool_calls"):
             assert step in text
+
+
+async def test_a_request_held_by_an_agent_whose_client_dies_goes_to_another_agent(relay, backend):
+    async with agent(relay, backend) as first, anyio.create_task_group() as tg:
+        await wait_for_workers(relay, 1, sampling=False)
+        caller = Caller(relay, chat_body("do not lose me"))
+        tg.start_soon(caller.run)
+        pulled = text_of(await first.call_tool("next_request", {"wait_seconds": 10}))
+        pid = (await get_json(relay.url + "/health"))["workers"][0]["pid"]
+        os.kill(pid, signal.SIGKILL)  # Claude Code closed before its agent replied
+        async with agent(relay, backend) as second:
+            again = text_of(await second.call_tool("next_request", {"wait_seconds": 10}))
+            assert request_id(again) == request_id(pulled)
+            await second.call_tool("reply", {"request_id": request_id(again), "content": "kept"})
+            await caller.done()
+    assert caller.response.json()["choices"][0]["message"]["content"] == "kept"
+
+
+async def test_a_requeued_request_times_out_as_waiting_for_an_agent(relay_factory, backend):
+    relay = relay_factory("--queue-timeout", "1")
+    async with agent(relay, backend) as first, anyio.create_task_group() as tg:
+        await wait_for_workers(relay, 1, sampling=False)
+        caller = Caller(relay, chat_body("orphan"))
+        tg.start_soon(caller.run)
+        await first.call_tool("next_request", {"wait_seconds": 10})
+        os.kill((await get_json(relay.url + "/health"))["workers"][0]["pid"], signal.SIGKILL)
+        await caller.done()
+    assert caller.response.status == 504
+    assert "No MCP server or agent picked up" in caller.response.json()["error"]["message"]

@@ -14,8 +14,7 @@ agent-pull tools of the MCP server registered as ``mcptb`` (``mcp__mcptb__next_r
 
 a. a tool_result whose text starts with ``request_id:`` (what ``next_request`` returns when it got a
    request): parse the id from that first line and the text of the last ``[user]`` turn of the rendered
-   ``conversation:`` (which ends where a blank line is followed by the rendering's tools section or its
-   ``To answer:`` line); call ``mcp__mcptb__reply`` with
+   ``conversation:`` (which ends at the line ``(end of conversation)``); call ``mcp__mcptb__reply`` with
    ``{"request_id": <id>, "content": "claude-code answered: <that text>"}``, plus, when the rendering
    lists tools the caller offers, ``tool_calls`` = one call of the first of them with
    ``{"city": "Paris"}``;
@@ -66,8 +65,9 @@ GAVE_UP = "gave up"
 ECHO = "FAKE_ECHO:"
 TURN = re.compile(r"^\[(user|assistant)\]\s*$")
 TURN_OR_OTHER = re.compile(r"^\[[a-z_ ]+\]\s*$")
-# sections that follow the conversation in next_request's rendering (mcp_server/_render.py)
-TRAILERS = ("To answer:", "tools the caller offers")
+# markers of next_request's rendering (mcp_server/_render.py)
+END_OF_CONVERSATION = "(end of conversation)"
+TOOLS_HEADING = "tools the caller offers"
 
 Decision = dict[str, Any]
 
@@ -103,9 +103,9 @@ def parse_request(text: str) -> tuple[str, str]:
     except StopIteration:
         raise ValueError(f"no 'conversation:' line in {text!r}") from None
     turns: list[tuple[str, list[str]]] = []
-    for i, line in enumerate(lines[start:], start):
-        if line.startswith(TRAILERS) and not lines[i - 1].strip():
-            break  # the conversation ends at a blank line followed by the tools section or the instructions
+    for line in lines[start:]:
+        if line == END_OF_CONVERSATION:
+            break
         match = TURN.match(line.strip())
         if match:
             turns.append((match.group(1), []))
@@ -122,7 +122,7 @@ def parse_request(text: str) -> tuple[str, str]:
 def caller_tools(text: str) -> list[str]:
     """The names listed under the rendering's ``tools the caller offers`` heading (``- name: ...``)."""
     lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith(TRAILERS[1])), None)
+    start = next((i for i, line in enumerate(lines) if line.startswith(TOOLS_HEADING)), None)
     if start is None:
         return []
     names = []
