@@ -106,8 +106,7 @@ def _coalesce(job: Job, text: str) -> tuple[str, JobEvent | None]:
 def _timeout(assigned: bool, config: Config) -> ApiError:
     if assigned:
         return gateway_timeout(
-            f"The MCP client did not finish answering within {config.request_timeout:g} s "
-            "(relay --request-timeout)."
+            f"The MCP client did not finish answering within {config.request_timeout:g} s (relay --request-timeout)."
         )
     return gateway_timeout(
         f"No MCP server or agent picked up this request within {config.queue_timeout:g} s "

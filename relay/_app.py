@@ -12,20 +12,22 @@ import hmac
 import ipaddress
 import json
 import logging
-import secrets
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 from shared_protocol import End
 
-from . import _openai_chat as chat
 from ._answer import KEEPALIVE, follow
+from ._anthropic import MessagesApi
+from ._anthropic import parse_request as parse_messages
+from ._api import Api, Call
 from ._broker import Broker, Job
 from ._collect import Answer
 from ._config import Config
 from ._errors import ApiError
 from ._http import HttpRequest, Responder
+from ._openai_chat import ChatApi
 from ._usage import USAGE_HEADER, estimate
 
 log = logging.getLogger("mcptb.relay")
@@ -48,10 +50,18 @@ _ERROR_TYPES = {
 _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), USAGE_HEADER]
 
 
-def error_page(status: int, message: str) -> bytes:
-    """An OpenAI-shaped error body, for failures found before a route is known."""
+CHAT, MESSAGES = ChatApi(), MessagesApi()
+
+
+def api_for(path: str) -> Api:
+    """Errors are written in the shape of the API the caller speaks, known from the path."""
+    return MESSAGES if path.startswith("/v1/messages") else CHAT
+
+
+def error_page(status: int, message: str, path: str = "") -> bytes:
+    """An error body for failures found before the app runs (bad HTTP, size limits)."""
     error = ApiError(status, message, _ERROR_TYPES.get(status, "server_error"))
-    return json.dumps(chat.error_json(error)).encode()
+    return json.dumps(api_for(path).error_json(error)).encode()
 
 
 def _is_loopback_name(host: str) -> bool:
@@ -69,9 +79,12 @@ class App:
         self.broker = broker
         self.started = time.time()
         self._routes = {
+            "/": {"GET": self.root, "HEAD": self.root},
             "/health": {"GET": self.health},
             "/v1/models": {"GET": self.models},
             "/v1/chat/completions": {"POST": self.chat_completions},
+            "/v1/messages": {"POST": self.messages},
+            "/v1/messages/count_tokens": {"POST": self.count_tokens},
         }
 
     async def __call__(self, request: HttpRequest, responder: Responder) -> None:
@@ -82,8 +95,8 @@ class App:
             if methods is None:
                 raise ApiError(
                     404,
-                    f"Unknown path {request.method} {request.path}. This relay serves "
-                    "/v1/chat/completions, /v1/models and /health.",
+                    f"Unknown path {request.method} {request.path}. This relay serves /v1/chat/completions, "
+                    "/v1/messages, /v1/messages/count_tokens, /v1/models and /health.",
                     "not_found_error",
                     code="unknown_url",
                 )
@@ -94,11 +107,12 @@ class App:
                     f"Method {request.method} is not allowed on {request.path}; use {', '.join(methods)}.",
                     code="method_not_allowed",
                 )
-            if request.path != "/health":
+            if request.path not in ("/", "/health"):
                 self._check_key(request)
             await handler(request, responder)
         except ApiError as error:
-            await self._send_error(responder, error, allow=methods if error.status == 405 else None)
+            allow = methods if error.status == 405 else None
+            await self._send_error(responder, api_for(request.path), error, allow)
 
     # --- access -------------------------------------------------------------------------------
 
@@ -185,8 +199,22 @@ class App:
         ]
         await self._send_json(responder, 200, {"object": "list", "data": data})
 
+    async def root(self, request: HttpRequest, responder: Responder) -> None:
+        # Claude Code probes its base URL with HEAD / before the first request.
+        await self._send_json(responder, 200, {"name": "mcp-token-bridge", "status": "ok"})
+
     async def chat_completions(self, request: HttpRequest, responder: Responder) -> None:
-        call = chat.parse_request(request.body)
+        await self.answer(CHAT, CHAT.parse(request.body), responder)
+
+    async def messages(self, request: HttpRequest, responder: Responder) -> None:
+        await self.answer(MESSAGES, MESSAGES.parse(request.body), responder)
+
+    async def count_tokens(self, request: HttpRequest, responder: Responder) -> None:
+        call = parse_messages(request.body)
+        await self._send_json(responder, 200, {"input_tokens": estimate(call.request, 0).input_tokens}, [USAGE_HEADER])
+
+    async def answer(self, api: Api, call: Call, responder: Responder) -> None:
+        """The one request flow of every API: queue the call, follow its job, write the answer."""
         record = responder.record
         record.model = call.request.model or "-"
         if self.config.log_content:
@@ -194,17 +222,15 @@ class App:
         job = self.broker.submit(record.request_id, call.request, self.config.request_timeout)
         ended = "the caller disconnected"
         try:
-            completion_id = "chatcmpl-" + secrets.token_hex(12)
             if call.stream:
-                await self._stream_chat(job, completion_id, call, responder)
+                await self._stream(api, call, job, responder)
             else:
                 answer = Answer(model=call.request.model or "unknown")
                 async for event in follow(job, self.broker, self.config):
                     if event is not KEEPALIVE:
                         answer.add(event)  # type: ignore[arg-type]
                 self._log_answer(record.request_id, answer)
-                usage = estimate(call.request, answer.chars)
-                body = chat.completion(completion_id, int(time.time()), answer, usage)
+                body = api.completion(answer, estimate(call.request, answer.chars))
                 await self._send_json(responder, 200, body, [USAGE_HEADER])
         except ApiError as error:
             ended = f"the relay gave up: {error.message}"
@@ -213,15 +239,13 @@ class App:
             record.worker = job.worker_id
             self.broker.cancel(job, ended)
 
-    async def _stream_chat(
-        self, job: Job, completion_id: str, call: chat.ChatCall, responder: Responder
-    ) -> None:
-        encoder = chat.ChatStreamEncoder(completion_id, call.request.model or "unknown", call.include_usage)
+    async def _stream(self, api: Api, call: Call, job: Job, responder: Responder) -> None:
+        encoder = api.stream_encoder(call)
         await responder.start(200, _SSE_HEADERS, encoder.first())
         try:
             async for event in follow(job, self.broker, self.config):
                 if event is KEEPALIVE:
-                    await responder.write(b": keep-alive\n\n")
+                    await responder.write(api.keepalive)
                     continue
                 data = encoder.event(event)  # type: ignore[arg-type]
                 if isinstance(event, End):
@@ -248,7 +272,7 @@ class App:
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         await responder.send(status, data, "application/json", headers or [])
 
-    async def _send_error(self, responder: Responder, error: ApiError, allow: Any = None) -> None:
+    async def _send_error(self, responder: Responder, api: Api, error: ApiError, allow: Any = None) -> None:
         if responder.started:  # cannot change the status any more; end what was started
             return
         headers: list[tuple[str, str]] = []
@@ -256,4 +280,4 @@ class App:
             headers.append(("retry-after", str(error.retry_after)))
         if allow:
             headers.append(("allow", ", ".join(allow)))
-        await self._send_json(responder, error.status, chat.error_json(error), headers)
+        await self._send_json(responder, error.status, api.error_json(error), headers)

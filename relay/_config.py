@@ -47,8 +47,7 @@ class Config:
 _HELP = {
     "host": "address to bind (default 127.0.0.1; a non-loopback address needs --api-key)",
     "port": "TCP port (default 8000; 0 = let the OS pick one, printed at start)",
-    "socket": "Unix socket the MCP servers connect to (default: a private per-user path mcptb-server "
-    "finds by itself)",
+    "socket": "Unix socket the MCP servers connect to (default: a private per-user path mcptb-server finds by itself)",
     "api_key": "require this key (Authorization: Bearer ... or x-api-key) on every API request",
     "backend": "async backend: asyncio or trio",
     "log_level": "debug, info, warning or error",

@@ -68,13 +68,14 @@ class Responder:
         self._stream = stream
         self.record = record
         self.started = False
+        self.head_only = False
+        """A HEAD request: headers as for GET, no body (h11 refuses one)."""
 
-    async def send(
-        self, status: int, body: bytes, content_type: str, headers: Iterable[tuple[str, str]] = ()
-    ) -> None:
+    async def send(self, status: int, body: bytes, content_type: str, headers: Iterable[tuple[str, str]] = ()) -> None:
         """A complete response, in one write."""
         head = [("content-type", content_type), ("content-length", str(len(body))), *headers]
         self._begin(status)
+        body = b"" if self.head_only else body
         events = [self._head(status, head), *([h11.Data(data=body)] if body else []), h11.EndOfMessage()]
         self.record.bytes_sent += len(body)
         await self._emit(*events)
@@ -113,7 +114,8 @@ class Responder:
 
 
 App = Callable[[HttpRequest, Responder], Awaitable[None]]
-ErrorPage = Callable[[int, str], bytes]
+ErrorPage = Callable[[int, str, str], bytes]
+"""(status, message, request path or "") -> an error body in the caller's API shape."""
 
 
 def _reason(status: int) -> bytes:
@@ -124,9 +126,10 @@ def _reason(status: int) -> bytes:
 
 
 class _Protocol(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, path: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.path = path
 
 
 async def serve_connection(
@@ -147,7 +150,7 @@ async def serve_connection(
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     record.status = exc.status
                     responder = Responder(conn, stream, record)
-                    body = error_page(exc.status, str(exc))
+                    body = error_page(exc.status, str(exc), exc.path)
                     try:
                         await responder.send(exc.status, body, "application/json", [("connection", "close")])
                     except ClientGone:
@@ -160,6 +163,7 @@ async def serve_connection(
             record.started = time.perf_counter()  # not while the connection sat idle before it
             record.method, record.path = request.method, request.path
             responder = Responder(conn, stream, record)
+            responder.head_only = request.method == "HEAD"
             gone = await _run_app(app, request, responder, conn, stream, error_page)
             access_log(record)
             if gone or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
@@ -208,7 +212,7 @@ async def _run_app(
                     try:
                         await responder.send(
                             500,
-                            error_page(500, "Internal relay error (see the relay's log)."),
+                            error_page(500, "Internal relay error (see the relay's log).", request.path),
                             "application/json",
                         )
                     except ClientGone:
@@ -228,11 +232,11 @@ async def _read_request(
     if event is None or isinstance(event, h11.ConnectionClosed):
         return None
     assert isinstance(event, h11.Request)
+    target = event.target.decode("latin-1")
+    path, _, query = target.partition("?")
     head_size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
     if head_size > config.max_header_bytes:  # h11 only checks heads that arrive incomplete
-        raise _Protocol(
-            431, f"Request head exceeds {config.max_header_bytes} bytes (relay --max-header-bytes)."
-        )
+        raise _Protocol(431, f"Request head exceeds {config.max_header_bytes} bytes (relay --max-header-bytes).", path)
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
     length = headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
@@ -240,6 +244,7 @@ async def _read_request(
             413,
             f"Request body is {length} bytes; this relay accepts at most "
             f"{config.max_body_bytes} (relay --max-body-bytes).",
+            path,
         )
     body = bytearray()
     with anyio.move_on_after(config.read_timeout) as scope:
@@ -249,16 +254,14 @@ async def _read_request(
                 body += part.data
                 if len(body) > config.max_body_bytes:
                     raise _Protocol(
-                        413, f"Request body exceeds {config.max_body_bytes} bytes (relay --max-body-bytes)."
+                        413, f"Request body exceeds {config.max_body_bytes} bytes (relay --max-body-bytes).", path
                     )
             elif isinstance(part, h11.EndOfMessage):
                 break
             else:
                 return None
     if scope.cancelled_caught:
-        raise _Protocol(408, f"Request body not received within {config.read_timeout:g} s.")
-    target = event.target.decode("latin-1")
-    path, _, query = target.partition("?")
+        raise _Protocol(408, f"Request body not received within {config.read_timeout:g} s.", path)
     return HttpRequest(event.method.decode("ascii"), path, query, headers, bytes(body))
 
 

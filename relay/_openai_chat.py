@@ -16,8 +16,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import secrets
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from shared_protocol import (
@@ -37,8 +37,10 @@ from shared_protocol import (
     ToolUseBlock,
 )
 
+from ._api import Call
 from ._collect import Answer, arguments_json
 from ._errors import ApiError, bad_request
+from ._fields import opt, opt_number, parse_json_object
 from ._usage import UsageEstimate
 
 DEFAULT_MAX_TOKENS = 4096
@@ -52,41 +54,22 @@ FINISH_REASON: dict[StopReason, str] = {
 }
 
 
-@dataclass(frozen=True)
-class ChatCall:
-    request: NeutralRequest
-    stream: bool
-    include_usage: bool
-
-
 # --- request ----------------------------------------------------------------------------------
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise bad_request(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise bad_request("Request body must be a JSON object.", code="invalid_json")
-    return data
-
-
-def parse_request(body: bytes) -> ChatCall:
+def parse_request(body: bytes) -> Call:
     data = parse_json_object(body)
     _refuse_unsupported(data)
-    model = _opt(data, "model", str)
-    stream = _opt(data, "stream", bool) or False
-    options = _opt(data, "stream_options", dict) or {}
+    model = opt(data, "model", str)
+    stream = opt(data, "stream", bool) or False
+    options = opt(data, "stream_options", dict) or {}
     include_usage = bool(options.get("include_usage")) if stream else False
     system, messages = _messages(data.get("messages"))
-    max_tokens = (
-        _opt(data, "max_completion_tokens", int) or _opt(data, "max_tokens", int) or DEFAULT_MAX_TOKENS
-    )
+    max_tokens = opt(data, "max_completion_tokens", int) or opt(data, "max_tokens", int) or DEFAULT_MAX_TOKENS
     if max_tokens <= 0:
         raise bad_request("'max_tokens' must be a positive integer.", param="max_tokens")
-    temperature = _opt_number(data, "temperature")
-    top_p = _opt_number(data, "top_p")
+    temperature = opt_number(data, "temperature")
+    top_p = opt_number(data, "top_p")
     stop = data.get("stop")
     if stop is None:
         stop_sequences: list[str] = []
@@ -109,7 +92,7 @@ def parse_request(body: bytes) -> ChatCall:
         top_p=top_p,
         stop_sequences=stop_sequences,
     )
-    return ChatCall(request, stream, include_usage)
+    return Call(request, stream, include_usage)
 
 
 def _refuse_unsupported(data: dict[str, Any]) -> None:
@@ -128,27 +111,6 @@ def _refuse_unsupported(data: dict[str, Any]) -> None:
     modalities = data.get("modalities")
     if isinstance(modalities, list) and any(m != "text" for m in modalities):
         raise bad_request("Only text output is supported.", param="modalities")
-
-
-def _opt(data: dict[str, Any], key: str, kind: type) -> Any:
-    value = data.get(key)
-    if value is None:
-        return None
-    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
-        raise bad_request(f"'{key}' must be {_KIND_NAMES[kind]}.", param=key)
-    return value
-
-
-_KIND_NAMES = {str: "a string", bool: "a boolean", int: "an integer", dict: "an object", list: "a list"}
-
-
-def _opt_number(data: dict[str, Any], key: str) -> float | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise bad_request(f"'{key}' must be a number.", param=key)
-    return float(value)
 
 
 def _messages(raw: Any) -> tuple[str | None, list[Message]]:
@@ -205,9 +167,7 @@ def _parts(content: Any, where: str) -> list[dict[str, Any]]:
     if isinstance(content, list):
         for j, part in enumerate(content):
             if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                raise bad_request(
-                    f"'{where}[{j}]' must be a content part object with a 'type'.", param=f"{where}[{j}]"
-                )
+                raise bad_request(f"'{where}[{j}]' must be a content part object with a 'type'.", param=f"{where}[{j}]")
         return content
     raise bad_request(f"'{where}' must be a string or a list of content parts.", param=where)
 
@@ -252,9 +212,7 @@ def _image(raw: Any, where: str) -> ImageBlock:
     meta, _, data = url[5:].partition(",")
     mime, _, encoding = meta.partition(";")
     if encoding != "base64" or not mime.startswith("image/"):
-        raise bad_request(
-            "Image data URLs must look like data:image/<type>;base64,<data>.", param=f"{where}.url"
-        )
+        raise bad_request("Image data URLs must look like data:image/<type>;base64,<data>.", param=f"{where}.url")
     try:
         base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
@@ -291,9 +249,7 @@ def _assistant_content(message: dict[str, Any], where: str) -> list[ContentBlock
                 f"'{at}.function.arguments' is not valid JSON.", param=f"{at}.function.arguments"
             ) from None
         if not isinstance(parsed, dict):
-            raise bad_request(
-                f"'{at}.function.arguments' must encode a JSON object.", param=f"{at}.function.arguments"
-            )
+            raise bad_request(f"'{at}.function.arguments' must encode a JSON object.", param=f"{at}.function.arguments")
         blocks.append(ToolUseBlock(id=call_id, name=function["name"], input=parsed))
     return blocks
 
@@ -369,20 +325,20 @@ def _tool_call_json(call: ToolCall) -> dict[str, Any]:
     }
 
 
-def completion(completion_id: str, created: int, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+def completion(
+    answer: Answer, usage: UsageEstimate, completion_id: str | None = None, created: int | None = None
+) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": answer.content or None, "refusal": None}
     if answer.tool_calls:
         message["tool_calls"] = [_tool_call_json(c) for c in answer.tool_calls]
     elif message["content"] is None:
         message["content"] = ""
     return {
-        "id": completion_id,
+        "id": new_id(),
         "object": "chat.completion",
-        "created": created,
+        "created": int(time.time()),
         "model": answer.model,
-        "choices": [
-            {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason(answer)}
-        ],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason(answer)}],
         "usage": _usage_json(usage),
     }
 
@@ -401,8 +357,8 @@ DONE = b"data: [DONE]\n\n"
 class ChatStreamEncoder:
     """Bytes for each step of a streamed chat completion. Sans-I/O."""
 
-    def __init__(self, completion_id: str, model: str, include_usage: bool) -> None:
-        self.id = completion_id
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.id = new_id()
         self.created = int(time.time())
         self.answer = Answer(model=model)
         self.include_usage = include_usage
@@ -451,3 +407,25 @@ class ChatStreamEncoder:
     @staticmethod
     def error(error: ApiError) -> bytes:
         return _sse(error_json(error)) + DONE
+
+
+def new_id() -> str:
+    return "chatcmpl-" + secrets.token_hex(12)
+
+
+class ChatApi:
+    """OpenAI chat completions as an :class:`~relay._api.Api`."""
+
+    keepalive = b": keep-alive\n\n"
+
+    def parse(self, body: bytes) -> Call:
+        return parse_request(body)
+
+    def stream_encoder(self, call: Call) -> ChatStreamEncoder:
+        return ChatStreamEncoder(call.request.model or "unknown", call.include_usage)
+
+    def completion(self, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+        return completion(answer, usage)
+
+    def error_json(self, error: ApiError) -> dict[str, Any]:
+        return error_json(error)

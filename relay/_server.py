@@ -76,9 +76,7 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
 
     try:
         async with tcp, unix, anyio.create_task_group() as tg:
-            await tg.start(
-                _stop_on_signal, tg.cancel_scope
-            )  # before the banner: a SIGTERM right after it is handled
+            await tg.start(_stop_on_signal, tg.cancel_scope)  # before the banner: a SIGTERM right after it is handled
             if on_ready:
                 on_ready(url, config.socket)
             tg.start_soon(unix.serve, handle_worker)
@@ -104,15 +102,13 @@ async def _refuse_connection(stream: anyio.abc.SocketStream, config: Config) -> 
 
     async with stream:
         conn = h11.Connection(h11.SERVER)
-        body = error_page(503, f"Too many connections (relay --max-connections {config.max_connections}).")
+        body = error_page(503, f"Too many connections (relay --max-connections {config.max_connections}).", "")
         record = RequestLog(status=503)
         responder = Responder(conn, stream, record)
         # The request was not read: answer at once and close.
         with anyio.move_on_after(2):
             try:
-                await responder.send(
-                    503, body, "application/json", [("connection", "close"), ("retry-after", "1")]
-                )
+                await responder.send(503, body, "application/json", [("connection", "close"), ("retry-after", "1")])
             except Exception:
                 pass
         access_log(record)

@@ -51,9 +51,7 @@ async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: C
     async with stream:
         uid = peer_uid(stream)
         if uid is not None and uid != os.getuid():
-            await _refuse(
-                stream, "forbidden", f"uid {uid} may not serve this relay (it runs as uid {os.getuid()})"
-            )
+            await _refuse(stream, "forbidden", f"uid {uid} may not serve this relay (it runs as uid {os.getuid()})")
             return
         decoder = WorkerFrameDecoder()
         hello = await _read_hello(stream, decoder)

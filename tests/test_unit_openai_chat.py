@@ -31,7 +31,7 @@ def sse_json(data: bytes) -> list:
 
 def test_stream_frames_match_the_golden_text_stream():
     golden = sse_json((GOLDEN / "chat_stream_text.sse").read_bytes())
-    encoder = ChatStreamEncoder("chatcmpl-x", "m", include_usage=True)
+    encoder = ChatStreamEncoder("m", include_usage=True)
     out = encoder.first()
     out += encoder.event(Start(id="r", model="mock-model"))
     for piece in ("Hello", " world", "!"):
@@ -53,7 +53,7 @@ def test_tool_call_delta_has_the_golden_first_delta_keys_and_whole_arguments():
         for c in golden
         if c["choices"] and "tool_calls" in c["choices"][0]["delta"]
     )
-    encoder = ChatStreamEncoder("chatcmpl-x", "m", include_usage=False)
+    encoder = ChatStreamEncoder("m", include_usage=False)
     frame = encoder.event(
         ToolCall(id="r", call_id="call_1", name="get_weather", arguments={"location": "Paris"})
     )
@@ -66,7 +66,7 @@ def test_tool_call_delta_has_the_golden_first_delta_keys_and_whole_arguments():
 def test_non_stream_bodies_match_the_golden_shapes():
     text = Answer(model="mock-model", text=["Hello world!"], stop_reason="endTurn")
     golden_text = json.loads((GOLDEN / "chat_nonstream_text.json").read_text())
-    assert shape(completion("chatcmpl-x", 1, text, UsageEstimate(12, 7))) == shape(golden_text)
+    assert shape(completion(text, UsageEstimate(12, 7))) == shape(golden_text)
     tool = Answer(
         model="mock-model",
         stop_reason="toolUse",
@@ -75,14 +75,14 @@ def test_non_stream_bodies_match_the_golden_shapes():
         ],
     )
     golden_tool = json.loads((GOLDEN / "chat_nonstream_tool.json").read_text())
-    ours = completion("chatcmpl-x", 1, tool, UsageEstimate(12, 7))
+    ours = completion(tool, UsageEstimate(12, 7))
     assert shape(ours) == shape(golden_tool)
     assert ours["choices"][0]["finish_reason"] == "tool_calls"
 
 
 def test_finish_reasons_map_from_mcp_stop_reasons():
     for stop, expected in [("endTurn", "stop"), ("stopSequence", "stop"), ("maxTokens", "length")]:
-        body = completion("c", 1, Answer(model="m", text=["x"], stop_reason=stop), UsageEstimate(1, 1))
+        body = completion(Answer(model="m", text=["x"], stop_reason=stop), UsageEstimate(1, 1))
         assert body["choices"][0]["finish_reason"] == expected
 
 

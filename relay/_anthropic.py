@@ -1,0 +1,395 @@
+"""Anthropic ``/v1/messages``: request -> neutral request, answer -> JSON or SSE events.
+
+Accepts everything Claude Code 2.1 sends (shared/reference/wire-contract.md §6-7). What we cannot
+honour is ignored, never refused: ``thinking`` and ``output_config`` (the MCP client picks its own
+reasoning), ``context_management``, ``metadata``, ``cache_control`` marks, ``top_k``, earlier
+``thinking``/``redacted_thinking`` blocks, and server tools (``web_search`` and kin, which have no
+``input_schema`` and which only Anthropic's servers can run). A ``system`` message inside
+``messages`` (Claude Code's mid-conversation reminders) becomes a user text block marked as a system
+note, in place.
+
+Stream rules that bite (§6): every event has an ``event:`` line; ``message_start`` carries usage;
+every block event carries ``index``; ``message_delta`` carries ``stop_reason`` and usage; a failure
+after the start is ``event: error``. Keep-alives are ``ping`` events.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from typing import Any
+
+from shared_protocol import (
+    ContentBlock,
+    End,
+    ImageBlock,
+    Message,
+    NeutralRequest,
+    Start,
+    StopReason,
+    TextBlock,
+    TextDelta,
+    ToolCall,
+    ToolChoice,
+    ToolResultBlock,
+    ToolSpec,
+    ToolUseBlock,
+)
+
+from ._api import Call
+from ._collect import Answer, arguments_json
+from ._errors import ApiError, bad_request
+from ._fields import opt, opt_number, parse_json_object
+from ._usage import UsageEstimate, estimate
+
+DEFAULT_MAX_TOKENS = 4096
+
+STOP_REASON: dict[StopReason, str] = {
+    "endTurn": "end_turn",
+    "maxTokens": "max_tokens",
+    "stopSequence": "stop_sequence",
+    "toolUse": "tool_use",
+}
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+_IGNORED_BLOCKS = ("thinking", "redacted_thinking")
+
+
+# --- request ----------------------------------------------------------------------------------
+
+
+def parse_request(body: bytes, *, need_max_tokens: bool = True) -> Call:
+    data = parse_json_object(body)
+    model = opt(data, "model", str)
+    stream = opt(data, "stream", bool) or False
+    max_tokens = opt(data, "max_tokens", int) or DEFAULT_MAX_TOKENS
+    if max_tokens <= 0:
+        raise bad_request("max_tokens: must be a positive integer.", param="max_tokens")
+    system = _system(data.get("system"))
+    messages = _messages(data.get("messages"))
+    stop = data.get("stop_sequences")
+    if stop is not None and not (isinstance(stop, list) and all(isinstance(x, str) for x in stop)):
+        raise bad_request("stop_sequences: must be a list of strings.", param="stop_sequences")
+    tools = _tools(data.get("tools"))
+    request = NeutralRequest(
+        model=model,
+        system=system,
+        messages=messages,
+        tools=tools,
+        tool_choice=_tool_choice(data.get("tool_choice"), tools),
+        max_tokens=max_tokens,
+        temperature=opt_number(data, "temperature"),
+        top_p=opt_number(data, "top_p"),
+        stop_sequences=stop or [],
+    )
+    return Call(request, stream)
+
+
+def _text_blocks(raw: Any, where: str) -> list[str]:
+    if isinstance(raw, str):
+        return [raw]
+    if not isinstance(raw, list):
+        raise bad_request(f"{where}: must be a string or a list of text blocks.", param=where)
+    texts = []
+    for i, block in enumerate(raw):
+        if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
+            raise bad_request(f"{where}.{i}: must be a text block.", param=f"{where}.{i}")
+        texts.append(block["text"])
+    return texts
+
+
+def _system(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    return "\n\n".join(_text_blocks(raw, "system")) or None
+
+
+def _messages(raw: Any) -> list[Message]:
+    if raw is None:
+        raise bad_request("messages: Field required.", param="messages")
+    if not isinstance(raw, list) or not raw:
+        raise bad_request("messages: must be a non-empty list.", param="messages")
+    turns: list[tuple[str, list[ContentBlock]]] = []
+    for i, message in enumerate(raw):
+        where = f"messages.{i}"
+        if not isinstance(message, dict):
+            raise bad_request(f"{where}: must be an object.", param=where)
+        role = message.get("role")
+        if role == "system":  # a mid-conversation system reminder: keep it in place, marked
+            notes = _text_blocks(message.get("content"), f"{where}.content")
+            blocks: list[ContentBlock] = [TextBlock(text="System note: " + "\n".join(notes))]
+            role = "user"
+        elif role in ("user", "assistant"):
+            blocks = _content(message.get("content"), f"{where}.content")
+        else:
+            raise bad_request(f"{where}.role: must be user or assistant, got {role!r}.", param=f"{where}.role")
+        if not blocks:
+            continue
+        if turns and turns[-1][0] == role:
+            turns[-1][1].extend(blocks)
+        else:
+            turns.append((role, list(blocks)))
+    if not turns:
+        raise bad_request("messages: must contain at least one message with content.", param="messages")
+    return [Message(role=role, content=blocks) for role, blocks in turns]  # type: ignore[arg-type]
+
+
+def _content(raw: Any, where: str) -> list[ContentBlock]:
+    if isinstance(raw, str):
+        return [TextBlock(text=raw)] if raw else []
+    if not isinstance(raw, list):
+        raise bad_request(f"{where}: must be a string or a list of content blocks.", param=where)
+    blocks: list[ContentBlock] = []
+    for j, block in enumerate(raw):
+        at = f"{where}.{j}"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text" and isinstance(block.get("text"), str):
+            blocks.append(TextBlock(text=block["text"]))
+        elif kind == "image":
+            blocks.append(_image(block.get("source"), f"{at}.source"))
+        elif kind == "tool_use":
+            if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+                raise bad_request(f"{at}: tool_use needs an id and a name.", param=at)
+            tool_input = block.get("input") or {}
+            if not isinstance(tool_input, dict):
+                raise bad_request(f"{at}.input: must be an object.", param=f"{at}.input")
+            blocks.append(ToolUseBlock(id=block["id"], name=block["name"], input=tool_input))
+        elif kind == "tool_result":
+            blocks.append(_tool_result(block, at))
+        elif kind in _IGNORED_BLOCKS:
+            continue
+        else:
+            raise bad_request(
+                f"{at}.type: content blocks of type {kind!r} are not supported "
+                "(text, image, tool_use, tool_result and thinking are).",
+                param=f"{at}.type",
+            )
+    return blocks
+
+
+def _image(source: Any, where: str) -> ImageBlock:
+    if not isinstance(source, dict) or source.get("type") != "base64":
+        raise bad_request(
+            f"{where}: only base64 image sources are supported (the relay does not fetch URLs).", param=where
+        )
+    media_type, data = source.get("media_type"), source.get("data")
+    if not isinstance(media_type, str) or not media_type.startswith("image/") or not isinstance(data, str):
+        raise bad_request(f"{where}: needs media_type image/... and base64 data.", param=where)
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request(f"{where}.data: not valid base64.", param=f"{where}.data") from None
+    return ImageBlock(data=data, mime_type=media_type)
+
+
+def _tool_result(block: dict[str, Any], where: str) -> ToolResultBlock:
+    tool_use_id = block.get("tool_use_id")
+    if not isinstance(tool_use_id, str):
+        raise bad_request(f"{where}.tool_use_id: required.", param=f"{where}.tool_use_id")
+    raw = block.get("content")
+    content: list[TextBlock | ImageBlock] = []
+    if isinstance(raw, str):
+        content = [TextBlock(text=raw)]
+    elif isinstance(raw, list):
+        for k, part in enumerate(raw):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text"), str):
+                content.append(TextBlock(text=part["text"]))
+            elif kind == "image":
+                content.append(_image(part.get("source"), f"{where}.content.{k}.source"))
+            else:
+                raise bad_request(f"{where}.content.{k}: must be a text or image block.", param=f"{where}.content.{k}")
+    elif raw is not None:
+        raise bad_request(f"{where}.content: must be a string or a list of blocks.", param=f"{where}.content")
+    return ToolResultBlock(tool_use_id=tool_use_id, content=content, is_error=bool(block.get("is_error")))
+
+
+def _tools(raw: Any) -> list[ToolSpec]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise bad_request("tools: must be a list.", param="tools")
+    tools = []
+    for i, tool in enumerate(raw):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise bad_request(f"tools.{i}.name: required.", param=f"tools.{i}.name")
+        if "input_schema" not in tool and tool.get("type") not in (None, "custom"):
+            continue  # a server tool (web_search...): only Anthropic can run those
+        schema = tool.get("input_schema") or {"type": "object", "properties": {}}
+        if not isinstance(schema, dict):
+            raise bad_request(f"tools.{i}.input_schema: must be an object.", param=f"tools.{i}.input_schema")
+        description = tool.get("description")
+        tools.append(
+            ToolSpec(
+                name=tool["name"],
+                description=description if isinstance(description, str) else None,
+                input_schema=schema,
+            )
+        )
+    return tools
+
+
+def _tool_choice(raw: Any, tools: list[ToolSpec]) -> ToolChoice | None:
+    if raw is None:
+        return None
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind == "auto":
+        return ToolChoice(mode="auto")
+    if kind == "any":
+        return ToolChoice(mode="required")
+    if kind == "none":
+        return ToolChoice(mode="none")
+    if kind == "tool":
+        name = raw.get("name")
+        if not isinstance(name, str) or name not in {t.name for t in tools}:
+            raise bad_request("tool_choice.name: must name one of the tools.", param="tool_choice.name")
+        return ToolChoice(mode="required", name=name)
+    raise bad_request("tool_choice: type must be auto, any, tool or none.", param="tool_choice")
+
+
+# --- answer -----------------------------------------------------------------------------------
+
+
+def stop_reason(answer: Answer) -> str:
+    if answer.tool_calls:
+        return "tool_use"
+    return STOP_REASON.get(answer.stop_reason or "endTurn", "end_turn")
+
+
+def new_id() -> str:
+    return "msg_" + secrets.token_hex(12)
+
+
+def message(answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+    content: list[dict[str, Any]] = [{"type": "text", "text": answer.content}] if answer.content else []
+    content += [{"type": "tool_use", "id": c.call_id, "name": c.name, "input": c.arguments} for c in answer.tool_calls]
+    return {
+        "id": new_id(),
+        "type": "message",
+        "role": "assistant",
+        "model": answer.model,
+        "content": content,
+        "stop_reason": stop_reason(answer),
+        "stop_sequence": None,
+        "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+    }
+
+
+def error_json(error: ApiError) -> dict[str, Any]:
+    kind = ERROR_TYPES.get(error.status, "api_error" if error.status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": error.message}}
+
+
+def _event(kind: str, data: dict[str, Any]) -> bytes:
+    body = json.dumps({"type": kind, **data}, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {kind}\ndata: {body}\n\n".encode()
+
+
+class MessagesStreamEncoder:
+    """Bytes for each step of a streamed message. Sans-I/O."""
+
+    def __init__(self, request: NeutralRequest, input_tokens: int) -> None:
+        self.answer = Answer(model=request.model or "unknown")
+        self.input_tokens = input_tokens
+        self._index = -1
+        self._open: str | None = None  # type of the content block being streamed
+
+    def first(self) -> bytes:
+        return _event(
+            "message_start",
+            {
+                "message": {
+                    "id": new_id(),
+                    "type": "message",
+                    "role": "assistant",
+                    "model": self.answer.model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": self.input_tokens,
+                        "output_tokens": 1,
+                        "cache_creation_input_tokens": 0,
+                        "cache_read_input_tokens": 0,
+                    },
+                }
+            },
+        )
+
+    def _close_block(self) -> bytes:
+        if self._open is None:
+            return b""
+        self._open = None
+        return _event("content_block_stop", {"index": self._index})
+
+    def _open_block(self, block: dict[str, Any]) -> bytes:
+        out = self._close_block()
+        self._index += 1
+        self._open = block["type"]
+        return out + _event("content_block_start", {"index": self._index, "content_block": block})
+
+    def event(self, event: Start | TextDelta | ToolCall | End) -> bytes:
+        self.answer.add(event)
+        if isinstance(event, TextDelta) and event.text:
+            out = b"" if self._open == "text" else self._open_block({"type": "text", "text": ""})
+            return out + _event(
+                "content_block_delta",
+                {"index": self._index, "delta": {"type": "text_delta", "text": event.text}},
+            )
+        if isinstance(event, ToolCall):
+            out = self._open_block({"type": "tool_use", "id": event.call_id, "name": event.name, "input": {}})
+            out += _event(
+                "content_block_delta",
+                {
+                    "index": self._index,
+                    "delta": {"type": "input_json_delta", "partial_json": arguments_json(event)},
+                },
+            )
+            return out + self._close_block()
+        return b""
+
+    def finish(self, usage: UsageEstimate) -> bytes:
+        return (
+            self._close_block()
+            + _event(
+                "message_delta",
+                {
+                    "delta": {"stop_reason": stop_reason(self.answer), "stop_sequence": None},
+                    "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+                },
+            )
+            + _event("message_stop", {})
+        )
+
+    @staticmethod
+    def error(error: ApiError) -> bytes:
+        return _event("error", {"error": error_json(error)["error"]})
+
+
+class MessagesApi:
+    """Anthropic messages as an :class:`~relay._api.Api`."""
+
+    keepalive = _event("ping", {})
+
+    def parse(self, body: bytes) -> Call:
+        return parse_request(body)
+
+    def stream_encoder(self, call: Call) -> MessagesStreamEncoder:
+        return MessagesStreamEncoder(call.request, estimate(call.request, 0).input_tokens)
+
+    def completion(self, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+        return message(answer, usage)
+
+    def error_json(self, error: ApiError) -> dict[str, Any]:
+        return error_json(error)

@@ -1,0 +1,52 @@
+"""What an HTTP API adapter provides, so one request flow serves every API (see ``_app.App.answer``).
+
+An adapter turns its request JSON into a :class:`Call` (the neutral request plus how to answer) and
+turns the answer into its own JSON or SSE bytes. Adding an API is one module implementing
+:class:`Api`, and one route.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shared_protocol import End, NeutralRequest, Start, TextDelta, ToolCall
+
+from ._collect import Answer
+from ._errors import ApiError
+from ._usage import UsageEstimate
+
+
+@dataclass(frozen=True)
+class Call:
+    request: NeutralRequest
+    stream: bool
+    include_usage: bool = True
+
+
+class StreamEncoder(Protocol):
+    answer: Answer
+
+    def first(self) -> bytes:
+        """Bytes sent as soon as the response starts (before the model answers)."""
+
+    def event(self, event: Start | TextDelta | ToolCall | End) -> bytes: ...
+
+    def finish(self, usage: UsageEstimate) -> bytes:
+        """Everything after the last content: the stop reason, usage, the end-of-stream marker."""
+
+    def error(self, error: ApiError) -> bytes:
+        """A failure after the response started, then a clean end of the stream."""
+
+
+class Api(Protocol):
+    keepalive: bytes
+    """An SSE comment or event that keeps the connection alive and that clients ignore."""
+
+    def parse(self, body: bytes) -> Call: ...
+
+    def stream_encoder(self, call: Call) -> StreamEncoder: ...
+
+    def completion(self, answer: Answer, usage: UsageEstimate) -> dict[str, Any]: ...
+
+    def error_json(self, error: ApiError) -> dict[str, Any]: ...
