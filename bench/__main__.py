@@ -84,9 +84,7 @@ def run_load(server: Server, concurrency: int, stream: bool, args: argparse.Name
 
 def measure(children: Children, tmp: str, args: argparse.Namespace) -> int:
     progress("timing process starts")
-    fresh_sockets = [
-        os.path.join(tmp, f"start-{i}.sock") for i in range(args.starts)
-    ]  # no stale one to clear
+    fresh_sockets = [os.path.join(tmp, f"start-{i}.sock") for i in range(args.starts)]  # no stale one to clear
     starts = {
         "relay": time_starts(children, "relay", [relay_args(path) for path in fresh_sockets]),
         "bare": time_starts(children, "bare", [BARE] * args.starts),

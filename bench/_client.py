@@ -37,11 +37,7 @@ class ClientConnection:
             ("content-length", str(len(body))),
         ]
         head = self._conn.send(h11.Request(method="POST", target=PATH, headers=headers))
-        return (
-            head
-            + (self._conn.send(h11.Data(data=body)) or b"")
-            + (self._conn.send(h11.EndOfMessage()) or b"")
-        )
+        return head + (self._conn.send(h11.Data(data=body)) or b"") + (self._conn.send(h11.EndOfMessage()) or b"")
 
     def feed(self, data: bytes) -> Response | None:
         """Feed received bytes (``b""`` at end of file); the response when it is complete, else None."""

@@ -138,9 +138,7 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=5.0)
     parser.add_argument("--stream", action="store_true")
     args = parser.parse_args()
-    result = asyncio.run(
-        measure(args.url, args.concurrency, args.requests, args.warmup, args.max_seconds, args.stream)
-    )
+    result = asyncio.run(measure(args.url, args.concurrency, args.requests, args.warmup, args.max_seconds, args.stream))
     print(json.dumps(result), flush=True)
 
 

@@ -15,6 +15,4 @@ PATH = "/v1/chat/completions"
 
 
 def request_body(stream: bool) -> bytes:
-    return json.dumps(
-        {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
-    ).encode()
+    return json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": stream}).encode()

@@ -79,9 +79,7 @@ def load(cells: list[Cell], requests: int, max_seconds: float) -> str:
     rows = []
     for cell in cells:
         relay, bare = cell.relay, cell.bare
-        timed = f"{relay['requests']}" + (
-            "" if relay["requests"] == bare["requests"] else f"/{bare['requests']}"
-        )
+        timed = f"{relay['requests']}" + ("" if relay["requests"] == bare["requests"] else f"/{bare['requests']}")
         rows.append([
             cell.mode, str(cell.concurrency),
             f"{relay['rps']:.0f}", f"{bare['rps']:.0f}", ratio(relay["rps"], bare["rps"]),

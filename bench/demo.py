@@ -90,9 +90,7 @@ def stream_one(url: str, model: str) -> None:
 
 
 async def run_client(url: str, socket: str, errlog_path: str) -> None:
-    params = StdioServerParameters(
-        command=sys.executable, args=["-m", "mcp_server", "--socket", socket], cwd=str(ROOT)
-    )
+    params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_server", "--socket", socket], cwd=str(ROOT))
     with open(errlog_path, "w") as errlog:
         async with (
             stdio_client(params, errlog=errlog) as (read, write),

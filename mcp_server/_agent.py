@@ -175,9 +175,7 @@ class AgentDesk:
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 1 <= wait <= MAX_WAIT_SECONDS:
             return _error(f"wait_seconds must be a number from 1 to {MAX_WAIT_SECONDS}.")
         if not self.link.connected:
-            return _text(
-                RELAY_DOWN.format(socket=self.link.socket_path, error=self.link.last_error or "not connected")
-            )
+            return _text(RELAY_DOWN.format(socket=self.link.socket_path, error=self.link.last_error or "not connected"))
         waiter = _Waiter()
         self.waiting.append(waiter)
         shown = False
@@ -203,9 +201,7 @@ class AgentDesk:
             with anyio.CancelScope(shield=True):
                 await self.link.balance()
 
-    async def _wait_with_progress(
-        self, ctx: ServerRequestContext[Any, Any], waiter: _Waiter, wait: float
-    ) -> None:
+    async def _wait_with_progress(self, ctx: ServerRequestContext[Any, Any], waiter: _Waiter, wait: float) -> None:
         """Wait; report progress now and then (the SDK sends it only if the call asked for progress)."""
         waited = 0.0
         while not waiter.arrived.is_set():
@@ -230,9 +226,7 @@ class AgentDesk:
         if frame is None:
             why = self.closed.get(request_id)
             if why is not None:
-                return _error(
-                    f"Request {request_id} cannot be answered: {why}. Call next_request for the next one."
-                )
+                return _error(f"Request {request_id} cannot be answered: {why}. Call next_request for the next one.")
             return _error(
                 f"No request {request_id} is waiting for a reply from this server; use the "
                 "request_id that next_request returned."

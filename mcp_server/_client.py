@@ -41,6 +41,8 @@ class Settings:
     concurrency: int
     model_name: str | None
     mode: str
+    tool_emulation: bool = True
+    """Answer requests with tools on sampling slots of clients without ``sampling.tools`` (``_emulation``)."""
 
 
 class ClientState:
@@ -76,8 +78,8 @@ class ClientState:
             protocol_version=self.protocol_version,
             modes=["sampling", "agent"] if self.can_sample else ["agent"],
             sampling_tools=self.sampling_tools,
-            # a request with tools may land on a sampling slot, which needs sampling.tools
-            tools=self.sampling_tools or not self.can_sample,
+            # a request with tools may land on a sampling slot: fine with sampling.tools, or emulated
+            tools=self.sampling_tools or self.settings.tool_emulation or not self.can_sample,
             models=models,
             concurrency=self.settings.concurrency if self.can_sample else 0,
             pid=os.getpid(),

@@ -52,9 +52,7 @@ WELCOME_TIMEOUT = 10.0
 
 
 class RelayLink:
-    def __init__(
-        self, socket_path: str, client: ClientState, sampling_timeout: float, reconnect_max_delay: float
-    ):
+    def __init__(self, socket_path: str, client: ClientState, sampling_timeout: float, reconnect_max_delay: float):
         self.socket_path = socket_path
         self.client = client
         self.sampling_timeout = sampling_timeout
@@ -134,9 +132,7 @@ class RelayLink:
                 tg.cancel_scope.cancel()
             return True
 
-    async def _await_welcome(
-        self, stream: anyio.abc.SocketStream, decoder: RelayFrameDecoder
-    ) -> Welcome | None:
+    async def _await_welcome(self, stream: anyio.abc.SocketStream, decoder: RelayFrameDecoder) -> Welcome | None:
         with anyio.move_on_after(WELCOME_TIMEOUT):
             while True:
                 data = await stream.receive()
@@ -151,9 +147,7 @@ class RelayLink:
         self.last_error = "the relay did not answer the hello"
         return None
 
-    async def _read(
-        self, stream: anyio.abc.SocketStream, decoder: RelayFrameDecoder, session: _Session
-    ) -> None:
+    async def _read(self, stream: anyio.abc.SocketStream, decoder: RelayFrameDecoder, session: _Session) -> None:
         while True:
             try:
                 data = await stream.receive()
@@ -247,6 +241,7 @@ class _Session:
                     self.link.sampling_timeout,
                     self.client.name or "unknown client",
                     self.client.saw_model,
+                    tool_emulation=self.client.settings.tool_emulation,
                 )
         except Exception as exc:
             log.exception("%s: failed", frame.id)

@@ -30,9 +30,7 @@ def _turn_lines(request: NeutralRequest) -> list[str]:
             elif isinstance(block, ImageBlock):
                 lines.append(_image(block))
             elif isinstance(block, ToolUseBlock):
-                lines.append(
-                    f"(tool call {block.id}) {block.name} {json.dumps(block.input, ensure_ascii=False)}"
-                )
+                lines.append(f"(tool call {block.id}) {block.name} {json.dumps(block.input, ensure_ascii=False)}")
             elif isinstance(block, ToolResultBlock):
                 status = " (error)" if block.is_error else ""
                 lines.append(f"(tool result for {block.tool_use_id}{status})")
@@ -89,8 +87,7 @@ def render_request(frame: RequestFrame) -> str:
 
 
 NO_REQUEST = (
-    "No request yet (waited {seconds:g} s). Call next_request again to keep serving, or stop if the "
-    "user asked you to."
+    "No request yet (waited {seconds:g} s). Call next_request again to keep serving, or stop if the user asked you to."
 )
 
 RELAY_DOWN = (

@@ -6,10 +6,18 @@ The neutral request maps one to one onto sampling, with three adjustments the sp
 - a ``tool_choice`` naming one tool becomes ``required`` with only that tool offered (MCP has no
   "this tool" choice);
 - ``top_p`` has no sampling field and is dropped; the caller's model name goes as a model hint.
+
+A client that does not declare ``sampling.tools`` cannot take tools, tool choices or tool blocks at
+all. For such a client a request that offers tools (or whose history holds tool calls) is *emulated*
+(``_emulation``): the tools go into the system prompt, tool calls and results are written as text,
+and the model's text answer is parsed back into tool calls (plain text if it does not parse). With
+``--tool-emulation off`` the relay never sends such a worker a request with tools (its ``tools`` is
+false), and a history-only request goes out natively as before.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,6 +43,10 @@ from shared_protocol import (
     ToolUseBlock,
 )
 
+from . import _emulation
+
+log = logging.getLogger("mcptb.server")
+
 Send = Callable[[BaseModel], Awaitable[object]]
 
 _STOP_REASONS: tuple[StopReason, ...] = ("endTurn", "stopSequence", "maxTokens", "toolUse")
@@ -54,9 +66,7 @@ def _block(block: object) -> types.SamplingMessageContentBlock:
             else types.ImageContent(data=b.data, mime_type=b.mime_type)
             for b in block.content
         ]
-        return types.ToolResultContent(
-            tool_use_id=block.tool_use_id, content=content, is_error=block.is_error
-        )
+        return types.ToolResultContent(tool_use_id=block.tool_use_id, content=content, is_error=block.is_error)
     raise TypeError(f"unknown block {block!r}")
 
 
@@ -78,29 +88,68 @@ def _tools(request: NeutralRequest) -> tuple[list[types.Tool] | None, types.Tool
     tools = request.tools
     if choice is not None and choice.name:
         tools = [t for t in tools if t.name == choice.name]
-    mcp_tools = [
-        types.Tool(name=t.name, description=t.description, input_schema=t.input_schema) for t in tools
-    ]
+    mcp_tools = [types.Tool(name=t.name, description=t.description, input_schema=t.input_schema) for t in tools]
     return mcp_tools, types.ToolChoice(mode=choice.mode) if choice else None
 
 
+def client_has_sampling_tools(session: ServerSession) -> bool:
+    caps = session.client_capabilities
+    return bool(caps is not None and caps.sampling is not None and caps.sampling.tools is not None)
+
+
+def emulates_tools(request: NeutralRequest, sampling_tools: bool, tool_emulation: bool = True) -> bool:
+    """Whether this request goes through tool emulation rather than native sampling.
+
+    A request that offers tools is always emulated for a client without ``sampling.tools`` (with
+    emulation off the relay does not send one; if it ever arrives, emulating beats failing); one whose
+    only tool content is in its history is emulated only when emulation is on.
+    """
+    if sampling_tools:
+        return False
+    return bool(request.tools) or (tool_emulation and _emulation.has_tool_history(request))
+
+
 async def _sample(
-    session: ServerSession, request: NeutralRequest
+    session: ServerSession, request: NeutralRequest, emulate: bool
 ) -> types.CreateMessageResult | types.CreateMessageResultWithTools:
-    messages = to_sampling_messages(request.messages)
     hints = types.ModelPreferences(hints=[types.ModelHint(name=request.model)]) if request.model else None
     common: dict[str, Any] = {
         "max_tokens": request.max_tokens,
-        "system_prompt": request.system,
         "temperature": request.temperature,
         "stop_sequences": request.stop_sequences or None,
         "model_preferences": hints,
     }
+    if emulate:
+        system, messages = _emulation.render(request)
+        emulated: types.CreateMessageResult = await session.create_message(messages, system_prompt=system, **common)
+        return emulated
+    messages = to_sampling_messages(request.messages)
+    common["system_prompt"] = request.system
     tools, tool_choice = _tools(request)
     if tools is None:
         plain: types.CreateMessageResult = await session.create_message(messages, **common)
         return plain
     return await session.create_message(messages, tools=tools, tool_choice=tool_choice, **common)
+
+
+def _emulated_answer(
+    request_id: str, request: NeutralRequest, answer: str, stop: StopReason
+) -> tuple[list[types.SamplingMessageContentBlock], StopReason]:
+    """The model's text answer -> its text and the tool calls written in it, and the stop reason.
+
+    An answer whose calls do not parse is plain text, ``endTurn`` (``maxTokens`` stays: a call cut
+    off by the token limit is reported as truncated, not as a finished answer)."""
+    names = [t.name for t in _emulation.callable_tools(request)]
+    try:
+        text, calls = _emulation.parse_tool_calls(answer, names)
+    except _emulation.MalformedToolCall as exc:
+        log.warning("%s: the model's emulated tool call is unusable (%s); answering with its text", request_id, exc)
+        return [types.TextContent(text=answer)], "maxTokens" if stop == "maxTokens" else "endTurn"
+    out: list[types.SamplingMessageContentBlock] = [types.TextContent(text=text)]
+    out += [types.ToolUseContent(id=c.id, name=c.name, input=c.input) for c in calls]
+    if calls:
+        return out, "toolUse"
+    return out, "endTurn" if stop == "toolUse" else stop
 
 
 async def answer_by_sampling(
@@ -110,11 +159,13 @@ async def answer_by_sampling(
     timeout: float,
     client_name: str,
     on_model: Callable[[str], None],
+    tool_emulation: bool = True,
 ) -> None:
     """Sample the client's model for one relay request and send the answer frames."""
+    emulate = emulates_tools(frame.request, client_has_sampling_tools(session), tool_emulation)
     try:
         with anyio.fail_after(min(timeout, frame.timeout)):
-            result = await _sample(session, frame.request)
+            result = await _sample(session, frame.request, emulate)
     except TimeoutError:
         await send(
             ErrorFrame(
@@ -141,9 +192,11 @@ async def answer_by_sampling(
         return
     on_model(result.model)
     await send(Start(id=frame.id, model=result.model))
-    blocks = (
-        result.content_as_list if isinstance(result, types.CreateMessageResultWithTools) else [result.content]
-    )
+    blocks = result.content_as_list if isinstance(result, types.CreateMessageResultWithTools) else [result.content]
+    stop: StopReason = result.stop_reason if result.stop_reason in _STOP_REASONS else "endTurn"
+    texts = [b.text for b in blocks if isinstance(b, types.TextContent)]
+    if emulate and len(texts) == len(blocks):
+        blocks, stop = _emulated_answer(frame.id, frame.request, "".join(texts), stop)
     for block in blocks:
         if isinstance(block, types.TextContent):
             if block.text:
@@ -155,13 +208,10 @@ async def answer_by_sampling(
                 ErrorFrame(
                     id=frame.id,
                     code="unsupported",
-                    message=(
-                        f"The model answered with {block.type} content, which the HTTP APIs cannot carry."
-                    ),
+                    message=(f"The model answered with {block.type} content, which the HTTP APIs cannot carry."),
                 )
             )
             return
-    stop: StopReason = result.stop_reason if result.stop_reason in _STOP_REASONS else "endTurn"
     await send(End(id=frame.id, stop_reason=stop))
 
 
@@ -179,8 +229,7 @@ def _client_error(request_id: str, exc: MCPError, client_name: str) -> ErrorFram
             id=request_id,
             code="refused",
             message=(
-                f"The MCP client ({client_name}) refused the sampling request: {exc.message} "
-                f"(MCP error {exc.code})."
+                f"The MCP client ({client_name}) refused the sampling request: {exc.message} (MCP error {exc.code})."
             ),
         )
     return ErrorFrame(

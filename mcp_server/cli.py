@@ -35,9 +35,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--mode",
-        choices=["auto", "sampling"],
+        choices=["auto", "sampling", "agent"],
         default=env("MCPTB_MODE", "auto"),
-        help="auto: background sampling when the client supports it [env MCPTB_MODE]",
+        help="auto/sampling: answer by background MCP sampling when the client supports it; agent: only "
+        "through the next_request/reply tools (listed in every mode) [env MCPTB_MODE]",
     )
     parser.add_argument(
         "--concurrency",
@@ -50,6 +51,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=env("MCPTB_SAMPLING_TIMEOUT", "300"),
         help="seconds to wait for one sampling answer (default 300) [env MCPTB_SAMPLING_TIMEOUT]",
+    )
+    parser.add_argument(
+        "--tool-emulation",
+        choices=["on", "off"],
+        default=env("MCPTB_TOOL_EMULATION", "on"),
+        help="on: a client that cannot sample with tools (no sampling.tools) still answers requests with "
+        "tools, described in the prompt and parsed from the answer; off: the relay refuses such requests "
+        "(default on) [env MCPTB_TOOL_EMULATION]",
     )
     parser.add_argument(
         "--model-name",
@@ -76,6 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="stderr log level [env MCPTB_LOG_LEVEL]",
     )
     args = parser.parse_args(argv)
+    args.tool_emulation = str(args.tool_emulation).strip().lower()
+    if args.tool_emulation not in ("on", "off"):  # argparse does not check a default from the environment
+        parser.error(f"--tool-emulation must be on or off, got {args.tool_emulation!r}")
     for name in ("concurrency", "sampling_timeout", "reconnect_max_delay"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
@@ -99,7 +111,13 @@ def main(argv: list[str] | None = None) -> None:
     # Every sampling call warns that sampling is deprecated as of 2026-07-28; we know, and we only
     # sample 2025-era clients. The warning would otherwise land on the user's stderr once per call.
     warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
-    client = ClientState(Settings(concurrency=args.concurrency, model_name=args.model_name, mode=args.mode))
+    settings = Settings(
+        concurrency=args.concurrency,
+        model_name=args.model_name,
+        mode=args.mode,
+        tool_emulation=args.tool_emulation == "on",
+    )
+    client = ClientState(settings)
     link = RelayLink(args.socket, client, args.sampling_timeout, args.reconnect_max_delay)
     try:
         anyio.run(run, client, link, _version(), backend=args.backend)

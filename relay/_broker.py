@@ -114,8 +114,8 @@ class Broker:
             names = ", ".join(sorted({w.info.client_name or "unknown client" for w in self.workers.values()}))
             raise bad_request(
                 f"This request offers tools, but no connected MCP client can use them ({names} does not "
-                "declare sampling.tools). Send the request without 'tools', or connect a client that "
-                "supports tool use in sampling.",
+                "declare sampling.tools and runs mcptb-server --tool-emulation off). Send the request without "
+                "'tools', turn tool emulation on, or serve with an agent (Claude Code).",
                 param="tools",
                 code="tools_unsupported",
             )

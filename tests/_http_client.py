@@ -53,9 +53,7 @@ async def request(
                 "content-type": "application/json",
             }
             head.update(headers or {})
-            await stream.send(
-                conn.send(h11.Request(method=method, target=target, headers=list(head.items())))
-            )
+            await stream.send(conn.send(h11.Request(method=method, target=target, headers=list(head.items()))))
             await stream.send(conn.send(h11.Data(data=body)) or b"")
             await stream.send(conn.send(h11.EndOfMessage()))
         status, response_headers, received, pieces = 0, {}, bytearray(), []

@@ -8,6 +8,9 @@ What it answers depends on the last user text:
 - the request offers tools: calls the first tool with ``{"city": "Paris"}``;
 - otherwise: ``echo: <text>``.
 It records every request it gets (``.requests``).
+
+:class:`FixedAnswerModel` answers fixed strings instead, in order (the last one repeats): a model
+writing emulated tool calls as text for a client without ``sampling.tools``.
 """
 
 from __future__ import annotations
@@ -57,12 +60,26 @@ class ScriptedModel:
                 stop_reason="toolUse",
                 content=[
                     types.TextContent(text="Let me check."),
-                    types.ToolUseContent(
-                        id="call_scripted_1", name=params.tools[0].name, input={"city": "Paris"}
-                    ),
+                    types.ToolUseContent(id="call_scripted_1", name=params.tools[0].name, input={"city": "Paris"}),
                 ],
             )
         answer = LONG_ANSWER if "LONG" in text else f"echo: {text}"
         return types.CreateMessageResult(
             role="assistant", model=MODEL, stop_reason="endTurn", content=types.TextContent(text=answer)
+        )
+
+
+@dataclass
+class FixedAnswerModel(ScriptedModel):
+    """Answers ``answers`` in order, as plain text (the last one repeats once they run out)."""
+
+    answers: list[str] = field(default_factory=lambda: ["fixed answer"])
+    stop_reason: str = "endTurn"
+
+    async def __call__(self, ctx: Any, params: types.CreateMessageRequestParams) -> Any:
+        self.requests.append(params)
+        self.started.set()
+        answer = self.answers[min(len(self.requests), len(self.answers)) - 1]
+        return types.CreateMessageResult(
+            role="assistant", model=MODEL, stop_reason=self.stop_reason, content=types.TextContent(text=answer)
         )

@@ -202,6 +202,4 @@ async def wait_for_workers(
 
 
 def chat_body(text: str = "hello", **extra: Any) -> bytes:
-    return json.dumps(
-        {"model": "test-model", "messages": [{"role": "user", "content": text}], **extra}
-    ).encode()
+    return json.dumps({"model": "test-model", "messages": [{"role": "user", "content": text}], **extra}).encode()

@@ -45,9 +45,7 @@ def request_id(text: str) -> str:
 
 @asynccontextmanager
 async def agent(relay, backend, *args, client_name="claude-code"):
-    async with mcp_worker(
-        relay, backend, *args, sampling=False, wait_ready=False, client_name=client_name
-    ) as worker:
+    async with mcp_worker(relay, backend, *args, sampling=False, wait_ready=False, client_name=client_name) as worker:
         yield worker.session
 
 
@@ -120,9 +118,7 @@ async def test_streaming_caller_gets_role_chunk_and_keep_alives_before_the_agent
             partial = {}
 
             async def call():
-                partial["r"] = await post(
-                    relay.url, PATH, chat_body("hi", stream=True), stop_after=b": keep-alive\n\n"
-                )
+                partial["r"] = await post(relay.url, PATH, chat_body("hi", stream=True), stop_after=b": keep-alive\n\n")
 
             tg.start_soon(call)
             with anyio.fail_after(10):
@@ -195,9 +191,7 @@ async def test_a_wait_survives_a_relay_restart(relay_factory, backend):
         with anyio.fail_after(15):
             while "text" not in pulled:
                 await anyio.sleep(0.05)
-        await session.call_tool(
-            "reply", {"request_id": request_id(pulled["text"]), "content": "still serving"}
-        )
+        await session.call_tool("reply", {"request_id": request_id(pulled["text"]), "content": "still serving"})
         await caller.done()
     assert caller.response.json()["choices"][0]["message"]["content"] == "still serving"
 
@@ -220,9 +214,7 @@ async def test_two_agents_each_answer_their_own_caller(relay, backend):
             async def serve(session, name):
                 text = text_of(await session.call_tool("next_request", {"wait_seconds": 10}))
                 question = text.split("[user]\n")[1].splitlines()[0]
-                await session.call_tool(
-                    "reply", {"request_id": request_id(text), "content": f"{name}: {question}"}
-                )
+                await session.call_tool("reply", {"request_id": request_id(text), "content": f"{name}: {question}"})
 
             async with anyio.create_task_group() as agents:
                 agents.start_soon(serve, one, "one")
@@ -271,9 +263,7 @@ async def test_reply_errors_are_clear_and_leave_the_request_answerable(relay, ba
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] == "Checking."
     (call,) = choice["message"]["tool_calls"]
-    assert call["function"]["name"] == "get_weather" and json.loads(call["function"]["arguments"]) == {
-        "city": "Oslo"
-    }
+    assert call["function"]["name"] == "get_weather" and json.loads(call["function"]["arguments"]) == {"city": "Oslo"}
 
 
 async def test_reply_after_the_caller_left_says_so(relay, backend):
@@ -323,9 +313,7 @@ async def test_models_name_the_agent_worker_and_route_to_it(relay, backend):
                 agents.start_soon(pull, "claude", claude)
                 agents.start_soon(pull, "other", other)
             assert pulled["claude"].startswith("No request yet")
-            await other.call_tool(
-                "reply", {"request_id": request_id(pulled["other"]), "content": "from team-bot"}
-            )
+            await other.call_tool("reply", {"request_id": request_id(pulled["other"]), "content": "from team-bot"})
             await caller.done()
     assert caller.response.json()["model"] == "team-bot"
 
@@ -400,3 +388,17 @@ async def test_a_requeued_request_times_out_as_waiting_for_an_agent(relay_factor
         await caller.done()
     assert caller.response.status == 504
     assert "No MCP server or agent picked up" in caller.response.json()["error"]["message"]
+
+
+async def test_mode_agent_never_samples_in_the_background(relay, backend):
+    async with mcp_worker(relay, backend, "--mode", "agent", sampling=True, wait_ready=False) as worker:
+        health = await wait_for_workers(relay, 1, sampling=False)
+        assert health["workers"][0]["modes"] == ["agent"] and health["workers"][0]["free_slots"] == 0
+        async with anyio.create_task_group() as tg:
+            caller = Caller(relay, chat_body("pull me"))
+            tg.start_soon(caller.run)
+            rid = request_id(text_of(await worker.session.call_tool("next_request", {"wait_seconds": 10})))
+            await worker.session.call_tool("reply", {"request_id": rid, "content": "pulled"})
+            await caller.done()
+    assert worker.model.requests == []
+    assert caller.response.json()["choices"][0]["message"]["content"] == "pulled"

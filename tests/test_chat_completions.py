@@ -82,9 +82,7 @@ async def test_stream_without_include_usage_has_no_usage_chunk(relay, backend):
 async def test_long_answer_goes_out_in_one_frame_not_one_per_character(relay, backend):
     async with mcp_worker(relay, backend):
         response = await post(relay.url, PATH, chat_body("LONG please", stream=True))
-    contents = [
-        json.loads(d)["choices"][0]["delta"].get("content") for d in data_events(response.sse_events)[1:-2]
-    ]
+    contents = [json.loads(d)["choices"][0]["delta"].get("content") for d in data_events(response.sse_events)[1:-2]]
     assert contents == [LONG_ANSWER]
 
 

@@ -97,9 +97,7 @@ def _tool_results(request: dict[str, Any]) -> list[str]:
     return [result_text(b) for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
 
 
-async def _wait_for_worker(
-    relay: RelayProcess, claude_done: anyio.Event, timeout: float = 60
-) -> dict[str, Any]:
+async def _wait_for_worker(relay: RelayProcess, claude_done: anyio.Event, timeout: float = 60) -> dict[str, Any]:
     """Poll /health until Claude Code's mcptb-server is connected and has told the relay who its client
     is (it connects when it starts and learns the client from the first MCP message)."""
     seen: list[Any] = []
@@ -154,9 +152,7 @@ async def _serve_one(
     async def run_claude() -> None:
         nonlocal run
         try:
-            run = await anyio.to_thread.run_sync(
-                lambda: claude.print_mode(prompt, NEXT_REQUEST, REPLY, timeout=120)
-            )
+            run = await anyio.to_thread.run_sync(lambda: claude.print_mode(prompt, NEXT_REQUEST, REPLY, timeout=120))
         except Exception as caught:
             failure.append(caught)
         finally:
@@ -274,9 +270,7 @@ async def test_serve_slash_command_starts_the_loop(request, claude, relay, backe
 
     def caller() -> Any:
         client = openai.OpenAI(base_url=relay.url + "/v1", api_key="unused", max_retries=0, timeout=90)
-        return client.chat.completions.create(
-            model=MODEL_ID, messages=[{"role": "user", "content": question}]
-        )
+        return client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": question}])
 
     served = await _serve_one(
         request, relay, backend, claude, fake_model(), caller, "openai, /serve", prompt=f"/{SERVE}"
@@ -335,9 +329,7 @@ async def test_tool_calls_in_reply_reach_a_streaming_caller(request, claude, rel
     assert "- get_weather: Weather for a city" in rendered, rendered
 
 
-async def test_reply_to_an_unknown_request_id_is_a_tool_error(
-    request, claude, relay_factory, backend, fake_model
-):
+async def test_reply_to_an_unknown_request_id_is_a_tool_error(request, claude, relay_factory, backend, fake_model):
     """The agent replies to an id it was not given: ``reply`` is a tool error that says what to do, the
     real request is not answered with it, and its caller gets an HTTP error within the relay's timeouts
     once Claude Code has exited (instead of an answer, or a hang)."""
@@ -347,9 +339,7 @@ async def test_reply_to_an_unknown_request_id_is_a_tool_error(
     def caller() -> Any:
         client = openai.OpenAI(base_url=relay.url + "/v1", api_key="unused", max_retries=0, timeout=60)
         try:
-            return client.chat.completions.create(
-                model=MODEL_ID, messages=[{"role": "user", "content": QUESTION}]
-            )
+            return client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": QUESTION}])
         except openai.APIStatusError as error:
             return error
 

@@ -87,9 +87,7 @@ async def test_oversized_body_is_413(relay_factory):
 async def test_oversized_chunked_body_is_413(relay_factory):
     relay = relay_factory("--max-body-bytes", "1000")
     body = chat_body("x" * 3000)
-    chunked = b"".join(
-        b"%x\r\n%s\r\n" % (len(body[i : i + 500]), body[i : i + 500]) for i in range(0, len(body), 500)
-    )
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + 500]), body[i : i + 500]) for i in range(0, len(body), 500))
     head = (
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ntransfer-encoding: chunked\r\n"
         b"content-type: application/json\r\n\r\n"
@@ -118,9 +116,9 @@ async def test_no_worker_connected_is_an_immediate_503_saying_how_to_connect(rel
     assert "claude mcp add" in error["message"] and relay.socket in error["message"]
 
 
-async def test_tools_without_sampling_tools_are_refused_before_streaming(relay, backend):
+async def test_tools_without_sampling_tools_or_emulation_are_refused_before_streaming(relay, backend):
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    async with mcp_worker(relay, backend, sampling_tools=False):
+    async with mcp_worker(relay, backend, "--tool-emulation", "off", sampling_tools=False):
         response = await post(relay.url, PATH, chat_body(tools=tools, stream=True))
     assert response.status == 400
     error = error_of(response)
@@ -135,9 +133,7 @@ async def test_api_key_is_required_when_configured(relay_factory):
     assert (await request(relay.url, "GET", "/v1/models")).status == 401
     wrong = await request(relay.url, "GET", "/v1/models", headers={"authorization": "Bearer nope"})
     assert wrong.status == 401 and error_of(wrong)["type"] == "authentication_error"
-    assert (
-        await request(relay.url, "GET", "/v1/models", headers={"authorization": "Bearer sekrit"})
-    ).status == 200
+    assert (await request(relay.url, "GET", "/v1/models", headers={"authorization": "Bearer sekrit"})).status == 200
     assert (await request(relay.url, "GET", "/v1/models", headers={"x-api-key": "sekrit"})).status == 200
     assert (await request(relay.url, "GET", "/health")).status == 200
 
@@ -238,16 +234,12 @@ async def test_caller_disconnect_cancels_the_sampling_callback(relay, backend):
 
 async def test_keep_alive_comments_flow_while_the_model_thinks(relay, backend):
     async with mcp_worker(relay, backend):
-        partial = await post(
-            relay.url, PATH, chat_body("SLOW think", stream=True), stop_after=b": keep-alive\n\n"
-        )
+        partial = await post(relay.url, PATH, chat_body("SLOW think", stream=True), stop_after=b": keep-alive\n\n")
     events = partial.sse_events
     assert events[0].startswith("data: ") and events[1] == ": keep-alive"
 
 
-async def test_client_without_sampling_stays_connected_and_its_requests_wait_then_time_out(
-    relay_factory, backend
-):
+async def test_client_without_sampling_stays_connected_and_its_requests_wait_then_time_out(relay_factory, backend):
     relay = relay_factory("--queue-timeout", "1")
     async with mcp_worker(relay, backend, sampling=False, wait_ready=False):
         health = await wait_for_workers(relay, 1, sampling=False)

@@ -96,9 +96,7 @@ async def test_openai_stream_helper_accumulates_text_and_tool_calls(relay, backe
 
 async def test_openai_sdk_sees_relay_errors_with_their_message(relay, backend):
     with pytest.raises(openai.InternalServerError) as no_worker:
-        await in_thread(
-            client(relay).chat.completions.create, model="m", messages=[{"role": "user", "content": "x"}]
-        )
+        await in_thread(client(relay).chat.completions.create, model="m", messages=[{"role": "user", "content": "x"}])
     assert no_worker.value.status_code == 503 and "claude mcp add" in no_worker.value.message
     with pytest.raises(openai.BadRequestError) as bad:
         await in_thread(client(relay).chat.completions.create, model="m", messages=[])
@@ -168,16 +166,12 @@ async def test_litellm_acompletion_stream_with_tools(relay, backend):
     assert calls[0].function.name == "get_weather"
     assert json.loads("".join(tc.function.arguments or "" for tc in calls)) == {"city": "Paris"}
     (call,) = whole.choices[0].message.tool_calls
-    assert whole.choices[0].finish_reason == "tool_calls" and json.loads(call.function.arguments) == {
-        "city": "Paris"
-    }
+    assert whole.choices[0].finish_reason == "tool_calls" and json.loads(call.function.arguments) == {"city": "Paris"}
 
 
 async def test_litellm_error_mapping(relay):
     with pytest.raises(litellm.ServiceUnavailableError) as error:
-        await in_thread(
-            litellm.completion, messages=[{"role": "user", "content": "x"}], **litellm_kwargs(relay)
-        )
+        await in_thread(litellm.completion, messages=[{"role": "user", "content": "x"}], **litellm_kwargs(relay))
     assert "No MCP server is connected" in str(error.value)
 
 

@@ -271,9 +271,7 @@ async def test_stream_is_answered_by_the_typescript_sdk_client(relay, backend):
         {"role": "assistant", "content": "ok"},
         {"role": "user", "content": "stream from http"},
     ]
-    body = _body(
-        messages=messages, max_completion_tokens=99, stream=True, stream_options={"include_usage": True}
-    )
+    body = _body(messages=messages, max_completion_tokens=99, stream=True, stream_options={"include_usage": True})
     async with ts_sdk_worker(relay, backend) as worker:
         response = await post(relay.url, PATH, body)
         (params,) = await worker.wait_for_sampling(1)

@@ -107,9 +107,7 @@ def request_frame(request_id: str = "req_1") -> RequestFrame:
     return RequestFrame(
         id=request_id,
         timeout=60,
-        request=NeutralRequest(
-            messages=[Message(role="user", content=[TextBlock(text="hi")])], max_tokens=10
-        ),
+        request=NeutralRequest(messages=[Message(role="user", content=[TextBlock(text="hi")])], max_tokens=10),
     )
 
 

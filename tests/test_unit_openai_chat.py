@@ -45,18 +45,14 @@ def test_stream_frames_match_the_golden_text_stream():
 
 
 def test_tool_call_delta_has_the_golden_first_delta_keys_and_whole_arguments():
-    golden = [
-        json.loads(e) for e in sse_json((GOLDEN / "chat_stream_text_then_2_tools.sse").read_bytes())[:-1]
-    ]
+    golden = [json.loads(e) for e in sse_json((GOLDEN / "chat_stream_text_then_2_tools.sse").read_bytes())[:-1]]
     golden_first_call = next(
         c["choices"][0]["delta"]["tool_calls"][0]
         for c in golden
         if c["choices"] and "tool_calls" in c["choices"][0]["delta"]
     )
     encoder = ChatStreamEncoder("m", include_usage=False)
-    frame = encoder.event(
-        ToolCall(id="r", call_id="call_1", name="get_weather", arguments={"location": "Paris"})
-    )
+    frame = encoder.event(ToolCall(id="r", call_id="call_1", name="get_weather", arguments={"location": "Paris"}))
     (call,) = json.loads(sse_json(frame)[0])["choices"][0]["delta"]["tool_calls"]
     assert call.keys() == golden_first_call.keys()
     assert call["function"].keys() == golden_first_call["function"].keys()
@@ -70,9 +66,7 @@ def test_non_stream_bodies_match_the_golden_shapes():
     tool = Answer(
         model="mock-model",
         stop_reason="toolUse",
-        tool_calls=[
-            ToolCall(id="r", call_id="call_mock_0", name="get_weather", arguments={"location": "Paris"})
-        ],
+        tool_calls=[ToolCall(id="r", call_id="call_mock_0", name="get_weather", arguments={"location": "Paris"})],
     )
     golden_tool = json.loads((GOLDEN / "chat_nonstream_tool.json").read_text())
     ours = completion(tool, UsageEstimate(12, 7))

@@ -38,9 +38,7 @@ def test_frames_round_trip_through_one_line_each():
 
 
 def test_decoder_reassembles_lines_split_anywhere():
-    data = encode(Hello(version=PROTOCOL_VERSION, worker=WorkerInfo(client_name="x"))) + encode(
-        Ready(slots=3)
-    )
+    data = encode(Hello(version=PROTOCOL_VERSION, worker=WorkerInfo(client_name="x"))) + encode(Ready(slots=3))
     decoder = WorkerFrameDecoder()
     frames = []
     for i in range(len(data)):

@@ -88,9 +88,7 @@ def result_text(block: dict[str, Any]) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(
-            b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"
-        )
+        return "\n".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
     return ""
 
 
@@ -258,9 +256,7 @@ class FakeModel:
         self.logdir = logdir
         self.counter = itertools.count(1)
 
-    async def read_request(
-        self, reader: asyncio.StreamReader
-    ) -> tuple[str, str, list[list[str]], bytes] | None:
+    async def read_request(self, reader: asyncio.StreamReader) -> tuple[str, str, list[list[str]], bytes] | None:
         line = await reader.readline()
         if not line.strip():
             return None

@@ -135,9 +135,7 @@ def run_bounded(
         kill_group(proc.pid)
         stdout, stderr = proc.communicate()
         run = Run([str(a) for a in args], -9, stdout, stderr, time.monotonic() - start)
-        raise AssertionError(
-            f"timed out after {timeout} s (process group killed):\n{run.describe()}"
-        ) from None
+        raise AssertionError(f"timed out after {timeout} s (process group killed):\n{run.describe()}") from None
     except BaseException:
         kill_group(proc.pid)
         proc.wait()
