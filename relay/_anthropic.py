@@ -388,7 +388,7 @@ class MessagesApi:
     def stream_encoder(self, call: Call) -> MessagesStreamEncoder:
         return MessagesStreamEncoder(call.request, estimate(call.request, 0).input_tokens)
 
-    def completion(self, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+    def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
         return message(answer, usage)
 
     def error_json(self, error: ApiError) -> dict[str, Any]:

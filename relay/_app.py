@@ -28,6 +28,7 @@ from ._config import Config
 from ._errors import ApiError
 from ._http import HttpRequest, Responder
 from ._openai_chat import ChatApi
+from ._responses import ResponsesApi
 from ._usage import USAGE_HEADER, estimate
 
 log = logging.getLogger("mcptb.relay")
@@ -50,7 +51,7 @@ _ERROR_TYPES = {
 _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), USAGE_HEADER]
 
 
-CHAT, MESSAGES = ChatApi(), MessagesApi()
+CHAT, MESSAGES, RESPONSES = ChatApi(), MessagesApi(), ResponsesApi()
 
 
 def api_for(path: str) -> Api:
@@ -85,6 +86,7 @@ class App:
             "/v1/chat/completions": {"POST": self.chat_completions},
             "/v1/messages": {"POST": self.messages},
             "/v1/messages/count_tokens": {"POST": self.count_tokens},
+            "/v1/responses": {"POST": self.responses},
         }
 
     async def __call__(self, request: HttpRequest, responder: Responder) -> None:
@@ -96,7 +98,7 @@ class App:
                 raise ApiError(
                     404,
                     f"Unknown path {request.method} {request.path}. This relay serves /v1/chat/completions, "
-                    "/v1/messages, /v1/messages/count_tokens, /v1/models and /health.",
+                    "/v1/responses, /v1/messages, /v1/messages/count_tokens, /v1/models and /health.",
                     "not_found_error",
                     code="unknown_url",
                 )
@@ -209,6 +211,9 @@ class App:
     async def messages(self, request: HttpRequest, responder: Responder) -> None:
         await self.answer(MESSAGES, MESSAGES.parse(request.body), responder)
 
+    async def responses(self, request: HttpRequest, responder: Responder) -> None:
+        await self.answer(RESPONSES, RESPONSES.parse(request.body), responder)
+
     async def count_tokens(self, request: HttpRequest, responder: Responder) -> None:
         call = parse_messages(request.body)
         await self._send_json(responder, 200, {"input_tokens": estimate(call.request, 0).input_tokens}, [USAGE_HEADER])
@@ -230,7 +235,7 @@ class App:
                     if event is not KEEPALIVE:
                         answer.add(event)  # type: ignore[arg-type]
                 self._log_answer(record.request_id, answer)
-                body = api.completion(answer, estimate(call.request, answer.chars))
+                body = api.completion(call, answer, estimate(call.request, answer.chars))
                 await self._send_json(responder, 200, body, [USAGE_HEADER])
         except ApiError as error:
             ended = f"the relay gave up: {error.message}"

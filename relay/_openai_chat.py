@@ -190,7 +190,7 @@ def _user_content(content: Any, where: str) -> list[ContentBlock]:
                 raise bad_request(f"'{where}[{j}].text' must be a string.", param=f"{where}[{j}].text")
             blocks.append(TextBlock(text=part["text"]))
         elif kind == "image_url":
-            blocks.append(_image(part.get("image_url"), f"{where}[{j}].image_url"))
+            blocks.append(image_from_url(part.get("image_url"), f"{where}[{j}].image_url"))
         else:
             raise bad_request(
                 f"Content part type {kind!r} is not supported (text and image_url are).",
@@ -199,7 +199,8 @@ def _user_content(content: Any, where: str) -> list[ContentBlock]:
     return blocks
 
 
-def _image(raw: Any, where: str) -> ImageBlock:
+def image_from_url(raw: Any, where: str) -> ImageBlock:
+    """An OpenAI ``image_url`` (object or string) holding a data: URL."""
     url = raw.get("url") if isinstance(raw, dict) else raw
     if not isinstance(url, str):
         raise bad_request(f"'{where}.url' must be a string.", param=f"{where}.url")
@@ -424,7 +425,7 @@ class ChatApi:
     def stream_encoder(self, call: Call) -> ChatStreamEncoder:
         return ChatStreamEncoder(call.request.model or "unknown", call.include_usage)
 
-    def completion(self, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+    def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
         return completion(answer, usage)
 
     def error_json(self, error: ApiError) -> dict[str, Any]:

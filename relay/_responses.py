@@ -1,0 +1,436 @@
+"""OpenAI ``/v1/responses``: request -> neutral request, answer -> the response object or its events.
+
+This is the endpoint litellm's proxy uses for Claude Code traffic routed to an ``openai/`` deployment
+(wire contract rule 16, §4.4). Input items: ``message`` (roles user/assistant, and system/developer:
+leading ones become the system prompt after ``instructions``, later ones a user note), its parts
+``input_text``/``output_text``/``input_image`` (data: URLs only), ``function_call`` and
+``function_call_output``; ``reasoning`` items are dropped. Non-function tools (web search and kin)
+are ignored: only OpenAI's servers can run them. ``previous_response_id`` is refused: the relay
+keeps no server-side state, so the caller must send the whole conversation. ``store``, ``include``,
+``reasoning``, ``metadata``, ``user``, ``text``, ``truncation`` are accepted and ignored.
+
+Streams: ``event:`` + ``data:`` pairs, each with a ``sequence_number``; ``response.created`` and
+``response.in_progress`` at once; per output item ``output_item.added`` ... ``output_item.done``;
+then ``response.completed`` (or ``response.incomplete`` at the token limit) carrying ``output`` and
+``usage``; ``response.failed`` on errors. No ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+from shared_protocol import (
+    ContentBlock,
+    End,
+    ImageBlock,
+    Message,
+    NeutralRequest,
+    Start,
+    TextBlock,
+    TextDelta,
+    ToolCall,
+    ToolChoice,
+    ToolResultBlock,
+    ToolSpec,
+    ToolUseBlock,
+)
+
+from ._api import Call
+from ._collect import Answer, arguments_json
+from ._errors import ApiError, bad_request
+from ._fields import opt, opt_number, parse_json_object
+from ._openai_chat import DEFAULT_MAX_TOKENS, error_json, image_from_url
+from ._usage import UsageEstimate
+
+# --- request ----------------------------------------------------------------------------------
+
+
+def parse_request(body: bytes) -> Call:
+    data = parse_json_object(body)
+    if data.get("previous_response_id") is not None:
+        raise bad_request(
+            "previous_response_id is not supported: this relay keeps no server-side state (store is "
+            "ignored). Send the whole conversation in 'input'.",
+            param="previous_response_id",
+        )
+    model = opt(data, "model", str)
+    stream = opt(data, "stream", bool) or False
+    max_tokens = opt(data, "max_output_tokens", int) or DEFAULT_MAX_TOKENS
+    if max_tokens <= 0:
+        raise bad_request("'max_output_tokens' must be a positive integer.", param="max_output_tokens")
+    instructions = opt(data, "instructions", str)
+    system, messages = _input(data.get("input"))
+    system_text = "\n\n".join(filter(None, [instructions, *system])) or None
+    tools = _tools(data.get("tools"))
+    request = NeutralRequest(
+        model=model,
+        system=system_text,
+        messages=messages,
+        tools=tools,
+        tool_choice=_tool_choice(data.get("tool_choice"), tools),
+        max_tokens=max_tokens,
+        temperature=opt_number(data, "temperature"),
+        top_p=opt_number(data, "top_p"),
+    )
+    return Call(request, stream)
+
+
+def _parts(raw: Any, where: str, role: str) -> list[ContentBlock]:
+    if isinstance(raw, str):
+        return [TextBlock(text=raw)] if raw else []
+    if not isinstance(raw, list):
+        raise bad_request(f"'{where}' must be a string or a list of content parts.", param=where)
+    blocks: list[ContentBlock] = []
+    for j, part in enumerate(raw):
+        kind = part.get("type") if isinstance(part, dict) else None
+        at = f"{where}[{j}]"
+        if kind in ("input_text", "output_text", "text") and isinstance(part.get("text"), str):
+            blocks.append(TextBlock(text=part["text"]))
+        elif kind == "refusal" and role == "assistant":
+            blocks.append(TextBlock(text=str(part.get("refusal", ""))))
+        elif kind == "input_image":
+            blocks.append(image_from_url(part.get("image_url"), f"{at}.image_url"))
+        else:
+            raise bad_request(
+                f"'{at}' has unsupported type {kind!r} (input_text, output_text and input_image are supported).",
+                param=f"{at}.type",
+            )
+    return blocks
+
+
+def _input(raw: Any) -> tuple[list[str], list[Message]]:
+    if raw is None:
+        raise bad_request("'input' is required.", param="input")
+    if isinstance(raw, str):
+        return [], [Message(role="user", content=[TextBlock(text=raw)])]
+    if not isinstance(raw, list) or not raw:
+        raise bad_request("'input' must be a string or a non-empty list of items.", param="input")
+    system: list[str] = []
+    turns: list[tuple[str, list[ContentBlock]]] = []
+    for i, item in enumerate(raw):
+        where = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise bad_request(f"'{where}' must be an object.", param=where)
+        kind = item.get("type", "message")
+        blocks: list[ContentBlock]
+        if kind == "message":
+            role = item.get("role")
+            if role in ("system", "developer"):
+                texts = [
+                    b.text for b in _parts(item.get("content"), f"{where}.content", role) if isinstance(b, TextBlock)
+                ]
+                if not turns:
+                    system.extend(texts)
+                    continue
+                role, blocks = "user", [TextBlock(text="System note: " + "\n".join(texts))]
+            elif role in ("user", "assistant"):
+                blocks = _parts(item.get("content"), f"{where}.content", role)
+            else:
+                raise bad_request(
+                    f"'{where}.role' must be user, assistant, system or developer; got {role!r}.", param=f"{where}.role"
+                )
+        elif kind == "function_call":
+            role, blocks = "assistant", [_function_call(item, where)]
+        elif kind == "function_call_output":
+            role, blocks = "user", [_function_output(item, where)]
+        elif kind == "reasoning":
+            continue
+        else:
+            raise bad_request(
+                f"'{where}.type' {kind!r} is not supported (message, function_call, function_call_output).",
+                param=f"{where}.type",
+            )
+        if not blocks:
+            continue
+        if turns and turns[-1][0] == role:
+            turns[-1][1].extend(blocks)
+        else:
+            turns.append((role, list(blocks)))
+    if not turns:
+        raise bad_request("'input' must contain at least one user or assistant item.", param="input")
+    return system, [Message(role=role, content=_text_first(blocks)) for role, blocks in turns]  # type: ignore[arg-type]
+
+
+def _text_first(blocks: list[ContentBlock]) -> list[ContentBlock]:
+    """litellm sends an assistant turn's function_call items before its text; models expect the text first."""
+    return [b for b in blocks if not isinstance(b, ToolUseBlock)] + [b for b in blocks if isinstance(b, ToolUseBlock)]
+
+
+def _function_call(item: dict[str, Any], where: str) -> ToolUseBlock:
+    call_id, name = item.get("call_id"), item.get("name")
+    if not isinstance(call_id, str) or not isinstance(name, str):
+        raise bad_request(f"'{where}' needs call_id and name.", param=where)
+    arguments = item.get("arguments") or "{}"
+    try:
+        parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except json.JSONDecodeError:
+        raise bad_request(f"'{where}.arguments' is not valid JSON.", param=f"{where}.arguments") from None
+    if not isinstance(parsed, dict):
+        raise bad_request(f"'{where}.arguments' must encode a JSON object.", param=f"{where}.arguments")
+    return ToolUseBlock(id=call_id, name=name, input=parsed)
+
+
+def _function_output(item: dict[str, Any], where: str) -> ToolResultBlock:
+    call_id = item.get("call_id")
+    if not isinstance(call_id, str):
+        raise bad_request(f"'{where}.call_id' is required.", param=f"{where}.call_id")
+    output = item.get("output", "")
+    if isinstance(output, str):
+        content: list[Any] = [TextBlock(text=output)]
+    else:
+        content = [b for b in _parts(output, f"{where}.output", "user") if isinstance(b, TextBlock | ImageBlock)]
+    return ToolResultBlock(tool_use_id=call_id, content=content)
+
+
+def _tools(raw: Any) -> list[ToolSpec]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise bad_request("'tools' must be a list.", param="tools")
+    tools = []
+    for i, tool in enumerate(raw):
+        if not isinstance(tool, dict):
+            raise bad_request(f"'tools[{i}]' must be an object.", param=f"tools[{i}]")
+        if tool.get("type") != "function":
+            continue  # a built-in tool (web_search, file_search...): only OpenAI can run it
+        if not isinstance(tool.get("name"), str):
+            raise bad_request(f"'tools[{i}].name' is required.", param=f"tools[{i}].name")
+        schema = tool.get("parameters") or {"type": "object", "properties": {}}
+        if not isinstance(schema, dict):
+            raise bad_request(f"'tools[{i}].parameters' must be an object.", param=f"tools[{i}].parameters")
+        description = tool.get("description")
+        tools.append(
+            ToolSpec(
+                name=tool["name"],
+                description=description if isinstance(description, str) else None,
+                input_schema=schema,
+            )
+        )
+    return tools
+
+
+def _tool_choice(raw: Any, tools: list[ToolSpec]) -> ToolChoice | None:
+    if raw is None:
+        return None
+    if raw in ("auto", "none", "required"):
+        return ToolChoice(mode=raw)
+    if isinstance(raw, dict) and raw.get("type") == "function":
+        name = raw.get("name")
+        if not isinstance(name, str) or name not in {t.name for t in tools}:
+            raise bad_request("'tool_choice' names a function that is not in 'tools'.", param="tool_choice")
+        return ToolChoice(mode="required", name=name)
+    raise bad_request("'tool_choice' must be auto, none, required or {type: function, name}.", param="tool_choice")
+
+
+# --- answer -----------------------------------------------------------------------------------
+
+
+def _usage(usage: UsageEstimate) -> dict[str, Any]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": usage.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    }
+
+
+def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text, "annotations": []}] if status == "completed" else []
+    return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
+
+
+def _call_item(item_id: str, call: ToolCall, status: str) -> dict[str, Any]:
+    arguments = arguments_json(call) if status == "completed" else ""
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "call_id": call.call_id,
+        "name": call.name,
+        "arguments": arguments,
+    }
+
+
+def _status(answer: Answer) -> tuple[str, dict[str, str] | None]:
+    if answer.stop_reason == "maxTokens" and not answer.tool_calls:
+        return "incomplete", {"reason": "max_output_tokens"}
+    return "completed", None
+
+
+class _Response:
+    """The response object, filled in as the answer arrives."""
+
+    def __init__(self, request: NeutralRequest) -> None:
+        self.id = "resp_" + secrets.token_hex(12)
+        self.created = int(time.time())
+        self.request = request
+        self.output: list[dict[str, Any]] = []
+
+    def body(
+        self,
+        model: str,
+        status: str,
+        usage: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        incomplete: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        choice = self.request.tool_choice
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created,
+            "model": model,
+            "status": status,
+            "error": error,
+            "incomplete_details": incomplete,
+            "instructions": self.request.system,
+            "metadata": {},
+            "parallel_tool_calls": True,
+            "temperature": self.request.temperature,
+            "top_p": self.request.top_p,
+            "tool_choice": choice.mode if choice else "auto",
+            "tools": [
+                {
+                    "type": "function",
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": t.input_schema,
+                    "strict": False,
+                }
+                for t in self.request.tools
+            ],
+            "text": {"format": {"type": "text"}},
+            "truncation": "disabled",
+            "reasoning": {"effort": None, "summary": None},
+            "max_output_tokens": self.request.max_tokens,
+            "output": list(self.output),
+            "usage": usage,
+        }
+
+
+def response_json(request: NeutralRequest, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+    response = _Response(request)
+    if answer.content:
+        response.output.append(_message_item("msg_" + secrets.token_hex(12), answer.content, "completed"))
+    for call in answer.tool_calls:
+        response.output.append(_call_item("fc_" + secrets.token_hex(12), call, "completed"))
+    status, incomplete = _status(answer)
+    return response.body(answer.model, status, _usage(usage), incomplete=incomplete)
+
+
+class ResponsesStreamEncoder:
+    """Bytes for each step of a streamed response. Sans-I/O."""
+
+    def __init__(self, request: NeutralRequest) -> None:
+        self.answer = Answer(model=request.model or "unknown")
+        self._response = _Response(request)
+        self._sequence = 0
+        self._text_item: str | None = None  # id of the open message item
+        self._text: list[str] = []
+
+    def _event(self, kind: str, data: dict[str, Any]) -> bytes:
+        body = json.dumps(
+            {"type": kind, "sequence_number": self._sequence, **data}, ensure_ascii=False, separators=(",", ":")
+        )
+        self._sequence += 1
+        return f"event: {kind}\ndata: {body}\n\n".encode()
+
+    def first(self) -> bytes:
+        snapshot = self._response.body(self.answer.model, "in_progress")
+        return self._event("response.created", {"response": snapshot}) + self._event(
+            "response.in_progress", {"response": snapshot}
+        )
+
+    def _close_text(self) -> bytes:
+        if self._text_item is None:
+            return b""
+        item_id, text = self._text_item, "".join(self._text)
+        self._text_item, self._text = None, []
+        index = len(self._response.output)
+        item = _message_item(item_id, text, "completed")
+        self._response.output.append(item)
+        part = {"type": "output_text", "text": text, "annotations": []}
+        where = {"item_id": item_id, "output_index": index, "content_index": 0}
+        return (
+            self._event("response.output_text.done", {**where, "text": text})
+            + self._event("response.content_part.done", {**where, "part": part})
+            + self._event("response.output_item.done", {"output_index": index, "item": item})
+        )
+
+    def event(self, event: Start | TextDelta | ToolCall | End) -> bytes:
+        self.answer.add(event)
+        index = len(self._response.output)
+        if isinstance(event, TextDelta) and event.text:
+            out = b""
+            if self._text_item is None:
+                self._text_item = "msg_" + secrets.token_hex(12)
+                out += self._event(
+                    "response.output_item.added",
+                    {"output_index": index, "item": _message_item(self._text_item, "", "in_progress")},
+                )
+                out += self._event(
+                    "response.content_part.added",
+                    {
+                        "item_id": self._text_item,
+                        "output_index": index,
+                        "content_index": 0,
+                        "part": {"type": "output_text", "text": "", "annotations": []},
+                    },
+                )
+            self._text.append(event.text)
+            return out + self._event(
+                "response.output_text.delta",
+                {"item_id": self._text_item, "output_index": index, "content_index": 0, "delta": event.text},
+            )
+        if isinstance(event, ToolCall):
+            out = self._close_text()
+            index = len(self._response.output)
+            item_id = "fc_" + secrets.token_hex(12)
+            arguments = arguments_json(event)
+            done = _call_item(item_id, event, "completed")
+            self._response.output.append(done)
+            where = {"item_id": item_id, "output_index": index}
+            return out + (
+                self._event(
+                    "response.output_item.added",
+                    {"output_index": index, "item": _call_item(item_id, event, "in_progress")},
+                )
+                + self._event("response.function_call_arguments.delta", {**where, "delta": arguments})
+                + self._event("response.function_call_arguments.done", {**where, "arguments": arguments})
+                + self._event("response.output_item.done", {"output_index": index, "item": done})
+            )
+        return b""
+
+    def finish(self, usage: UsageEstimate) -> bytes:
+        out = self._close_text()
+        status, incomplete = _status(self.answer)
+        body = self._response.body(self.answer.model, status, _usage(usage), incomplete=incomplete)
+        return out + self._event(f"response.{status}", {"response": body})
+
+    def error(self, error: ApiError) -> bytes:
+        failure = {"code": error.code or error.type, "message": error.message}
+        return self._close_text() + self._event(
+            "response.failed", {"response": self._response.body(self.answer.model, "failed", error=failure)}
+        )
+
+
+class ResponsesApi:
+    """OpenAI responses as an :class:`~relay._api.Api`."""
+
+    keepalive = b": keep-alive\n\n"
+
+    def parse(self, body: bytes) -> Call:
+        return parse_request(body)
+
+    def stream_encoder(self, call: Call) -> ResponsesStreamEncoder:
+        return ResponsesStreamEncoder(call.request)
+
+    def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+        return response_json(call.request, answer, usage)
+
+    def error_json(self, error: ApiError) -> dict[str, Any]:
+        return error_json(error)
