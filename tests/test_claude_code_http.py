@@ -1,0 +1,235 @@
+"""The real Claude Code CLI as an HTTP client of the relay: ``ANTHROPIC_BASE_URL`` = the relay, offline.
+
+Claude Code -> ``POST /v1/messages`` (streamed) -> relay -> mcptb-server -> MCP sampling -> a scripted
+model (:class:`claude_code.scripted_sampling.ToolThenAnswerModel`), the sampling callback of the
+``mcp`` SDK ClientSession that runs mcptb-server (:func:`conftest.mcp_worker`). The model asks for
+Claude Code's built-in Bash tool (``echo hi-from-bash``); Claude Code runs it (allowed with
+``--allowedTools Bash``) and sends the tool_result back in its next request; the model then answers
+``BASH SAID: hi-from-bash``, which ``claude -p`` must print as its result.
+
+Two workers: one whose MCP client declares ``sampling.tools`` (tools, tool_use and tool_result travel as
+native sampling content) and one that does not, so mcptb-server emulates tool use in the prompt
+(``mcp_server/_emulation.py``). Both Claude Code versions installed in ``tests/node`` (the newest and
+2.1.197), on asyncio and trio. Without node, npm or the installed CLI the tests skip, loudly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+from claude_code.harness import BINARIES, ClaudeCode, Run, run_bounded, skip_reason
+from claude_code.scripted_sampling import ANSWER_PREFIX, BASH_COMMAND, BASH_OUTPUT, ToolThenAnswerModel
+
+from conftest import RelayProcess, mcp_worker
+
+pytestmark = [pytest.mark.anyio, pytest.mark.node]
+
+PROMPT = f"Use the Bash tool to run `{BASH_COMMAND}` and tell me what it printed."
+FINAL = ANSWER_PREFIX + BASH_OUTPUT
+
+
+def _say(request: pytest.FixtureRequest, line: str) -> None:
+    """Print past pytest's capture, on the real stderr."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        print(f"\n{line}", file=sys.__stderr__, flush=True)
+
+
+@pytest.fixture(params=list(BINARIES))
+def claude(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClaudeCode]:
+    """Claude Code (``newest`` or ``2.1.197``) with a fresh HOME and project directory."""
+    reason = skip_reason(request.param)
+    if reason is not None:
+        _say(request, f"*** {reason} ***")
+        pytest.skip(reason)
+    cc = ClaudeCode(request.param, tmp_path / "claude")
+    try:
+        yield cc
+    finally:
+        cc.close()
+
+
+def _diagnostics(run: Run | None, model: ToolThenAnswerModel, relay: RelayProcess, stderr: str) -> str:
+    relay_log = "".join(line for line in relay.log_lines if " GET /health " not in line)
+    decisions = "\n".join(repr(d) for d in model.decisions)
+    return (
+        f"{run.describe() if run else 'claude -p did not finish'}\n--- sampling decisions ---\n{decisions}\n"
+        f"--- relay log (without /health) ---\n{relay_log}\n--- mcptb-server stderr ---\n{stderr}"
+    )
+
+
+def _message_blocks(message: types.SamplingMessage) -> list[Any]:
+    return list(message.content_as_list)
+
+
+@pytest.mark.parametrize("sampling_tools", [True, False], ids=["native-tools", "emulated-tools"])
+async def test_claude_code_runs_bash_through_the_relay(request, claude, relay, backend, sampling_tools):
+    model = ToolThenAnswerModel()
+    claude.model_url = relay.url
+    run: Run | None = None
+    failure: AssertionError | None = None
+    async with mcp_worker(relay, backend, model=model, sampling_tools=sampling_tools) as worker:
+        try:
+            run = await anyio.to_thread.run_sync(
+                lambda: claude.run(
+                    "-p",
+                    PROMPT,
+                    "--output-format",
+                    "stream-json",
+                    "--verbose",
+                    "--allowedTools",
+                    "Bash",
+                    "--no-session-persistence",
+                    timeout=180,
+                )
+            )
+        except AssertionError as caught:  # the harness's timeout
+            failure = caught
+        stderr = worker.stderr
+    why = _diagnostics(run, model, relay, stderr)
+    if failure is not None:
+        raise AssertionError(f"{failure}\n{why}") from failure
+    assert run is not None
+    way = "native" if sampling_tools else "emulated"
+    _say(
+        request,
+        f"[Claude Code {claude.version} -> relay, {backend}, {way} tools] claude -p wall: {run.wall:.2f} s; "
+        f"sampling requests: {[d.kind for d in model.decisions]}",
+    )
+
+    # Claude Code finished with the model's final answer, which quotes the Bash output
+    assert run.returncode == 0, why
+    result = run.result
+    assert result["subtype"] == "success" and not result["is_error"], why
+    assert result["result"] == FINAL, why
+    # ... after running Bash as the model asked, and showing the model's tool_use and the tool_result
+    events = run.events
+    tool_uses = [
+        b
+        for e in events
+        if e.get("type") == "assistant"
+        for b in e["message"]["content"]
+        if b.get("type") == "tool_use"
+    ]
+    assert [(t["name"], t["input"]) for t in tool_uses] == [("Bash", {"command": BASH_COMMAND})], why
+    tool_results = [
+        b
+        for e in events
+        if e.get("type") == "user"
+        for b in e["message"]["content"]
+        if isinstance(b, dict) and b.get("type") == "tool_result"
+    ]
+    assert len(tool_results) == 1 and tool_results[0]["tool_use_id"] == tool_uses[0]["id"], why
+    assert BASH_OUTPUT in json.dumps(tool_results[0]["content"]) and not tool_results[0].get("is_error"), why
+
+    # the worker saw the round trip: a request offering Bash, then one carrying Bash's result
+    main = model.main_requests
+    assert [d.kind for _, d in main] == ["tool_use", "answer"], why
+    (first, asked), (second, answered) = main
+    assert asked.way == way and "Bash" in asked.offered, why
+    assert answered.tool_results == (BASH_OUTPUT,), why
+
+    if sampling_tools:
+        # native: the tool_use went out as an Anthropic tool_use with our id, and came back with its result
+        assert {t.name for t in first.tools or []} >= {"Bash"}, why
+        history = second.messages
+        (call,) = [
+            b
+            for m in history
+            if m.role == "assistant"
+            for b in _message_blocks(m)
+            if isinstance(b, types.ToolUseContent)
+        ]
+        assert (call.id, call.name, call.input) == (tool_uses[0]["id"], "Bash", {"command": BASH_COMMAND}), why
+        assert call.id == "toolu_scripted_1", why
+        (result_block,) = [b for b in _message_blocks(history[-1]) if isinstance(b, types.ToolResultContent)]
+        assert result_block.tool_use_id == call.id and not result_block.is_error, why
+    else:
+        # emulated: no native tools; the tools were listed in the system prompt and the history was text
+        assert first.tools is None and second.tools is None, why
+        assert "<tools>" in (first.system_prompt or "") and '"name": "Bash"' in (first.system_prompt or ""), why
+        history_text = "\n".join(
+            b.text for m in second.messages for b in _message_blocks(m) if isinstance(b, types.TextContent)
+        )
+        assert f'{{"name": "Bash", "arguments": {{"command": "{BASH_COMMAND}"}}}}</tool_call>' in history_text, why
+        assert f'<tool_call id="{tool_uses[0]["id"]}">' in history_text, why
+        assert f'<tool_result id="{tool_uses[0]["id"]}" name="Bash">' in history_text, why
+    # every /v1/messages Claude Code sent was answered (200) by exactly one sampling request
+    posts = [line for line in relay.log_lines if "mcptb.relay.access" in line and " POST /v1/messages " in line]
+    assert len(posts) == len(model.requests) and all(" status=200 " in line for line in posts), why
+
+
+async def test_relay_api_key_is_claude_codes_api_key(request, claude, relay_factory, backend):
+    """A relay started with ``--api-key``: Claude Code's ``ANTHROPIC_API_KEY`` (sent as ``x-api-key``) and
+    ``ANTHROPIC_AUTH_TOKEN`` (``Authorization: Bearer``) get answers; a wrong key gets the relay's 401 in
+    Anthropic's shape, which Claude Code reports instead of an answer, and no worker is asked. (Claude
+    Code retries a 401 ten times with backoff, about two minutes: ``CLAUDE_CODE_MAX_RETRIES=0`` stops
+    that.)"""
+    key = "sk-relay-secret"
+    relay = relay_factory("--api-key", key)
+    model = ToolThenAnswerModel(side_answer="hello from the relay")
+    claude.model_url = relay.url
+    base = {k: v for k, v in claude.env.items() if k not in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")}
+    args = [str(claude.binary), "-p", "say hello", "--output-format", "json", "--tools", "", "--no-session-persistence"]
+
+    def run(**auth: str) -> Run:
+        return run_bounded(args, env={**base, **auth}, cwd=claude.project, timeout=120, groups=claude.groups)
+
+    async with mcp_worker(relay, backend, model=model) as worker:
+        runs = {}
+        for label, auth in [
+            ("x-api-key", {"ANTHROPIC_API_KEY": key}),
+            ("bearer", {"ANTHROPIC_AUTH_TOKEN": key}),
+            ("wrong key", {"ANTHROPIC_API_KEY": "sk-wrong", "CLAUDE_CODE_MAX_RETRIES": "0"}),
+        ]:
+            runs[label] = await anyio.to_thread.run_sync(lambda auth=auth: run(**auth))
+        stderr = worker.stderr
+    why = "\n".join(f"=== {label} ===\n{r.describe()}" for label, r in runs.items())
+    why += "\n" + _diagnostics(None, model, relay, stderr)
+    _say(
+        request,
+        f"[Claude Code {claude.version} -> relay --api-key, {backend}] "
+        + ", ".join(f"{label}: {r.wall:.2f} s" for label, r in runs.items()),
+    )
+    for label in ("x-api-key", "bearer"):
+        result = json.loads(runs[label].stdout)
+        assert runs[label].returncode == 0 and not result["is_error"], why
+        assert result["result"] == "hello from the relay", why
+    wrong = json.loads(runs["wrong key"].stdout)
+    assert runs["wrong key"].returncode != 0 and wrong["is_error"], why
+    assert wrong["api_error_status"] == 401 and wrong.get("api_error_type", "authentication_error") == (
+        "authentication_error"
+    ), why
+    assert "API key" in wrong["result"], why
+    assert len(model.requests) == 2 and all(d.kind == "side" for d in model.decisions), why
+    statuses = [
+        line.split(" status=")[1].split()[0]
+        for line in relay.log_lines
+        if "mcptb.relay.access" in line and " POST /v1/messages " in line
+    ]
+    assert statuses == ["200", "200", "401"], why
+
+
+async def test_no_worker_message_reaches_claude_code(request, claude, relay, backend):
+    """No MCP server connected: Claude Code shows the relay's 503 message, which says how to connect one.
+    (Claude Code retries a 5xx ten times with backoff, about three minutes, unless the response says
+    ``x-should-retry: false``; ``CLAUDE_CODE_MAX_RETRIES=0`` keeps this test short.)"""
+    claude.model_url = relay.url
+    env = {**claude.env, "CLAUDE_CODE_MAX_RETRIES": "0"}
+    args = [str(claude.binary), "-p", "say hello", "--output-format", "json", "--tools", "", "--no-session-persistence"]
+    run = await anyio.to_thread.run_sync(
+        lambda: run_bounded(args, env=env, cwd=claude.project, timeout=120, groups=claude.groups)
+    )
+    why = run.describe() + "\n--- relay log ---\n" + relay.log
+    _say(request, f"[Claude Code {claude.version} -> relay without worker, {backend}] {run.wall:.2f} s")
+    result = json.loads(run.stdout)
+    assert run.returncode == 1 and result["is_error"] and result["api_error_status"] == 503, why
+    assert "No MCP server is connected" in result["result"] and "claude mcp add" in result["result"], why
