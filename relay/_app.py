@@ -25,7 +25,7 @@ from ._api import Api, Call
 from ._broker import Broker, Job
 from ._collect import Answer
 from ._config import Config
-from ._errors import ApiError
+from ._errors import ApiError, retry_headers
 from ._http import HttpRequest, Responder
 from ._openai_chat import ChatApi
 from ._responses import ResponsesApi
@@ -280,7 +280,7 @@ class App:
     async def _send_error(self, responder: Responder, api: Api, error: ApiError, allow: Any = None) -> None:
         if responder.started:  # cannot change the status any more; end what was started
             return
-        headers: list[tuple[str, str]] = []
+        headers = retry_headers(error.status)
         if error.retry_after is not None:
             headers.append(("retry-after", str(error.retry_after)))
         if allow:

@@ -20,6 +20,17 @@ class ApiError(Exception):
         return self.message
 
 
+RETRYABLE = frozenset({429, 500})
+"""Statuses a client may usefully retry at once. For every other error the relay sends
+``x-should-retry: false``, which the openai and anthropic SDKs (and so Claude Code, which otherwise
+retries ten times over minutes) obey: a bad request, a missing MCP server or a queue timeout does
+not go away by asking again."""
+
+
+def retry_headers(status: int) -> list[tuple[str, str]]:
+    return [] if status in RETRYABLE else [("x-should-retry", "false")]
+
+
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
     return ApiError(400, message, "invalid_request_error", param, code)
 

@@ -21,6 +21,7 @@ import anyio.abc
 import h11
 
 from ._config import Config
+from ._errors import retry_headers
 
 log = logging.getLogger("mcptb.relay")
 
@@ -152,7 +153,9 @@ async def serve_connection(
                     responder = Responder(conn, stream, record)
                     body = error_page(exc.status, str(exc), exc.path)
                     try:
-                        await responder.send(exc.status, body, "application/json", [("connection", "close")])
+                        await responder.send(
+                            exc.status, body, "application/json", [("connection", "close"), *retry_headers(exc.status)]
+                        )
                     except ClientGone:
                         pass
                     access_log(record)

@@ -170,9 +170,9 @@ async def test_claude_code_runs_bash_through_the_relay(request, claude, relay, b
 async def test_relay_api_key_is_claude_codes_api_key(request, claude, relay_factory, backend):
     """A relay started with ``--api-key``: Claude Code's ``ANTHROPIC_API_KEY`` (sent as ``x-api-key``) and
     ``ANTHROPIC_AUTH_TOKEN`` (``Authorization: Bearer``) get answers; a wrong key gets the relay's 401 in
-    Anthropic's shape, which Claude Code reports instead of an answer, and no worker is asked. (Claude
-    Code retries a 401 ten times with backoff, about two minutes: ``CLAUDE_CODE_MAX_RETRIES=0`` stops
-    that.)"""
+    Anthropic's shape, which Claude Code reports at once instead of an answer, and no worker is asked.
+    (Claude Code would retry a 401 ten times over about two minutes; the relay's ``x-should-retry:
+    false`` stops that, so the wrong key costs exactly one request.)"""
     key = "sk-relay-secret"
     relay = relay_factory("--api-key", key)
     model = ToolThenAnswerModel(side_answer="hello from the relay")
@@ -188,7 +188,7 @@ async def test_relay_api_key_is_claude_codes_api_key(request, claude, relay_fact
         for label, auth in [
             ("x-api-key", {"ANTHROPIC_API_KEY": key}),
             ("bearer", {"ANTHROPIC_AUTH_TOKEN": key}),
-            ("wrong key", {"ANTHROPIC_API_KEY": "sk-wrong", "CLAUDE_CODE_MAX_RETRIES": "0"}),
+            ("wrong key", {"ANTHROPIC_API_KEY": "sk-wrong"}),
         ]:
             runs[label] = await anyio.to_thread.run_sync(lambda auth=auth: run(**auth))
         stderr = worker.stderr
@@ -220,8 +220,9 @@ async def test_relay_api_key_is_claude_codes_api_key(request, claude, relay_fact
 
 async def test_no_worker_message_reaches_claude_code(request, claude, relay, backend):
     """No MCP server connected: Claude Code shows the relay's 503 message, which says how to connect one.
-    (Claude Code retries a 5xx ten times with backoff, about three minutes, unless the response says
-    ``x-should-retry: false``; ``CLAUDE_CODE_MAX_RETRIES=0`` keeps this test short.)"""
+    (Claude Code retries a 5xx ten times with backoff, about three minutes, even with the relay's
+    ``x-should-retry: false``, which it honours for 4xx only; ``CLAUDE_CODE_MAX_RETRIES=0`` keeps this
+    test short.)"""
     claude.model_url = relay.url
     env = {**claude.env, "CLAUDE_CODE_MAX_RETRIES": "0"}
     args = [str(claude.binary), "-p", "say hello", "--output-format", "json", "--tools", "", "--no-session-persistence"]

@@ -330,3 +330,19 @@ def test_sigterm_stops_the_relay_cleanly_and_removes_its_socket(relay):
     relay.proc.send_signal(signal.SIGTERM)
     assert relay.proc.wait(10) == 0
     assert not os.path.exists(relay.socket)
+
+
+async def test_errors_that_retrying_cannot_fix_say_so(relay_factory, backend):
+    relay = relay_factory("--max-queue", "1", "--queue-timeout", "30")
+    bad = await post(relay.url, PATH, b"{")
+    no_worker = await post(relay.url, PATH, chat_body())
+    too_big = await request(relay.url, "GET", "/health", headers={"x-big": "a" * 70_000})
+    assert [r.headers.get("x-should-retry") for r in (bad, no_worker, too_big)] == ["false"] * 3
+    async with mcp_worker(relay, backend, sampling=False, wait_ready=False), anyio.create_task_group() as tg:
+        tg.start_soon(post, relay.url, PATH, chat_body("first", stream=True))
+        with anyio.fail_after(10):
+            while (await get_json(relay.url + "/health"))["queue_depth"] < 1:
+                await anyio.sleep(0.05)
+        full = await post(relay.url, PATH, chat_body("second"))
+        tg.cancel_scope.cancel()
+    assert full.status == 429 and "x-should-retry" not in full.headers
