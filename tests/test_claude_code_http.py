@@ -234,3 +234,57 @@ async def test_no_worker_message_reaches_claude_code(request, claude, relay, bac
     result = json.loads(run.stdout)
     assert run.returncode == 1 and result["is_error"] and result["api_error_status"] == 503, why
     assert "No MCP server is connected" in result["result"] and "claude mcp add" in result["result"], why
+
+
+async def test_claude_code_runs_bash_through_an_agent_worker(request, claude, relay, backend):
+    """The third worker mode: the relay's requests are answered by an agent pulling them with
+    ``next_request`` and answering with ``reply`` (here the mcp SDK's ClientSession, without sampling,
+    scripted): first a ``tool_calls`` reply asking Claude Code to run Bash, then text quoting its result."""
+    claude.model_url = relay.url
+    served: list[str] = []
+
+    async def serve(session) -> None:
+        while True:
+            result = await session.call_tool("next_request", {"wait_seconds": 30})
+            text = "".join(b.text for b in result.content if isinstance(b, types.TextContent))
+            if not text.startswith("request_id: "):
+                continue
+            request_id = text.split("\n", 1)[0].removeprefix("request_id: ")
+            if "(tool result for " in text:
+                output = text.split("(tool result for ", 1)[1].split("\n", 1)[1].split("\n(end of conversation)")[0]
+                served.append("answer")
+                reply = {"request_id": request_id, "content": ANSWER_PREFIX + output.strip()}
+            elif "- Bash:" in text:
+                served.append("tool")
+                reply = {
+                    "request_id": request_id,
+                    "content": "",
+                    "tool_calls": [{"name": "Bash", "arguments": {"command": BASH_COMMAND}}],
+                }
+            else:
+                served.append("side")
+                reply = {"request_id": request_id, "content": "ok"}
+            await session.call_tool("reply", reply)
+
+    async with mcp_worker(relay, backend, sampling=False, wait_ready=False) as worker, anyio.create_task_group() as tg:
+        tg.start_soon(serve, worker.session)
+        run = await anyio.to_thread.run_sync(
+            lambda: claude.run(
+                "-p",
+                PROMPT,
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--allowedTools",
+                "Bash",
+                "--no-session-persistence",
+                timeout=180,
+            )
+        )
+        tg.cancel_scope.cancel()
+    why = run.describe() + "\n--- relay log ---\n" + relay.log + f"\nserved: {served}"
+    _say(
+        request, f"[Claude Code {claude.version} -> relay -> agent worker, {backend}] claude -p wall: {run.wall:.2f} s"
+    )
+    assert run.returncode == 0 and run.result["result"] == FINAL, why
+    assert served.count("tool") == 1 and served.count("answer") == 1, why
