@@ -41,7 +41,7 @@ from shared_protocol import (
 from ._api import Call
 from ._collect import Answer, arguments_json
 from ._errors import ApiError, bad_request
-from ._fields import opt, opt_number, parse_json_object
+from ._fields import forced_tool, opt, opt_number, parse_json_object, tool_spec
 from ._usage import UsageEstimate, estimate
 
 DEFAULT_MAX_TOKENS = 4096
@@ -226,16 +226,8 @@ def _tools(raw: Any) -> list[ToolSpec]:
             raise bad_request(f"tools.{i}.name: required.", param=f"tools.{i}.name")
         if "input_schema" not in tool and tool.get("type") not in (None, "custom"):
             continue  # a server tool (web_search...): only Anthropic can run those
-        schema = tool.get("input_schema") or {"type": "object", "properties": {}}
-        if not isinstance(schema, dict):
-            raise bad_request(f"tools.{i}.input_schema: must be an object.", param=f"tools.{i}.input_schema")
-        description = tool.get("description")
         tools.append(
-            ToolSpec(
-                name=tool["name"],
-                description=description if isinstance(description, str) else None,
-                input_schema=schema,
-            )
+            tool_spec(tool["name"], tool.get("description"), tool.get("input_schema"), f"tools.{i}.input_schema")
         )
     return tools
 
@@ -251,10 +243,7 @@ def _tool_choice(raw: Any, tools: list[ToolSpec]) -> ToolChoice | None:
     if kind == "none":
         return ToolChoice(mode="none")
     if kind == "tool":
-        name = raw.get("name")
-        if not isinstance(name, str) or name not in {t.name for t in tools}:
-            raise bad_request("tool_choice.name: must name one of the tools.", param="tool_choice.name")
-        return ToolChoice(mode="required", name=name)
+        return forced_tool(raw.get("name"), tools, "tool_choice.name")
     raise bad_request("tool_choice: type must be auto, any, tool or none.", param="tool_choice")
 
 

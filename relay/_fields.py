@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from shared_protocol import ToolChoice, ToolSpec
+
 from ._errors import bad_request
 
 
@@ -37,3 +39,18 @@ def opt_number(data: dict[str, Any], key: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise bad_request(f"'{key}' must be a number.", param=key)
     return float(value)
+
+
+def tool_spec(name: str, description: Any, schema: Any, param: str) -> ToolSpec:
+    """A caller's tool; ``param`` names where its schema was (for the 400)."""
+    schema = schema or {"type": "object", "properties": {}}
+    if not isinstance(schema, dict):
+        raise bad_request(f"'{param}' must be a JSON Schema object.", param=param)
+    return ToolSpec(name=name, description=description if isinstance(description, str) else None, input_schema=schema)
+
+
+def forced_tool(name: Any, tools: list[ToolSpec], param: str) -> ToolChoice:
+    """A tool_choice that demands one tool, which must be among the request's tools."""
+    if not isinstance(name, str) or name not in {t.name for t in tools}:
+        raise bad_request(f"'{param}' names a tool that is not in 'tools'.", param=param)
+    return ToolChoice(mode="required", name=name)

@@ -40,7 +40,7 @@ from shared_protocol import (
 from ._api import Call
 from ._collect import Answer, arguments_json
 from ._errors import ApiError, bad_request
-from ._fields import opt, opt_number, parse_json_object
+from ._fields import forced_tool, opt, opt_number, parse_json_object, tool_spec
 from ._usage import UsageEstimate
 
 DEFAULT_MAX_TOKENS = 4096
@@ -268,18 +268,12 @@ def _tools(raw: Any) -> list[ToolSpec]:
         function = tool.get("function")
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise bad_request(f"'{where}.function.name' is required.", param=f"{where}.function.name")
-        schema = function.get("parameters") or {"type": "object", "properties": {}}
-        if not isinstance(schema, dict):
-            raise bad_request(
-                f"'{where}.function.parameters' must be a JSON Schema object.",
-                param=f"{where}.function.parameters",
-            )
-        description = function.get("description")
         tools.append(
-            ToolSpec(
-                name=function["name"],
-                description=description if isinstance(description, str) else None,
-                input_schema=schema,
+            tool_spec(
+                function["name"],
+                function.get("description"),
+                function.get("parameters"),
+                f"{where}.function.parameters",
             )
         )
     return tools
@@ -291,10 +285,7 @@ def _tool_choice(raw: Any, tools: list[ToolSpec]) -> ToolChoice | None:
     if raw in ("auto", "none", "required"):
         return ToolChoice(mode=raw)
     if isinstance(raw, dict) and raw.get("type") == "function":
-        name = (raw.get("function") or {}).get("name")
-        if not isinstance(name, str) or name not in {t.name for t in tools}:
-            raise bad_request("'tool_choice' names a function that is not in 'tools'.", param="tool_choice")
-        return ToolChoice(mode="required", name=name)
+        return forced_tool((raw.get("function") or {}).get("name"), tools, "tool_choice")
     raise bad_request(
         "'tool_choice' must be auto, none, required or {type: function, function: {name}}.",
         param="tool_choice",

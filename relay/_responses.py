@@ -41,7 +41,7 @@ from shared_protocol import (
 from ._api import Call
 from ._collect import Answer, arguments_json
 from ._errors import ApiError, bad_request
-from ._fields import opt, opt_number, parse_json_object
+from ._fields import forced_tool, opt, opt_number, parse_json_object, tool_spec
 from ._openai_chat import DEFAULT_MAX_TOKENS, error_json, image_from_url
 from ._usage import UsageEstimate
 
@@ -198,17 +198,7 @@ def _tools(raw: Any) -> list[ToolSpec]:
             continue  # a built-in tool (web_search, file_search...): only OpenAI can run it
         if not isinstance(tool.get("name"), str):
             raise bad_request(f"'tools[{i}].name' is required.", param=f"tools[{i}].name")
-        schema = tool.get("parameters") or {"type": "object", "properties": {}}
-        if not isinstance(schema, dict):
-            raise bad_request(f"'tools[{i}].parameters' must be an object.", param=f"tools[{i}].parameters")
-        description = tool.get("description")
-        tools.append(
-            ToolSpec(
-                name=tool["name"],
-                description=description if isinstance(description, str) else None,
-                input_schema=schema,
-            )
-        )
+        tools.append(tool_spec(tool["name"], tool.get("description"), tool.get("parameters"), f"tools[{i}].parameters"))
     return tools
 
 
@@ -218,10 +208,7 @@ def _tool_choice(raw: Any, tools: list[ToolSpec]) -> ToolChoice | None:
     if raw in ("auto", "none", "required"):
         return ToolChoice(mode=raw)
     if isinstance(raw, dict) and raw.get("type") == "function":
-        name = raw.get("name")
-        if not isinstance(name, str) or name not in {t.name for t in tools}:
-            raise bad_request("'tool_choice' names a function that is not in 'tools'.", param="tool_choice")
-        return ToolChoice(mode="required", name=name)
+        return forced_tool(raw.get("name"), tools, "tool_choice")
     raise bad_request("'tool_choice' must be auto, none, required or {type: function, name}.", param="tool_choice")
 
 
