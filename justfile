@@ -11,8 +11,8 @@ bin := venv + "/bin"
 relay *ARGS: _runtime
     {{bin}}/mcptb-relay {{ARGS}}
 
-# Run the whole test suite (asyncio and trio, real processes, real clients)
-test *ARGS: _dev _node
+# Run the whole test suite (lint and types first, then asyncio and trio, real processes, real clients)
+test *ARGS: _dev _node lint
     {{bin}}/python -m pytest {{ARGS}}
 
 # ruff (lint + format check) and mypy
