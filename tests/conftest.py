@@ -7,6 +7,7 @@ backend as the test. HTTP clients that are tied to asyncio or are synchronous ru
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,12 +24,35 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
+from claude_code.harness import BINARIES, ClaudeCode, skip_reason
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from _http_client import get_json
 from _scripted import ScriptedModel
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def say(config: pytest.Config, line: str) -> None:
+    """Print past pytest's capture, on the real stderr (loud skips, measured timings)."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        print(f"\n{line}", file=sys.__stderr__, flush=True)
+
+
+@pytest.fixture(params=list(BINARIES))
+def claude(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClaudeCode]:
+    """The real Claude Code CLI (``newest`` or ``2.1.197``) with a fresh HOME and project directory;
+    skipped, loudly, where node/npm or the installed CLI are missing."""
+    reason = skip_reason(request.param)
+    if reason is not None:
+        say(request.config, f"*** {reason} ***")
+        pytest.skip(reason)
+    cc = ClaudeCode(request.param, tmp_path / "claude")
+    try:
+        yield cc
+    finally:
+        cc.close()
 
 
 @pytest.fixture(params=["asyncio", "trio"])

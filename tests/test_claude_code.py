@@ -14,9 +14,7 @@ installed by npm into ``tests/node``. Without node, npm or the installed CLI the
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,10 +27,10 @@ import litellm
 import openai
 import pytest
 from claude_code.fake_model import ANSWER_PREFIX, GAVE_UP, NEXT_REQUEST, REPLY, SERVED, result_text
-from claude_code.harness import BINARIES, ClaudeCode, FakeModelProcess, Run, skip_reason, start_fake_model
+from claude_code.harness import ClaudeCode, FakeModelProcess, Run, start_fake_model
 
 from _http_client import get_json
-from conftest import RelayProcess
+from conftest import RelayProcess, say
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
@@ -43,27 +41,6 @@ QUESTION = "What is 6*7?"
 PROMPT = "Serve one request from the bridge"
 # the MCP protocol era each Claude Code version negotiates with an mcp 2.3 server
 ERAS = {"newest": "2026-07-28", "2.1.197": "2025-11-25"}
-
-
-def _say(request: pytest.FixtureRequest, line: str) -> None:
-    """Print past pytest's capture, on the real stderr."""
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
-        print(f"\n{line}", file=sys.__stderr__, flush=True)
-
-
-@pytest.fixture(params=list(BINARIES))
-def claude(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClaudeCode]:
-    """Claude Code (``newest`` or ``2.1.197``) with a fresh HOME and project directory."""
-    reason = skip_reason(request.param)
-    if reason is not None:
-        _say(request, f"*** {reason} ***")
-        pytest.skip(reason)
-    cc = ClaudeCode(request.param, tmp_path / "claude")
-    try:
-        yield cc
-    finally:
-        cc.close()
 
 
 @pytest.fixture
@@ -176,8 +153,8 @@ async def _serve_one(
         first = error or failure[0]
         raise AssertionError(f"{type(first).__name__}: {first}\n{_diagnostics(run, fake, relay)}") from first
     assert run is not None
-    _say(
-        request,
+    say(
+        request.config,
         f"[Claude Code {claude.version}, {backend}, {label}] round trip (caller start -> caller done): "
         f"{round_trip:.2f} s; claude -p wall: {run.wall:.2f} s",
     )

@@ -15,46 +15,21 @@ native sampling content) and one that does not, so mcptb-server emulates tool us
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
 import mcp_types as types
 import pytest
-from claude_code.harness import BINARIES, ClaudeCode, Run, run_bounded, skip_reason
+from claude_code.harness import Run, run_bounded
 from claude_code.scripted_sampling import ANSWER_PREFIX, BASH_COMMAND, BASH_OUTPUT, ToolThenAnswerModel
 
-from conftest import RelayProcess, mcp_worker
+from conftest import RelayProcess, mcp_worker, say
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
 PROMPT = f"Use the Bash tool to run `{BASH_COMMAND}` and tell me what it printed."
 FINAL = ANSWER_PREFIX + BASH_OUTPUT
-
-
-def _say(request: pytest.FixtureRequest, line: str) -> None:
-    """Print past pytest's capture, on the real stderr."""
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
-        print(f"\n{line}", file=sys.__stderr__, flush=True)
-
-
-@pytest.fixture(params=list(BINARIES))
-def claude(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClaudeCode]:
-    """Claude Code (``newest`` or ``2.1.197``) with a fresh HOME and project directory."""
-    reason = skip_reason(request.param)
-    if reason is not None:
-        _say(request, f"*** {reason} ***")
-        pytest.skip(reason)
-    cc = ClaudeCode(request.param, tmp_path / "claude")
-    try:
-        yield cc
-    finally:
-        cc.close()
 
 
 def _diagnostics(run: Run | None, model: ToolThenAnswerModel, relay: RelayProcess, stderr: str) -> str:
@@ -99,8 +74,8 @@ async def test_claude_code_runs_bash_through_the_relay(request, claude, relay, b
         raise AssertionError(f"{failure}\n{why}") from failure
     assert run is not None
     way = "native" if sampling_tools else "emulated"
-    _say(
-        request,
+    say(
+        request.config,
         f"[Claude Code {claude.version} -> relay, {backend}, {way} tools] claude -p wall: {run.wall:.2f} s; "
         f"sampling requests: {[d.kind for d in model.decisions]}",
     )
@@ -194,8 +169,8 @@ async def test_relay_api_key_is_claude_codes_api_key(request, claude, relay_fact
         stderr = worker.stderr
     why = "\n".join(f"=== {label} ===\n{r.describe()}" for label, r in runs.items())
     why += "\n" + _diagnostics(None, model, relay, stderr)
-    _say(
-        request,
+    say(
+        request.config,
         f"[Claude Code {claude.version} -> relay --api-key, {backend}] "
         + ", ".join(f"{label}: {r.wall:.2f} s" for label, r in runs.items()),
     )
@@ -230,7 +205,7 @@ async def test_no_worker_message_reaches_claude_code(request, claude, relay, bac
         lambda: run_bounded(args, env=env, cwd=claude.project, timeout=120, groups=claude.groups)
     )
     why = run.describe() + "\n--- relay log ---\n" + relay.log
-    _say(request, f"[Claude Code {claude.version} -> relay without worker, {backend}] {run.wall:.2f} s")
+    say(request.config, f"[Claude Code {claude.version} -> relay without worker, {backend}] {run.wall:.2f} s")
     result = json.loads(run.stdout)
     assert run.returncode == 1 and result["is_error"] and result["api_error_status"] == 503, why
     assert "No MCP server is connected" in result["result"] and "claude mcp add" in result["result"], why
@@ -283,8 +258,9 @@ async def test_claude_code_runs_bash_through_an_agent_worker(request, claude, re
         )
         tg.cancel_scope.cancel()
     why = run.describe() + "\n--- relay log ---\n" + relay.log + f"\nserved: {served}"
-    _say(
-        request, f"[Claude Code {claude.version} -> relay -> agent worker, {backend}] claude -p wall: {run.wall:.2f} s"
+    say(
+        request.config,
+        f"[Claude Code {claude.version} -> relay -> agent worker, {backend}] claude -p wall: {run.wall:.2f} s",
     )
     assert run.returncode == 0 and run.result["result"] == FINAL, why
     assert served.count("tool") == 1 and served.count("answer") == 1, why

@@ -43,7 +43,7 @@ from claude_code.harness import BINARIES, ClaudeCode, Run, run_bounded, skip_rea
 from claude_code.scripted_sampling import ANSWER_PREFIX, BASH_COMMAND, BASH_OUTPUT, MODEL, ToolThenAnswerModel
 
 from _http_client import get_json
-from conftest import RelayProcess, mcp_worker, short_socket_dir, start_relay
+from conftest import RelayProcess, mcp_worker, say, short_socket_dir, start_relay
 
 pytestmark = pytest.mark.anyio
 
@@ -62,13 +62,6 @@ CLAUDE_CODE_HEADERS = {
     "user-agent": "claude-cli/2.1.197 (external, sdk-cli)",
     "x-api-key": MASTER_KEY,
 }
-
-
-def _say(config: pytest.Config, line: str) -> None:
-    """Print past pytest's capture, on the real stderr."""
-    capture = config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
-        print(f"\n{line}", file=sys.__stderr__, flush=True)
 
 
 # --- the proxy and its relays (module scope) ---------------------------------------------------------
@@ -151,7 +144,7 @@ def _wait_until_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path, t
 def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     reason = _proxy_skip_reason()
     if reason is not None:
-        _say(request.config, f"*** {reason} ***")
+        say(request.config, f"*** {reason} ***")
         pytest.skip(reason)
     workdir = tmp_path_factory.mktemp("litellm-proxy")
     dirs = [short_socket_dir() for _ in BACKENDS]
@@ -184,7 +177,7 @@ def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             running.stop()
             raise
         running.startup = time.monotonic() - started
-        _say(request.config, f"[litellm proxy] ready in {running.startup:.1f} s at {url}")
+        say(request.config, f"[litellm proxy] ready in {running.startup:.1f} s at {url}")
         try:
             yield running
         finally:
@@ -365,7 +358,7 @@ async def test_claude_code_stream_gets_a_tool_use(request, proxy, relay, backend
         posted = await post_to_proxy(proxy, claude_code_body(backend))
     why = diagnostics(proxy, relay, since, posted)
     label = "native" if sampling_tools else "emulated"
-    _say(request.config, f"[litellm proxy -> relay, {backend}, {label}] stream, tool_use: {posted.seconds:.2f} s")
+    say(request.config, f"[litellm proxy -> relay, {backend}, {label}] stream, tool_use: {posted.seconds:.2f} s")
     assert posted.status == 200, why
     assert posted.headers["content-type"].startswith("text/event-stream"), why
     message = assemble(parse_sse(posted.body))
@@ -389,7 +382,7 @@ async def test_claude_code_stream_with_tool_result_history(request, proxy, relay
         posted = await post_to_proxy(proxy, claude_code_body(backend, history=True))
     why = diagnostics(proxy, relay, since, posted)
     label = "native" if sampling_tools else "emulated"
-    _say(request.config, f"[litellm proxy -> relay, {backend}, {label}] stream, tool_result: {posted.seconds:.2f} s")
+    say(request.config, f"[litellm proxy -> relay, {backend}, {label}] stream, tool_result: {posted.seconds:.2f} s")
     assert posted.status == 200, why
     message = assemble(parse_sse(posted.body))
     assert message["stop_reason"] == "end_turn", why
@@ -417,7 +410,7 @@ async def test_claude_code_non_stream(request, proxy, relay, backend):
         asked = await post_to_proxy(proxy, claude_code_body(backend, stream=False))
         answered = await post_to_proxy(proxy, claude_code_body(backend, stream=False, history=True))
     why = diagnostics(proxy, relay, since, asked) + "\n" + diagnostics(proxy, relay, since, answered)
-    _say(
+    say(
         request.config,
         f"[litellm proxy -> relay, {backend}] non-stream: {asked.seconds:.2f} s, {answered.seconds:.2f} s",
     )
@@ -490,7 +483,7 @@ async def test_no_worker_error_reaches_the_client_through_the_proxy(request, pro
         body["model"] = f"errors-{backend}"
         results.append(await post_to_proxy(proxy, body))
     why = "\n".join(diagnostics(proxy, relay, since, p) for p in results)
-    _say(
+    say(
         request.config,
         f"[litellm proxy -> relay, {backend}] no worker: "
         + ", ".join(f"{p.status} in {p.seconds:.2f} s" for p in results),
@@ -510,7 +503,7 @@ async def test_claude_code_cli_through_the_proxy(request, proxy, relay, backend,
     tests/test_claude_code_http.py with the proxy in the middle (``--model`` names the proxy's group)."""
     reason = skip_reason(label)
     if reason is not None:
-        _say(request.config, f"*** {reason} ***")
+        say(request.config, f"*** {reason} ***")
         pytest.skip(reason)
     claude = ClaudeCode(label, tmp_path / "claude", model_url=proxy.url)
     env = {**claude.env, "ANTHROPIC_API_KEY": MASTER_KEY}
@@ -527,7 +520,7 @@ async def test_claude_code_cli_through_the_proxy(request, proxy, relay, backend,
     finally:
         claude.close()
     why = (run.describe() if run else "") + "\n" + diagnostics(proxy, relay, since)
-    _say(request.config, f"[Claude Code {claude.version} -> litellm proxy -> relay, {backend}] {run.wall:.2f} s")
+    say(request.config, f"[Claude Code {claude.version} -> litellm proxy -> relay, {backend}] {run.wall:.2f} s")
     assert run.returncode == 0, why
     assert run.result["result"] == ANSWER_PREFIX + BASH_OUTPUT and not run.result["is_error"], why
     assert [d.kind for _, d in model.main_requests] == ["tool_use", "answer"], why

@@ -39,13 +39,12 @@ from test_litellm_proxy import (
     Proxy,
     _free_port,
     _proxy_skip_reason,
-    _say,
     _wait_until_ready,
     assemble,
     parse_sse,
 )
 
-from conftest import RelayProcess, mcp_worker, short_socket_dir, start_relay
+from conftest import RelayProcess, mcp_worker, say, short_socket_dir, start_relay
 
 pytestmark = pytest.mark.anyio
 
@@ -139,7 +138,7 @@ class Setup:
 def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     reason = _proxy_skip_reason()
     if reason is not None:
-        _say(request.config, f"*** {reason} ***")
+        say(request.config, f"*** {reason} ***")
         pytest.skip(reason)
     workdir = tmp_path_factory.mktemp("litellm-proxy-openai")
     dirs: list[str] = []
@@ -158,7 +157,7 @@ def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         for proxy in proxies:
             _wait_until_ready(proxy.url, proxy.proc, proxy.log_path, STARTUP_TIMEOUT)
             proxy.startup = time.monotonic() - started
-        _say(request.config, f"[litellm proxies] both ready in {max(p.startup for p in proxies):.1f} s")
+        say(request.config, f"[litellm proxies] both ready in {max(p.startup for p in proxies):.1f} s")
         yield Setup(proxies[0], proxies[1], relays)
     finally:
         for proxy in proxies:
@@ -260,7 +259,7 @@ async def check_claude_code_stream(
     async with mcp_worker(relay, backend, sampling_tools=True) as worker:
         posted = await post(proxy, claude_code_body(model, **kw))
     diag = why(proxy, [relay], [since], posted)
-    _say(request.config, f"[proxy {model} {kw or ''} -> relay {endpoint}] stream: {posted.seconds:.2f} s")
+    say(request.config, f"[proxy {model} {kw or ''} -> relay {endpoint}] stream: {posted.seconds:.2f} s")
     assert posted.status == 200, diag
     assert posted.headers["content-type"].startswith("text/event-stream"), diag
     events = parse_sse(posted.body)  # every frame has event: and data: of the same type
@@ -338,9 +337,7 @@ async def test_openai_sdk_chat_completions_through_the_proxy(request, setup, rel
     started = time.monotonic()
     async with mcp_worker(relay, backend, sampling_tools=True):
         chunks = await anyio.to_thread.run_sync(stream)
-    _say(
-        request.config, f"[openai SDK -> proxy {deployment}-{backend}] chat stream: {time.monotonic() - started:.2f} s"
-    )
+    say(request.config, f"[openai SDK -> proxy {deployment}-{backend}] chat stream: {time.monotonic() - started:.2f} s")
     diag = why(proxy, [relay], [since])
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "echo: hello proxy", diag
@@ -395,7 +392,7 @@ async def test_two_relays_share_a_model_group_and_one_can_stop(request, setup, b
                 first_error = first_error or posted.body
                 await anyio.sleep(0.2)
         recovered = time.monotonic() - stopped
-    _say(
+    say(
         request.config,
         f"[proxy team-{backend}] both relays hit after {sent} requests ({balanced:.2f} s); relay b stopped: "
         f"statuses {statuses}, 10 in a row OK after {recovered:.2f} s; first error: {first_error[:300]!r}",

@@ -11,7 +11,6 @@ Needs node, npm and ``cd tests/node && npm install``; without them the tests ski
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ import anyio.streams.buffered
 import pytest
 
 from _http_client import get_json, post
-from conftest import ROOT, RelayProcess, wait_for_workers
+from conftest import ROOT, RelayProcess, say, wait_for_workers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
@@ -66,9 +65,7 @@ def _needs_node(request: pytest.FixtureRequest) -> None:
     reason = _skip_reason()
     if reason is None:
         return
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
-        print(f"\n*** {reason} ***", file=sys.__stderr__, flush=True)
+    say(request.config, f"*** {reason} ***")
     pytest.skip(reason)
 
 
