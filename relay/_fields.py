@@ -54,3 +54,16 @@ def forced_tool(name: Any, tools: list[ToolSpec], param: str) -> ToolChoice:
     if not isinstance(name, str) or name not in {t.name for t in tools}:
         raise bad_request(f"'{param}' names a tool that is not in 'tools'.", param=param)
     return ToolChoice(mode="required", name=name)
+
+
+def openai_tool_choice(raw: Any, tools: list[ToolSpec]) -> ToolChoice | None:
+    """OpenAI's tool_choice; chat nests a function's name (``function.name``), Responses flattens it."""
+    if raw is None:
+        return None
+    if raw in ("auto", "none", "required"):
+        return ToolChoice(mode=raw)
+    if isinstance(raw, dict) and raw.get("type") == "function":
+        function = raw.get("function")
+        name = function.get("name") if isinstance(function, dict) else raw.get("name")
+        return forced_tool(name, tools, "tool_choice")
+    raise bad_request("'tool_choice' must be auto, none, required or a function.", param="tool_choice")

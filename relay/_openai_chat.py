@@ -31,7 +31,6 @@ from shared_protocol import (
     TextBlock,
     TextDelta,
     ToolCall,
-    ToolChoice,
     ToolResultBlock,
     ToolSpec,
     ToolUseBlock,
@@ -40,7 +39,7 @@ from shared_protocol import (
 from ._api import Call
 from ._collect import Answer, arguments_json
 from ._errors import ApiError, bad_request
-from ._fields import forced_tool, opt, opt_number, parse_json_object, tool_spec
+from ._fields import openai_tool_choice, opt, opt_number, parse_json_object, tool_spec
 from ._usage import UsageEstimate
 
 DEFAULT_MAX_TOKENS = 4096
@@ -80,7 +79,7 @@ def parse_request(body: bytes) -> Call:
     else:
         raise bad_request("'stop' must be a string or a list of strings.", param="stop")
     tools = _tools(data.get("tools"))
-    tool_choice = _tool_choice(data.get("tool_choice"), tools)
+    tool_choice = openai_tool_choice(data.get("tool_choice"), tools)
     request = NeutralRequest(
         model=model,
         system=system,
@@ -277,19 +276,6 @@ def _tools(raw: Any) -> list[ToolSpec]:
             )
         )
     return tools
-
-
-def _tool_choice(raw: Any, tools: list[ToolSpec]) -> ToolChoice | None:
-    if raw is None:
-        return None
-    if raw in ("auto", "none", "required"):
-        return ToolChoice(mode=raw)
-    if isinstance(raw, dict) and raw.get("type") == "function":
-        return forced_tool((raw.get("function") or {}).get("name"), tools, "tool_choice")
-    raise bad_request(
-        "'tool_choice' must be auto, none, required or {type: function, function: {name}}.",
-        param="tool_choice",
-    )
 
 
 # --- answer -----------------------------------------------------------------------------------

@@ -32,7 +32,6 @@ from shared_protocol import (
     TextBlock,
     TextDelta,
     ToolCall,
-    ToolChoice,
     ToolResultBlock,
     ToolSpec,
     ToolUseBlock,
@@ -41,7 +40,7 @@ from shared_protocol import (
 from ._api import Call
 from ._collect import Answer, arguments_json
 from ._errors import ApiError, bad_request
-from ._fields import forced_tool, opt, opt_number, parse_json_object, tool_spec
+from ._fields import openai_tool_choice, opt, opt_number, parse_json_object, tool_spec
 from ._openai_chat import DEFAULT_MAX_TOKENS, error_json, image_from_url
 from ._usage import UsageEstimate
 
@@ -70,7 +69,7 @@ def parse_request(body: bytes) -> Call:
         system=system_text,
         messages=messages,
         tools=tools,
-        tool_choice=_tool_choice(data.get("tool_choice"), tools),
+        tool_choice=openai_tool_choice(data.get("tool_choice"), tools),
         max_tokens=max_tokens,
         temperature=opt_number(data, "temperature"),
         top_p=opt_number(data, "top_p"),
@@ -200,16 +199,6 @@ def _tools(raw: Any) -> list[ToolSpec]:
             raise bad_request(f"'tools[{i}].name' is required.", param=f"tools[{i}].name")
         tools.append(tool_spec(tool["name"], tool.get("description"), tool.get("parameters"), f"tools[{i}].parameters"))
     return tools
-
-
-def _tool_choice(raw: Any, tools: list[ToolSpec]) -> ToolChoice | None:
-    if raw is None:
-        return None
-    if raw in ("auto", "none", "required"):
-        return ToolChoice(mode=raw)
-    if isinstance(raw, dict) and raw.get("type") == "function":
-        return forced_tool(raw.get("name"), tools, "tool_choice")
-    raise bad_request("'tool_choice' must be auto, none, required or {type: function, name}.", param="tool_choice")
 
 
 # --- answer -----------------------------------------------------------------------------------
