@@ -4,7 +4,7 @@
 the captured session can send server-initiated requests (background sampling). 2026-07-28 era: no
 handshake; each request's ``_meta`` carries client info and capabilities, and server-initiated
 requests do not exist, so sampling is never used there. A middleware sees every inbound message
-and updates this object; :class:`ClientState` wakes whoever waits for a change.
+and updates this object, which calls its ``on_change`` listener (the worker) after every change.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import mcp_types as types
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.session import ServerSession
@@ -56,7 +56,7 @@ class ClientState:
         self.session: ServerSession | None = None
         """Set once a 2025-era client finished its handshake: the channel for background sampling."""
         self.models_seen: list[str] = []
-        self._changed = anyio.Event()
+        self.on_change: Callable[[], None] = lambda: None
 
     # --- what the relay is told ---------------------------------------------------------------
 
@@ -86,13 +86,12 @@ class ClientState:
         )
 
     @property
-    def next_change(self) -> anyio.Event:
-        """Set at the next change. Take it *before* reading the state, so no change can slip between."""
-        return self._changed
+    def capacity(self) -> int:
+        """Background-sampling requests we may run at once."""
+        return self.settings.concurrency if self.can_sample else 0
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        self.on_change()
 
     def saw_model(self, model: str) -> None:
         if model and model not in self.models_seen and len(self.models_seen) < 16:

@@ -18,16 +18,16 @@ false), and a history-only request goes out natively as before.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import mcp_types as types
 from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPError
-from pydantic import BaseModel
 
 from shared_protocol import (
+    AnswerFrame,
     End,
     ErrorFrame,
     ImageBlock,
@@ -46,8 +46,6 @@ from shared_protocol import (
 from . import _emulation
 
 log = logging.getLogger("mcptb.server")
-
-Send = Callable[[BaseModel], Awaitable[object]]
 
 _STOP_REASONS: tuple[StopReason, ...] = ("endTurn", "stopSequence", "maxTokens", "toolUse")
 
@@ -155,43 +153,29 @@ def _emulated_answer(
 async def answer_by_sampling(
     session: ServerSession,
     frame: RequestFrame,
-    send: Send,
     timeout: float,
     client_name: str,
     on_model: Callable[[str], None],
     tool_emulation: bool = True,
-) -> None:
-    """Sample the client's model for one relay request and send the answer frames."""
+) -> list[AnswerFrame]:
+    """Sample the client's model for one relay request; the answer frames (or one error frame)."""
     emulate = emulates_tools(frame.request, client_has_sampling_tools(session), tool_emulation)
     try:
         with anyio.fail_after(min(timeout, frame.timeout)):
             result = await _sample(session, frame.request, emulate)
     except TimeoutError:
-        await send(
-            ErrorFrame(
-                id=frame.id,
-                code="timeout",
-                message=(
-                    f"The MCP client ({client_name}) did not answer the sampling request within "
-                    f"{min(timeout, frame.timeout):g} s (mcptb-server --sampling-timeout)."
-                ),
-            )
+        message = (
+            f"The MCP client ({client_name}) did not answer the sampling request within "
+            f"{min(timeout, frame.timeout):g} s (mcptb-server --sampling-timeout)."
         )
-        return
+        return [ErrorFrame(id=frame.id, code="timeout", message=message)]
     except MCPError as exc:
-        await send(_client_error(frame.id, exc, client_name))
-        return
+        return [_client_error(frame.id, exc, client_name)]
     except ValueError as exc:  # the SDK's own checks of tool_use/tool_result pairing
-        await send(
-            ErrorFrame(
-                id=frame.id,
-                code="unsupported",
-                message=f"Cannot send this conversation through MCP sampling: {exc}.",
-            )
-        )
-        return
+        message = f"Cannot send this conversation through MCP sampling: {exc}."
+        return [ErrorFrame(id=frame.id, code="unsupported", message=message)]
     on_model(result.model)
-    await send(Start(id=frame.id, model=result.model))
+    frames: list[AnswerFrame] = [Start(id=frame.id, model=result.model)]
     blocks = result.content_as_list if isinstance(result, types.CreateMessageResultWithTools) else [result.content]
     stop: StopReason = result.stop_reason if result.stop_reason in _STOP_REASONS else "endTurn"
     texts = [b.text for b in blocks if isinstance(b, types.TextContent)]
@@ -200,19 +184,14 @@ async def answer_by_sampling(
     for block in blocks:
         if isinstance(block, types.TextContent):
             if block.text:
-                await send(TextDelta(id=frame.id, text=block.text))
+                frames.append(TextDelta(id=frame.id, text=block.text))
         elif isinstance(block, types.ToolUseContent):
-            await send(ToolCall(id=frame.id, call_id=block.id, name=block.name, arguments=dict(block.input)))
+            frames.append(ToolCall(id=frame.id, call_id=block.id, name=block.name, arguments=dict(block.input)))
         else:
-            await send(
-                ErrorFrame(
-                    id=frame.id,
-                    code="unsupported",
-                    message=(f"The model answered with {block.type} content, which the HTTP APIs cannot carry."),
-                )
-            )
-            return
-    await send(End(id=frame.id, stop_reason=stop))
+            message = f"The model answered with {block.type} content, which the HTTP APIs cannot carry."
+            return [ErrorFrame(id=frame.id, code="unsupported", message=message)]
+    frames.append(End(id=frame.id, stop_reason=stop))
+    return frames
 
 
 def _client_error(request_id: str, exc: MCPError, client_name: str) -> ErrorFrame:

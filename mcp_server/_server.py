@@ -15,9 +15,8 @@ from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 
-from ._agent import INSTRUCTIONS, NEXT_REQUEST_TOOL, REPLY_TOOL, SERVE_LOOP, AgentDesk
-from ._client import ClientState
-from ._relay_link import RelayLink
+from ._agent import INSTRUCTIONS, NEXT_REQUEST_TOOL, REPLY_TOOL, SERVE_LOOP
+from ._worker import Worker
 
 log = logging.getLogger("mcptb.server")
 
@@ -27,7 +26,7 @@ SERVE_PROMPT = types.Prompt(
 )
 
 
-def build_server(client: ClientState, desk: AgentDesk, version: str) -> Server:
+def build_server(worker: Worker, version: str) -> Server:
     async def list_tools(ctx: ServerRequestContext[Any, Any], params: Any) -> types.ListToolsResult:
         return types.ListToolsResult(tools=[NEXT_REQUEST_TOOL, REPLY_TOOL])
 
@@ -36,9 +35,9 @@ def build_server(client: ClientState, desk: AgentDesk, version: str) -> Server:
     ) -> types.CallToolResult:
         arguments = params.arguments or {}
         if params.name == NEXT_REQUEST_TOOL.name:
-            return await desk.next_request(ctx, arguments)
+            return await worker.next_request(ctx, arguments)
         if params.name == REPLY_TOOL.name:
-            return await desk.reply(arguments)
+            return await worker.reply(arguments)
         raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool {params.name!r}")
 
     async def list_prompts(ctx: ServerRequestContext[Any, Any], params: Any) -> types.ListPromptsResult:
@@ -64,14 +63,14 @@ def build_server(client: ClientState, desk: AgentDesk, version: str) -> Server:
         on_list_prompts=list_prompts,
         on_get_prompt=get_prompt,
     )
-    server.middleware.append(client.middleware)
+    server.middleware.append(worker.client.middleware)
     return server
 
 
-async def run(client: ClientState, link: RelayLink, version: str) -> None:
-    server = build_server(client, link.desk, version)
+async def run(worker: Worker, version: str) -> None:
+    server = build_server(worker, version)
     async with stdio_server() as (read_stream, write_stream), anyio.create_task_group() as tg:
-        tg.start_soon(link.run)
+        tg.start_soon(worker.run)
         await server.run(read_stream, write_stream, server.create_initialization_options())
         log.info("the MCP client closed the connection; exiting")
         tg.cancel_scope.cancel()

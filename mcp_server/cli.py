@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     from mcp.shared.exceptions import MCPDeprecationWarning
 
     from ._client import ClientState, Settings
-    from ._relay_link import RelayLink
     from ._server import run
+    from ._worker import Worker
 
     # Every sampling call warns that sampling is deprecated as of 2026-07-28; we know, and we only
     # sample 2025-era clients. The warning would otherwise land on the user's stderr once per call.
@@ -117,9 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         mode=args.mode,
         tool_emulation=args.tool_emulation == "on",
     )
-    client = ClientState(settings)
-    link = RelayLink(args.socket, client, args.sampling_timeout, args.reconnect_max_delay)
+    worker = Worker(ClientState(settings), args.socket, args.sampling_timeout, args.reconnect_max_delay)
     try:
-        anyio.run(run, client, link, _version(), backend=args.backend)
+        anyio.run(run, worker, _version(), backend=args.backend)
     except KeyboardInterrupt:
         pass

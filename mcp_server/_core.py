@@ -1,0 +1,419 @@
+"""The worker's decisions, in one synchronous core: slots, waiting agents, requests shown to an agent,
+requests being sampled, replies.
+
+No I/O, no awaiting, no ``mcp`` import (like the relay's broker and h11's ``Connection``): the shells
+report what happened by calling a method, and each method returns the effects to carry out, in order
+(:class:`Send` a frame to the relay, :class:`Wake` a waiting agent, :class:`StartSampling`,
+:class:`StopSampling`). Every state change is one call, so it is atomic on both backends, and every
+race is a sequence of calls a unit test can replay.
+
+Rules:
+- Pull: the relay holds exactly as many of our slots as we can take right now, free sampling capacity
+  plus agents waiting in ``next_request`` with nothing delivered yet (:meth:`WorkerCore._balance`,
+  after every event). A slot is only announced while the link is up; a new link starts from zero.
+- A request goes to the longest-waiting agent first, else to background sampling; one that neither can
+  take (a slot crossed a ``withdraw``) is handed back with ``release``.
+- A request delivered to an agent whose call ends before it returned the request (timeout, cancel) goes
+  back with ``release``: nobody saw it. Once shown, it stays open until ``reply``, the relay's
+  ``cancel``, or a lost link; it is never handed back by us. (If this MCP server exits before the
+  reply, the relay re-queues it like any request that has no answer frame yet: see docs/protocol.md.)
+- A reply is accepted once. Its request counts as answered only when its frames were written; a link
+  that breaks during the delivery leaves it closed as "link lost", which a retried reply is told.
+- ``next_request`` while the first connection to the relay is still being made waits for it (within
+  ``wait_seconds``); when the relay is known to be unreachable it says so at once.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from shared_protocol import (
+    End,
+    Ready,
+    Release,
+    RequestFrame,
+    Start,
+    StopReason,
+    TextDelta,
+    ToolCall,
+    Update,
+    Withdraw,
+    WorkerInfo,
+)
+
+from ._render import NO_REQUEST, RELAY_DOWN
+
+DEFAULT_WAIT_SECONDS = 300
+MAX_WAIT_SECONDS = 600
+CLOSED_MEMORY = 1000
+"""How many answered or abandoned request ids are remembered, to explain a late reply."""
+MAX_GRANT = 1024
+"""Most slots one ``ready`` or ``withdraw`` may carry (the protocol's bound)."""
+
+FINISH_REASONS: dict[str, StopReason] = {
+    "stop": "endTurn",
+    "end_turn": "endTurn",
+    "length": "maxTokens",
+    "max_tokens": "maxTokens",
+    "tool_calls": "toolUse",
+    "tool_use": "toolUse",
+    "stop_sequence": "stopSequence",
+}
+
+
+# --- effects ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    """Write this frame to the relay (dropped if the link is down by the time it is written)."""
+
+    frame: BaseModel
+
+
+@dataclass(frozen=True)
+class Wake:
+    """The agent waiting as ``waiter`` has a request to look at (:meth:`WorkerCore.show`)."""
+
+    waiter: int
+
+
+@dataclass(frozen=True)
+class StartSampling:
+    frame: RequestFrame
+
+
+@dataclass(frozen=True)
+class StopSampling:
+    request_id: str
+    reason: str
+
+
+Effect = Send | Wake | StartSampling | StopSampling
+
+
+# --- what the tool shells get back ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolText:
+    """The text a tool call answers with (``error``: an MCP tool error the agent should correct)."""
+
+    text: str
+    error: bool = False
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """``next_request`` registered an agent: wait up to ``seconds`` for a :class:`Wake`."""
+
+    waiter: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """``reply`` accepted: write these frames, then report with :meth:`WorkerCore.reply_written`."""
+
+    request_id: str
+    frames: list[BaseModel]
+
+
+@dataclass(frozen=True)
+class _Replying:
+    frame: RequestFrame
+    summary: str
+    failed: str | None = None
+    """Set when the caller left or the link broke while the frames were being written."""
+
+
+LinkState = Literal["connecting", "up", "down"]
+
+
+class WorkerCore:
+    def __init__(self, socket_path: str, info: WorkerInfo, capacity: int = 0, model_id: str = "mcp-client") -> None:
+        self.socket_path = socket_path
+        self.info = info
+        """What we know about our MCP client now (sent as ``hello``, then as ``update`` on changes)."""
+        self.capacity = capacity
+        """Background-sampling requests we may run at once (0 when the client cannot sample)."""
+        self.model_id = model_id
+        """The model an agent's replies report."""
+        self.link: LinkState = "connecting"
+        self.link_error: str | None = None
+        self._announced: WorkerInfo | None = None
+        self._granted = 0
+        self._next_waiter = 0
+        self._waiters: dict[int, RequestFrame | None] = {}
+        """Agents in ``next_request``, oldest first, each with the request delivered to it (if any)."""
+        self._sampling: set[str] = set()
+        self._stopped: set[str] = set()
+        """Sampling requests told to stop: whatever they still produce is dropped."""
+        self._shown: dict[str, RequestFrame] = {}
+        self._replying: dict[str, _Replying] = {}
+        self._closed: OrderedDict[str, str] = OrderedDict()
+
+    # --- the client -------------------------------------------------------------------------
+
+    def client_changed(self, info: WorkerInfo, capacity: int, model_id: str) -> list[Effect]:
+        self.info, self.capacity, self.model_id = info, capacity, model_id
+        return self._announce() + self._balance()
+
+    # --- the relay link ---------------------------------------------------------------------
+
+    def link_up(self, hello: WorkerInfo) -> list[Effect]:
+        """The relay welcomed us; ``hello`` is the description our hello carried."""
+        self.link, self.link_error = "up", None
+        self._announced, self._granted = hello, 0
+        return self._announce() + self._balance()
+
+    def link_failed(self, error: str) -> list[Effect]:
+        """A connection attempt failed (agents already waiting keep waiting: it may come back)."""
+        self.link, self.link_error = "down", error
+        return []
+
+    def link_lost(self) -> list[Effect]:
+        """The connection ended: everything the relay had given us is void (it re-queues or fails it)."""
+        self.link, self.link_error = "down", "the connection to the relay was lost; reconnecting"
+        self._announced, self._granted = None, 0
+        for waiter, frame in self._waiters.items():
+            if frame is not None:
+                self._waiters[waiter] = None
+        for request_id in list(self._shown):
+            self._close(request_id, "the connection to the relay was lost before the reply")
+        for request_id, replying in self._replying.items():
+            self._replying[request_id] = _Replying(replying.frame, replying.summary, "link lost")
+        return self._stop_all("the connection to the relay was lost")
+
+    def request(self, frame: RequestFrame) -> list[Effect]:
+        self._granted = max(0, self._granted - 1)
+        if self._holds(frame.id):
+            return [Send(Release(id=frame.id)), *self._balance()]  # a duplicate: never answer twice
+        waiter = next((w for w, delivered in self._waiters.items() if delivered is None), None)
+        if waiter is not None:
+            self._waiters[waiter] = frame
+            return [Wake(waiter), *self._balance()]
+        if len(self._sampling) < self.capacity:
+            self._sampling.add(frame.id)
+            return [StartSampling(frame), *self._balance()]
+        return [Send(Release(id=frame.id)), *self._balance()]
+
+    def cancel(self, request_id: str, reason: str) -> list[Effect]:
+        """The relay cancelled a request (its caller left or timed out)."""
+        if request_id in self._shown:
+            self._close(request_id, f"its caller is gone ({reason})")
+        elif request_id in self._replying:
+            replying = self._replying[request_id]
+            self._replying[request_id] = _Replying(replying.frame, replying.summary, f"its caller is gone ({reason})")
+        elif request_id in self._sampling and request_id not in self._stopped:
+            self._stopped.add(request_id)
+            return [StopSampling(request_id, reason)]
+        else:
+            for waiter, frame in self._waiters.items():
+                if frame is not None and frame.id == request_id:
+                    self._waiters[waiter] = None  # not shown yet: that agent simply waits on
+                    return self._balance()
+        return []
+
+    # --- background sampling ----------------------------------------------------------------
+
+    def sampling_done(self, request_id: str, frames: list[BaseModel]) -> list[Effect]:
+        """A sampling task ended with these answer frames (none if it was stopped)."""
+        self._sampling.discard(request_id)
+        stopped = request_id in self._stopped
+        self._stopped.discard(request_id)
+        sends: list[Effect] = [] if stopped or self.link != "up" else [Send(f) for f in frames]
+        return sends + self._balance()
+
+    # --- agent pull: next_request -----------------------------------------------------------
+
+    def agent_waits(self, arguments: dict[str, Any]) -> tuple[ToolText | Waiting, list[Effect]]:
+        """An agent called ``next_request``: register it (its slot is announced), or answer at once."""
+        wait = arguments.get("wait_seconds", DEFAULT_WAIT_SECONDS)
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 1 <= wait <= MAX_WAIT_SECONDS:
+            return ToolText(f"wait_seconds must be a number from 1 to {MAX_WAIT_SECONDS}.", error=True), []
+        if self.link == "down":
+            return ToolText(self._relay_down()), []
+        waiter = self._next_waiter
+        self._next_waiter += 1
+        self._waiters[waiter] = None
+        return Waiting(waiter, float(wait)), self._balance()
+
+    def show(self, waiter: int) -> RequestFrame | None:
+        """The woken agent's call is about to return its request, which from now on counts as shown;
+        None if the request was taken back meanwhile (its caller left), so the agent waits on."""
+        frame = self._waiters.get(waiter)
+        if frame is None:
+            return None
+        del self._waiters[waiter]
+        self._shown[frame.id] = frame
+        return frame
+
+    def agent_gives_up(self, waiter: int, seconds: float) -> tuple[ToolText, list[Effect]]:
+        """The agent's call ended without a request shown (its wait ran out, or it was cancelled)."""
+        frame = self._waiters.pop(waiter, None)
+        effects: list[Effect] = [Send(Release(id=frame.id))] if frame is not None and self.link == "up" else []
+        text = NO_REQUEST.format(seconds=seconds) if self.link == "up" else self._relay_down()
+        return ToolText(text), effects + self._balance()
+
+    # --- agent pull: reply ------------------------------------------------------------------
+
+    def reply(self, arguments: dict[str, Any]) -> ToolText | Delivery:
+        request_id = arguments.get("request_id")
+        content = arguments.get("content", "")
+        if not isinstance(request_id, str) or not request_id:
+            return ToolText("request_id is required: copy it from the first line of the request.", error=True)
+        if not isinstance(content, str):
+            return ToolText("content must be a string (the assistant's message).", error=True)
+        frame = self._shown.get(request_id)
+        if frame is None:
+            return ToolText(self._not_open(request_id), error=True)
+        calls = _tool_calls(frame, arguments.get("tool_calls"))
+        if isinstance(calls, str):
+            return ToolText(calls, error=True)
+        stop = _stop_reason(arguments.get("finish_reason"), bool(calls))
+        if stop is None:
+            return ToolText(f"finish_reason must be one of {', '.join(sorted(FINISH_REASONS))}.", error=True)
+        if not content and not calls:
+            return ToolText("Give content (the answer) or tool_calls, or both.", error=True)
+        frames: list[BaseModel] = [Start(id=request_id, model=self.model_id)]
+        if content:
+            frames.append(TextDelta(id=request_id, text=content))
+        frames += [
+            ToolCall(id=request_id, call_id="call_" + secrets.token_hex(12), name=name, arguments=args)
+            for name, args in calls
+        ]
+        frames.append(End(id=request_id, stop_reason=stop))
+        del self._shown[request_id]
+        summary = f"{len(content)} characters, {len(calls)} tool call{'' if len(calls) == 1 else 's'}"
+        self._replying[request_id] = _Replying(frame, summary)
+        return Delivery(request_id, frames)
+
+    def reply_written(self, request_id: str, written: bool) -> ToolText:
+        """The shell wrote a :class:`Delivery`'s frames (``written``) or the link ended first."""
+        replying = self._replying.pop(request_id)
+        failed = replying.failed or (None if written else "link lost")
+        if failed is None:
+            self._close(request_id, "it was already answered")
+            return ToolText(
+                f"Delivered the reply to {request_id} ({replying.summary}). Call next_request for the next request."
+            )
+        if failed == "link lost":
+            self._close(request_id, "the connection to the relay was lost before the reply")
+            return ToolText(
+                f"Request {request_id} cannot be answered: the connection to the relay was lost; its caller got "
+                "an error. Call next_request for the next one.",
+                error=True,
+            )
+        self._close(request_id, failed)
+        return ToolText(
+            f"Request {request_id} cannot be answered: {failed}. Call next_request for the next one.", error=True
+        )
+
+    # --- views --------------------------------------------------------------------------------
+
+    @property
+    def granted(self) -> int:
+        """Slots the relay holds for us."""
+        return self._granted
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def is_open(self, request_id: str) -> bool:
+        """Shown to an agent and waiting for its reply."""
+        return request_id in self._shown
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _holds(self, request_id: str) -> bool:
+        return (
+            request_id in self._sampling
+            or request_id in self._shown
+            or request_id in self._replying
+            or any(f is not None and f.id == request_id for f in self._waiters.values())
+        )
+
+    def _announce(self) -> list[Effect]:
+        if self.link != "up" or self.info == self._announced:
+            return []
+        self._announced = self.info
+        return [Send(Update(worker=self.info))]
+
+    def _balance(self) -> list[Effect]:
+        if self.link != "up":
+            return []
+        idle_agents = sum(1 for delivered in self._waiters.values() if delivered is None)
+        wanted = max(0, self.capacity - len(self._sampling)) + idle_agents
+        effects: list[Effect] = []
+        while wanted != self._granted:
+            delta = max(-MAX_GRANT, min(MAX_GRANT, wanted - self._granted))
+            self._granted += delta
+            effects.append(Send(Ready(slots=delta) if delta > 0 else Withdraw(slots=-delta)))
+        return effects
+
+    def _stop_all(self, reason: str) -> list[Effect]:
+        effects: list[Effect] = []
+        for request_id in sorted(self._sampling - self._stopped):
+            self._stopped.add(request_id)
+            effects.append(StopSampling(request_id, reason))
+        return effects
+
+    def _close(self, request_id: str, why: str) -> None:
+        self._shown.pop(request_id, None)
+        self._closed[request_id] = why
+        while len(self._closed) > CLOSED_MEMORY:
+            self._closed.popitem(last=False)
+
+    def _not_open(self, request_id: str) -> str:
+        if request_id in self._replying:
+            return f"A reply to {request_id} is being delivered; wait for its result instead of replying again."
+        why = self._closed.get(request_id)
+        if why is not None:
+            return f"Request {request_id} cannot be answered: {why}. Call next_request for the next one."
+        return (
+            f"No request {request_id} is waiting for a reply from this server; use the request_id that "
+            "next_request returned."
+        )
+
+    def _relay_down(self) -> str:
+        return RELAY_DOWN.format(socket=self.socket_path, error=self.link_error or "not connected yet")
+
+
+def _tool_calls(frame: RequestFrame, raw: Any) -> list[tuple[str, dict[str, Any]]] | str:
+    """The reply's tool calls, each naming a tool the caller offered, with a JSON object of arguments
+    (given as an object or as a JSON string); or what is wrong with them."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        return "tool_calls must be a list of {name, arguments}."
+    offered = {tool.name for tool in frame.request.tools}
+    calls = []
+    for i, call in enumerate(raw):
+        name = call.get("name") if isinstance(call, dict) else None
+        if not isinstance(name, str) or name not in offered:
+            have = ", ".join(sorted(offered)) or "none"
+            return f"tool_calls[{i}] names {name!r}, which the caller did not offer (offered: {have})."
+        arguments = call.get("arguments", {})
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except json.JSONDecodeError:
+                return f"tool_calls[{i}].arguments is not valid JSON."
+        if not isinstance(arguments, dict):
+            return f"tool_calls[{i}].arguments must be a JSON object."
+        calls.append((name, arguments))
+    return calls
+
+
+def _stop_reason(raw: Any, has_calls: bool) -> StopReason | None:
+    if raw is None:
+        return "toolUse" if has_calls else "endTurn"
+    return FINISH_REASONS.get(raw) if isinstance(raw, str) else None
