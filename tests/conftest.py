@@ -1,5 +1,7 @@
-"""Fixtures that start the real processes: the relay on port 0 with its own socket, and
-``mcptb-server`` over stdio under a real MCP client (the ``mcp`` SDK's ClientSession, 2025 handshake).
+"""Fixtures for the relay and ``mcptb-server``: in-process by default (``relay``, ``mcp_worker``: see
+_inprocess.py), real processes where the process boundary is the point (``relay_process``,
+``relay_factory``, ``mcp_worker_process``: the relay on port 0 with its own socket, ``mcptb-server``
+over stdio under the ``mcp`` SDK's ClientSession, 2025 handshake).
 
 Every async test runs twice, on asyncio and on trio; the relay and the MCP server run on the same
 backend as the test. HTTP clients that are tied to asyncio or are synchronous run in a thread.
@@ -28,6 +30,7 @@ from claude_code.harness import BINARIES, ClaudeCode, skip_reason
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from _http_client import get_json
+from _inprocess import InProcessRelay, InProcessWorker, relay_in_process, worker_in_process
 from _scripted import ScriptedModel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,9 +144,16 @@ def relay_factory(backend: str) -> Iterator[Any]:
 
 
 @pytest.fixture
-def relay(relay_factory: Any) -> RelayProcess:
-    """A relay with short timeouts so timeout paths are quick to test."""
+def relay_process(relay_factory: Any) -> RelayProcess:
+    """A relay process with short keep-alives so those paths are quick to test."""
     return relay_factory("--keepalive-interval", "0.5")
+
+
+@pytest.fixture
+async def relay(backend: str) -> AsyncIterator[InProcessRelay]:
+    """The relay serving in the test's event loop, with short keep-alives."""
+    async with relay_in_process(keepalive_interval=0.5) as served:
+        yield served
 
 
 def server_params(socket: str, backend: str, *args: str) -> StdioServerParameters:
@@ -176,10 +186,35 @@ class Worker:
     def stderr(self) -> str:
         return Path(self.stderr_path).read_text()
 
+    @property
+    def instructions(self) -> str | None:
+        return self.init.instructions
+
 
 @asynccontextmanager
 async def mcp_worker(
-    relay: RelayProcess,
+    relay: RelayProcess | InProcessRelay,
+    backend: str,
+    *args: str,
+    model: ScriptedModel | None = None,
+    sampling: bool = True,
+    sampling_tools: bool = False,
+    client_name: str = "pytest-client",
+    wait_ready: bool = True,
+) -> AsyncIterator[InProcessWorker]:
+    """``mcptb-server`` (with these command-line ``args``) in this event loop, its MCP client the mcp
+    SDK's in-memory Client with the 2025 handshake."""
+    async with worker_in_process(
+        relay.socket, *args, model=model, sampling=sampling, sampling_tools=sampling_tools, client_name=client_name
+    ) as worker:
+        if wait_ready:
+            await wait_for_workers(relay, 1, sampling=sampling)
+        yield worker
+
+
+@asynccontextmanager
+async def mcp_worker_process(
+    relay: RelayProcess | InProcessRelay,
     backend: str,
     *args: str,
     model: ScriptedModel | None = None,
@@ -212,7 +247,7 @@ async def mcp_worker(
 
 
 async def wait_for_workers(
-    relay: RelayProcess, count: int, sampling: bool = True, timeout: float = 20
+    relay: RelayProcess | InProcessRelay, count: int, sampling: bool = True, timeout: float = 20
 ) -> dict[str, Any]:
     """Poll /health until ``count`` workers are connected (with free sampling slots, if asked)."""
     with anyio.fail_after(timeout):

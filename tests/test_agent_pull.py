@@ -15,7 +15,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from _http_client import get_json, post
-from conftest import chat_body, mcp_worker, server_params, wait_for_workers
+from conftest import chat_body, mcp_worker, mcp_worker_process, server_params, wait_for_workers
 
 pytestmark = pytest.mark.anyio
 
@@ -46,6 +46,15 @@ def request_id(text: str) -> str:
 @asynccontextmanager
 async def agent(relay, backend, *args, client_name="claude-code"):
     async with mcp_worker(relay, backend, *args, sampling=False, wait_ready=False, client_name=client_name) as worker:
+        yield worker.session
+
+
+@asynccontextmanager
+async def agent_process(relay, backend):
+    """An agent whose mcptb-server is a real process (the test kills it)."""
+    async with mcp_worker_process(
+        relay, backend, sampling=False, wait_ready=False, client_name="claude-code"
+    ) as worker:
         yield worker.session
 
 
@@ -356,13 +365,13 @@ async def test_a_2026_era_client_serves_as_an_agent(relay, backend):
 async def test_serve_prompt_and_instructions_tell_the_loop(relay, backend):
     async with mcp_worker(relay, backend, sampling=False, wait_ready=False) as worker:
         prompt = await worker.session.get_prompt("serve")
-    for text in (prompt.messages[0].content.text, worker.init.instructions):
+    for text in (prompt.messages[0].content.text, worker.instructions):
         for step in ("next_request", "reply", "Never mix two requests", "tool_calls"):
             assert step in text
 
 
 async def test_a_request_held_by_an_agent_whose_client_dies_goes_to_another_agent(relay, backend):
-    async with agent(relay, backend) as first, anyio.create_task_group() as tg:
+    async with agent_process(relay, backend) as first, anyio.create_task_group() as tg:
         await wait_for_workers(relay, 1, sampling=False)
         caller = Caller(relay, chat_body("do not lose me"))
         tg.start_soon(caller.run)
@@ -379,7 +388,7 @@ async def test_a_request_held_by_an_agent_whose_client_dies_goes_to_another_agen
 
 async def test_a_requeued_request_times_out_as_waiting_for_an_agent(relay_factory, backend):
     relay = relay_factory("--queue-timeout", "1")
-    async with agent(relay, backend) as first, anyio.create_task_group() as tg:
+    async with agent_process(relay, backend) as first, anyio.create_task_group() as tg:
         await wait_for_workers(relay, 1, sampling=False)
         caller = Caller(relay, chat_body("orphan"))
         tg.start_soon(caller.run)

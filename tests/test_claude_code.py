@@ -34,6 +34,13 @@ from conftest import RelayProcess, say
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
+
+@pytest.fixture
+def relay(relay_process):
+    """Real clients meet the real relay process, as users run it."""
+    return relay_process
+
+
 SERVER_NAME = "mcptb"
 SERVE = f"mcp__{SERVER_NAME}__serve"
 MODEL_ID = "claude-code"

@@ -28,6 +28,13 @@ from conftest import RelayProcess, mcp_worker, say
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
+
+@pytest.fixture
+def relay(relay_process):
+    """Real clients meet the real relay process, as users run it."""
+    return relay_process
+
+
 PROMPT = f"Use the Bash tool to run `{BASH_COMMAND}` and tell me what it printed."
 FINAL = ANSWER_PREFIX + BASH_OUTPUT
 

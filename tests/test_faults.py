@@ -15,7 +15,7 @@ import pytest
 
 from _http_client import get_json, post, request
 from _scripted import ScriptedModel
-from conftest import ROOT, chat_body, mcp_worker, wait_for_workers
+from conftest import ROOT, chat_body, mcp_worker, mcp_worker_process, wait_for_workers
 
 pytestmark = pytest.mark.anyio
 
@@ -267,7 +267,7 @@ async def test_queue_full_is_429_with_retry_after(relay_factory, backend):
 
 
 async def test_worker_killed_before_answering_gets_its_request_requeued(relay, backend):
-    async with mcp_worker(relay, backend) as first:
+    async with mcp_worker_process(relay, backend) as first:
         pid = (await get_json(relay.url + "/health"))["workers"][0]["pid"]
         async with anyio.create_task_group() as tg:
             result = {}
@@ -316,7 +316,7 @@ async def test_many_concurrent_callers_each_get_their_own_answer(relay, backend)
 
 
 async def test_worker_process_exits_cleanly_when_its_client_closes(relay, backend):
-    async with mcp_worker(relay, backend):
+    async with mcp_worker_process(relay, backend):
         pid = (await get_json(relay.url + "/health"))["workers"][0]["pid"]
     with anyio.fail_after(10):
         while (await get_json(relay.url + "/health"))["workers"]:
@@ -326,7 +326,8 @@ async def test_worker_process_exits_cleanly_when_its_client_closes(relay, backen
         pytest.fail("mcptb-server still running after its client closed stdin")
 
 
-def test_sigterm_stops_the_relay_cleanly_and_removes_its_socket(relay):
+def test_sigterm_stops_the_relay_cleanly_and_removes_its_socket(relay_process):
+    relay = relay_process
     relay.proc.send_signal(signal.SIGTERM)
     assert relay.proc.wait(10) == 0
     assert not os.path.exists(relay.socket)

@@ -33,6 +33,13 @@ from conftest import ROOT, RelayProcess, say, wait_for_workers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
+
+@pytest.fixture
+def relay(relay_process):
+    """Real clients meet the real relay process, as users run it."""
+    return relay_process
+
+
 NODE_DIR = ROOT / "tests" / "node"
 SCRIPT = NODE_DIR / "sampling_worker.mjs"
 CLIENT_NAME = "mcptb-ts-sdk-test-client"  # keep in step with sampling_worker.mjs

@@ -1,0 +1,105 @@
+"""Command-line settings, declared once for both programs: each is a field of a frozen dataclass whose
+metadata (:func:`setting`) gives its help, choices and bounds; the flag (``--max-body-bytes``) and the
+environment variable (``MCPTB_MAX_BODY_BYTES``) are derived from the field's name, the type and the
+default from the field itself.
+
+A value from the environment is checked exactly like a flag (type, choices, bounds) and a bad one is
+a one-line usage error naming the variable, never a traceback or a silent default. A flag wins over
+the variable. No I/O: the caller passes ``argv`` and the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+ENV_PREFIX = "MCPTB_"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+_KINDS: dict[str, type] = {"str": str, "str | None": str, "int": int, "float": float, "bool": bool}
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def setting(help: str, *, choices: Sequence[str] = (), positive: bool = False) -> dict[str, Any]:
+    """The metadata of one setting's field: ``field(default=..., metadata=setting(...))``."""
+    return {"help": help, "choices": tuple(choices), "positive": positive}
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def parse_settings(
+    kind: type[T],
+    argv: Sequence[str] | None,
+    environ: Mapping[str, str],
+    *,
+    prog: str,
+    description: str,
+    defaults: Mapping[str, Any] | None = None,
+    version: str | None = None,
+) -> tuple[T, argparse.ArgumentParser]:
+    """Parse ``argv`` over the environment over the dataclass's defaults (or ``defaults``); exit with
+    a usage error (status 2) on a bad value. Returns the settings and the parser (for later errors)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    if version is not None:
+        parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
+    for field in dataclasses.fields(kind):  # type: ignore[arg-type]
+        meta = field.metadata
+        py_type = _KINDS[str(field.type)]
+        default = (defaults or {}).get(field.name, field.default)
+        raw = environ.get(env_name(field.name))
+        if raw is not None:
+            default = _from_env(parser, field.name, py_type, raw, meta)
+        help_text = f"{meta['help']} [env {env_name(field.name)}]"
+        if py_type is bool:
+            parser.add_argument(
+                flag_name(field.name), action=argparse.BooleanOptionalAction, default=default, help=help_text
+            )
+            continue
+        parser.add_argument(
+            flag_name(field.name),
+            type=_checked(py_type, meta["positive"]),
+            default=default,
+            choices=meta["choices"] or None,
+            help=help_text,
+        )
+    values = vars(parser.parse_args(argv))
+    return kind(**values), parser
+
+
+def _checked(py_type: type, positive: bool) -> Any:
+    def convert(text: str) -> Any:
+        try:
+            value = py_type(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {_KIND_NAMES[py_type]}") from None
+        if positive and not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+        return value
+
+    convert.__name__ = py_type.__name__
+    return convert
+
+
+def _from_env(parser: argparse.ArgumentParser, name: str, py_type: type, raw: str, meta: Mapping[str, Any]) -> Any:
+    where = f"{env_name(name)}={raw!r}"
+    value: Any
+    if py_type is bool:
+        if raw.strip().lower() not in _TRUE + _FALSE:
+            parser.error(f"{where}: must be one of {', '.join(_TRUE + _FALSE)}")
+        return raw.strip().lower() in _TRUE
+    try:
+        value = _checked(py_type, meta["positive"])(raw.strip())
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"{where}: {exc}")
+    if meta["choices"] and value not in meta["choices"]:
+        parser.error(f"{where}: must be one of {', '.join(meta['choices'])}")
+    return value

@@ -1,0 +1,66 @@
+"""Settings of both programs: one declaration gives the flag and the MCPTB_* variable, and a value from
+the environment is checked exactly like a flag (a one-line usage error, never a traceback or a silent
+default)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from mcp_server.cli import parse_args as server_args
+from shared_protocol._settings import parse_settings, setting
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str = field(default="x", metadata=setting("a name"))
+    count: int = field(default=2, metadata=setting("how many", positive=True))
+    color: str = field(default="red", metadata=setting("a color", choices=["red", "blue"]))
+    loud: bool = field(default=False, metadata=setting("shout"))
+    nickname: str | None = field(default=None, metadata=setting("optional"))
+
+
+def parse(argv: list[str], env: dict[str, str]) -> Sample:
+    return parse_settings(Sample, argv, env, prog="sample", description="d")[0]
+
+
+def test_defaults_environment_and_flags_in_that_order():
+    assert parse([], {}) == Sample()
+    env = {"MCPTB_COUNT": "5", "MCPTB_COLOR": "blue", "MCPTB_LOUD": "yes", "MCPTB_NICKNAME": "n"}
+    assert parse([], env) == Sample(count=5, color="blue", loud=True, nickname="n")
+    assert parse(["--count", "7", "--no-loud"], env) == Sample(count=7, color="blue", loud=False, nickname="n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        ([], {"MCPTB_COLOR": "green"}, "MCPTB_COLOR='green': must be one of red, blue"),
+        ([], {"MCPTB_COUNT": "many"}, "MCPTB_COUNT='many': 'many' is not an integer"),
+        ([], {"MCPTB_COUNT": "0"}, "MCPTB_COUNT='0': '0' must be positive"),
+        ([], {"MCPTB_LOUD": "loud"}, "MCPTB_LOUD='loud': must be one of 1, true, yes, on, 0, false, no, off"),
+        (["--count", "-1"], {}, "argument --count: '-1' must be positive"),
+        (["--color", "green"], {}, "argument --color: invalid choice: 'green'"),
+    ],
+)
+def test_a_bad_value_is_a_one_line_usage_error(capsys, argv, env, message):
+    with pytest.raises(SystemExit) as exit_:
+        parse(argv, env)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_mcptb_server_refuses_a_bad_mode_from_the_environment(capsys, monkeypatch):
+    monkeypatch.setenv("MCPTB_MODE", "bogus")
+    with pytest.raises(SystemExit):
+        server_args([])
+    assert "MCPTB_MODE='bogus': must be one of auto, sampling, agent" in capsys.readouterr().err
+
+
+def test_mcptb_server_settings_from_flags_and_environment(monkeypatch):
+    monkeypatch.setenv("MCPTB_TOOL_EMULATION", "off")
+    monkeypatch.setenv("MCPTB_SOCKET", "/tmp/x/relay.sock")
+    options = server_args(["--concurrency", "2", "--mode", "agent"])
+    assert (options.concurrency, options.mode, options.tool_emulation) == (2, "agent", "off")
+    assert options.socket == "/tmp/x/relay.sock"
