@@ -21,11 +21,12 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import anyio
 import mcp_types as types
 import pytest
+from _eventually import eventually
 from claude_code.harness import BINARIES, ClaudeCode, skip_reason
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
@@ -34,6 +35,15 @@ from _inprocess import InProcessRelay, InProcessWorker, relay_in_process, worker
 from _scripted import ScriptedModel
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def litellm() -> ModuleType:
+    """litellm, imported on first use (the import alone takes seconds) with its bundled cost map: it
+    would otherwise try to fetch one from the internet, with seconds of retries and warnings offline."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm as module
+
+    return module
 
 
 def say(config: pytest.Config, line: str) -> None:
@@ -250,14 +260,23 @@ async def wait_for_workers(
     relay: RelayProcess | InProcessRelay, count: int, sampling: bool = True, timeout: float = 20
 ) -> dict[str, Any]:
     """Poll /health until ``count`` workers are connected (with free sampling slots, if asked)."""
-    with anyio.fail_after(timeout):
-        while True:
-            health = await get_json(relay.url + "/health")
-            workers = health["workers"]
-            ready = [w for w in workers if not sampling or ("sampling" in w["modes"] and w["free_slots"] > 0)]
-            if len(workers) == count and len(ready) == count:
-                return health
-            await anyio.sleep(0.05)
+
+    async def connected() -> dict[str, Any] | None:
+        health = await get_json(relay.url + "/health")
+        workers = health["workers"]
+        ready = [w for w in workers if not sampling or ("sampling" in w["modes"] and w["free_slots"] > 0)]
+        return health if len(workers) == count and len(ready) == count else None
+
+    return await eventually(connected, timeout=timeout, what=f"{count} worker(s) connected")
+
+
+async def queue_depth(relay: RelayProcess | InProcessRelay, depth: int) -> bool:
+    """At least ``depth`` requests wait in the relay's queue."""
+    return bool((await get_json(relay.url + "/health"))["queue_depth"] >= depth)
+
+
+async def no_workers(relay: RelayProcess | InProcessRelay) -> bool:
+    return not (await get_json(relay.url + "/health"))["workers"]
 
 
 def chat_body(text: str = "hello", **extra: Any) -> bytes:

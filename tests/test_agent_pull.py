@@ -12,7 +12,11 @@ from contextlib import asynccontextmanager
 import anyio
 import mcp_types as types
 import pytest
+from _eventually import eventually
 from mcp import Client, StdioServerParameters
+
+from mcp_server._server import build_server
+from mcp_server.cli import parse_args, worker_from_args
 
 from _http_client import get_json, post
 from conftest import chat_body, mcp_worker, mcp_worker_process, server_params, wait_for_workers
@@ -62,12 +66,6 @@ async def free_slots(relay) -> list[int]:
     return [w["free_slots"] for w in (await get_json(relay.url + "/health"))["workers"]]
 
 
-async def wait_until(predicate, timeout: float = 10) -> None:
-    with anyio.fail_after(timeout):
-        while not await predicate():
-            await anyio.sleep(0.05)
-
-
 class Caller:
     """An HTTP caller running in the background; ``response`` is set when it finishes."""
 
@@ -78,9 +76,7 @@ class Caller:
         self.response = await post(self.relay.url, PATH, self.body)
 
     async def done(self, timeout: float = 15) -> None:
-        with anyio.fail_after(timeout):
-            while self.response is None:
-                await anyio.sleep(0.02)
+        await eventually(lambda: self.response, timeout=timeout, what="the caller's response")
 
 
 async def test_agent_pulls_a_request_and_its_reply_streams_back(relay, backend):
@@ -130,9 +126,7 @@ async def test_streaming_caller_gets_role_chunk_and_keep_alives_before_the_agent
                 partial["r"] = await post(relay.url, PATH, chat_body("hi", stream=True), stop_after=b": keep-alive\n\n")
 
             tg.start_soon(call)
-            with anyio.fail_after(10):
-                while "r" not in partial:
-                    await anyio.sleep(0.05)
+            await eventually(lambda: "r" in partial, what="a keep-alive before the answer")
         events = partial["r"].sse_events
         assert json.loads(events[0].removeprefix("data: "))["choices"][0]["delta"]["role"] == "assistant"
         assert events[1] == ": keep-alive"
@@ -147,11 +141,11 @@ async def test_a_waiting_next_request_that_is_cancelled_closes_its_slot_and_lose
         async def slot_closed():
             return await free_slots(relay) == [0]
 
-        await wait_until(slot_closed)
+        await eventually(slot_closed)
         async with anyio.create_task_group() as tg:
             caller = Caller(relay, chat_body("still there?"))
             tg.start_soon(caller.run)
-            await wait_until(lambda: _queue_depth_is(relay, 1))
+            await eventually(lambda: _queue_depth_is(relay, 1))
             rid = request_id(text_of(await session.call_tool("next_request", {"wait_seconds": 10})))
             await session.call_tool("reply", {"request_id": rid, "content": "yes"})
             await caller.done()
@@ -191,15 +185,13 @@ async def test_a_wait_survives_a_relay_restart(relay_factory, backend):
             pulled["text"] = text_of(await session.call_tool("next_request", {"wait_seconds": 30}))
 
         tg.start_soon(pull)
-        await wait_until(lambda: _slots_are(relay, [1]))
+        await eventually(lambda: _slots_are(relay, [1]))
         relay.stop()
         again = relay_factory(socket=relay.socket)
-        await wait_until(lambda: _slots_are(again, [1]), timeout=20)
+        await eventually(lambda: _slots_are(again, [1]), timeout=20)
         caller = Caller(again, chat_body("after the restart"))
         tg.start_soon(caller.run)
-        with anyio.fail_after(15):
-            while "text" not in pulled:
-                await anyio.sleep(0.05)
+        await eventually(lambda: "text" in pulled, timeout=15, what="the request after the restart")
         await session.call_tool("reply", {"request_id": request_id(pulled["text"]), "content": "still serving"})
         await caller.done()
     assert caller.response.json()["choices"][0]["message"]["content"] == "still serving"
@@ -282,7 +274,7 @@ async def test_reply_after_the_caller_left_says_so(relay, backend):
             tg.start_soon(post, relay.url, PATH, chat_body("never mind", stream=True))
             rid = request_id(text_of(await session.call_tool("next_request", {"wait_seconds": 10})))
             tg.cancel_scope.cancel()  # the caller hangs up while the agent thinks
-        await wait_until(lambda: _in_flight_is(relay, 0))
+        await eventually(lambda: _in_flight_is(relay, 0))
         result = await session.call_tool("reply", {"request_id": rid, "content": "too late"})
     assert result.is_error and "caller is gone" in text_of(result)
 
@@ -411,3 +403,31 @@ async def test_mode_agent_never_samples_in_the_background(relay, backend):
             await caller.done()
     assert worker.model.requests == []
     assert caller.response.json()["choices"][0]["message"]["content"] == "pulled"
+
+
+async def test_next_request_right_after_start_waits_for_the_relay_link(relay, backend):
+    """An agent may call next_request before mcptb-server's first connection to the relay is made; the
+    call waits for the link (within wait_seconds) instead of answering that the relay is unreachable."""
+    worker = worker_from_args(parse_args(["--socket", relay.socket]))
+    client_info = types.Implementation(name="claude-code", version="2.1.330")
+    async with (
+        Client(build_server(worker, "test"), mode="legacy", client_info=client_info) as client,
+        anyio.create_task_group() as tg,
+    ):
+        pulled = {}
+
+        async def pull():
+            pulled["text"] = text_of(await client.call_tool("next_request", {"wait_seconds": 20}))
+
+        tg.start_soon(pull)
+        await anyio.wait_all_tasks_blocked()  # the call waits: the link is not even started yet
+        assert "text" not in pulled
+        tg.start_soon(worker.run)
+        await wait_for_workers(relay, 1, sampling=False)
+        caller = Caller(relay, chat_body("first thing"))
+        tg.start_soon(caller.run)
+        await eventually(lambda: "text" in pulled, what="the request through the call made before the link")
+        await client.call_tool("reply", {"request_id": request_id(pulled["text"]), "content": "served"})
+        await caller.done()
+        tg.cancel_scope.cancel()
+    assert caller.response.json()["choices"][0]["message"]["content"] == "served"

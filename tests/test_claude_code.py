@@ -23,14 +23,14 @@ from typing import Any
 
 import anyio
 import httpx
-import litellm
 import openai
 import pytest
+from _eventually import eventually
 from claude_code.fake_model import ANSWER_PREFIX, GAVE_UP, NEXT_REQUEST, REPLY, SERVED, result_text
 from claude_code.harness import ClaudeCode, FakeModelProcess, Run, start_fake_model
 
 from _http_client import get_json
-from conftest import RelayProcess, say
+from conftest import RelayProcess, litellm, no_workers, say
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
@@ -84,23 +84,18 @@ def _tool_results(request: dict[str, Any]) -> list[str]:
 async def _wait_for_worker(relay: RelayProcess, claude_done: anyio.Event, timeout: float = 60) -> dict[str, Any]:
     """Poll /health until Claude Code's mcptb-server is connected and has told the relay who its client
     is (it connects when it starts and learns the client from the first MCP message)."""
-    seen: list[Any] = []
-    with anyio.move_on_after(timeout):
-        while not claude_done.is_set():
-            seen = (await get_json(relay.url + "/health"))["workers"]
-            if seen and seen[0]["client"]["name"] is not None:
-                return dict(seen[0])
-            await anyio.sleep(0.05)
-    raise AssertionError(
-        f"Claude Code's MCP server never showed up in the relay's /health with its client known: {seen}"
-    )
+
+    async def known() -> dict[str, Any] | None:
+        if claude_done.is_set():
+            raise AssertionError("Claude Code ended before its MCP server showed up in the relay's /health")
+        seen = (await get_json(relay.url + "/health"))["workers"]
+        return dict(seen[0]) if seen and seen[0]["client"]["name"] is not None else None
+
+    return await eventually(known, timeout=timeout, what="Claude Code's MCP server in /health, its client known")
 
 
-async def _wait_for_no_worker(relay: RelayProcess, timeout: float = 15) -> list[Any]:
-    with anyio.move_on_after(timeout):
-        while (workers := (await get_json(relay.url + "/health"))["workers"]) != []:
-            await anyio.sleep(0.05)
-    return list(workers)
+async def _wait_for_no_worker(relay: RelayProcess, timeout: float = 15) -> None:
+    await eventually(lambda: no_workers(relay), timeout=timeout, what="Claude Code's MCP server gone")
 
 
 @dataclass
@@ -225,12 +220,12 @@ async def test_openai_stream_is_served_by_claude_code(request, claude, relay, ba
     assert finishes == ["stop"]
     assert {c.model for c in chunks} == {MODEL_ID}
     _check_claude_side(served, claude, relay, QUESTION)
-    assert await _wait_for_no_worker(relay) == [], "the worker stayed connected after Claude Code exited"
+    await _wait_for_no_worker(relay)  # the worker does not stay connected after Claude Code exited
 
 
 async def test_litellm_is_served_by_claude_code(request, claude, relay, backend, fake_model):
     def caller() -> Any:
-        return litellm.completion(
+        return litellm().completion(
             model=f"openai/{MODEL_ID}",
             api_base=relay.url + "/v1",
             api_key="x",

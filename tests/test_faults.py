@@ -12,10 +12,11 @@ from contextlib import suppress
 
 import anyio
 import pytest
+from _eventually import eventually
 
 from _http_client import get_json, post, request
 from _scripted import ScriptedModel
-from conftest import ROOT, chat_body, mcp_worker, mcp_worker_process, wait_for_workers
+from conftest import ROOT, chat_body, mcp_worker, mcp_worker_process, no_workers, queue_depth, wait_for_workers
 
 pytestmark = pytest.mark.anyio
 
@@ -161,10 +162,12 @@ def test_non_loopback_bind_without_api_key_is_refused():
 
 async def test_connections_over_the_limit_get_503(relay_factory):
     relay = relay_factory("--max-connections", "1")
-    async with await anyio.connect_tcp("127.0.0.1", relay.port):  # holds the only slot
-        await anyio.sleep(0.2)
-        response = await request(relay.url, "GET", "/health")
-    assert response.status == 503
+    async with await anyio.connect_tcp("127.0.0.1", relay.port):  # holds the only slot once accepted
+
+        async def refused() -> bool:
+            return (await request(relay.url, "GET", "/health")).status == 503
+
+        await eventually(refused, what="a second connection refused with 503")
 
 
 async def test_keep_alive_serves_several_requests_on_one_connection(relay):
@@ -205,9 +208,7 @@ async def test_failure_after_streaming_started_is_an_error_frame_then_done(relay
 async def test_sampling_timeout_is_504_and_cancels_the_sampling_request(relay, backend):
     async with mcp_worker(relay, backend, "--sampling-timeout", "0.5") as worker:
         response = await post(relay.url, PATH, chat_body("SLOW one"))
-        with anyio.fail_after(10):
-            while not worker.model.cancelled:
-                await anyio.sleep(0.05)
+        await eventually(lambda: worker.model.cancelled, what="the sampling callback cancelled")
     assert response.status == 504
     assert "--sampling-timeout" in error_of(response)["message"]
     assert worker.model.cancelled == ["SLOW one"]
@@ -220,9 +221,7 @@ async def test_caller_disconnect_cancels_the_sampling_callback(relay, backend):
             with anyio.fail_after(10):
                 await worker.model.started.wait()
             tg.cancel_scope.cancel()  # the caller hangs up while the model is answering
-        with anyio.fail_after(10):
-            while not worker.model.cancelled:
-                await anyio.sleep(0.05)
+        await eventually(lambda: worker.model.cancelled, what="the sampling callback cancelled")
         assert worker.model.cancelled == ["SLOW bye"]
         health = await get_json(relay.url + "/health")
         assert health["in_flight"] == 0 and health["queue_depth"] == 0
@@ -256,9 +255,7 @@ async def test_queue_full_is_429_with_retry_after(relay_factory, backend):
         await wait_for_workers(relay, 1, sampling=False)
         async with anyio.create_task_group() as tg:
             tg.start_soon(post, relay.url, PATH, chat_body("first", stream=True))
-            with anyio.fail_after(10):
-                while (await get_json(relay.url + "/health"))["queue_depth"] < 1:
-                    await anyio.sleep(0.05)
+            await eventually(lambda: queue_depth(relay, 1), what="one request queued")
             response = await post(relay.url, PATH, chat_body("second"))
             tg.cancel_scope.cancel()
     assert response.status == 429
@@ -280,9 +277,7 @@ async def test_worker_killed_before_answering_gets_its_request_requeued(relay, b
                 await first.model.started.wait()
             os.kill(pid, signal.SIGKILL)
             async with mcp_worker(relay, backend, model=ScriptedModel(honour_slow=False), wait_ready=False):
-                with anyio.fail_after(20):
-                    while "response" not in result:
-                        await anyio.sleep(0.05)
+                await eventually(lambda: "response" in result, timeout=20, what="the re-queued answer")
     response = result["response"]
     assert response.status == 200
     assert response.json()["choices"][0]["message"]["content"] == "echo: SLOW survive"
@@ -318,9 +313,7 @@ async def test_many_concurrent_callers_each_get_their_own_answer(relay, backend)
 async def test_worker_process_exits_cleanly_when_its_client_closes(relay, backend):
     async with mcp_worker_process(relay, backend):
         pid = (await get_json(relay.url + "/health"))["workers"][0]["pid"]
-    with anyio.fail_after(10):
-        while (await get_json(relay.url + "/health"))["workers"]:
-            await anyio.sleep(0.05)
+    await eventually(lambda: no_workers(relay), what="the worker gone from /health")
     with suppress(ProcessLookupError):
         os.kill(pid, 0)
         pytest.fail("mcptb-server still running after its client closed stdin")
@@ -341,9 +334,7 @@ async def test_errors_that_retrying_cannot_fix_say_so(relay_factory, backend):
     assert [r.headers.get("x-should-retry") for r in (bad, no_worker, too_big)] == ["false"] * 3
     async with mcp_worker(relay, backend, sampling=False, wait_ready=False), anyio.create_task_group() as tg:
         tg.start_soon(post, relay.url, PATH, chat_body("first", stream=True))
-        with anyio.fail_after(10):
-            while (await get_json(relay.url + "/health"))["queue_depth"] < 1:
-                await anyio.sleep(0.05)
+        await eventually(lambda: queue_depth(relay, 1), what="one request queued")
         full = await post(relay.url, PATH, chat_body("second"))
         tg.cancel_scope.cancel()
     assert full.status == 429 and "x-should-retry" not in full.headers

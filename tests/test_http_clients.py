@@ -12,12 +12,11 @@ import shutil
 import subprocess
 
 import anyio
-import litellm
 import openai
 import pytest
 
 from _scripted import LONG_ANSWER, MODEL
-from conftest import chat_body, mcp_worker
+from conftest import chat_body, litellm, mcp_worker
 
 pytestmark = pytest.mark.anyio
 
@@ -132,13 +131,13 @@ async def test_litellm_completion_non_stream_and_stream(relay, backend):
     messages = [{"role": "user", "content": "hi litellm"}]
 
     def streamed():
-        chunks = list(litellm.completion(messages=messages, stream=True, **litellm_kwargs(relay)))
+        chunks = list(litellm().completion(messages=messages, stream=True, **litellm_kwargs(relay)))
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
         return text, finish
 
     async with mcp_worker(relay, backend):
-        response = await in_thread(litellm.completion, messages=messages, **litellm_kwargs(relay))
+        response = await in_thread(litellm().completion, messages=messages, **litellm_kwargs(relay))
         text, finish = await in_thread(streamed)
     assert response.choices[0].message.content == "echo: hi litellm"
     assert response.choices[0].finish_reason == "stop"
@@ -148,14 +147,14 @@ async def test_litellm_completion_non_stream_and_stream(relay, backend):
 
 async def test_litellm_acompletion_stream_with_tools(relay, backend):
     async def run():
-        stream = await litellm.acompletion(
+        stream = await litellm().acompletion(
             messages=[{"role": "user", "content": "weather?"}],
             tools=TOOLS,
             stream=True,
             **litellm_kwargs(relay),
         )
         chunks = [c async for c in stream]
-        whole = await litellm.acompletion(
+        whole = await litellm().acompletion(
             messages=[{"role": "user", "content": "weather?"}], tools=TOOLS, **litellm_kwargs(relay)
         )
         return chunks, whole
@@ -170,8 +169,8 @@ async def test_litellm_acompletion_stream_with_tools(relay, backend):
 
 
 async def test_litellm_error_mapping(relay):
-    with pytest.raises(litellm.ServiceUnavailableError) as error:
-        await in_thread(litellm.completion, messages=[{"role": "user", "content": "x"}], **litellm_kwargs(relay))
+    with pytest.raises(litellm().ServiceUnavailableError) as error:
+        await in_thread(litellm().completion, messages=[{"role": "user", "content": "x"}], **litellm_kwargs(relay))
     assert "No MCP server is connected" in str(error.value)
 
 

@@ -39,11 +39,11 @@ import anyio
 import httpx
 import mcp_types as types
 import pytest
+from _eventually import eventually
 from claude_code.harness import BINARIES, ClaudeCode, Run, run_bounded, skip_reason
 from claude_code.scripted_sampling import ANSWER_PREFIX, BASH_COMMAND, BASH_OUTPUT, MODEL, ToolThenAnswerModel
 
-from _http_client import get_json
-from conftest import RelayProcess, mcp_worker, say, short_socket_dir, start_relay
+from conftest import RelayProcess, mcp_worker, no_workers, say, short_socket_dir, start_relay
 
 pytestmark = pytest.mark.anyio
 
@@ -465,9 +465,7 @@ async def test_anthropic_sdk_stream_helper_through_the_proxy(proxy, relay, backe
 
 
 async def _wait_for_no_worker(relay: RelayProcess, timeout: float = 15) -> None:
-    with anyio.fail_after(timeout):
-        while (await get_json(relay.url + "/health"))["workers"]:
-            await anyio.sleep(0.05)
+    await eventually(lambda: no_workers(relay), timeout=timeout, what="the worker gone")
 
 
 async def test_no_worker_error_reaches_the_client_through_the_proxy(request, proxy, relay, backend):

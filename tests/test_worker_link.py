@@ -14,7 +14,9 @@ import sys
 import anyio
 import mcp_types as types
 import pytest
+from _eventually import eventually
 from mcp import Client, StdioServerParameters
+from test_faults import no_workers
 
 from shared_protocol import PROTOCOL_VERSION, Hello, RelayFrameDecoder, WorkerInfo, encode
 
@@ -51,9 +53,7 @@ async def test_garbage_from_a_worker_gets_bounded_error_frames_then_the_link_is_
         assert [e.code for e in errors] == ["bad_frame", "bad_frame"]
         assert len((await get_json(relay.url + "/health"))["workers"]) == 1  # still connected
         await stream.send(b"nope\n" * 30)
-        with anyio.fail_after(10):
-            while (await get_json(relay.url + "/health"))["workers"]:
-                await anyio.sleep(0.05)
+        await eventually(lambda: no_workers(relay), what="the rude worker dropped")
     assert (await get_json(relay.url + "/health"))["status"] == "ok"
 
 
@@ -109,11 +109,13 @@ async def test_a_2026_era_client_is_recognised_and_stays_connected_without_sampl
         client_info=types.Implementation(name="modern-client", version="9"),
     ) as client:
         await client.list_tools()
-        health = await wait_for_workers(relay, 1, sampling=False)
-        with anyio.fail_after(10):
-            while health["workers"][0]["client"]["name"] != "modern-client":
-                await anyio.sleep(0.05)
-                health = await get_json(relay.url + "/health")
+        await wait_for_workers(relay, 1, sampling=False)
+
+        async def recognised() -> dict | None:
+            health = await get_json(relay.url + "/health")
+            return health if health["workers"][0]["client"]["name"] == "modern-client" else None
+
+        health = await eventually(recognised, what="the client's name from _meta")
     worker = health["workers"][0]
     assert worker["protocol_version"] == "2026-07-28"
     assert worker["modes"] == ["agent"] and worker["models"] == ["modern-client"]
@@ -124,13 +126,15 @@ async def test_concurrency_limit_is_honoured(relay, backend):
         async with anyio.create_task_group() as tg:
             for i in range(3):
                 tg.start_soon(post, relay.url, "/v1/chat/completions", chat_body(f"SLOW {i}"))
-            with anyio.fail_after(10):
-                while (await get_json(relay.url + "/health"))["queue_depth"] < 1:
-                    await anyio.sleep(0.05)
-            await anyio.sleep(0.3)
-            health = await get_json(relay.url + "/health")
-            assert len(worker.model.requests) == 2
-            assert health["in_flight"] == 2 and health["queue_depth"] == 1
+
+            async def two_sampling_one_queued() -> dict | None:
+                health = await get_json(relay.url + "/health")
+                return health if (health["in_flight"], health["queue_depth"]) == (2, 1) else None
+
+            health = await eventually(two_sampling_one_queued)
+            # the third waits at the relay because the worker grants no third slot, not by chance
+            assert health["workers"][0]["free_slots"] == 0
+            await eventually(lambda: len(worker.model.requests) == 2, what="two sampling requests at the model")
             tg.cancel_scope.cancel()
         await post(relay.url, "/v1/chat/completions", chat_body("after"))
         assert "deprecated" not in worker.stderr  # the SDK's sampling deprecation warning is silenced
