@@ -43,6 +43,8 @@ class Settings:
     mode: str
     tool_emulation: bool = True
     """Answer requests with tools on sampling slots of clients without ``sampling.tools`` (``_emulation``)."""
+    repair_rounds: int = 1
+    """Times a sampled answer that breaks its format or a tool's schema goes back to the model."""
 
 
 class ClientState:

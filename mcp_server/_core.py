@@ -21,6 +21,10 @@ Rules:
   that breaks during the delivery leaves it closed as "link lost", which a retried reply is told.
 - ``next_request`` while the first connection to the relay is still being made waits for it (within
   ``wait_seconds``); when the relay is known to be unreachable it says so at once.
+- Schema-true: a request whose answer format or tool schemas cannot be used is answered with an
+  ``unsupported`` error at once; a reply whose content breaks the requested format, or whose tool
+  call arguments break the tool's schema, is refused with the validation errors and the request
+  stays open for a corrected reply.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from pydantic import BaseModel
 
 from shared_protocol import (
     End,
+    ErrorFrame,
+    NeutralRequest,
     Ready,
     Release,
     RequestFrame,
@@ -48,6 +54,7 @@ from shared_protocol import (
 )
 
 from ._render import NO_REQUEST, RELAY_DOWN
+from ._structured import arguments_problem, parse_answer, schema_problem
 
 DEFAULT_WAIT_SECONDS = 300
 MAX_WAIT_SECONDS = 600
@@ -195,6 +202,9 @@ class WorkerCore:
         self._granted = max(0, self._granted - 1)
         if self._holds(frame.id):
             return [Send(Release(id=frame.id)), *self._balance()]  # a duplicate: never answer twice
+        problem = request_problem(frame.request)
+        if problem is not None:
+            return [Send(ErrorFrame(id=frame.id, code="unsupported", message=problem)), *self._balance()]
         waiter = next((w for w, delivered in self._waiters.items() if delivered is None), None)
         if waiter is not None:
             self._waiters[waiter] = frame
@@ -282,6 +292,16 @@ class WorkerCore:
             return ToolText(f"finish_reason must be one of {', '.join(sorted(FINISH_REASONS))}.", error=True)
         if not content and not calls:
             return ToolText("Give content (the answer) or tool_calls, or both.", error=True)
+        wanted = frame.request.output_format
+        if wanted is not None and content:
+            content, errors = parse_answer(content, wanted)
+            if errors:
+                return ToolText(
+                    f"Not delivered: the caller of {request_id} asked for its answer as JSON in a given format, "
+                    "and content does not have it:\n- " + "\n- ".join(errors) + "\nThe request is still open: "
+                    "call reply again with content = only the corrected JSON value.",
+                    error=True,
+                )
         frames: list[BaseModel] = [Start(id=request_id, model=self.model_id)]
         if content:
             frames.append(TextDelta(id=request_id, text=content))
@@ -394,7 +414,7 @@ def _tool_calls(frame: RequestFrame, raw: Any) -> list[tuple[str, dict[str, Any]
         return []
     if not isinstance(raw, list):
         return "tool_calls must be a list of {name, arguments}."
-    offered = {tool.name for tool in frame.request.tools}
+    offered = {tool.name: tool for tool in frame.request.tools}
     calls = []
     for i, call in enumerate(raw):
         name = call.get("name") if isinstance(call, dict) else None
@@ -409,8 +429,28 @@ def _tool_calls(frame: RequestFrame, raw: Any) -> list[tuple[str, dict[str, Any]
                 return f"tool_calls[{i}].arguments is not valid JSON."
         if not isinstance(arguments, dict):
             return f"tool_calls[{i}].arguments must be a JSON object."
+        problem = arguments_problem(name, arguments, offered[name].input_schema)
+        if problem is not None:
+            return (
+                f"Not delivered: tool_calls[{i}]: {problem}\n"
+                "The request is still open: call reply again with corrected arguments."
+            )
         calls.append((name, arguments))
     return calls
+
+
+def request_problem(request: NeutralRequest) -> str | None:
+    """Why this request's answer format or tool schemas cannot be used, or None."""
+    wanted = request.output_format
+    if wanted is not None and wanted.json_schema is not None:
+        problem = schema_problem(wanted.json_schema, "the response format's schema")
+        if problem is not None:
+            return problem
+    for tool in request.tools:
+        problem = schema_problem(tool.input_schema, f"the schema of tool {tool.name}")
+        if problem is not None:
+            return problem
+    return None
 
 
 def _stop_reason(raw: Any, has_calls: bool) -> StopReason | None:

@@ -14,6 +14,8 @@ import json
 
 from shared_protocol import ImageBlock, NeutralRequest, RequestFrame, TextBlock, ToolResultBlock, ToolUseBlock
 
+from ._structured import instruction
+
 
 def _image(block: ImageBlock) -> str:
     size = len(base64.b64decode(block.data, validate=False)) if block.data else 0
@@ -76,10 +78,15 @@ def render_request(frame: RequestFrame) -> str:
             )
             lines.append(f"tool choice: {choice.mode} ({wanted})")
         lines.append("")
+    if request.output_format is not None:
+        lines += ["answer format (the caller's program parses your answer; it is checked before delivery):"]
+        lines += [instruction(request.output_format), ""]
     how = (
         f"To answer: write the assistant's next message in this conversation and call reply with "
         f'request_id "{frame.id}" and content = that message'
     )
+    if request.output_format is not None:
+        how += " - content must be exactly that one JSON value"
     if request.tools:
         how += ' (and tool_calls = [{"name": ..., "arguments": {...}}] to call the caller\'s tools)'
     lines.append(how + ". Answer only this request; then call next_request again.")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -43,7 +44,7 @@ from shared_protocol import (
     ToolUseBlock,
 )
 
-from . import _emulation
+from . import _emulation, _structured
 
 log = logging.getLogger("mcptb.server")
 
@@ -108,8 +109,9 @@ def emulates_tools(request: NeutralRequest, sampling_tools: bool, tool_emulation
 
 
 async def _sample(
-    session: ServerSession, request: NeutralRequest, emulate: bool
+    session: ServerSession, request: NeutralRequest, emulate: bool, repairs: list[types.SamplingMessage]
 ) -> types.CreateMessageResult | types.CreateMessageResultWithTools:
+    """One sampling round: the request, then the turns of earlier repair rounds (``repairs``)."""
     hints = types.ModelPreferences(hints=[types.ModelHint(name=request.model)]) if request.model else None
     common: dict[str, Any] = {
         "max_tokens": request.max_tokens,
@@ -117,12 +119,18 @@ async def _sample(
         "stop_sequences": request.stop_sequences or None,
         "model_preferences": hints,
     }
+    system: str | None
     if emulate:
         system, messages = _emulation.render(request)
+    else:
+        system, messages = request.system, to_sampling_messages(request.messages)
+    if request.output_format is not None:
+        system = "\n\n".join(filter(None, [system, _structured.instruction(request.output_format)]))
+    messages += repairs
+    if emulate:
         emulated: types.CreateMessageResult = await session.create_message(messages, system_prompt=system, **common)
         return emulated
-    messages = to_sampling_messages(request.messages)
-    common["system_prompt"] = request.system
+    common["system_prompt"] = system
     tools, tool_choice = _tools(request)
     if tools is None:
         plain: types.CreateMessageResult = await session.create_message(messages, **common)
@@ -157,16 +165,32 @@ async def answer_by_sampling(
     client_name: str,
     on_model: Callable[[str], None],
     tool_emulation: bool = True,
+    repair_rounds: int = 1,
 ) -> list[AnswerFrame]:
-    """Sample the client's model for one relay request; the answer frames (or one error frame)."""
+    """Sample the client's model for one relay request; the answer frames (or one error frame).
+
+    An answer that breaks the requested format or a tool's schema is sent back to the model with what
+    is wrong, up to ``repair_rounds`` times; one still wrong after that is an ``invalid_answer`` error,
+    never a wrong answer. ``timeout`` covers all rounds."""
     emulate = emulates_tools(frame.request, client_has_sampling_tools(session), tool_emulation)
+    repairs: list[types.SamplingMessage] = []
+    limit = min(timeout, frame.timeout)
+    problem = ""
     try:
-        with anyio.fail_after(min(timeout, frame.timeout)):
-            result = await _sample(session, frame.request, emulate)
+        with anyio.fail_after(limit):
+            for round_ in range(repair_rounds + 1):
+                result = await _sample(session, frame.request, emulate, repairs)
+                on_model(result.model)
+                checked = _checked_answer(frame.id, frame.request, result, emulate)
+                if not isinstance(checked, _Wrong):
+                    return checked
+                problem = checked.problem
+                log.info("%s: answer round %d does not fit: %s", frame.id, round_ + 1, problem)
+                repairs += checked.turns
     except TimeoutError:
         message = (
             f"The MCP client ({client_name}) did not answer the sampling request within "
-            f"{min(timeout, frame.timeout):g} s (mcptb-server --sampling-timeout)."
+            f"{limit:g} s (mcptb-server --sampling-timeout)."
         )
         return [ErrorFrame(id=frame.id, code="timeout", message=message)]
     except MCPError as exc:
@@ -174,24 +198,91 @@ async def answer_by_sampling(
     except ValueError as exc:  # the SDK's own checks of tool_use/tool_result pairing
         message = f"Cannot send this conversation through MCP sampling: {exc}."
         return [ErrorFrame(id=frame.id, code="unsupported", message=message)]
-    on_model(result.model)
-    frames: list[AnswerFrame] = [Start(id=frame.id, model=result.model)]
-    blocks = result.content_as_list if isinstance(result, types.CreateMessageResultWithTools) else [result.content]
+    rounds = f"{repair_rounds} repair round{'' if repair_rounds == 1 else 's'}"
+    message = f"The model's answer does not fit what the request asks for, after {rounds}: {problem}"
+    return [ErrorFrame(id=frame.id, code="invalid_answer", message=message)]
+
+
+@dataclass(frozen=True)
+class _Wrong:
+    problem: str
+    turns: list[types.SamplingMessage]
+    """What the model is shown next: its answer, and what is wrong with it."""
+
+
+def _checked_answer(
+    request_id: str,
+    request: NeutralRequest,
+    result: types.CreateMessageResult | types.CreateMessageResultWithTools,
+    emulate: bool,
+) -> list[AnswerFrame] | _Wrong:
+    blocks: list[types.SamplingMessageContentBlock] = (
+        list(result.content_as_list) if isinstance(result, types.CreateMessageResultWithTools) else [result.content]
+    )
     stop: StopReason = result.stop_reason if result.stop_reason in _STOP_REASONS else "endTurn"
     texts = [b.text for b in blocks if isinstance(b, types.TextContent)]
+    raw_text = "".join(texts)
     if emulate and len(texts) == len(blocks):
-        blocks, stop = _emulated_answer(frame.id, frame.request, "".join(texts), stop)
+        blocks, stop = _emulated_answer(request_id, request, raw_text, stop)
+    calls = [b for b in blocks if isinstance(b, types.ToolUseContent)]
+    schemas = {t.name: t.input_schema for t in request.tools}
+    bad = {
+        c.id: problem
+        for c in calls
+        if c.name in schemas and (problem := _structured.arguments_problem(c.name, dict(c.input), schemas[c.name]))
+    }
+    if bad:
+        return _Wrong("; ".join(bad.values()), _tool_repair(blocks, calls, bad, raw_text, emulate))
+    if request.output_format is not None and not calls:
+        answer, errors = _structured.parse_answer(raw_text, request.output_format)
+        if errors:
+            turns = [
+                types.SamplingMessage(role="assistant", content=types.TextContent(text=raw_text)),
+                types.SamplingMessage(role="user", content=types.TextContent(text=_structured.repair_request(errors))),
+            ]
+            return _Wrong("; ".join(errors), turns)
+        blocks = [types.TextContent(text=answer)]
+    frames: list[AnswerFrame] = [Start(id=request_id, model=result.model)]
     for block in blocks:
         if isinstance(block, types.TextContent):
             if block.text:
-                frames.append(TextDelta(id=frame.id, text=block.text))
+                frames.append(TextDelta(id=request_id, text=block.text))
         elif isinstance(block, types.ToolUseContent):
-            frames.append(ToolCall(id=frame.id, call_id=block.id, name=block.name, arguments=dict(block.input)))
+            frames.append(ToolCall(id=request_id, call_id=block.id, name=block.name, arguments=dict(block.input)))
         else:
             message = f"The model answered with {block.type} content, which the HTTP APIs cannot carry."
-            return [ErrorFrame(id=frame.id, code="unsupported", message=message)]
-    frames.append(End(id=frame.id, stop_reason=stop))
+            return [ErrorFrame(id=request_id, code="unsupported", message=message)]
+    frames.append(End(id=request_id, stop_reason=stop))
     return frames
+
+
+def _tool_repair(
+    blocks: list[types.SamplingMessageContentBlock],
+    calls: list[types.ToolUseContent],
+    bad: dict[str, str],
+    raw_text: str,
+    emulate: bool,
+) -> list[types.SamplingMessage]:
+    """The model's answer and, for each of its calls, why it was not run: natively as tool results
+    (every tool_use needs one), as text when tools are emulated."""
+    not_run = "Not run: another call in this answer has invalid arguments. Call it again with the others."
+    if emulate:
+        problems = "\n- ".join(bad.values())
+        text = f"Your tool calls were not run:\n- {problems}\nWrite all the calls again, corrected."
+        return [
+            types.SamplingMessage(role="assistant", content=types.TextContent(text=raw_text)),
+            types.SamplingMessage(role="user", content=types.TextContent(text=text)),
+        ]
+    results: list[types.SamplingMessageContentBlock] = [
+        types.ToolResultContent(
+            tool_use_id=c.id, content=[types.TextContent(text=bad.get(c.id, not_run))], is_error=True
+        )
+        for c in calls
+    ]
+    return [
+        types.SamplingMessage(role="assistant", content=blocks),
+        types.SamplingMessage(role="user", content=results),
+    ]
 
 
 def _client_error(request_id: str, exc: MCPError, client_name: str) -> ErrorFrame:

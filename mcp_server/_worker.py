@@ -109,6 +109,7 @@ class Worker:
                         self.client.name or "unknown client",
                         self.client.saw_model,
                         tool_emulation=self.client.settings.tool_emulation,
+                        repair_rounds=self.client.settings.repair_rounds,
                     )
                 )
         except Exception as exc:

@@ -55,6 +55,14 @@ class ServerOptions:
             choices=["on", "off"],
         ),
     )
+    repair_rounds: int = field(
+        default=1,
+        metadata=setting(
+            "times a sampled answer that breaks the requested JSON format or a tool's schema is sent back to "
+            "the model with the errors before the caller gets an error (default 1; 0: never)",
+            minimum=0,
+        ),
+    )
     model_name: str | None = field(
         default=None,
         metadata=setting(
@@ -116,5 +124,6 @@ def worker_from_args(args: ServerOptions) -> Worker:
         model_name=args.model_name,
         mode=args.mode,
         tool_emulation=args.tool_emulation == "on",
+        repair_rounds=args.repair_rounds,
     )
     return Worker(ClientState(settings), args.socket, args.sampling_timeout, args.reconnect_max_delay)

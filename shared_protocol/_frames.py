@@ -22,7 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ._neutral import NeutralRequest
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""2: the neutral request carries ``output_format`` and ``tools[].strict``; ``error`` has the code
+``invalid_answer``."""
 
 
 class _Frame(BaseModel):
@@ -115,6 +117,7 @@ ErrorCode = Literal[
     "unsupported",  # the request asks for something this worker's client cannot do
     "client_error",  # the MCP client failed while answering
     "cancelled",  # the request was cancelled on the worker side
+    "invalid_answer",  # the model's answer never matched the requested format or tool schema
     "bad_frame",  # the other side sent a line we could not use
     "internal",  # a bug on the sending side
 ]

@@ -54,12 +54,24 @@ class ToolSpec(_Model):
     name: str
     description: str | None = None
     input_schema: dict[str, Any]
+    strict: bool = False
+    """The caller marked the tool strict. Arguments are checked against ``input_schema`` either way."""
 
 
 class ToolChoice(_Model):
     mode: Literal["auto", "required", "none"]
     name: str | None = None
     """When set (with mode ``required``) the caller demands this one tool."""
+
+
+class OutputFormat(_Model):
+    """The caller wants the answer as one JSON value: an object (``json_object``), or a value valid
+    against ``json_schema`` (``json_schema``; ``name`` and ``strict`` as the caller gave them)."""
+
+    type: Literal["json_object", "json_schema"]
+    name: str | None = None
+    json_schema: dict[str, Any] | None = None
+    strict: bool = False
 
 
 class NeutralRequest(_Model):
@@ -73,6 +85,8 @@ class NeutralRequest(_Model):
     temperature: float | None = None
     top_p: float | None = None
     stop_sequences: list[str] = []
+    output_format: OutputFormat | None = None
+    """Structured output: the worker tells the model, validates the answer and sends only a valid one."""
 
     def text_chars(self) -> int:
         """Characters of text in the prompt: the basis of our token estimates (images count as 0)."""

@@ -23,9 +23,11 @@ _KINDS: dict[str, type] = {"str": str, "str | None": str, "int": int, "float": f
 _KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
-def setting(help: str, *, choices: Sequence[str] = (), positive: bool = False) -> dict[str, Any]:
+def setting(
+    help: str, *, choices: Sequence[str] = (), positive: bool = False, minimum: float | None = None
+) -> dict[str, Any]:
     """The metadata of one setting's field: ``field(default=..., metadata=setting(...))``."""
-    return {"help": help, "choices": tuple(choices), "positive": positive}
+    return {"help": help, "choices": tuple(choices), "positive": positive, "minimum": minimum}
 
 
 def env_name(name: str) -> str:
@@ -66,7 +68,7 @@ def parse_settings(
             continue
         parser.add_argument(
             flag_name(field.name),
-            type=_checked(py_type, meta["positive"]),
+            type=_checked(py_type, meta["positive"], meta["minimum"]),
             default=default,
             choices=meta["choices"] or None,
             help=help_text,
@@ -75,7 +77,7 @@ def parse_settings(
     return kind(**values), parser
 
 
-def _checked(py_type: type, positive: bool) -> Any:
+def _checked(py_type: type, positive: bool, minimum: float | None) -> Any:
     def convert(text: str) -> Any:
         try:
             value = py_type(text)
@@ -83,6 +85,8 @@ def _checked(py_type: type, positive: bool) -> Any:
             raise argparse.ArgumentTypeError(f"{text!r} is not {_KIND_NAMES[py_type]}") from None
         if positive and not value > 0:
             raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum:g}")
         return value
 
     convert.__name__ = py_type.__name__
@@ -97,9 +101,12 @@ def _from_env(parser: argparse.ArgumentParser, name: str, py_type: type, raw: st
             parser.error(f"{where}: must be one of {', '.join(_TRUE + _FALSE)}")
         return raw.strip().lower() in _TRUE
     try:
-        value = _checked(py_type, meta["positive"])(raw.strip())
+        value = _checked(py_type, meta["positive"], meta["minimum"])(raw.strip())
     except argparse.ArgumentTypeError as exc:
         parser.error(f"{where}: {exc}")
-    if meta["choices"] and value not in meta["choices"]:
-        parser.error(f"{where}: must be one of {', '.join(meta['choices'])}")
+    if meta["choices"]:
+        canonical = {choice.lower(): choice for choice in meta["choices"]}  # MCPTB_BACKEND=Trio is fine
+        if str(value).lower() not in canonical:
+            parser.error(f"{where}: must be one of {', '.join(meta['choices'])}")
+        return canonical[str(value).lower()]
     return value

@@ -312,7 +312,7 @@ async def test_reply_to_an_unknown_request_id_is_a_tool_error(request, claude, r
     """The agent replies to an id it was not given: ``reply`` is a tool error that says what to do, the
     real request is not answered with it, and its caller gets an HTTP error within the relay's timeouts
     once Claude Code has exited (instead of an answer, or a hang)."""
-    relay = relay_factory("--keepalive-interval", "0.5", "--queue-timeout", "5", "--request-timeout", "5")
+    relay = relay_factory("--keepalive-interval", "0.5", "--queue-timeout", "5", "--request-timeout", "2")
     bogus = "req_0000000000000000bogus"
 
     def caller() -> Any:
