@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import secrets
 from typing import Any
 
@@ -38,6 +37,7 @@ from shared_protocol import (
     ToolUseBlock,
 )
 
+from . import _sse
 from ._api import Call
 from ._collect import Answer, arguments_json
 from ._errors import ApiError, bad_request
@@ -280,11 +280,6 @@ def error_json(error: ApiError) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": error.message}}
 
 
-def _event(kind: str, data: dict[str, Any]) -> bytes:
-    body = json.dumps({"type": kind, **data}, ensure_ascii=False, separators=(",", ":"))
-    return f"event: {kind}\ndata: {body}\n\n".encode()
-
-
 class MessagesStreamEncoder:
     """Bytes for each step of a streamed message. Sans-I/O."""
 
@@ -295,7 +290,7 @@ class MessagesStreamEncoder:
         self._open: str | None = None  # type of the content block being streamed
 
     def first(self) -> bytes:
-        return _event(
+        return _sse.event(
             "message_start",
             {
                 "message": {
@@ -320,25 +315,25 @@ class MessagesStreamEncoder:
         if self._open is None:
             return b""
         self._open = None
-        return _event("content_block_stop", {"index": self._index})
+        return _sse.event("content_block_stop", {"index": self._index})
 
     def _open_block(self, block: dict[str, Any]) -> bytes:
         out = self._close_block()
         self._index += 1
         self._open = block["type"]
-        return out + _event("content_block_start", {"index": self._index, "content_block": block})
+        return out + _sse.event("content_block_start", {"index": self._index, "content_block": block})
 
     def event(self, event: Start | TextDelta | ToolCall | End) -> bytes:
         self.answer.add(event)
         if isinstance(event, TextDelta) and event.text:
             out = b"" if self._open == "text" else self._open_block({"type": "text", "text": ""})
-            return out + _event(
+            return out + _sse.event(
                 "content_block_delta",
                 {"index": self._index, "delta": {"type": "text_delta", "text": event.text}},
             )
         if isinstance(event, ToolCall):
             out = self._open_block({"type": "tool_use", "id": event.call_id, "name": event.name, "input": {}})
-            out += _event(
+            out += _sse.event(
                 "content_block_delta",
                 {
                     "index": self._index,
@@ -351,25 +346,25 @@ class MessagesStreamEncoder:
     def finish(self, usage: UsageEstimate) -> bytes:
         return (
             self._close_block()
-            + _event(
+            + _sse.event(
                 "message_delta",
                 {
                     "delta": {"stop_reason": stop_reason(self.answer), "stop_sequence": None},
                     "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
                 },
             )
-            + _event("message_stop", {})
+            + _sse.event("message_stop", {})
         )
 
     @staticmethod
     def error(error: ApiError) -> bytes:
-        return _event("error", {"error": error_json(error)["error"]})
+        return _sse.event("error", {"error": error_json(error)["error"]})
 
 
 class MessagesApi:
     """Anthropic messages as an :class:`~relay._api.Api`."""
 
-    keepalive = _event("ping", {})
+    keepalive = _sse.PING
 
     def parse(self, body: bytes) -> Call:
         return parse_request(body)

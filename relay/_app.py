@@ -29,6 +29,7 @@ from ._errors import ApiError, retry_headers
 from ._http import HttpRequest, Responder
 from ._openai_chat import ChatApi
 from ._responses import ResponsesApi
+from ._sse import compact_json
 from ._usage import USAGE_HEADER, estimate
 
 log = logging.getLogger("mcptb.relay")
@@ -274,8 +275,7 @@ class App:
     async def _send_json(
         self, responder: Responder, status: int, body: Any, headers: list[tuple[str, str]] | None = None
     ) -> None:
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        await responder.send(status, data, "application/json", headers or [])
+        await responder.send(status, compact_json(body).encode(), "application/json", headers or [])
 
     async def _send_error(self, responder: Responder, api: Api, error: ApiError, allow: Any = None) -> None:
         if responder.started:  # cannot change the status any more; end what was started

@@ -3,10 +3,11 @@ for usage estimates). API-neutral: each API renders it in its own JSON."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from shared_protocol import End, Start, StopReason, TextDelta, ToolCall
+
+from ._sse import compact_json
 
 
 @dataclass
@@ -36,4 +37,4 @@ class Answer:
 
 
 def arguments_json(call: ToolCall) -> str:
-    return json.dumps(call.arguments, ensure_ascii=False, separators=(",", ":"))
+    return compact_json(call.arguments)

@@ -36,6 +36,7 @@ from shared_protocol import (
     ToolUseBlock,
 )
 
+from . import _sse
 from ._api import Call
 from ._collect import Answer, arguments_json
 from ._errors import ApiError, bad_request
@@ -325,13 +326,6 @@ def error_json(error: ApiError) -> dict[str, Any]:
     return {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
 
 
-def _sse(obj: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
-
-
-DONE = b"data: [DONE]\n\n"
-
-
 class ChatStreamEncoder:
     """Bytes for each step of a streamed chat completion. Sans-I/O."""
 
@@ -343,7 +337,7 @@ class ChatStreamEncoder:
         self._tool_index = 0
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return _sse(
+        return _sse.data(
             {
                 "id": self.id,
                 "object": "chat.completion.chunk",
@@ -370,7 +364,7 @@ class ChatStreamEncoder:
     def finish(self, usage: UsageEstimate) -> bytes:
         out = self._chunk({}, finish_reason(self.answer))
         if self.include_usage:
-            out += _sse(
+            out += _sse.data(
                 {
                     "id": self.id,
                     "object": "chat.completion.chunk",
@@ -380,11 +374,11 @@ class ChatStreamEncoder:
                     "usage": _usage_json(usage),
                 }
             )
-        return out + DONE
+        return out + _sse.DONE
 
     @staticmethod
     def error(error: ApiError) -> bytes:
-        return _sse(error_json(error)) + DONE
+        return _sse.data(error_json(error)) + _sse.DONE
 
 
 def new_id() -> str:
@@ -394,7 +388,7 @@ def new_id() -> str:
 class ChatApi:
     """OpenAI chat completions as an :class:`~relay._api.Api`."""
 
-    keepalive = b": keep-alive\n\n"
+    keepalive = _sse.KEEPALIVE_COMMENT
 
     def parse(self, body: bytes) -> Call:
         return parse_request(body)

@@ -37,6 +37,7 @@ from shared_protocol import (
     ToolUseBlock,
 )
 
+from . import _sse
 from ._api import Call
 from ._collect import Answer, arguments_json
 from ._errors import ApiError, bad_request
@@ -309,11 +310,9 @@ class ResponsesStreamEncoder:
         self._text: list[str] = []
 
     def _event(self, kind: str, data: dict[str, Any]) -> bytes:
-        body = json.dumps(
-            {"type": kind, "sequence_number": self._sequence, **data}, ensure_ascii=False, separators=(",", ":")
-        )
+        frame = _sse.event(kind, {"sequence_number": self._sequence, **data})
         self._sequence += 1
-        return f"event: {kind}\ndata: {body}\n\n".encode()
+        return frame
 
     def first(self) -> bytes:
         snapshot = self._response.body(self.answer.model, "in_progress")
@@ -397,7 +396,7 @@ class ResponsesStreamEncoder:
 class ResponsesApi:
     """OpenAI responses as an :class:`~relay._api.Api`."""
 
-    keepalive = b": keep-alive\n\n"
+    keepalive = _sse.KEEPALIVE_COMMENT
 
     def parse(self, body: bytes) -> Call:
         return parse_request(body)
