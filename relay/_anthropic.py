@@ -15,8 +15,6 @@ after the start is ``event: error``. Keep-alives are ``ping`` events.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import secrets
 from typing import Any
 
@@ -40,11 +38,10 @@ from shared_protocol import (
 from . import _sse
 from ._api import Call
 from ._collect import Answer, arguments_json
+from ._conversation import DEFAULT_MAX_TOKENS, Conversation, is_base64, system_note
 from ._errors import ApiError, bad_request
 from ._fields import forced_tool, opt, opt_number, parse_json_object, tool_spec
 from ._usage import UsageEstimate, estimate
-
-DEFAULT_MAX_TOKENS = 4096
 
 STOP_REASON: dict[StopReason, str] = {
     "endTurn": "end_turn",
@@ -69,7 +66,7 @@ _IGNORED_BLOCKS = ("thinking", "redacted_thinking")
 # --- request ----------------------------------------------------------------------------------
 
 
-def parse_request(body: bytes, *, need_max_tokens: bool = True) -> Call:
+def parse_request(body: bytes) -> Call:
     data = parse_json_object(body)
     model = opt(data, "model", str)
     stream = opt(data, "stream", bool) or False
@@ -120,29 +117,22 @@ def _messages(raw: Any) -> list[Message]:
         raise bad_request("messages: Field required.", param="messages")
     if not isinstance(raw, list) or not raw:
         raise bad_request("messages: must be a non-empty list.", param="messages")
-    turns: list[tuple[str, list[ContentBlock]]] = []
+    conversation = Conversation()
     for i, message in enumerate(raw):
         where = f"messages.{i}"
         if not isinstance(message, dict):
             raise bad_request(f"{where}: must be an object.", param=where)
         role = message.get("role")
         if role == "system":  # a mid-conversation system reminder: keep it in place, marked
-            notes = _text_blocks(message.get("content"), f"{where}.content")
-            blocks: list[ContentBlock] = [TextBlock(text="System note: " + "\n".join(notes))]
-            role = "user"
+            conversation.add("user", [system_note(_text_blocks(message.get("content"), f"{where}.content"))])
         elif role in ("user", "assistant"):
-            blocks = _content(message.get("content"), f"{where}.content")
+            conversation.add(role, _content(message.get("content"), f"{where}.content"))
         else:
             raise bad_request(f"{where}.role: must be user or assistant, got {role!r}.", param=f"{where}.role")
-        if not blocks:
-            continue
-        if turns and turns[-1][0] == role:
-            turns[-1][1].extend(blocks)
-        else:
-            turns.append((role, list(blocks)))
-    if not turns:
+    messages = conversation.messages()
+    if not messages:
         raise bad_request("messages: must contain at least one message with content.", param="messages")
-    return [Message(role=role, content=blocks) for role, blocks in turns]  # type: ignore[arg-type]
+    return messages
 
 
 def _content(raw: Any, where: str) -> list[ContentBlock]:
@@ -186,10 +176,8 @@ def _image(source: Any, where: str) -> ImageBlock:
     media_type, data = source.get("media_type"), source.get("data")
     if not isinstance(media_type, str) or not media_type.startswith("image/") or not isinstance(data, str):
         raise bad_request(f"{where}: needs media_type image/... and base64 data.", param=where)
-    try:
-        base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise bad_request(f"{where}.data: not valid base64.", param=f"{where}.data") from None
+    if not is_base64(data):
+        raise bad_request(f"{where}.data: not valid base64.", param=f"{where}.data")
     return ImageBlock(data=data, mime_type=media_type)
 
 

@@ -13,9 +13,6 @@ Pure functions and a sans-I/O stream encoder; the wire rules come from the teste
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import secrets
 import time
 from typing import Any
@@ -23,7 +20,6 @@ from typing import Any
 from shared_protocol import (
     ContentBlock,
     End,
-    ImageBlock,
     Message,
     NeutralRequest,
     Start,
@@ -39,12 +35,10 @@ from shared_protocol import (
 from . import _sse
 from ._api import Call
 from ._collect import Answer, arguments_json
+from ._conversation import DEFAULT_MAX_TOKENS, Conversation, image_from_url, tool_arguments
 from ._errors import ApiError, bad_request
 from ._fields import openai_tool_choice, opt, opt_number, parse_json_object, tool_spec
 from ._usage import UsageEstimate
-
-DEFAULT_MAX_TOKENS = 4096
-"""MCP sampling requires a limit; OpenAI callers may omit one."""
 
 FINISH_REASON: dict[StopReason, str] = {
     "endTurn": "stop",
@@ -119,7 +113,7 @@ def _messages(raw: Any) -> tuple[str | None, list[Message]]:
     if not isinstance(raw, list) or not raw:
         raise bad_request("'messages' must be a non-empty list.", param="messages")
     system: list[str] = []
-    turns: list[tuple[str, list[ContentBlock]]] = []
+    conversation = Conversation()
     for i, message in enumerate(raw):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
@@ -128,13 +122,10 @@ def _messages(raw: Any) -> tuple[str | None, list[Message]]:
         content = message.get("content")
         if role in ("system", "developer"):
             system.append(_plain_text(content, f"{where}.content"))
-            continue
-        if role == "user":
-            blocks = _user_content(content, f"{where}.content")
-            neutral_role = "user"
+        elif role == "user":
+            conversation.add("user", _user_content(content, f"{where}.content"))
         elif role == "assistant":
-            blocks = _assistant_content(message, where)
-            neutral_role = "assistant"
+            conversation.add("assistant", _assistant_content(message, where))
         elif role == "tool":
             call_id = message.get("tool_call_id")
             if not isinstance(call_id, str) or not call_id:
@@ -142,22 +133,15 @@ def _messages(raw: Any) -> tuple[str | None, list[Message]]:
                     f"'{where}.tool_call_id' is required for a tool message.", param=f"{where}.tool_call_id"
                 )
             text = _plain_text(content, f"{where}.content")
-            blocks = [ToolResultBlock(tool_use_id=call_id, content=[TextBlock(text=text)])]
-            neutral_role = "user"
+            conversation.add("user", [ToolResultBlock(tool_use_id=call_id, content=[TextBlock(text=text)])])
         else:
             raise bad_request(
                 f"'{where}.role' must be one of system, developer, user, assistant, tool; got {role!r}.",
                 param=f"{where}.role",
             )
-        if not blocks:
-            continue
-        if turns and turns[-1][0] == neutral_role:
-            turns[-1][1].extend(blocks)  # consecutive same-role messages become one turn
-        else:
-            turns.append((neutral_role, list(blocks)))
-    if not turns:
+    messages = conversation.messages()
+    if not messages:
         raise bad_request("'messages' must contain at least one user or assistant message.", param="messages")
-    messages = [Message(role=role, content=blocks) for role, blocks in turns]  # type: ignore[arg-type]
     return ("\n\n".join(system) if system else None), messages
 
 
@@ -199,28 +183,6 @@ def _user_content(content: Any, where: str) -> list[ContentBlock]:
     return blocks
 
 
-def image_from_url(raw: Any, where: str) -> ImageBlock:
-    """An OpenAI ``image_url`` (object or string) holding a data: URL."""
-    url = raw.get("url") if isinstance(raw, dict) else raw
-    if not isinstance(url, str):
-        raise bad_request(f"'{where}.url' must be a string.", param=f"{where}.url")
-    if not url.startswith("data:"):
-        raise bad_request(
-            "Only data: URLs are supported for images (the relay does not fetch remote URLs); "
-            "send the image inline as data:image/png;base64,...",
-            param=f"{where}.url",
-        )
-    meta, _, data = url[5:].partition(",")
-    mime, _, encoding = meta.partition(";")
-    if encoding != "base64" or not mime.startswith("image/"):
-        raise bad_request("Image data URLs must look like data:image/<type>;base64,<data>.", param=f"{where}.url")
-    try:
-        base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise bad_request("Image data is not valid base64.", param=f"{where}.url") from None
-    return ImageBlock(data=data, mime_type=mime)
-
-
 def _assistant_content(message: dict[str, Any], where: str) -> list[ContentBlock]:
     content = message.get("content")
     blocks: list[ContentBlock] = []
@@ -242,16 +204,8 @@ def _assistant_content(message: dict[str, Any], where: str) -> list[ContentBlock
         call_id = call.get("id")
         if not isinstance(call_id, str) or not call_id:
             raise bad_request(f"'{at}.id' is required.", param=f"{at}.id")
-        arguments = function.get("arguments") or "{}"
-        try:
-            parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
-        except json.JSONDecodeError:
-            raise bad_request(
-                f"'{at}.function.arguments' is not valid JSON.", param=f"{at}.function.arguments"
-            ) from None
-        if not isinstance(parsed, dict):
-            raise bad_request(f"'{at}.function.arguments' must encode a JSON object.", param=f"{at}.function.arguments")
-        blocks.append(ToolUseBlock(id=call_id, name=function["name"], input=parsed))
+        arguments = tool_arguments(function.get("arguments"), f"{at}.function.arguments")
+        blocks.append(ToolUseBlock(id=call_id, name=function["name"], input=arguments))
     return blocks
 
 

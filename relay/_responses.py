@@ -17,7 +17,6 @@ then ``response.completed`` (or ``response.incomplete`` at the token limit) carr
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from typing import Any
@@ -40,9 +39,10 @@ from shared_protocol import (
 from . import _sse
 from ._api import Call
 from ._collect import Answer, arguments_json
+from ._conversation import DEFAULT_MAX_TOKENS, Conversation, image_from_url, system_note, tool_arguments
 from ._errors import ApiError, bad_request
 from ._fields import openai_tool_choice, opt, opt_number, parse_json_object, tool_spec
-from ._openai_chat import DEFAULT_MAX_TOKENS, error_json, image_from_url
+from ._openai_chat import error_json
 from ._usage import UsageEstimate
 
 # --- request ----------------------------------------------------------------------------------
@@ -109,49 +109,41 @@ def _input(raw: Any) -> tuple[list[str], list[Message]]:
     if not isinstance(raw, list) or not raw:
         raise bad_request("'input' must be a string or a non-empty list of items.", param="input")
     system: list[str] = []
-    turns: list[tuple[str, list[ContentBlock]]] = []
+    conversation = Conversation()
     for i, item in enumerate(raw):
         where = f"input[{i}]"
         if not isinstance(item, dict):
             raise bad_request(f"'{where}' must be an object.", param=where)
         kind = item.get("type", "message")
-        blocks: list[ContentBlock]
         if kind == "message":
             role = item.get("role")
             if role in ("system", "developer"):
                 texts = [
                     b.text for b in _parts(item.get("content"), f"{where}.content", role) if isinstance(b, TextBlock)
                 ]
-                if not turns:
+                if conversation:
+                    conversation.add("user", [system_note(texts)])
+                else:
                     system.extend(texts)
-                    continue
-                role, blocks = "user", [TextBlock(text="System note: " + "\n".join(texts))]
             elif role in ("user", "assistant"):
-                blocks = _parts(item.get("content"), f"{where}.content", role)
+                conversation.add(role, _parts(item.get("content"), f"{where}.content", role))
             else:
                 raise bad_request(
                     f"'{where}.role' must be user, assistant, system or developer; got {role!r}.", param=f"{where}.role"
                 )
         elif kind == "function_call":
-            role, blocks = "assistant", [_function_call(item, where)]
+            conversation.add("assistant", [_function_call(item, where)])
         elif kind == "function_call_output":
-            role, blocks = "user", [_function_output(item, where)]
-        elif kind == "reasoning":
-            continue
-        else:
+            conversation.add("user", [_function_output(item, where)])
+        elif kind != "reasoning":
             raise bad_request(
                 f"'{where}.type' {kind!r} is not supported (message, function_call, function_call_output).",
                 param=f"{where}.type",
             )
-        if not blocks:
-            continue
-        if turns and turns[-1][0] == role:
-            turns[-1][1].extend(blocks)
-        else:
-            turns.append((role, list(blocks)))
-    if not turns:
+    messages = conversation.messages()
+    if not messages:
         raise bad_request("'input' must contain at least one user or assistant item.", param="input")
-    return system, [Message(role=role, content=_text_first(blocks)) for role, blocks in turns]  # type: ignore[arg-type]
+    return system, [Message(role=m.role, content=_text_first(m.content)) for m in messages]
 
 
 def _text_first(blocks: list[ContentBlock]) -> list[ContentBlock]:
@@ -163,14 +155,7 @@ def _function_call(item: dict[str, Any], where: str) -> ToolUseBlock:
     call_id, name = item.get("call_id"), item.get("name")
     if not isinstance(call_id, str) or not isinstance(name, str):
         raise bad_request(f"'{where}' needs call_id and name.", param=where)
-    arguments = item.get("arguments") or "{}"
-    try:
-        parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
-    except json.JSONDecodeError:
-        raise bad_request(f"'{where}.arguments' is not valid JSON.", param=f"{where}.arguments") from None
-    if not isinstance(parsed, dict):
-        raise bad_request(f"'{where}.arguments' must encode a JSON object.", param=f"{where}.arguments")
-    return ToolUseBlock(id=call_id, name=name, input=parsed)
+    return ToolUseBlock(id=call_id, name=name, input=tool_arguments(item.get("arguments"), f"{where}.arguments"))
 
 
 def _function_output(item: dict[str, Any], where: str) -> ToolResultBlock:

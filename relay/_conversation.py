@@ -1,0 +1,92 @@
+"""Building the neutral conversation: the rules every API adapter shares.
+
+- Consecutive turns of one role become one neutral :class:`Message` (a tool result is a user turn,
+  so it joins the user's text around it); turns without content are dropped.
+- A system message in the middle of a conversation stays in place, as a user text block that
+  starts with ``System note: `` (only leading ones can become the system prompt).
+- Images travel inline as base64, never as a URL the relay would have to fetch: OpenAI's APIs send
+  them as ``data:`` URLs, Anthropic's as base64 sources; either way the data must be valid base64.
+- OpenAI's APIs give a tool call's arguments as a JSON string or as an object; both become a dict.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, Literal
+
+from shared_protocol import ContentBlock, ImageBlock, Message, TextBlock
+
+from ._errors import bad_request
+
+DEFAULT_MAX_TOKENS = 4096
+"""MCP sampling requires a limit; callers may omit one."""
+
+Role = Literal["user", "assistant"]
+
+
+class Conversation:
+    """The turns read so far, merged by role."""
+
+    def __init__(self) -> None:
+        self._turns: list[tuple[Role, list[ContentBlock]]] = []
+
+    def __len__(self) -> int:
+        return len(self._turns)
+
+    def add(self, role: Role, blocks: list[ContentBlock]) -> None:
+        if not blocks:
+            return
+        if self._turns and self._turns[-1][0] == role:
+            self._turns[-1][1].extend(blocks)
+        else:
+            self._turns.append((role, list(blocks)))
+
+    def messages(self) -> list[Message]:
+        return [Message(role=role, content=blocks) for role, blocks in self._turns]
+
+
+def system_note(texts: list[str]) -> TextBlock:
+    return TextBlock(text="System note: " + "\n".join(texts))
+
+
+def is_base64(data: str) -> bool:
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def image_from_url(raw: Any, where: str) -> ImageBlock:
+    """An OpenAI ``image_url`` (object or string) holding a data: URL."""
+    url = raw.get("url") if isinstance(raw, dict) else raw
+    if not isinstance(url, str):
+        raise bad_request(f"'{where}.url' must be a string.", param=f"{where}.url")
+    if not url.startswith("data:"):
+        raise bad_request(
+            "Only data: URLs are supported for images (the relay does not fetch remote URLs); "
+            "send the image inline as data:image/png;base64,...",
+            param=f"{where}.url",
+        )
+    meta, _, data = url[5:].partition(",")
+    mime, _, encoding = meta.partition(";")
+    if encoding != "base64" or not mime.startswith("image/"):
+        raise bad_request("Image data URLs must look like data:image/<type>;base64,<data>.", param=f"{where}.url")
+    if not is_base64(data):
+        raise bad_request("Image data is not valid base64.", param=f"{where}.url")
+    return ImageBlock(data=data, mime_type=mime)
+
+
+def tool_arguments(raw: Any, param: str) -> dict[str, Any]:
+    """OpenAI tool-call arguments (a JSON string or an object; missing means none); ``param`` names the
+    field in the 400."""
+    arguments = raw or "{}"
+    try:
+        parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except json.JSONDecodeError:
+        raise bad_request(f"'{param}' is not valid JSON.", param=param) from None
+    if not isinstance(parsed, dict):
+        raise bad_request(f"'{param}' must encode a JSON object.", param=param)
+    return parsed
