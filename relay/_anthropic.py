@@ -20,7 +20,6 @@ from typing import Any
 
 from shared_protocol import (
     ContentBlock,
-    End,
     ImageBlock,
     Message,
     NeutralRequest,
@@ -269,15 +268,14 @@ def error_json(error: ApiError) -> dict[str, Any]:
 
 
 class MessagesStreamEncoder:
-    """Bytes for each step of a streamed message. Sans-I/O."""
+    """Bytes for each step of a streamed message. Sans-I/O; each step gets the answer so far."""
 
-    def __init__(self, request: NeutralRequest, input_tokens: int) -> None:
-        self.answer = Answer(model=request.model or "unknown")
+    def __init__(self, input_tokens: int) -> None:
         self.input_tokens = input_tokens
         self._index = -1
         self._open: str | None = None  # type of the content block being streamed
 
-    def first(self) -> bytes:
+    def first(self, answer: Answer) -> bytes:
         return _sse.event(
             "message_start",
             {
@@ -285,7 +283,7 @@ class MessagesStreamEncoder:
                     "id": new_id(),
                     "type": "message",
                     "role": "assistant",
-                    "model": self.answer.model,
+                    "model": answer.model,
                     "content": [],
                     "stop_reason": None,
                     "stop_sequence": None,
@@ -311,8 +309,7 @@ class MessagesStreamEncoder:
         self._open = block["type"]
         return out + _sse.event("content_block_start", {"index": self._index, "content_block": block})
 
-    def event(self, event: Start | TextDelta | ToolCall | End) -> bytes:
-        self.answer.add(event)
+    def event(self, event: Start | TextDelta | ToolCall, answer: Answer) -> bytes:
         if isinstance(event, TextDelta) and event.text:
             out = b"" if self._open == "text" else self._open_block({"type": "text", "text": ""})
             return out + _sse.event(
@@ -331,21 +328,20 @@ class MessagesStreamEncoder:
             return out + self._close_block()
         return b""
 
-    def finish(self, usage: UsageEstimate) -> bytes:
+    def finish(self, answer: Answer, usage: UsageEstimate) -> bytes:
         return (
             self._close_block()
             + _sse.event(
                 "message_delta",
                 {
-                    "delta": {"stop_reason": stop_reason(self.answer), "stop_sequence": None},
+                    "delta": {"stop_reason": stop_reason(answer), "stop_sequence": None},
                     "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
                 },
             )
             + _sse.event("message_stop", {})
         )
 
-    @staticmethod
-    def error(error: ApiError) -> bytes:
+    def error(self, error: ApiError, answer: Answer) -> bytes:
         return _sse.event("error", {"error": error_json(error)["error"]})
 
 
@@ -358,7 +354,7 @@ class MessagesApi:
         return parse_request(body)
 
     def stream_encoder(self, call: Call) -> MessagesStreamEncoder:
-        return MessagesStreamEncoder(call.request, estimate(call.request, 0).input_tokens)
+        return MessagesStreamEncoder(estimate(call.request, 0).input_tokens)
 
     def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
         return message(answer, usage)

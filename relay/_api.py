@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared_protocol import End, NeutralRequest, Start, TextDelta, ToolCall
+from shared_protocol import NeutralRequest, Start, TextDelta, ToolCall
 
 from ._collect import Answer
 from ._errors import ApiError
@@ -25,17 +25,19 @@ class Call:
 
 
 class StreamEncoder(Protocol):
-    answer: Answer
+    """The bytes of a streamed answer, step by step. It formats and keeps no answer of its own: each
+    step gets the answer accumulated so far (by the app, which adds each event before asking for its
+    bytes)."""
 
-    def first(self) -> bytes:
+    def first(self, answer: Answer) -> bytes:
         """Bytes sent as soon as the response starts (before the model answers)."""
 
-    def event(self, event: Start | TextDelta | ToolCall | End) -> bytes: ...
+    def event(self, event: Start | TextDelta | ToolCall, answer: Answer) -> bytes: ...
 
-    def finish(self, usage: UsageEstimate) -> bytes:
+    def finish(self, answer: Answer, usage: UsageEstimate) -> bytes:
         """Everything after the last content: the stop reason, usage, the end-of-stream marker."""
 
-    def error(self, error: ApiError) -> bytes:
+    def error(self, error: ApiError, answer: Answer) -> bytes:
         """A failure after the response started, then a clean end of the stream."""
 
 

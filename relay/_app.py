@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from shared_protocol import End
 
-from ._answer import KEEPALIVE, follow
+from ._answer import KeepAlive, follow
 from ._anthropic import MessagesApi
 from ._anthropic import parse_request as parse_messages
 from ._api import Api, Call
@@ -220,21 +220,22 @@ class App:
         await self._send_json(responder, 200, {"input_tokens": estimate(call.request, 0).input_tokens}, [USAGE_HEADER])
 
     async def answer(self, api: Api, call: Call, responder: Responder) -> None:
-        """The one request flow of every API: queue the call, follow its job, write the answer."""
+        """The one request flow of every API: queue the call, follow its job, accumulate the answer and
+        write it as the API's JSON or stream."""
         record = responder.record
         record.model = call.request.model or "-"
         if self.config.log_content:
             content_log.info("%s prompt: %s", record.request_id, call.request.model_dump_json())
         job = self.broker.submit(record.request_id, call.request, self.config.request_timeout)
+        answer = Answer(model=call.request.model or "unknown")
         ended = "the caller disconnected"
         try:
             if call.stream:
-                await self._stream(api, call, job, responder)
+                await self._stream(api, call, job, answer, responder)
             else:
-                answer = Answer(model=call.request.model or "unknown")
                 async for event in follow(job, self.broker, self.config):
-                    if event is not KEEPALIVE:
-                        answer.add(event)  # type: ignore[arg-type]
+                    if not isinstance(event, KeepAlive):
+                        answer.add(event)
                 self._log_answer(record.request_id, answer)
                 body = api.completion(call, answer, estimate(call.request, answer.chars))
                 await self._send_json(responder, 200, body, [USAGE_HEADER])
@@ -245,24 +246,26 @@ class App:
             record.worker = job.worker_id
             self.broker.cancel(job, ended)
 
-    async def _stream(self, api: Api, call: Call, job: Job, responder: Responder) -> None:
+    async def _stream(self, api: Api, call: Call, job: Job, answer: Answer, responder: Responder) -> None:
         encoder = api.stream_encoder(call)
-        await responder.start(200, _SSE_HEADERS, encoder.first())
+        await responder.start(200, _SSE_HEADERS, encoder.first(answer))
         try:
             async for event in follow(job, self.broker, self.config):
-                if event is KEEPALIVE:
+                if isinstance(event, KeepAlive):
                     await responder.write(api.keepalive)
                     continue
-                data = encoder.event(event)  # type: ignore[arg-type]
+                answer.add(event)
                 if isinstance(event, End):
-                    self._log_answer(job.id, encoder.answer)
-                    data += encoder.finish(estimate(call.request, encoder.answer.chars))
+                    self._log_answer(job.id, answer)
+                    data = encoder.finish(answer, estimate(call.request, answer.chars))
+                else:
+                    data = encoder.event(event, answer)
                 if data:
                     await responder.write(data)
         except ApiError as error:
             log.warning("%s: failed mid-stream: %s %s", job.id, error.status, error.message)
             self.broker.cancel(job, f"the relay gave up: {error.message}")
-            await responder.write(encoder.error(error))
+            await responder.write(encoder.error(error, answer))
         await responder.end()
 
     # --- helpers ------------------------------------------------------------------------------

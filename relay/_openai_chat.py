@@ -19,7 +19,6 @@ from typing import Any
 
 from shared_protocol import (
     ContentBlock,
-    End,
     Message,
     NeutralRequest,
     Start,
@@ -281,57 +280,49 @@ def error_json(error: ApiError) -> dict[str, Any]:
 
 
 class ChatStreamEncoder:
-    """Bytes for each step of a streamed chat completion. Sans-I/O."""
+    """Bytes for each step of a streamed chat completion. Sans-I/O; each step gets the answer so far."""
 
-    def __init__(self, model: str, include_usage: bool) -> None:
+    def __init__(self, include_usage: bool) -> None:
         self.id = new_id()
         self.created = int(time.time())
-        self.answer = Answer(model=model)
         self.include_usage = include_usage
         self._tool_index = 0
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    def _chunk(self, answer: Answer, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return _sse.data(
             {
                 "id": self.id,
                 "object": "chat.completion.chunk",
                 "created": self.created,
-                "model": self.answer.model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                "model": answer.model,
+                "choices": choices,
+                **extra,
             }
         )
 
-    def first(self) -> bytes:
-        return self._chunk({"role": "assistant", "content": ""})
+    def _delta(self, answer: Answer, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return self._chunk(answer, [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}])
 
-    def event(self, event: Start | TextDelta | ToolCall | End) -> bytes:
-        self.answer.add(event)
+    def first(self, answer: Answer) -> bytes:
+        return self._delta(answer, {"role": "assistant", "content": ""})
+
+    def event(self, event: Start | TextDelta | ToolCall, answer: Answer) -> bytes:
         if isinstance(event, TextDelta):
-            return self._chunk({"content": event.text}) if event.text else b""
+            return self._delta(answer, {"content": event.text}) if event.text else b""
         if isinstance(event, ToolCall):
             call = _tool_call_json(event)
             call["index"] = self._tool_index
             self._tool_index += 1
-            return self._chunk({"tool_calls": [call]})
+            return self._delta(answer, {"tool_calls": [call]})
         return b""
 
-    def finish(self, usage: UsageEstimate) -> bytes:
-        out = self._chunk({}, finish_reason(self.answer))
+    def finish(self, answer: Answer, usage: UsageEstimate) -> bytes:
+        out = self._delta(answer, {}, finish_reason(answer))
         if self.include_usage:
-            out += _sse.data(
-                {
-                    "id": self.id,
-                    "object": "chat.completion.chunk",
-                    "created": self.created,
-                    "model": self.answer.model,
-                    "choices": [],
-                    "usage": _usage_json(usage),
-                }
-            )
+            out += self._chunk(answer, [], usage=_usage_json(usage))
         return out + _sse.DONE
 
-    @staticmethod
-    def error(error: ApiError) -> bytes:
+    def error(self, error: ApiError, answer: Answer) -> bytes:
         return _sse.data(error_json(error)) + _sse.DONE
 
 
@@ -348,7 +339,7 @@ class ChatApi:
         return parse_request(body)
 
     def stream_encoder(self, call: Call) -> ChatStreamEncoder:
-        return ChatStreamEncoder(call.request.model or "unknown", call.include_usage)
+        return ChatStreamEncoder(call.include_usage)
 
     def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
         return completion(answer, usage)

@@ -23,7 +23,6 @@ from typing import Any
 
 from shared_protocol import (
     ContentBlock,
-    End,
     ImageBlock,
     Message,
     NeutralRequest,
@@ -285,10 +284,9 @@ def response_json(request: NeutralRequest, answer: Answer, usage: UsageEstimate)
 
 
 class ResponsesStreamEncoder:
-    """Bytes for each step of a streamed response. Sans-I/O."""
+    """Bytes for each step of a streamed response. Sans-I/O; each step gets the answer so far."""
 
     def __init__(self, request: NeutralRequest) -> None:
-        self.answer = Answer(model=request.model or "unknown")
         self._response = _Response(request)
         self._sequence = 0
         self._text_item: str | None = None  # id of the open message item
@@ -299,8 +297,8 @@ class ResponsesStreamEncoder:
         self._sequence += 1
         return frame
 
-    def first(self) -> bytes:
-        snapshot = self._response.body(self.answer.model, "in_progress")
+    def first(self, answer: Answer) -> bytes:
+        snapshot = self._response.body(answer.model, "in_progress")
         return self._event("response.created", {"response": snapshot}) + self._event(
             "response.in_progress", {"response": snapshot}
         )
@@ -321,8 +319,7 @@ class ResponsesStreamEncoder:
             + self._event("response.output_item.done", {"output_index": index, "item": item})
         )
 
-    def event(self, event: Start | TextDelta | ToolCall | End) -> bytes:
-        self.answer.add(event)
+    def event(self, event: Start | TextDelta | ToolCall, answer: Answer) -> bytes:
         index = len(self._response.output)
         if isinstance(event, TextDelta) and event.text:
             out = b""
@@ -365,16 +362,16 @@ class ResponsesStreamEncoder:
             )
         return b""
 
-    def finish(self, usage: UsageEstimate) -> bytes:
+    def finish(self, answer: Answer, usage: UsageEstimate) -> bytes:
         out = self._close_text()
-        status, incomplete = _status(self.answer)
-        body = self._response.body(self.answer.model, status, _usage(usage), incomplete=incomplete)
+        status, incomplete = _status(answer)
+        body = self._response.body(answer.model, status, _usage(usage), incomplete=incomplete)
         return out + self._event(f"response.{status}", {"response": body})
 
-    def error(self, error: ApiError) -> bytes:
+    def error(self, error: ApiError, answer: Answer) -> bytes:
         failure = {"code": error.code or error.type, "message": error.message}
         return self._close_text() + self._event(
-            "response.failed", {"response": self._response.body(self.answer.model, "failed", error=failure)}
+            "response.failed", {"response": self._response.body(answer.model, "failed", error=failure)}
         )
 
 

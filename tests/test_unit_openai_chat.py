@@ -31,13 +31,15 @@ def sse_json(data: bytes) -> list:
 
 def test_stream_frames_match_the_golden_text_stream():
     golden = sse_json((GOLDEN / "chat_stream_text.sse").read_bytes())
-    encoder = ChatStreamEncoder("m", include_usage=True)
-    out = encoder.first()
-    out += encoder.event(Start(id="r", model="mock-model"))
-    for piece in ("Hello", " world", "!"):
-        out += encoder.event(TextDelta(id="r", text=piece))
-    encoder.event(End(id="r", stop_reason="endTurn"))
-    out += encoder.finish(UsageEstimate(12, 7))
+    encoder = ChatStreamEncoder(include_usage=True)
+    answer = Answer(model="m")
+    out = encoder.first(answer)
+    events = [Start(id="r", model="mock-model"), *(TextDelta(id="r", text=p) for p in ("Hello", " world", "!"))]
+    for event in events:
+        answer.add(event)
+        out += encoder.event(event, answer)
+    answer.add(End(id="r", stop_reason="endTurn"))
+    out += encoder.finish(answer, UsageEstimate(12, 7))
     ours = sse_json(out)
     assert ours[-1] == golden[-1] == "[DONE]"
     assert [shape(json.loads(e)) for e in ours[:-1]] == [shape(json.loads(e)) for e in golden[:-1]]
@@ -51,8 +53,9 @@ def test_tool_call_delta_has_the_golden_first_delta_keys_and_whole_arguments():
         for c in golden
         if c["choices"] and "tool_calls" in c["choices"][0]["delta"]
     )
-    encoder = ChatStreamEncoder("m", include_usage=False)
-    frame = encoder.event(ToolCall(id="r", call_id="call_1", name="get_weather", arguments={"location": "Paris"}))
+    encoder = ChatStreamEncoder(include_usage=False)
+    tool_call = ToolCall(id="r", call_id="call_1", name="get_weather", arguments={"location": "Paris"})
+    frame = encoder.event(tool_call, Answer(model="m", tool_calls=[tool_call]))
     (call,) = json.loads(sse_json(frame)[0])["choices"][0]["delta"]["tool_calls"]
     assert call.keys() == golden_first_call.keys()
     assert call["function"].keys() == golden_first_call["function"].keys()
