@@ -35,7 +35,7 @@ from shared_protocol import (
 )
 
 from . import _sse
-from ._api import Call
+from ._adapter import Call, Route
 from ._collect import Answer, arguments_json
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, is_base64, system_note
 from ._errors import ApiError, bad_request
@@ -262,6 +262,10 @@ def message(answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
     }
 
 
+def token_count(input_tokens: int) -> dict[str, Any]:
+    return {"input_tokens": input_tokens}
+
+
 def error_json(error: ApiError) -> dict[str, Any]:
     kind = ERROR_TYPES.get(error.status, "api_error" if error.status >= 500 else "invalid_request_error")
     return {"type": "error", "error": {"type": kind, "message": error.message}}
@@ -345,8 +349,13 @@ class MessagesStreamEncoder:
         return _sse.event("error", {"error": error_json(error)["error"]})
 
 
-class MessagesApi:
-    """Anthropic messages as an :class:`~relay._api.Api`."""
+class MessagesAdapter:
+    """Anthropic messages (and their token count) as an :class:`~relay._adapter.Adapter`."""
+
+    routes: tuple[Route, ...] = (
+        Route("POST", "/v1/messages"),
+        Route("POST", "/v1/messages/count_tokens", count_tokens=token_count),
+    )
 
     keepalive = _sse.PING
 

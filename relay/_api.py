@@ -1,54 +1,26 @@
-"""What an HTTP API adapter provides, so one request flow serves every API (see ``_app.App.answer``).
+"""The HTTP APIs this relay speaks: one adapter each, in :data:`APIS`.
 
-An adapter turns its request JSON into a :class:`Call` (the neutral request plus how to answer) and
-turns the answer into its own JSON or SSE bytes. Adding an API is one module implementing
-:class:`Api`, and one route.
+Everything that depends on which APIs exist is derived from that tuple: the app's routes, the
+paths its 404 lists, and the error shape of a path (for errors found before the app runs too, such
+as a body over the size limit).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from ._adapter import Adapter
+from ._anthropic import MessagesAdapter
+from ._openai_chat import ChatAdapter
+from ._responses import ResponsesAdapter
 
-from shared_protocol import NeutralRequest, Start, TextDelta, ToolCall
-
-from ._collect import Answer
-from ._errors import ApiError
-from ._usage import UsageEstimate
-
-
-@dataclass(frozen=True)
-class Call:
-    request: NeutralRequest
-    stream: bool
-    include_usage: bool = True
+APIS: tuple[Adapter, ...] = (ChatAdapter(), ResponsesAdapter(), MessagesAdapter())
+"""In the order the 404 lists their paths; the first one also shapes errors on paths no API owns."""
 
 
-class StreamEncoder(Protocol):
-    """The bytes of a streamed answer, step by step. It formats and keeps no answer of its own: each
-    step gets the answer accumulated so far (by the app, which adds each event before asking for its
-    bytes)."""
-
-    def first(self, answer: Answer) -> bytes:
-        """Bytes sent as soon as the response starts (before the model answers)."""
-
-    def event(self, event: Start | TextDelta | ToolCall, answer: Answer) -> bytes: ...
-
-    def finish(self, answer: Answer, usage: UsageEstimate) -> bytes:
-        """Everything after the last content: the stop reason, usage, the end-of-stream marker."""
-
-    def error(self, error: ApiError, answer: Answer) -> bytes:
-        """A failure after the response started, then a clean end of the stream."""
+def api_paths() -> list[str]:
+    return [route.path for api in APIS for route in api.routes]
 
 
-class Api(Protocol):
-    keepalive: bytes
-    """An SSE comment or event that keeps the connection alive and that clients ignore."""
-
-    def parse(self, body: bytes) -> Call: ...
-
-    def stream_encoder(self, call: Call) -> StreamEncoder: ...
-
-    def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]: ...
-
-    def error_json(self, error: ApiError) -> dict[str, Any]: ...
+def api_for(path: str) -> Adapter:
+    """The API whose error shape a path gets: the one with a route the path starts with (so
+    /v1/messages/batches gets Anthropic's), else the first."""
+    return next((api for api in APIS for route in api.routes if path.startswith(route.path)), APIS[0])

@@ -13,22 +13,20 @@ import ipaddress
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from shared_protocol import End
 
+from ._adapter import Adapter, Call, Route
 from ._answer import KeepAlive, follow
-from ._anthropic import MessagesApi
-from ._anthropic import parse_request as parse_messages
-from ._api import Api, Call
+from ._api import APIS, api_for, api_paths
 from ._broker import Broker, Job
 from ._collect import Answer
 from ._config import Config
 from ._errors import ApiError, retry_headers
 from ._http import HttpRequest, Responder
-from ._openai_chat import ChatApi
-from ._responses import ResponsesApi
 from ._sse import compact_json
 from ._usage import USAGE_HEADER, estimate
 
@@ -52,12 +50,7 @@ _ERROR_TYPES = {
 _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), USAGE_HEADER]
 
 
-CHAT, MESSAGES, RESPONSES = ChatApi(), MessagesApi(), ResponsesApi()
-
-
-def api_for(path: str) -> Api:
-    """Errors are written in the shape of the API the caller speaks, known from the path."""
-    return MESSAGES if path.startswith("/v1/messages") else CHAT
+Handler = Callable[[HttpRequest, Responder], Awaitable[None]]
 
 
 def error_page(status: int, message: str, path: str = "") -> bytes:
@@ -80,15 +73,15 @@ class App:
         self.config = config
         self.broker = broker
         self.started = time.time()
-        self._routes = {
+        self._routes: dict[str, dict[str, Handler]] = {
             "/": {"GET": self.root, "HEAD": self.root},
             "/health": {"GET": self.health},
             "/v1/models": {"GET": self.models},
-            "/v1/chat/completions": {"POST": self.chat_completions},
-            "/v1/messages": {"POST": self.messages},
-            "/v1/messages/count_tokens": {"POST": self.count_tokens},
-            "/v1/responses": {"POST": self.responses},
         }
+        for api in APIS:
+            for route in api.routes:
+                self._routes.setdefault(route.path, {})[route.method] = self._api_handler(api, route)
+        self._served = ", ".join([*api_paths(), "/v1/models"]) + " and /health"
 
     async def __call__(self, request: HttpRequest, responder: Responder) -> None:
         methods = None
@@ -98,8 +91,7 @@ class App:
             if methods is None:
                 raise ApiError(
                     404,
-                    f"Unknown path {request.method} {request.path}. This relay serves /v1/chat/completions, "
-                    "/v1/responses, /v1/messages, /v1/messages/count_tokens, /v1/models and /health.",
+                    f"Unknown path {request.method} {request.path}. This relay serves {self._served}.",
                     "not_found_error",
                     code="unknown_url",
                 )
@@ -206,20 +198,20 @@ class App:
         # Claude Code probes its base URL with HEAD / before the first request.
         await self._send_json(responder, 200, {"name": "mcp-token-bridge", "status": "ok"})
 
-    async def chat_completions(self, request: HttpRequest, responder: Responder) -> None:
-        await self.answer(CHAT, CHAT.parse(request.body), responder)
+    def _api_handler(self, api: Adapter, route: Route) -> Handler:
+        count_tokens = route.count_tokens
 
-    async def messages(self, request: HttpRequest, responder: Responder) -> None:
-        await self.answer(MESSAGES, MESSAGES.parse(request.body), responder)
+        async def handle(request: HttpRequest, responder: Responder) -> None:
+            call = api.parse(request.body)
+            if count_tokens is None:
+                await self.answer(api, call, responder)
+            else:
+                body = count_tokens(estimate(call.request, 0).input_tokens)
+                await self._send_json(responder, 200, body, [USAGE_HEADER])
 
-    async def responses(self, request: HttpRequest, responder: Responder) -> None:
-        await self.answer(RESPONSES, RESPONSES.parse(request.body), responder)
+        return handle
 
-    async def count_tokens(self, request: HttpRequest, responder: Responder) -> None:
-        call = parse_messages(request.body)
-        await self._send_json(responder, 200, {"input_tokens": estimate(call.request, 0).input_tokens}, [USAGE_HEADER])
-
-    async def answer(self, api: Api, call: Call, responder: Responder) -> None:
+    async def answer(self, api: Adapter, call: Call, responder: Responder) -> None:
         """The one request flow of every API: queue the call, follow its job, accumulate the answer and
         write it as the API's JSON or stream."""
         record = responder.record
@@ -246,7 +238,7 @@ class App:
             record.worker = job.worker_id
             self.broker.cancel(job, ended)
 
-    async def _stream(self, api: Api, call: Call, job: Job, answer: Answer, responder: Responder) -> None:
+    async def _stream(self, api: Adapter, call: Call, job: Job, answer: Answer, responder: Responder) -> None:
         encoder = api.stream_encoder(call)
         await responder.start(200, _SSE_HEADERS, encoder.first(answer))
         try:
@@ -280,7 +272,7 @@ class App:
     ) -> None:
         await responder.send(status, compact_json(body).encode(), "application/json", headers or [])
 
-    async def _send_error(self, responder: Responder, api: Api, error: ApiError, allow: Any = None) -> None:
+    async def _send_error(self, responder: Responder, api: Adapter, error: ApiError, allow: Any = None) -> None:
         if responder.started:  # cannot change the status any more; end what was started
             return
         headers = retry_headers(error.status)

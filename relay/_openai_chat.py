@@ -32,7 +32,7 @@ from shared_protocol import (
 )
 
 from . import _sse
-from ._api import Call
+from ._adapter import Call, Route
 from ._collect import Answer, arguments_json
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, image_from_url, tool_arguments
 from ._errors import ApiError, bad_request
@@ -330,8 +330,10 @@ def new_id() -> str:
     return "chatcmpl-" + secrets.token_hex(12)
 
 
-class ChatApi:
-    """OpenAI chat completions as an :class:`~relay._api.Api`."""
+class ChatAdapter:
+    """OpenAI chat completions as an :class:`~relay._adapter.Adapter`."""
+
+    routes: tuple[Route, ...] = (Route("POST", "/v1/chat/completions"),)
 
     keepalive = _sse.KEEPALIVE_COMMENT
 

@@ -36,7 +36,7 @@ from shared_protocol import (
 )
 
 from . import _sse
-from ._api import Call
+from ._adapter import Call, Route
 from ._collect import Answer, arguments_json
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, image_from_url, system_note, tool_arguments
 from ._errors import ApiError, bad_request
@@ -375,8 +375,10 @@ class ResponsesStreamEncoder:
         )
 
 
-class ResponsesApi:
-    """OpenAI responses as an :class:`~relay._api.Api`."""
+class ResponsesAdapter:
+    """OpenAI responses as an :class:`~relay._adapter.Adapter`."""
+
+    routes: tuple[Route, ...] = (Route("POST", "/v1/responses"),)
 
     keepalive = _sse.KEEPALIVE_COMMENT
 

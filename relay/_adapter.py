@@ -1,0 +1,69 @@
+"""What an HTTP API adapter provides, so one request flow serves every API (see ``_app.App.answer``).
+
+An adapter declares its routes, turns its request JSON into a :class:`Call` (the neutral request
+plus how to answer) and turns the answer into its own JSON or SSE bytes, and failures into its own
+error JSON. Adding an API is one module implementing :class:`Adapter` and one line in
+``_api.APIS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shared_protocol import NeutralRequest, Start, TextDelta, ToolCall
+
+from ._collect import Answer
+from ._errors import ApiError
+from ._usage import UsageEstimate
+
+
+@dataclass(frozen=True)
+class Call:
+    request: NeutralRequest
+    stream: bool
+    include_usage: bool = True
+
+
+@dataclass(frozen=True)
+class Route:
+    """A method and path an adapter answers. The request goes to the model, unless the route has
+    ``count_tokens``: then the relay answers at once with the request's estimated input tokens, as
+    the JSON ``count_tokens`` makes of them."""
+
+    method: str
+    path: str
+    count_tokens: Callable[[int], dict[str, Any]] | None = None
+
+
+class StreamEncoder(Protocol):
+    """The bytes of a streamed answer, step by step. It formats and keeps no answer of its own: each
+    step gets the answer accumulated so far (by the app, which adds each event before asking for its
+    bytes)."""
+
+    def first(self, answer: Answer) -> bytes:
+        """Bytes sent as soon as the response starts (before the model answers)."""
+
+    def event(self, event: Start | TextDelta | ToolCall, answer: Answer) -> bytes: ...
+
+    def finish(self, answer: Answer, usage: UsageEstimate) -> bytes:
+        """Everything after the last content: the stop reason, usage, the end-of-stream marker."""
+
+    def error(self, error: ApiError, answer: Answer) -> bytes:
+        """A failure after the response started, then a clean end of the stream."""
+
+
+class Adapter(Protocol):
+    routes: tuple[Route, ...]
+
+    keepalive: bytes
+    """An SSE comment or event that keeps the connection alive and that clients ignore."""
+
+    def parse(self, body: bytes) -> Call: ...
+
+    def stream_encoder(self, call: Call) -> StreamEncoder: ...
+
+    def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]: ...
+
+    def error_json(self, error: ApiError) -> dict[str, Any]: ...
