@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from shared_protocol import NeutralRequest, Start, TextDelta, ToolCall
 
 from ._collect import Answer
-from ._errors import ApiError
+from ._errors import RelayError
 from ._usage import UsageEstimate
 
 
@@ -50,7 +50,7 @@ class StreamEncoder(Protocol):
     def finish(self, answer: Answer, usage: UsageEstimate) -> bytes:
         """Everything after the last content: the stop reason, usage, the end-of-stream marker."""
 
-    def error(self, error: ApiError, answer: Answer) -> bytes:
+    def error(self, error: RelayError, answer: Answer) -> bytes:
         """A failure after the response started, then a clean end of the stream."""
 
 
@@ -66,4 +66,4 @@ class Adapter(Protocol):
 
     def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]: ...
 
-    def error_json(self, error: ApiError) -> dict[str, Any]: ...
+    def error_json(self, error: RelayError) -> dict[str, Any]: ...

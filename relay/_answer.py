@@ -17,7 +17,7 @@ from shared_protocol import End, ErrorFrame, Start, TextDelta, ToolCall
 
 from ._broker import Assigned, Broker, Failed, Job, JobEvent, Requeued
 from ._config import Config
-from ._errors import ApiError, gateway_timeout
+from ._errors import RelayError
 
 
 @dataclass(frozen=True)
@@ -27,28 +27,12 @@ class KeepAlive:
 
 KEEPALIVE = KeepAlive()
 
-# HTTP status for each worker error code.
-_STATUS = {
-    "timeout": (504, "timeout"),
-    "refused": (502, "upstream_error"),
-    "unsupported": (400, "invalid_request_error"),
-    "client_error": (502, "upstream_error"),
-    "cancelled": (502, "upstream_error"),
-    "bad_frame": (502, "upstream_error"),
-    "internal": (500, "server_error"),
-}
-
-
-def worker_error(frame: ErrorFrame) -> ApiError:
-    status, kind = _STATUS.get(frame.code, (502, "upstream_error"))
-    return ApiError(status, frame.message, kind, code=frame.code)
-
-
 AnswerEvent = Start | TextDelta | ToolCall | End | KeepAlive
 
 
 async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[AnswerEvent]:
-    """Yield the answer's events until End. Raises ApiError for a failure, a worker error or a timeout.
+    """Yield the answer's events until End. Raises RelayError for a failure, a worker error (whose code
+    is the error's kind) or a timeout.
 
     The caller must call ``broker.cancel(job, ...)`` in a ``finally`` (it is a no-op once the job ended).
     """
@@ -64,7 +48,7 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
                 try:
                     event = await job.events.receive()
                 except anyio.EndOfStream:
-                    raise ApiError(502, "The answer ended unexpectedly.", "upstream_error") from None
+                    raise RelayError("answer_cut", "The answer ended unexpectedly.") from None
             if event is None:
                 if loop() >= deadline:
                     raise _timeout(assigned, config)
@@ -79,7 +63,7 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
         elif isinstance(event, Failed):
             raise event.error
         elif isinstance(event, ErrorFrame):
-            raise worker_error(event)
+            raise RelayError(event.code, event.message)
         elif isinstance(event, TextDelta):
             text, pending = _coalesce(job, event.text)
             yield TextDelta(id=event.id, text=text)
@@ -103,13 +87,15 @@ def _coalesce(job: Job, text: str) -> tuple[str, JobEvent | None]:
             return "".join(parts), event
 
 
-def _timeout(assigned: bool, config: Config) -> ApiError:
+def _timeout(assigned: bool, config: Config) -> RelayError:
     if assigned:
-        return gateway_timeout(
-            f"The MCP client did not finish answering within {config.request_timeout:g} s (relay --request-timeout)."
+        return RelayError(
+            "answer_timeout",
+            f"The MCP client did not finish answering within {config.request_timeout:g} s (relay --request-timeout).",
         )
-    return gateway_timeout(
+    return RelayError(
+        "queue_timeout",
         f"No MCP server or agent picked up this request within {config.queue_timeout:g} s "
         "(relay --queue-timeout): the connected servers were busy, or no agent is serving - in Claude Code, "
-        "run the prompt /mcp__mcptb__serve (GET /health lists the servers and their free slots)."
+        "run the prompt /mcp__mcptb__serve (GET /health lists the servers and their free slots).",
     )

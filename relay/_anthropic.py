@@ -38,7 +38,7 @@ from . import _sse
 from ._adapter import Call, Route
 from ._collect import Answer, arguments_json
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, is_base64, system_note
-from ._errors import ApiError, bad_request
+from ._errors import RelayError, bad_request
 from ._fields import forced_tool, opt, opt_number, parse_json_object, tool_spec
 from ._usage import UsageEstimate, estimate
 
@@ -47,16 +47,6 @@ STOP_REASON: dict[StopReason, str] = {
     "maxTokens": "max_tokens",
     "stopSequence": "stop_sequence",
     "toolUse": "tool_use",
-}
-
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
 }
 
 _IGNORED_BLOCKS = ("thinking", "redacted_thinking")
@@ -266,9 +256,8 @@ def token_count(input_tokens: int) -> dict[str, Any]:
     return {"input_tokens": input_tokens}
 
 
-def error_json(error: ApiError) -> dict[str, Any]:
-    kind = ERROR_TYPES.get(error.status, "api_error" if error.status >= 500 else "invalid_request_error")
-    return {"type": "error", "error": {"type": kind, "message": error.message}}
+def error_json(error: RelayError) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": error.shape.anthropic_type, "message": error.message}}
 
 
 class MessagesStreamEncoder:
@@ -345,7 +334,7 @@ class MessagesStreamEncoder:
             + _sse.event("message_stop", {})
         )
 
-    def error(self, error: ApiError, answer: Answer) -> bytes:
+    def error(self, error: RelayError, answer: Answer) -> bytes:
         return _sse.event("error", {"error": error_json(error)["error"]})
 
 
@@ -368,5 +357,5 @@ class MessagesAdapter:
     def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
         return message(answer, usage)
 
-    def error_json(self, error: ApiError) -> dict[str, Any]:
+    def error_json(self, error: RelayError) -> dict[str, Any]:
         return error_json(error)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +24,7 @@ from ._api import APIS, api_for, api_paths
 from ._broker import Broker, Job
 from ._collect import Answer
 from ._config import Config
-from ._errors import ApiError, retry_headers
+from ._errors import RelayError, error_headers
 from ._http import HttpRequest, Responder
 from ._sse import compact_json
 from ._usage import USAGE_HEADER, estimate
@@ -33,30 +32,10 @@ from ._usage import USAGE_HEADER, estimate
 log = logging.getLogger("mcptb.relay")
 content_log = logging.getLogger("mcptb.relay.content")
 
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    408: "timeout",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-    431: "invalid_request_error",
-    500: "server_error",
-    503: "service_unavailable",
-}
-
 _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), USAGE_HEADER]
 
 
 Handler = Callable[[HttpRequest, Responder], Awaitable[None]]
-
-
-def error_page(status: int, message: str, path: str = "") -> bytes:
-    """An error body for failures found before the app runs (bad HTTP, size limits)."""
-    error = ApiError(status, message, _ERROR_TYPES.get(status, "server_error"))
-    return json.dumps(api_for(path).error_json(error)).encode()
 
 
 def _is_loopback_name(host: str) -> bool:
@@ -89,24 +68,20 @@ class App:
             self._check_access(request)
             methods = self._routes.get(request.path.rstrip("/") or "/")
             if methods is None:
-                raise ApiError(
-                    404,
-                    f"Unknown path {request.method} {request.path}. This relay serves {self._served}.",
-                    "not_found_error",
-                    code="unknown_url",
+                raise RelayError(
+                    "unknown_path", f"Unknown path {request.method} {request.path}. This relay serves {self._served}."
                 )
             handler = methods.get(request.method)
             if handler is None:
-                raise ApiError(
-                    405,
+                raise RelayError(
+                    "method_not_allowed",
                     f"Method {request.method} is not allowed on {request.path}; use {', '.join(methods)}.",
-                    code="method_not_allowed",
                 )
             if request.path not in ("/", "/health"):
                 self._check_key(request)
             await handler(request, responder)
-        except ApiError as error:
-            allow = methods if error.status == 405 else None
+        except RelayError as error:
+            allow = methods if error.kind == "method_not_allowed" else None
             await self._send_error(responder, api_for(request.path), error, allow)
 
     # --- access -------------------------------------------------------------------------------
@@ -114,22 +89,15 @@ class App:
     def _check_access(self, request: HttpRequest) -> None:
         origin = request.header("origin")
         if origin and origin != "null" and not _is_loopback_name(urlsplit(origin).hostname or ""):
-            raise ApiError(
-                403,
-                f"Requests from web pages ({origin}) are refused.",
-                "permission_error",
-                code="forbidden_origin",
-            )
+            raise RelayError("forbidden_origin", f"Requests from web pages ({origin}) are refused.")
         if self.config.api_key:
             return
         host = urlsplit("//" + (request.header("host") or "")).hostname or ""
         if not (_is_loopback_name(host) or host == self.config.host):
-            raise ApiError(
-                403,
+            raise RelayError(
+                "forbidden_host",
                 f"Host {host!r} is not a loopback name; this relay only answers "
                 "localhost unless it runs with --api-key.",
-                "permission_error",
-                code="forbidden_host",
             )
 
     def _check_key(self, request: HttpRequest) -> None:
@@ -141,12 +109,10 @@ class App:
         if auth.lower().startswith("bearer "):
             offered = auth[7:].strip()
         if not hmac.compare_digest(offered.encode(), key.encode()):
-            raise ApiError(
-                401,
+            raise RelayError(
+                "invalid_api_key",
                 "Incorrect API key provided: pass the relay's --api-key as "
                 "'Authorization: Bearer <key>' or 'x-api-key'.",
-                "authentication_error",
-                code="invalid_api_key",
             )
 
     # --- endpoints ----------------------------------------------------------------------------
@@ -231,7 +197,7 @@ class App:
                 self._log_answer(record.request_id, answer)
                 body = api.completion(call, answer, estimate(call.request, answer.chars))
                 await self._send_json(responder, 200, body, [USAGE_HEADER])
-        except ApiError as error:
+        except RelayError as error:
             ended = f"the relay gave up: {error.message}"
             raise
         finally:
@@ -254,8 +220,8 @@ class App:
                     data = encoder.event(event, answer)
                 if data:
                     await responder.write(data)
-        except ApiError as error:
-            log.warning("%s: failed mid-stream: %s %s", job.id, error.status, error.message)
+        except RelayError as error:
+            log.warning("%s: failed mid-stream: %s %s", job.id, error.shape.status, error.message)
             self.broker.cancel(job, f"the relay gave up: {error.message}")
             await responder.write(encoder.error(error, answer))
         await responder.end()
@@ -272,12 +238,10 @@ class App:
     ) -> None:
         await responder.send(status, compact_json(body).encode(), "application/json", headers or [])
 
-    async def _send_error(self, responder: Responder, api: Adapter, error: ApiError, allow: Any = None) -> None:
+    async def _send_error(self, responder: Responder, api: Adapter, error: RelayError, allow: Any = None) -> None:
         if responder.started:  # cannot change the status any more; end what was started
             return
-        headers = retry_headers(error.status)
-        if error.retry_after is not None:
-            headers.append(("retry-after", str(error.retry_after)))
+        headers = error_headers(error)
         if allow:
             headers.append(("allow", ", ".join(allow)))
-        await self._send_json(responder, error.status, api.error_json(error), headers)
+        await self._send_json(responder, error.shape.status, api.error_json(error), headers)

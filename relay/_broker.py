@@ -9,10 +9,12 @@ Rules:
 - Pull-based: a job is assigned only against a slot a worker granted (``ready``), oldest job first,
   to an eligible worker (see :meth:`Broker._eligible`).
 - A job assigned but not started goes back to the head of the queue when its worker hands it back
-  (``release``, free of charge) or disappears (once; the second loss fails the job with 502).
+  (``release``, free of charge) or disappears (once; the second loss fails the job: ``worker_lost``).
 - After ``start`` a job is never moved: the caller may already have output.
 - Frames for a job that is finished, cancelled or not owned by the sending worker are ignored: a
   reply can never reach the wrong caller.
+- Failures are :class:`~relay._errors.RelayError` kinds (``no_worker``, ``queue_full``...); how a
+  caller sees them is decided on the HTTP side (``_errors.TABLE``).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from shared_protocol import (
     WorkerInfo,
 )
 
-from ._errors import ApiError, bad_request, no_worker
+from ._config import server_command
+from ._errors import RelayError
 
 log = logging.getLogger("mcptb.relay")
 
@@ -66,7 +69,7 @@ class Requeued:
 
 @dataclass(frozen=True)
 class Failed:
-    error: ApiError
+    error: RelayError
 
 
 JobEvent = Assigned | Requeued | Failed | AnswerFrame
@@ -107,24 +110,29 @@ class Broker:
     # --- HTTP side ---------------------------------------------------------------------------
 
     def submit(self, job_id: str, request: NeutralRequest, timeout: float) -> Job:
-        """Queue a request. Raises ApiError when it cannot be served (no worker, queue full...)."""
+        """Queue a request. Raises RelayError when it cannot be served (no worker, queue full...)."""
         if not self.workers:
-            raise no_worker(self.socket_path)
+            raise RelayError(
+                "no_worker",
+                "No MCP server is connected to this relay, so there is no model to answer. Register the bridge's "
+                "MCP server with your MCP client and start the client, e.g. for Claude Code: "
+                f"`claude mcp add mcptb -- {server_command()} --socket {self.socket_path}` "
+                "(VS Code: add it to .vscode/mcp.json). "
+                "GET /health lists connected servers.",
+            )
         if request.tools and not any(w.info.tools for w in self.workers.values()):
             names = ", ".join(sorted({w.info.client_name or "unknown client" for w in self.workers.values()}))
-            raise bad_request(
+            raise RelayError(
+                "tools_unsupported",
                 f"This request offers tools, but no connected MCP client can use them ({names} does not "
                 "declare sampling.tools and runs mcptb-server --tool-emulation off). Send the request without "
                 "'tools', turn tool emulation on, or serve with an agent (Claude Code).",
                 param="tools",
-                code="tools_unsupported",
             )
         if len(self.queue) >= self.max_queue:
-            raise ApiError(
-                429,
+            raise RelayError(
+                "queue_full",
                 f"The relay's queue is full ({self.max_queue} requests waiting for the model). Retry later.",
-                "rate_limit_error",
-                code="queue_full",
                 retry_after=1,
             )
         send, receive = anyio.create_memory_object_stream[JobEvent](JOB_EVENT_BUFFER)
@@ -179,12 +187,10 @@ class Broker:
             else:
                 self._fail(
                     job,
-                    ApiError(
-                        502,
+                    RelayError(
+                        "worker_lost",
                         "The MCP server answering this request disconnected before it finished "
                         "(the MCP client was closed or restarted).",
-                        "upstream_error",
-                        code="worker_lost",
                     ),
                 )
         worker.jobs.clear()
@@ -261,7 +267,7 @@ class Broker:
         except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
 
-    def _fail(self, job: Job, error: ApiError) -> None:
+    def _fail(self, job: Job, error: RelayError) -> None:
         self._emit(job, Failed(error))
         self._close(job)
 

@@ -1,52 +1,127 @@
-"""Errors the relay reports to HTTP callers, independent of the API shape they are written in."""
+"""What can go wrong for a caller, and the one table that says how each API shows it.
+
+The code that finds a failure says *what* happened: it raises (or, in the broker, emits) a
+:class:`RelayError` of some :data:`Kind`, with a message for people. The broker, the answer
+follower and the adapters' parsers know no HTTP status. :data:`TABLE` is the only place that
+does: for each kind, the HTTP status, the error ``type`` in OpenAI's shape and in Anthropic's, the
+``code`` (OpenAI's shape), and whether retrying can help.
+
+Retrying: only a full queue and a relay or worker bug are worth an immediate retry. Every other
+error carries ``x-should-retry: false``, which the openai and anthropic SDKs (and so Claude Code,
+which otherwise retries ten times over minutes) obey: a bad request, a missing MCP server or a
+queue timeout does not go away by asking again. The connection limit's 503, sent before the
+request is even read, is retryable and says when (``Retry-After``), like a full queue.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from ._config import server_command
+from shared_protocol import ErrorCode
+
+Kind = (
+    Literal[
+        # the request, as the app and the adapters' parsers find it
+        "bad_request",
+        "invalid_json",
+        "forbidden_origin",
+        "forbidden_host",
+        "invalid_api_key",
+        "unknown_path",
+        "method_not_allowed",
+        # the broker
+        "tools_unsupported",
+        "queue_full",
+        "no_worker",
+        "worker_lost",
+        # following the answer
+        "queue_timeout",
+        "answer_timeout",
+        "answer_cut",
+        # HTTP, before the app runs
+        "bad_http",
+        "unsupported_http",
+        "read_timeout",
+        "body_too_large",
+        "head_too_large",
+        "too_many_connections",
+        "relay_bug",
+    ]
+    | ErrorCode  # a worker's error frame: its code is the kind
+)
 
 
 @dataclass(frozen=True)
-class ApiError(Exception):
-    status: int
+class RelayError(Exception):
+    kind: Kind
     message: str
-    type: str = "invalid_request_error"
     param: str | None = None
-    code: str | None = None
+    """The request field at fault."""
     retry_after: int | None = None
+    """Seconds after which asking again may work."""
 
     def __str__(self) -> str:
         return self.message
 
-
-RETRYABLE = frozenset({429, 500})
-"""Statuses a client may usefully retry at once. For every other error the relay sends
-``x-should-retry: false``, which the openai and anthropic SDKs (and so Claude Code, which otherwise
-retries ten times over minutes) obey: a bad request, a missing MCP server or a queue timeout does
-not go away by asking again."""
+    @property
+    def shape(self) -> Shape:
+        return TABLE[self.kind]
 
 
-def retry_headers(status: int) -> list[tuple[str, str]]:
-    return [] if status in RETRYABLE else [("x-should-retry", "false")]
+@dataclass(frozen=True)
+class Shape:
+    """How one kind of error looks to callers."""
+
+    status: int
+    openai_type: str
+    anthropic_type: str
+    code: str | None = None
+    retryable: bool = False
 
 
-def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
-    return ApiError(400, message, "invalid_request_error", param, code)
+# fmt: off
+TABLE: dict[Kind, Shape] = {
+    # kind                  status, OpenAI type, Anthropic type, code, retryable
+    "bad_request":          Shape(400, "invalid_request_error", "invalid_request_error"),
+    "invalid_json":         Shape(400, "invalid_request_error", "invalid_request_error", "invalid_json"),
+    "forbidden_origin":     Shape(403, "permission_error", "permission_error", "forbidden_origin"),
+    "forbidden_host":       Shape(403, "permission_error", "permission_error", "forbidden_host"),
+    "invalid_api_key":      Shape(401, "authentication_error", "authentication_error", "invalid_api_key"),
+    "unknown_path":         Shape(404, "not_found_error", "not_found_error", "unknown_url"),
+    "method_not_allowed":   Shape(405, "invalid_request_error", "invalid_request_error", "method_not_allowed"),
+    "tools_unsupported":    Shape(400, "invalid_request_error", "invalid_request_error", "tools_unsupported"),
+    "queue_full":           Shape(429, "rate_limit_error", "rate_limit_error", "queue_full", retryable=True),
+    "no_worker":            Shape(503, "service_unavailable", "overloaded_error", "no_worker"),
+    "worker_lost":          Shape(502, "upstream_error", "api_error", "worker_lost"),
+    "queue_timeout":        Shape(504, "timeout", "api_error", "timeout"),
+    "answer_timeout":       Shape(504, "timeout", "api_error", "timeout"),
+    "answer_cut":           Shape(502, "upstream_error", "api_error"),
+    "timeout":              Shape(504, "timeout", "api_error", "timeout"),
+    "refused":              Shape(502, "upstream_error", "api_error", "refused"),
+    "unsupported":          Shape(400, "invalid_request_error", "invalid_request_error", "unsupported"),
+    "client_error":         Shape(502, "upstream_error", "api_error", "client_error"),
+    "cancelled":            Shape(502, "upstream_error", "api_error", "cancelled"),
+    "invalid_answer":       Shape(502, "upstream_error", "api_error", "invalid_answer"),
+    "bad_frame":            Shape(502, "upstream_error", "api_error", "bad_frame"),
+    "internal":             Shape(500, "server_error", "api_error", "internal", retryable=True),
+    "bad_http":             Shape(400, "invalid_request_error", "invalid_request_error"),
+    "unsupported_http":     Shape(501, "server_error", "api_error"),
+    "read_timeout":         Shape(408, "timeout", "invalid_request_error"),
+    "body_too_large":       Shape(413, "invalid_request_error", "request_too_large"),
+    "head_too_large":       Shape(431, "invalid_request_error", "invalid_request_error"),
+    "too_many_connections": Shape(503, "service_unavailable", "overloaded_error", retryable=True),
+    "relay_bug":            Shape(500, "server_error", "api_error", retryable=True),
+}
+# fmt: on
 
 
-def no_worker(socket: str) -> ApiError:
-    return ApiError(
-        503,
-        "No MCP server is connected to this relay, so there is no model to answer. Register the bridge's "
-        "MCP server with your MCP client and start the client, e.g. for Claude Code: "
-        f"`claude mcp add mcptb -- {server_command()} --socket {socket}` "
-        "(VS Code: add it to .vscode/mcp.json). "
-        "GET /health lists connected servers.",
-        "service_unavailable",
-        code="no_worker",
-    )
+def error_headers(error: RelayError) -> list[tuple[str, str]]:
+    headers = [] if error.shape.retryable else [("x-should-retry", "false")]
+    if error.retry_after is not None:
+        headers.append(("retry-after", str(error.retry_after)))
+    return headers
 
 
-def gateway_timeout(message: str) -> ApiError:
-    return ApiError(504, message, "timeout", code="timeout")
+def bad_request(message: str, param: str | None = None) -> RelayError:
+    return RelayError("bad_request", message, param)

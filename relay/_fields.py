@@ -7,16 +7,16 @@ from typing import Any
 
 from shared_protocol import ToolChoice, ToolSpec
 
-from ._errors import bad_request
+from ._errors import RelayError, bad_request
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise bad_request(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+        raise RelayError("invalid_json", f"Request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise bad_request("Request body must be a JSON object.", code="invalid_json")
+        raise RelayError("invalid_json", "Request body must be a JSON object.")
     return data
 
 

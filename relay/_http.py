@@ -21,7 +21,7 @@ import anyio.abc
 import h11
 
 from ._config import Config
-from ._errors import retry_headers
+from ._errors import Kind, RelayError, error_headers
 
 log = logging.getLogger("mcptb.relay")
 
@@ -115,8 +115,8 @@ class Responder:
 
 
 App = Callable[[HttpRequest, Responder], Awaitable[None]]
-ErrorPage = Callable[[int, str, str], bytes]
-"""(status, message, request path or "") -> an error body in the caller's API shape."""
+ErrorPage = Callable[[RelayError, str], bytes]
+"""(error, request path or "") -> an error body in the caller's API shape."""
 
 
 def _reason(status: int) -> bytes:
@@ -127,10 +127,16 @@ def _reason(status: int) -> bytes:
 
 
 class _Protocol(Exception):
-    def __init__(self, status: int, message: str, path: str = "") -> None:
+    """A request that is not acceptable HTTP: answered with an error page, then the connection closes."""
+
+    def __init__(self, kind: Kind, message: str, path: str = "") -> None:
         super().__init__(message)
-        self.status = status
+        self.error = RelayError(kind, message)
         self.path = path
+
+
+_H11_ERRORS: dict[int, Kind] = {431: "head_too_large", 501: "unsupported_http"}
+"""The error kind for each status h11 suggests for a request it cannot parse (others: bad_http)."""
 
 
 async def serve_connection(
@@ -149,12 +155,13 @@ async def serve_connection(
                 request = await _read_request(conn, stream, config, idle=not first)
             except _Protocol as exc:
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    record.status = exc.status
+                    status = exc.error.shape.status
+                    record.status = status
                     responder = Responder(conn, stream, record)
-                    body = error_page(exc.status, str(exc), exc.path)
+                    body = error_page(exc.error, exc.path)
                     try:
                         await responder.send(
-                            exc.status, body, "application/json", [("connection", "close"), *retry_headers(exc.status)]
+                            status, body, "application/json", [("connection", "close"), *error_headers(exc.error)]
                         )
                     except ClientGone:
                         pass
@@ -211,12 +218,14 @@ async def _run_app(
             log.exception("%s: internal error", responder.record.request_id)
             gone = True
             if not responder.started:
+                error = RelayError("relay_bug", "Internal relay error (see the relay's log).")
                 with anyio.move_on_after(5):
                     try:
                         await responder.send(
-                            500,
-                            error_page(500, "Internal relay error (see the relay's log).", request.path),
+                            error.shape.status,
+                            error_page(error, request.path),
                             "application/json",
+                            error_headers(error),
                         )
                     except ClientGone:
                         pass
@@ -239,12 +248,14 @@ async def _read_request(
     path, _, query = target.partition("?")
     head_size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
     if head_size > config.max_header_bytes:  # h11 only checks heads that arrive incomplete
-        raise _Protocol(431, f"Request head exceeds {config.max_header_bytes} bytes (relay --max-header-bytes).", path)
+        raise _Protocol(
+            "head_too_large", f"Request head exceeds {config.max_header_bytes} bytes (relay --max-header-bytes).", path
+        )
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
     length = headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
         raise _Protocol(
-            413,
+            "body_too_large",
             f"Request body is {length} bytes; this relay accepts at most "
             f"{config.max_body_bytes} (relay --max-body-bytes).",
             path,
@@ -257,14 +268,16 @@ async def _read_request(
                 body += part.data
                 if len(body) > config.max_body_bytes:
                     raise _Protocol(
-                        413, f"Request body exceeds {config.max_body_bytes} bytes (relay --max-body-bytes).", path
+                        "body_too_large",
+                        f"Request body exceeds {config.max_body_bytes} bytes (relay --max-body-bytes).",
+                        path,
                     )
             elif isinstance(part, h11.EndOfMessage):
                 break
             else:
                 return None
     if scope.cancelled_caught:
-        raise _Protocol(408, f"Request body not received within {config.read_timeout:g} s.", path)
+        raise _Protocol("read_timeout", f"Request body not received within {config.read_timeout:g} s.", path)
     return HttpRequest(event.method.decode("ascii"), path, query, headers, bytes(body))
 
 
@@ -275,7 +288,8 @@ async def _next_event(
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
-            raise _Protocol(exc.error_status_hint, f"Malformed HTTP request: {exc}") from None
+            kind = _H11_ERRORS.get(exc.error_status_hint, "bad_http")
+            raise _Protocol(kind, f"Malformed HTTP request: {exc}") from None
         if event is not h11.NEED_DATA:
             if event is h11.PAUSED:
                 return None
@@ -289,7 +303,7 @@ async def _next_event(
         if scope.cancelled_caught:
             if waiting_for_head and conn.their_state is h11.IDLE and not _has_partial(conn):
                 return None  # idle keep-alive connection: close quietly
-            raise _Protocol(408, "Request head not received in time.")
+            raise _Protocol("read_timeout", "Request head not received in time.")
         conn.receive_data(data)
 
 

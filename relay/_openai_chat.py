@@ -35,7 +35,7 @@ from . import _sse
 from ._adapter import Call, Route
 from ._collect import Answer, arguments_json
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, image_from_url, tool_arguments
-from ._errors import ApiError, bad_request
+from ._errors import RelayError, bad_request
 from ._fields import openai_tool_choice, opt, opt_number, parse_json_object, tool_spec
 from ._usage import UsageEstimate
 
@@ -275,8 +275,10 @@ def completion(
     }
 
 
-def error_json(error: ApiError) -> dict[str, Any]:
-    return {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
+def error_json(error: RelayError) -> dict[str, Any]:
+    """OpenAI's error shape (the Responses API's too)."""
+    shape = error.shape
+    return {"error": {"message": error.message, "type": shape.openai_type, "param": error.param, "code": shape.code}}
 
 
 class ChatStreamEncoder:
@@ -322,7 +324,7 @@ class ChatStreamEncoder:
             out += self._chunk(answer, [], usage=_usage_json(usage))
         return out + _sse.DONE
 
-    def error(self, error: ApiError, answer: Answer) -> bytes:
+    def error(self, error: RelayError, answer: Answer) -> bytes:
         return _sse.data(error_json(error)) + _sse.DONE
 
 
@@ -346,5 +348,5 @@ class ChatAdapter:
     def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
         return completion(answer, usage)
 
-    def error_json(self, error: ApiError) -> dict[str, Any]:
+    def error_json(self, error: RelayError) -> dict[str, Any]:
         return error_json(error)

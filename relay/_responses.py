@@ -39,7 +39,7 @@ from . import _sse
 from ._adapter import Call, Route
 from ._collect import Answer, arguments_json
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, image_from_url, system_note, tool_arguments
-from ._errors import ApiError, bad_request
+from ._errors import RelayError, bad_request
 from ._fields import openai_tool_choice, opt, opt_number, parse_json_object, tool_spec
 from ._openai_chat import error_json
 from ._usage import UsageEstimate
@@ -368,8 +368,8 @@ class ResponsesStreamEncoder:
         body = self._response.body(answer.model, status, _usage(usage), incomplete=incomplete)
         return out + self._event(f"response.{status}", {"response": body})
 
-    def error(self, error: ApiError, answer: Answer) -> bytes:
-        failure = {"code": error.code or error.type, "message": error.message}
+    def error(self, error: RelayError, answer: Answer) -> bytes:
+        failure = {"code": error.shape.code or error.shape.openai_type, "message": error.message}
         return self._close_text() + self._event(
             "response.failed", {"response": self._response.body(answer.model, "failed", error=failure)}
         )
@@ -391,5 +391,5 @@ class ResponsesAdapter:
     def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
         return response_json(call.request, answer, usage)
 
-    def error_json(self, error: ApiError) -> dict[str, Any]:
+    def error_json(self, error: RelayError) -> dict[str, Any]:
         return error_json(error)

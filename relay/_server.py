@@ -16,9 +16,11 @@ from collections.abc import Callable
 import anyio
 import anyio.abc
 
-from ._app import App, error_page
+from ._api import error_page
+from ._app import App
 from ._broker import Broker
 from ._config import Config, server_command
+from ._errors import RelayError, error_headers
 from ._http import RequestLog, Responder, serve_connection
 from ._socket import listen
 from ._worker_link import serve_worker
@@ -102,13 +104,20 @@ async def _refuse_connection(stream: anyio.abc.SocketStream, config: Config) -> 
 
     async with stream:
         conn = h11.Connection(h11.SERVER)
-        body = error_page(503, f"Too many connections (relay --max-connections {config.max_connections}).", "")
-        record = RequestLog(status=503)
+        error = RelayError(
+            "too_many_connections",
+            f"Too many connections (relay --max-connections {config.max_connections}).",
+            retry_after=1,
+        )
+        status = error.shape.status
+        record = RequestLog(status=status)
         responder = Responder(conn, stream, record)
         # The request was not read: answer at once and close.
         with anyio.move_on_after(2):
             try:
-                await responder.send(503, body, "application/json", [("connection", "close"), ("retry-after", "1")])
+                await responder.send(
+                    status, error_page(error, ""), "application/json", [("connection", "close"), *error_headers(error)]
+                )
             except Exception:
                 pass
         access_log(record)

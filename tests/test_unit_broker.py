@@ -7,7 +7,7 @@ import anyio
 import pytest
 
 from relay._broker import MAX_ASSIGNMENTS, Assigned, Broker, Failed
-from relay._errors import ApiError
+from relay._errors import RelayError
 from shared_protocol import (
     Cancel,
     End,
@@ -54,16 +54,16 @@ def drain(job) -> list:
             return events
 
 
-def test_no_worker_is_503_and_a_full_queue_is_429():
+def test_no_worker_and_a_full_queue_are_refused_at_once():
     broker = Broker(max_queue=1, socket_path="/s")
-    with pytest.raises(ApiError) as no_worker:
+    with pytest.raises(RelayError) as no_worker:
         broker.submit("a", neutral(), 5)
-    assert no_worker.value.status == 503
+    assert no_worker.value.kind == "no_worker" and "--socket /s" in no_worker.value.message
     FakeWorker(broker)  # connected, no slots
     broker.submit("a", neutral(), 5)
-    with pytest.raises(ApiError) as full:
+    with pytest.raises(RelayError) as full:
         broker.submit("b", neutral(), 5)
-    assert full.value.status == 429 and full.value.retry_after == 1
+    assert full.value.kind == "queue_full" and full.value.retry_after == 1
 
 
 def test_jobs_wait_for_a_slot_and_go_oldest_first():
@@ -103,7 +103,7 @@ def test_a_worker_lost_before_start_gets_its_job_requeued_once():
         assert lost.requests() == ["a"]
         broker.remove_worker(lost.handle)
     events = drain(job)
-    assert isinstance(events[-1], Failed) and events[-1].error.status == 502
+    assert isinstance(events[-1], Failed) and events[-1].error.kind == "worker_lost"
     assert workers[-1].requests() == []
 
 
@@ -157,10 +157,11 @@ def test_routing_by_model_and_by_tool_support():
     broker.submit("any", neutral(model="gpt-4o"), 5)
     assert claude.requests() == ["pinned", "tools"]
     assert vscode.requests() == ["any"]
-    with pytest.raises(ApiError):
+    with pytest.raises(RelayError) as refused:
         only = Broker(max_queue=10, socket_path="/s")
         FakeWorker(only)
         only.submit("t", neutral(tools=True), 5)
+    assert refused.value.kind == "tools_unsupported" and refused.value.param == "tools"
 
 
 def test_a_caller_that_stops_reading_is_dropped_not_buffered_forever(monkeypatch):
