@@ -29,53 +29,7 @@ def error_of(response) -> dict:
     return body["error"]
 
 
-# --- bad requests (no worker needed: validation comes first) ----------------------------------
-
-
-@pytest.mark.parametrize(
-    ("body", "param", "fragment"),
-    [
-        (b"{not json", None, "not valid JSON"),
-        (b"[1, 2]", None, "JSON object"),
-        (b'{"model": "m"}', "messages", "'messages' is required"),
-        (b'{"messages": "hello"}', "messages", "non-empty list"),
-        (b'{"messages": []}', "messages", "non-empty list"),
-        (b'{"messages": [{"role": "robot", "content": "x"}]}', "messages[0].role", "must be one of"),
-        (b'{"messages": [{"role": "user", "content": 5}]}', "messages[0].content", "string or a list"),
-        (b'{"messages": [{"role": "user", "content": "x"}], "stream": "yes"}', "stream", "boolean"),
-        (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": "9"}', "max_tokens", "integer"),
-        (b'{"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', "temperature", "number"),
-        (b'{"messages": [{"role": "user", "content": "x"}], "n": 2}', "n", "n=1"),
-        (
-            b'{"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}}',
-            "response_format",
-            "not supported",
-        ),
-        (
-            b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}',
-            "messages[0].content[0].image_url.url",
-            "data: URLs",
-        ),
-        (b'{"messages": [{"role": "tool", "content": "x"}]}', "messages[0].tool_call_id", "tool_call_id"),
-        (
-            b'{"messages": [{"role": "system", "content": "only a system prompt"}]}',
-            "messages",
-            "at least one",
-        ),
-        (
-            b'{"messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "function", "function": {"name": "nope"}}}',
-            "tool_choice",
-            "not in 'tools'",
-        ),
-    ],
-)
-async def test_bad_request_is_a_400_naming_the_field(relay, body, param, fragment):
-    response = await post(relay.url, PATH, body)
-    assert response.status == 400, response.body
-    error = error_of(response)
-    assert error["type"] == "invalid_request_error"
-    assert error["param"] == param
-    assert fragment in error["message"]
+# --- refused before answering (bad requests: test_unit_api_chat.py) ----------------------------
 
 
 async def test_oversized_body_is_413(relay_factory):
@@ -100,13 +54,6 @@ async def test_oversized_chunked_body_is_413(relay_factory):
 async def test_oversized_head_is_431(relay):
     response = await request(relay.url, "GET", "/health", headers={"x-big": "a" * 70_000})
     assert response.status == 431
-
-
-async def test_unknown_path_is_404_and_wrong_method_is_405(relay):
-    missing = await request(relay.url, "GET", "/v2/nothing")
-    assert missing.status == 404 and "/v1/chat/completions" in error_of(missing)["message"]
-    wrong = await request(relay.url, "GET", PATH)
-    assert wrong.status == 405 and wrong.headers["allow"] == "POST"
 
 
 async def test_no_worker_connected_is_an_immediate_503_saying_how_to_connect(relay):
@@ -234,6 +181,8 @@ async def test_caller_disconnect_cancels_the_sampling_callback(relay, backend):
 async def test_keep_alive_comments_flow_while_the_model_thinks(relay, backend):
     async with mcp_worker(relay, backend):
         partial = await post(relay.url, PATH, chat_body("SLOW think", stream=True), stop_after=b": keep-alive\n\n")
+    assert partial.headers["content-type"] == "text/event-stream"
+    assert partial.headers["transfer-encoding"] == "chunked"
     events = partial.sse_events
     assert events[0].startswith("data: ") and events[1] == ": keep-alive"
 
