@@ -56,6 +56,7 @@ class StreamEncoder(Protocol):
 
 class Adapter(Protocol):
     routes: tuple[Route, ...]
+    """The paths this API answers; errors on any path that starts with one of them take its shape."""
 
     keepalive: bytes
     """An SSE comment or event that keeps the connection alive and that clients ignore."""

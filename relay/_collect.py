@@ -1,5 +1,6 @@
-"""The whole answer to one request, accumulated from worker events (for non-stream responses and
-for usage estimates). API-neutral: each API renders it in its own JSON."""
+"""The answer to one request, accumulated by the app from worker events, as it stands at each step of
+a stream and whole at the end (also the basis of usage estimates). API-neutral: each adapter renders
+it in its own JSON or frames."""
 
 from __future__ import annotations
 
