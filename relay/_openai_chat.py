@@ -257,9 +257,7 @@ def _tool_call_json(call: ToolCall) -> dict[str, Any]:
     }
 
 
-def completion(
-    answer: Answer, usage: UsageEstimate, completion_id: str | None = None, created: int | None = None
-) -> dict[str, Any]:
+def completion(answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": answer.content or None, "refusal": None}
     if answer.tool_calls:
         message["tool_calls"] = [_tool_call_json(c) for c in answer.tool_calls]
