@@ -5,7 +5,9 @@ What it answers depends on the last user text:
   (unless ``honour_slow`` is off);
 - contains ``REFUSE``: refuses like a user declining the sampling request;
 - contains ``LONG``: answers 1,000 characters;
-- the request offers tools: calls the first tool with ``{"city": "Paris"}``;
+- the request offers tools: calls the first tool with arguments that fit its schema: ``{"city": "Paris"}``
+  where the schema has a ``city`` or no required property, else each required property set to a value
+  of its type (strings ``"Paris"``);
 - otherwise: ``echo: <text>``.
 It records every request it gets (``.requests``).
 
@@ -34,6 +36,17 @@ def last_user_text(params: types.CreateMessageRequestParams) -> str:
     return ""
 
 
+_SAMPLES: dict[str, Any] = {"string": "Paris", "integer": 1, "number": 1, "boolean": True, "array": [], "object": {}}
+
+
+def arguments_for(schema: dict[str, Any]) -> dict[str, Any]:
+    """Arguments that fit a tool's input schema (the scripted model's tool calls are schema-true)."""
+    properties, required = schema.get("properties", {}), schema.get("required", [])
+    if "city" in properties or not required:
+        return {"city": "Paris"} if "city" in properties or schema.get("additionalProperties") is not False else {}
+    return {name: _SAMPLES.get(properties.get(name, {}).get("type", "string"), "Paris") for name in required}
+
+
 @dataclass
 class ScriptedModel:
     requests: list[types.CreateMessageRequestParams] = field(default_factory=list)
@@ -60,7 +73,11 @@ class ScriptedModel:
                 stop_reason="toolUse",
                 content=[
                     types.TextContent(text="Let me check."),
-                    types.ToolUseContent(id="call_scripted_1", name=params.tools[0].name, input={"city": "Paris"}),
+                    types.ToolUseContent(
+                        id="call_scripted_1",
+                        name=params.tools[0].name,
+                        input=arguments_for(params.tools[0].input_schema),
+                    ),
                 ],
             )
         answer = LONG_ANSWER if "LONG" in text else f"echo: {text}"

@@ -26,10 +26,10 @@ from typing import Any
 
 import mcp_types as types
 import pytest
-from _eventually import eventually
 from claude_code.harness import BINARIES, ClaudeCode, skip_reason
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
+from _eventually import eventually
 from _http_client import get_json
 from _inprocess import InProcessRelay, InProcessWorker, relay_in_process, worker_in_process
 from _scripted import ScriptedModel

@@ -12,12 +12,12 @@ from contextlib import asynccontextmanager
 import anyio
 import mcp_types as types
 import pytest
-from _eventually import eventually
 from mcp import Client, StdioServerParameters
 
 from mcp_server._server import build_server
 from mcp_server.cli import parse_args, worker_from_args
 
+from _eventually import eventually
 from _http_client import get_json, post
 from conftest import chat_body, mcp_worker, mcp_worker_process, server_params, wait_for_workers
 

@@ -25,10 +25,10 @@ import anyio
 import httpx
 import openai
 import pytest
-from _eventually import eventually
 from claude_code.fake_model import ANSWER_PREFIX, GAVE_UP, NEXT_REQUEST, REPLY, SERVED, result_text
 from claude_code.harness import ClaudeCode, FakeModelProcess, Run, start_fake_model
 
+from _eventually import eventually
 from _http_client import get_json
 from conftest import RelayProcess, litellm, no_workers, say
 

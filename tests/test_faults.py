@@ -12,8 +12,8 @@ from contextlib import suppress
 
 import anyio
 import pytest
-from _eventually import eventually
 
+from _eventually import eventually
 from _http_client import get_json, post, request
 from _scripted import ScriptedModel
 from conftest import ROOT, chat_body, mcp_worker, mcp_worker_process, no_workers, queue_depth, wait_for_workers

@@ -39,10 +39,10 @@ import anyio
 import httpx
 import mcp_types as types
 import pytest
-from _eventually import eventually
 from claude_code.harness import BINARIES, ClaudeCode, Run, run_bounded, skip_reason
 from claude_code.scripted_sampling import ANSWER_PREFIX, BASH_COMMAND, BASH_OUTPUT, MODEL, ToolThenAnswerModel
 
+from _eventually import eventually
 from conftest import RelayProcess, mcp_worker, no_workers, say, short_socket_dir, start_relay
 
 pytestmark = pytest.mark.anyio

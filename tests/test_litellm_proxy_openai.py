@@ -271,7 +271,7 @@ async def check_claude_code_stream(
         blocks = blocks[:2]
     assert [b["type"] for b in blocks] == ["text", "tool_use"], diag
     assert blocks[0]["text"] == "Let me check.", diag
-    assert (blocks[1]["name"], blocks[1]["input"]) == ("Bash", {"city": "Paris"}), diag  # input JSON parsed
+    assert (blocks[1]["name"], blocks[1]["input"]) == ("Bash", {"command": "Paris"}), diag  # input JSON parsed
     assert message["usage"]["output_tokens"] > 0, diag
     (params,) = worker.model.requests
     assert [t.name for t in params.tools or []] == ["Bash", "Read", "TodoWrite"]

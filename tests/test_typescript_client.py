@@ -27,8 +27,8 @@ import anyio
 import anyio.abc
 import anyio.streams.buffered
 import pytest
-from _eventually import eventually
 
+from _eventually import eventually
 from _http_client import get_json, post
 from conftest import ROOT, RelayProcess, no_workers, say, wait_for_workers
 

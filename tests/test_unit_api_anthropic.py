@@ -10,7 +10,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _app_driver import in_process
 
 from relay._anthropic import MessagesAdapter, message, parse_request
 from relay._api import error_page
@@ -18,6 +17,8 @@ from relay._collect import Answer
 from relay._errors import TABLE, RelayError
 from relay._usage import UsageEstimate
 from shared_protocol import End, ErrorFrame, Start, TextDelta, ToolCall
+
+from _app_driver import in_process
 
 pytestmark = pytest.mark.anyio
 

@@ -13,7 +13,6 @@ import typing
 from pathlib import Path
 
 import pytest
-from _app_driver import in_process
 
 from relay._collect import Answer
 from relay._errors import TABLE, Kind, RelayError, error_headers
@@ -21,6 +20,7 @@ from relay._openai_chat import ChatAdapter, ChatStreamEncoder, completion, parse
 from relay._usage import UsageEstimate
 from shared_protocol import End, Start, TextDelta, ToolCall
 
+from _app_driver import in_process
 from conftest import chat_body
 
 pytestmark = pytest.mark.anyio

@@ -9,9 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
-from _app_driver import in_process
 
 from shared_protocol import End, ErrorFrame, Start, TextDelta, ToolCall
+
+from _app_driver import in_process
 
 pytestmark = pytest.mark.anyio
 

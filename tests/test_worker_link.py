@@ -14,12 +14,12 @@ import sys
 import anyio
 import mcp_types as types
 import pytest
-from _eventually import eventually
 from mcp import Client, StdioServerParameters
 from test_faults import no_workers
 
 from shared_protocol import PROTOCOL_VERSION, Hello, RelayFrameDecoder, WorkerInfo, encode
 
+from _eventually import eventually
 from _http_client import get_json, post
 from conftest import ROOT, chat_body, mcp_worker, server_params, wait_for_workers
 
