@@ -4,12 +4,19 @@ default)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from mcp_server.cli import parse_args as server_args
+from relay._config import parse_args as relay_args
 from shared_protocol._settings import parse_settings, setting
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -64,3 +71,32 @@ def test_mcptb_server_settings_from_flags_and_environment(monkeypatch):
     options = server_args(["--concurrency", "2", "--mode", "agent"])
     assert (options.concurrency, options.mode, options.tool_emulation) == (2, "agent", "off")
     assert options.socket == "/tmp/x/relay.sock"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("MCPTB_BACKEND", "bogus", "MCPTB_BACKEND='bogus': must be one of asyncio, trio"),
+        ("MCPTB_LOG_LEVEL", "loud", "MCPTB_LOG_LEVEL='loud': must be one of debug, info, warning, error"),
+        ("MCPTB_MAX_BODY_BYTES", "lots", "MCPTB_MAX_BODY_BYTES='lots': 'lots' is not an integer"),
+    ],
+)
+def test_mcptb_relay_refuses_a_bad_environment_value_in_one_line(variable, value, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "--port", "0"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, variable: value},
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"mcptb-relay: error: {message}"
+    assert "Traceback" not in result.stderr
+
+
+def test_relay_settings_from_flags_and_environment(monkeypatch):
+    monkeypatch.setenv("MCPTB_QUEUE_TIMEOUT", "2.5")
+    monkeypatch.setenv("MCPTB_LOG_CONTENT", "true")
+    config = relay_args(["--max-queue", "3", "--socket", "/tmp/x/relay.sock"])
+    assert (config.queue_timeout, config.log_content, config.max_queue) == (2.5, True, 3)
