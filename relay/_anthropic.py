@@ -1,12 +1,13 @@
 """Anthropic ``/v1/messages``: request -> neutral request, answer -> JSON or SSE events.
 
 Accepts everything Claude Code 2.1 sends (shared/reference/wire-contract.md §6-7). What we cannot
-honour is ignored, never refused: ``thinking`` and ``output_config`` (the MCP client picks its own
-reasoning), ``context_management``, ``metadata``, ``cache_control`` marks, ``top_k``, earlier
+honour is ignored, never refused: ``thinking`` and ``output_config.effort`` (the MCP client picks its
+own reasoning), ``context_management``, ``metadata``, ``cache_control`` marks, ``top_k``, earlier
 ``thinking``/``redacted_thinking`` blocks, and server tools (``web_search`` and kin, which have no
 ``input_schema`` and which only Anthropic's servers can run). A ``system`` message inside
 ``messages`` (Claude Code's mid-conversation reminders) becomes a user text block marked as a system
-note, in place.
+note, in place. Structured output (``output_config.format``, or the beta's top-level
+``output_format``) and ``strict`` tools are carried in the neutral request: the worker validates.
 
 Stream rules that bite (§6): every event has an ``event:`` line; ``message_start`` carries usage;
 every block event carries ``index``; ``message_delta`` carries ``stop_reason`` and usage; a failure
@@ -23,6 +24,7 @@ from shared_protocol import (
     ImageBlock,
     Message,
     NeutralRequest,
+    OutputFormat,
     Start,
     StopReason,
     TextBlock,
@@ -39,7 +41,7 @@ from ._adapter import Call, Route
 from ._collect import Answer, arguments_json
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, is_base64, system_note
 from ._errors import RelayError, bad_request
-from ._fields import forced_tool, opt, opt_number, parse_json_object, tool_spec
+from ._fields import forced_tool, opt, opt_number, output_format, parse_json_object, tool_spec
 from ._usage import UsageEstimate, estimate
 
 STOP_REASON: dict[StopReason, str] = {
@@ -69,6 +71,7 @@ def parse_request(body: bytes) -> Call:
         raise bad_request("stop_sequences: must be a list of strings.", param="stop_sequences")
     tools = _tools(data.get("tools"))
     request = NeutralRequest(
+        output_format=_output_format(data),
         model=model,
         system=system,
         messages=messages,
@@ -204,9 +207,29 @@ def _tools(raw: Any) -> list[ToolSpec]:
         if "input_schema" not in tool and tool.get("type") not in (None, "custom"):
             continue  # a server tool (web_search...): only Anthropic can run those
         tools.append(
-            tool_spec(tool["name"], tool.get("description"), tool.get("input_schema"), f"tools.{i}.input_schema")
+            tool_spec(
+                tool["name"],
+                tool.get("description"),
+                tool.get("input_schema"),
+                f"tools.{i}.input_schema",
+                tool.get("strict"),
+            )
         )
     return tools
+
+
+def _output_format(data: dict[str, Any]) -> OutputFormat | None:
+    """``output_config.format`` (``{"type": "json_schema", "schema": ...}``), or the older top-level
+    ``output_format`` of the structured-outputs beta. Other ``output_config`` keys (``effort``) stay ignored."""
+    config = opt(data, "output_config", dict) or {}
+    raw, where = config.get("format"), "output_config.format"
+    if raw is None:
+        raw, where = data.get("output_format"), "output_format"
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise bad_request(f"{where}: must be an object.", param=where)
+    return output_format(raw.get("type"), raw.get("schema"), None, True, where)
 
 
 def _tool_choice(raw: Any, tools: list[ToolSpec]) -> ToolChoice | None:

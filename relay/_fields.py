@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared_protocol import ToolChoice, ToolSpec
+from shared_protocol import OutputFormat, ToolChoice, ToolSpec
 
 from ._errors import RelayError, bad_request
 
@@ -41,12 +41,35 @@ def opt_number(data: dict[str, Any], key: str) -> float | None:
     return float(value)
 
 
-def tool_spec(name: str, description: Any, schema: Any, param: str) -> ToolSpec:
+def tool_spec(name: str, description: Any, schema: Any, param: str, strict: Any = False) -> ToolSpec:
     """A caller's tool; ``param`` names where its schema was (for the 400)."""
     schema = schema or {"type": "object", "properties": {}}
     if not isinstance(schema, dict):
         raise bad_request(f"'{param}' must be a JSON Schema object.", param=param)
-    return ToolSpec(name=name, description=description if isinstance(description, str) else None, input_schema=schema)
+    return ToolSpec(
+        name=name,
+        description=description if isinstance(description, str) else None,
+        input_schema=schema,
+        strict=strict is True,
+    )
+
+
+def output_format(kind: Any, schema: Any, name: Any, strict: Any, param: str) -> OutputFormat | None:
+    """A structured-output request, from its parts as each API places them (``param`` names the
+    object they came from). ``text`` means no format; json_schema needs a schema object."""
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return OutputFormat(type="json_object")
+    if kind != "json_schema":
+        raise bad_request(
+            f"'{param}.type' must be text, json_object or json_schema; got {kind!r}.", param=f"{param}.type"
+        )
+    if not isinstance(schema, dict):
+        raise bad_request(f"'{param}' needs a 'schema' object (a JSON Schema).", param=param)
+    return OutputFormat(
+        type="json_schema", name=name if isinstance(name, str) else None, json_schema=schema, strict=strict is True
+    )
 
 
 def forced_tool(name: Any, tools: list[ToolSpec], param: str) -> ToolChoice:

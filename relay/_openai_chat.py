@@ -21,6 +21,7 @@ from shared_protocol import (
     ContentBlock,
     Message,
     NeutralRequest,
+    OutputFormat,
     Start,
     StopReason,
     TextBlock,
@@ -36,7 +37,7 @@ from ._adapter import Call, Route
 from ._collect import Answer, arguments_json
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, image_from_url, tool_arguments
 from ._errors import RelayError, bad_request
-from ._fields import openai_tool_choice, opt, opt_number, parse_json_object, tool_spec
+from ._fields import openai_tool_choice, opt, opt_number, output_format, parse_json_object, tool_spec
 from ._usage import UsageEstimate
 
 FINISH_REASON: dict[StopReason, str] = {
@@ -75,6 +76,7 @@ def parse_request(body: bytes) -> Call:
     tools = _tools(data.get("tools"))
     tool_choice = openai_tool_choice(data.get("tool_choice"), tools)
     request = NeutralRequest(
+        output_format=_response_format(opt(data, "response_format", dict)),
         model=model,
         system=system,
         messages=messages,
@@ -92,18 +94,23 @@ def _refuse_unsupported(data: dict[str, Any]) -> None:
     n = data.get("n")
     if n is not None and n != 1:
         raise bad_request("Only n=1 is supported: the MCP client answers once per request.", param="n")
-    fmt = data.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-        raise bad_request(
-            f"response_format type {fmt.get('type')!r} is not supported: the relay cannot make the MCP "
-            "client's model follow a schema. Ask for JSON in the prompt instead.",
-            param="response_format",
-        )
     if data.get("logprobs"):
         raise bad_request("logprobs are not available through MCP.", param="logprobs")
     modalities = data.get("modalities")
     if isinstance(modalities, list) and any(m != "text" for m in modalities):
         raise bad_request("Only text output is supported.", param="modalities")
+
+
+def _response_format(raw: dict[str, Any] | None) -> OutputFormat | None:
+    """``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`` or ``json_object``."""
+    if raw is None:
+        return None
+    spec = raw.get("json_schema")
+    if raw.get("type") == "json_schema" and not isinstance(spec, dict):
+        raise bad_request("'response_format.json_schema' must be an object.", param="response_format.json_schema")
+    spec = spec if isinstance(spec, dict) else {}
+    where = "response_format.json_schema" if raw.get("type") == "json_schema" else "response_format"
+    return output_format(raw.get("type"), spec.get("schema"), spec.get("name"), spec.get("strict"), where)
 
 
 def _messages(raw: Any) -> tuple[str | None, list[Message]]:
@@ -227,6 +234,7 @@ def _tools(raw: Any) -> list[ToolSpec]:
                 function.get("description"),
                 function.get("parameters"),
                 f"{where}.function.parameters",
+                function.get("strict"),
             )
         )
     return tools

@@ -7,7 +7,9 @@ leading ones become the system prompt after ``instructions``, later ones a user 
 ``function_call_output``; ``reasoning`` items are dropped. Non-function tools (web search and kin)
 are ignored: only OpenAI's servers can run them. ``previous_response_id`` is refused: the relay
 keeps no server-side state, so the caller must send the whole conversation. ``store``, ``include``,
-``reasoning``, ``metadata``, ``user``, ``text``, ``truncation`` are accepted and ignored.
+``reasoning``, ``metadata``, ``user``, ``truncation`` are accepted and ignored. ``text.format``
+(``json_schema``, ``json_object``) is carried in the neutral request and reported back in the
+response object's ``text.format``.
 
 Streams: ``event:`` + ``data:`` pairs, each with a ``sequence_number``; ``response.created`` and
 ``response.in_progress`` at once; per output item ``output_item.added`` ... ``output_item.done``;
@@ -26,6 +28,7 @@ from shared_protocol import (
     ImageBlock,
     Message,
     NeutralRequest,
+    OutputFormat,
     Start,
     TextBlock,
     TextDelta,
@@ -40,7 +43,7 @@ from ._adapter import Call, Route
 from ._collect import Answer, arguments_json
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, image_from_url, system_note, tool_arguments
 from ._errors import RelayError, bad_request
-from ._fields import openai_tool_choice, opt, opt_number, parse_json_object, tool_spec
+from ._fields import openai_tool_choice, opt, opt_number, output_format, parse_json_object, tool_spec
 from ._openai_chat import error_json
 from ._usage import UsageEstimate
 
@@ -65,6 +68,7 @@ def parse_request(body: bytes) -> Call:
     system_text = "\n\n".join(filter(None, [instructions, *system])) or None
     tools = _tools(data.get("tools"))
     request = NeutralRequest(
+        output_format=_text_format(opt(data, "text", dict)),
         model=model,
         system=system_text,
         messages=messages,
@@ -182,8 +186,41 @@ def _tools(raw: Any) -> list[ToolSpec]:
             continue  # a built-in tool (web_search, file_search...): only OpenAI can run it
         if not isinstance(tool.get("name"), str):
             raise bad_request(f"'tools[{i}].name' is required.", param=f"tools[{i}].name")
-        tools.append(tool_spec(tool["name"], tool.get("description"), tool.get("parameters"), f"tools[{i}].parameters"))
+        tools.append(
+            tool_spec(
+                tool["name"],
+                tool.get("description"),
+                tool.get("parameters"),
+                f"tools[{i}].parameters",
+                tool.get("strict"),
+            )
+        )
     return tools
+
+
+def _text_format(text: dict[str, Any] | None) -> OutputFormat | None:
+    """``text.format``: ``{"type": "json_schema", "name", "schema", "strict"}``, ``json_object`` or ``text``."""
+    raw = (text or {}).get("format")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise bad_request("'text.format' must be an object.", param="text.format")
+    return output_format(raw.get("type"), raw.get("schema"), raw.get("name"), raw.get("strict"), "text.format")
+
+
+def format_json(wanted: OutputFormat | None) -> dict[str, Any]:
+    """The ``text.format`` a response reports: the one it honoured."""
+    if wanted is None:
+        return {"type": "text"}
+    if wanted.type == "json_object":
+        return {"type": "json_object"}
+    return {
+        "type": "json_schema",
+        "name": wanted.name or "response",
+        "schema": wanted.json_schema,
+        "strict": wanted.strict,
+        "description": None,
+    }
 
 
 # --- answer -----------------------------------------------------------------------------------
@@ -260,11 +297,11 @@ class _Response:
                     "name": t.name,
                     "description": t.description,
                     "parameters": t.input_schema,
-                    "strict": False,
+                    "strict": t.strict,
                 }
                 for t in self.request.tools
             ],
-            "text": {"format": {"type": "text"}},
+            "text": {"format": format_json(self.request.output_format)},
             "truncation": "disabled",
             "reasoning": {"effort": None, "summary": None},
             "max_output_tokens": self.request.max_tokens,

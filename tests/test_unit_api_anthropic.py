@@ -339,3 +339,30 @@ def test_each_error_kind_in_anthropic_shape(kind):
         "type": "error",
         "error": {"type": ANTHROPIC_ERRORS[kind], "message": "what happened"},
     }
+
+
+# --- structured output ------------------------------------------------------------------------
+
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+
+
+@pytest.mark.parametrize(
+    "placement",
+    [
+        {"output_config": {"format": {"type": "json_schema", "schema": PERSON}, "effort": "high"}},
+        {"output_format": {"type": "json_schema", "schema": PERSON}},
+    ],
+)
+def test_output_format_travels_in_the_neutral_request(placement):
+    body = {"max_tokens": 10, "messages": [{"role": "user", "content": "who?"}], **placement}
+    wanted = parse_request(json.dumps(body).encode()).request.output_format
+    assert wanted is not None and (wanted.type, wanted.json_schema) == ("json_schema", PERSON)
+
+
+def test_output_config_without_a_format_is_plain_text_and_a_bad_format_a_400():
+    body = {"max_tokens": 10, "messages": [{"role": "user", "content": "x"}], "output_config": {"effort": "low"}}
+    assert parse_request(json.dumps(body).encode()).request.output_format is None
+    body["output_config"] = {"format": {"type": "json_schema"}}
+    with pytest.raises(RelayError) as error:
+        parse_request(json.dumps(body).encode())
+    assert error.value.param == "output_config.format"

@@ -208,8 +208,8 @@ def test_litellm_proxy_chat_request_is_accepted():
         (b'{"messages": [{"role": "user", "content": "x"}], "n": 2}', "n", "n=1"),
         (
             b'{"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}}',
-            "response_format",
-            "not supported",
+            "response_format.json_schema",
+            "must be an object",
         ),
         (b'{"messages": [{"role": "user", "content": "x"}], "logprobs": true}', "logprobs", "not available"),
         (
@@ -433,3 +433,42 @@ def test_each_error_kind_in_openai_shape(kind):
     }
     assert error_headers(error) == ([] if retryable else [("x-should-retry", "false")])
     assert error_headers(RelayError(kind, "m", retry_after=1))[-1] == ("retry-after", "1")
+
+
+# --- structured output ------------------------------------------------------------------------
+
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+
+
+def test_response_format_travels_in_the_neutral_request():
+    body = {"messages": [{"role": "user", "content": "x"}]}
+    schema_format = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
+    wanted = parse_request(json.dumps({**body, "response_format": schema_format}).encode()).request.output_format
+    assert wanted is not None and (wanted.type, wanted.name, wanted.json_schema, wanted.strict) == (
+        "json_schema",
+        "person",
+        PERSON,
+        True,
+    )
+    as_object = parse_request(json.dumps({**body, "response_format": {"type": "json_object"}}).encode())
+    assert as_object.request.output_format is not None and as_object.request.output_format.type == "json_object"
+    plain = parse_request(json.dumps({**body, "response_format": {"type": "text"}}).encode())
+    assert plain.request.output_format is None
+    strict_tool = {"type": "function", "function": {"name": "f", "parameters": PERSON, "strict": True}}
+    assert parse_request(json.dumps({**body, "tools": [strict_tool]}).encode()).request.tools[0].strict
+
+
+@pytest.mark.parametrize(
+    ("response_format", "param"),
+    [
+        ({"type": "json_schema"}, "response_format.json_schema"),
+        ({"type": "json_schema", "json_schema": {"name": "x"}}, "response_format.json_schema"),
+        ({"type": "yaml"}, "response_format.type"),
+        ("json", "response_format"),
+    ],
+)
+def test_a_response_format_that_cannot_be_honoured_is_a_400_naming_it(response_format, param):
+    body = {"messages": [{"role": "user", "content": "x"}], "response_format": response_format}
+    with pytest.raises(RelayError) as error:
+        parse_request(json.dumps(body).encode())
+    assert error.value.kind == "bad_request" and error.value.param == param

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from relay._collect import Answer
+from relay._errors import RelayError
+from relay._responses import parse_request, response_json
+from relay._usage import UsageEstimate
 from shared_protocol import End, ErrorFrame, Start, TextDelta, ToolCall
 
 from _app_driver import in_process
@@ -162,3 +166,39 @@ async def test_keep_alive_comments_flow_while_the_model_thinks():
         response = await relay.post(PATH, {"model": "m", "input": "x", "stream": True})
     assert response.writes[1] == b": keep-alive\n\n"
     assert events_of(response.body)[-1][0] == "response.completed"
+
+
+# --- structured output ------------------------------------------------------------------------
+
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+
+
+def test_text_format_travels_in_the_neutral_request_and_the_response_reports_it():
+    fmt = {"type": "json_schema", "name": "person", "schema": PERSON, "strict": True}
+    body = {"input": "who?", "text": {"format": fmt}, "tools": [{"type": "function", "name": "f", "strict": True}]}
+    call = parse_request(json.dumps(body).encode())
+    wanted = call.request.output_format
+    assert wanted is not None and (wanted.type, wanted.name, wanted.json_schema, wanted.strict) == (
+        "json_schema",
+        "person",
+        PERSON,
+        True,
+    )
+    answer = Answer(model="m", text=['{"name":"Ada"}'], stop_reason="endTurn")
+    reported = response_json(call.request, answer, UsageEstimate(1, 1))
+    assert reported["text"]["format"] == {**fmt, "description": None}
+    assert reported["tools"][0]["strict"] is True
+    as_object = parse_request(json.dumps({"input": "x", "text": {"format": {"type": "json_object"}}}).encode())
+    assert response_json(as_object.request, answer, UsageEstimate(1, 1))["text"]["format"] == {"type": "json_object"}
+    plain = parse_request(json.dumps({"input": "x", "text": {"verbosity": "low"}}).encode())
+    assert plain.request.output_format is None
+
+
+@pytest.mark.parametrize(
+    ("text", "param"),
+    [({"format": {"type": "json_schema", "name": "x"}}, "text.format"), ({"format": "json"}, "text.format")],
+)
+def test_a_text_format_that_cannot_be_honoured_is_a_400_naming_it(text, param):
+    with pytest.raises(RelayError) as error:
+        parse_request(json.dumps({"input": "x", "text": text}).encode())
+    assert error.value.param == param

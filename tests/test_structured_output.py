@@ -1,0 +1,162 @@
+"""Structured output end to end: real SDK callers (openai ``parse()`` on chat and Responses, anthropic
+``output_config.format``, litellm ``response_format``) against the relay and mcptb-server, answered by
+background sampling with a scripted model that gets it wrong first (the repair round), never (the
+caller's error), or right at once. The worker validates before anything is released."""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import anyio
+import mcp_types as types
+import openai
+import pydantic
+import pytest
+
+from _scripted import MODEL, FixedAnswerModel
+from conftest import litellm, mcp_worker
+
+pytestmark = pytest.mark.anyio
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int
+
+
+VALID = '{"name": "Ada", "age": 36}'
+INVALID = '{"name": "Ada"}'  # misses age
+
+
+async def in_thread(fn, *args, **kwargs):
+    return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+
+def openai_client(relay) -> openai.OpenAI:
+    return openai.OpenAI(base_url=relay.url + "/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+def system_of(params: types.CreateMessageRequestParams) -> str:
+    return params.system_prompt or ""
+
+
+async def test_chat_parse_with_a_pydantic_model_gets_the_object_after_one_repair_round(relay, backend):
+    model = FixedAnswerModel(answers=[INVALID, "```json\n" + VALID + "\n```"])
+    async with mcp_worker(relay, backend, model=model):
+        completion = await in_thread(
+            openai_client(relay).chat.completions.parse,
+            model="m",
+            messages=[{"role": "user", "content": "Who wrote the first program?"}],
+            response_format=Person,
+        )
+    assert completion.choices[0].message.parsed == Person(name="Ada", age=36)
+    assert completion.choices[0].message.content == '{"name":"Ada","age":36}'
+    first, repair = model.requests
+    assert '"required"' in system_of(first) and "exactly one JSON value" in system_of(first)
+    assert [m.role for m in repair.messages] == ["user", "assistant", "user"]
+    assert "'age' is a required property" in repair.messages[-1].content_as_list[0].text
+
+
+async def test_a_stream_releases_the_structured_answer_only_once_valid(relay, backend):
+    model = FixedAnswerModel(answers=[INVALID, VALID])
+    async with mcp_worker(relay, backend, model=model):
+
+        def stream() -> list[str]:
+            with openai_client(relay).chat.completions.stream(
+                model="m", messages=[{"role": "user", "content": "who?"}], response_format=Person
+            ) as events:
+                return [e.delta for e in events if e.type == "content.delta"]
+
+        deltas = await in_thread(stream)
+    assert "".join(deltas) == '{"name":"Ada","age":36}'  # the invalid first answer never reached the caller
+
+
+async def test_an_answer_that_never_fits_is_an_error_not_a_wrong_200(relay, backend):
+    model = FixedAnswerModel(answers=[INVALID])
+    async with mcp_worker(relay, backend, "--repair-rounds", "2", model=model):
+        with pytest.raises(openai.APIStatusError) as error:
+            await in_thread(
+                openai_client(relay).chat.completions.parse,
+                model="m",
+                messages=[{"role": "user", "content": "who?"}],
+                response_format=Person,
+            )
+    assert error.value.status_code == 502
+    assert "after 2 repair rounds" in error.value.message and "'age' is a required property" in error.value.message
+    assert len(model.requests) == 3
+
+
+async def test_responses_parse_gets_the_object_and_the_response_reports_the_format(relay, backend):
+    async with mcp_worker(relay, backend, model=FixedAnswerModel(answers=[VALID])):
+        response = await in_thread(openai_client(relay).responses.parse, model="m", input="who?", text_format=Person)
+    assert response.output_parsed == Person(name="Ada", age=36)
+    assert response.text.format.type == "json_schema" and response.text.format.name == "Person"
+
+
+async def test_anthropic_output_config_format(relay, backend):
+    model = FixedAnswerModel(answers=["Here you go: " + VALID, VALID])
+    async with mcp_worker(relay, backend, model=model):
+        client = anthropic.Anthropic(base_url=relay.url, api_key="unused", max_retries=0, timeout=30)
+        message = await in_thread(
+            client.messages.create,
+            model="m",
+            max_tokens=200,
+            messages=[{"role": "user", "content": "who?"}],
+            output_config={"format": {"type": "json_schema", "schema": Person.model_json_schema()}},
+        )
+    assert json.loads(message.content[0].text) == {"name": "Ada", "age": 36}
+    assert len(model.requests) == 2  # the prose around the JSON cost one repair round
+
+
+async def test_litellm_response_format_json_object(relay, backend):
+    async with mcp_worker(relay, backend, model=FixedAnswerModel(answers=["[1, 2]", '{"ok": true}'])):
+        response = await in_thread(
+            litellm().completion,
+            model="openai/m",
+            api_base=relay.url + "/v1",
+            api_key="unused",
+            num_retries=0,
+            messages=[{"role": "user", "content": "Answer in JSON."}],
+            response_format={"type": "json_object"},
+        )
+    assert json.loads(response.choices[0].message.content) == {"ok": True}
+    assert response.model.endswith(MODEL)
+
+
+async def test_a_tool_call_missing_a_required_argument_goes_back_to_the_model(relay, backend):
+    """A native tool call (client with sampling.tools) whose arguments miss a required field is answered
+    with a tool result that says so; the corrected call is what the caller gets."""
+    calls = [{}, {"city": "Paris"}]
+
+    async def sampling(ctx, params):
+        arguments = calls[min(len(seen), 1)]
+        seen.append(params)
+        return types.CreateMessageResultWithTools(
+            role="assistant",
+            model=MODEL,
+            stop_reason="toolUse",
+            content=[types.ToolUseContent(id=f"call_{len(seen)}", name="get_weather", input=arguments)],
+        )
+
+    seen: list[types.CreateMessageRequestParams] = []
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            "strict": True,
+        },
+    }
+    async with mcp_worker(relay, backend, model=sampling, sampling_tools=True):
+        completion = await in_thread(
+            openai_client(relay).chat.completions.create,
+            model="m",
+            messages=[{"role": "user", "content": "Weather in Paris?"}],
+            tools=[weather],
+        )
+    (call,) = completion.choices[0].message.tool_calls
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    repair = seen[1].messages[-1].content_as_list[0]
+    assert repair.type == "tool_result" and repair.is_error
+    assert "'city' is a required property" in repair.content[0].text
