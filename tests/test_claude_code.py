@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 import httpx
 import openai
+import pydantic
 import pytest
 from claude_code.fake_model import ANSWER_PREFIX, GAVE_UP, NEXT_REQUEST, REPLY, SERVED, result_text
 from claude_code.harness import ClaudeCode, FakeModelProcess, Run, start_fake_model
@@ -383,3 +384,37 @@ async def test_next_request_without_a_caller_says_no_request_yet(claude, relay, 
         (text,) = _tool_results(logged)
         assert text and not text.startswith("request_id:"), why
         assert "no request" in text.lower(), why
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int
+
+
+async def test_a_structured_reply_that_breaks_the_schema_is_refused_and_corrected(
+    request, claude, relay, backend, fake_model
+):
+    """The caller asks for a pydantic model (openai ``parse()``); the agent's first reply misses a field,
+    ``reply`` refuses it with the validation error, the agent replies again, and the caller gets the
+    object - never the invalid JSON."""
+    contents = ['{"name": "Ada"}', '{"name": "Ada", "age": 36}']
+    fake = fake_model(FAKE_REPLY_CONTENTS=json.dumps(contents))
+
+    def caller() -> Any:
+        client = openai.OpenAI(base_url=relay.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        return client.chat.completions.parse(
+            model=MODEL_ID,
+            messages=[{"role": "user", "content": "Who wrote the first program?"}],
+            response_format=Person,
+        )
+
+    served = await _serve_one(request, relay, backend, claude, fake, caller, "structured reply, corrected")
+    why = _diagnostics(served.run, fake, relay)
+    assert served.answer.choices[0].message.parsed == Person(name="Ada", age=36), why
+    decisions = [r["decision"] for r in fake.messages_requests]
+    assert [d.get("name", d.get("text")) for d in decisions] == [NEXT_REQUEST, REPLY, REPLY, SERVED], why
+    (rendered,) = _tool_results(fake.messages_requests[1])
+    assert "answer format" in rendered and '"required"' in rendered, why
+    (refused,) = _tool_results(fake.messages_requests[2])
+    assert "'age' is a required property" in refused and "still open" in refused, why
+    assert [d["input"]["content"] for d in decisions[1:3]] == contents, why

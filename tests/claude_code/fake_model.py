@@ -25,6 +25,11 @@ c. any other tool_result of ``next_request`` (no request yet): call ``next_reque
 d. no tool_result (the initial prompt): call ``mcp__mcptb__next_request`` with ``{"wait_seconds": 60}``
    (``FAKE_WAIT_SECONDS``).
 
+e. with ``FAKE_REPLY_CONTENTS`` (a JSON list of strings) the n-th ``reply`` of the conversation carries
+   the n-th of them as its content (the last one repeats), and a ``reply`` refused with "The request is
+   still open" (the worker's schema check) is answered by replying again to the same request with the
+   next content - the agent correcting its structured answer.
+
 Two more rules keep failures readable instead of looping: a tool_result marked ``is_error`` (or any
 other unexpected tool_result) ends the turn with the text ``tool error: <text>``; and an initial prompt
 containing ``FAKE_ECHO:`` is answered with the text after it, so the harness can be checked without
@@ -58,6 +63,8 @@ MAX_POLLS = int(os.environ.get("FAKE_MAX_POLLS", "3"))
 WAIT_SECONDS = int(os.environ.get("FAKE_WAIT_SECONDS", "60"))
 REPLY_ID = os.environ.get("FAKE_REPLY_REQUEST_ID")  # reply to this id instead (to test reply's errors)
 REPLY_DELAY = float(os.environ.get("FAKE_REPLY_DELAY", "0"))  # "think" this long before calling reply
+REPLY_CONTENTS: list[str] = json.loads(os.environ.get("FAKE_REPLY_CONTENTS", "[]"))
+STILL_OPEN = "The request is still open"
 ANSWER_PREFIX = "claude-code answered: "
 TOOL_ARGUMENTS = {"city": "Paris"}
 SERVED = "served one request"
@@ -158,6 +165,20 @@ def decide(body: dict[str, Any]) -> Decision:
     result = results[-1]
     text = result_text(result)
     tool = tool_names_by_id(messages).get(result.get("tool_use_id", ""), "")
+    replies = [
+        b["input"]
+        for m in messages
+        if m.get("role") == "assistant"
+        for b in blocks(m)
+        if b.get("type") == "tool_use" and b.get("name") == REPLY
+    ]
+    if result.get("is_error") and tool == REPLY and STILL_OPEN in text and REPLY_CONTENTS:
+        content = REPLY_CONTENTS[min(len(replies), len(REPLY_CONTENTS) - 1)]
+        return {
+            "kind": "tool_use",
+            "name": REPLY,
+            "input": {"request_id": replies[-1]["request_id"], "content": content},
+        }
     if result.get("is_error"):
         return {"kind": "text", "text": f"tool error: {text}"}
     if tool == NEXT_REQUEST and text.startswith("request_id:"):
@@ -165,7 +186,8 @@ def decide(body: dict[str, Any]) -> Decision:
             request_id, user_text = parse_request(text)
         except ValueError as error:
             return {"kind": "text", "text": f"tool error: cannot parse the request: {error}"}
-        reply: dict[str, Any] = {"request_id": REPLY_ID or request_id, "content": ANSWER_PREFIX + user_text}
+        content = REPLY_CONTENTS[0] if REPLY_CONTENTS else ANSWER_PREFIX + user_text
+        reply: dict[str, Any] = {"request_id": REPLY_ID or request_id, "content": content}
         offered_by_caller = caller_tools(text)
         if offered_by_caller:
             reply["tool_calls"] = [{"name": offered_by_caller[0], "arguments": TOOL_ARGUMENTS}]
