@@ -7,7 +7,11 @@ Measured, in this order, on this machine:
    bare server for each cell, each run by a fresh load-generator process (``bench._load``). The relay
    is answered by the instant worker (``bench._worker``), so its numbers are the relay's own cost
    plus the Unix socket hop; the bare server (``bench._bare``) answers in-process;
-4. bytes and frames on the wire for one request of each kind with the 1,000-character answer.
+4. bytes and frames on the wire for one request of each kind with the 1,000-character answer;
+5. structured output: the instant worker is replaced by the real mcptb-server worker with an instant
+   model (``bench._mcp_worker``), and plain requests are compared with requests asking for the answer
+   as JSON with a schema (``response_format`` json_schema), which mcptb-server checks before releasing,
+   at concurrency 1 and 8, plus the frames of one structured stream.
 Exits 1 (after printing everything) if any request failed. Child processes are always stopped.
 """
 
@@ -20,11 +24,14 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
+from typing import Any
 
 from . import _report
 from ._load import LoadResult
 from ._procs import Children, Server, read_line, rss_mib
-from ._wire import probe
+from ._wire import Wire, probe
 
 CONCURRENCY = (1, 8, 64)
 BARE = ["-m", "bench._bare"]
@@ -69,12 +76,16 @@ def time_starts(children: Children, name: str, runs: list[list[str]]) -> list[fl
     return seconds
 
 
-def run_load(server: Server, concurrency: int, stream: bool, args: argparse.Namespace) -> LoadResult:
+def run_load(
+    server: Server, concurrency: int, stream: bool, args: argparse.Namespace, structured: bool = False
+) -> LoadResult:
     command = [sys.executable, "-m", "bench._load", server.url, "--concurrency", str(concurrency),
                "--requests", str(args.requests), "--warmup", str(max(100, 4 * concurrency)),
                "--max-seconds", str(args.max_seconds)]  # fmt: skip
     if stream:
         command.append("--stream")
+    if structured:
+        command.append("--structured")
     done = subprocess.run(command, capture_output=True, check=False, timeout=2 * args.max_seconds + 60)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr.decode()[-2000:]}")
@@ -110,6 +121,8 @@ def measure(children: Children, tmp: str, args: argparse.Namespace) -> int:
     progress("wire probes")
     wires = {name: (probe(s.url, stream=True), probe(s.url, stream=False)) for name, s in servers.items()}
     rss_end = {name: rss_mib(s.proc.pid) for name, s in servers.items()}
+    children.stop(worker)
+    structured = measure_structured(children, servers["relay"], socket, tmp, args)
     progress("done")
     if sys.stderr.isatty():
         print(file=sys.stderr)
@@ -120,16 +133,47 @@ def measure(children: Children, tmp: str, args: argparse.Namespace) -> int:
         _report.memory(rss_start, rss_end),
         _report.load(cells, args.requests, args.max_seconds),
         _report.wire(wires["relay"], wires["bare"]),
+        _report.structured(*structured),
     ]
     print("\n" + "\n\n".join(sections))
     failed = 0
-    for cell in cells:
+    for cell in [*cells, *structured[0]]:
         for name, result in (("relay", cell.relay), ("bare", cell.bare)):
             if result["errors"]:
                 failed += 1
                 print(f"\nERRORS ({name}, {cell.mode}, concurrency {cell.concurrency}): {result['errors']} "
                       f"failed requests; the first: {result['first_error']}")  # fmt: skip
     return 1 if failed else 0
+
+
+def measure_structured(
+    children: Children, relay: Server, socket: str, tmp: str, args: argparse.Namespace
+) -> tuple[list[_report.Cell], Wire]:
+    """Plain (``relay``) vs structured (``bare`` slot) requests through the real mcptb-server."""
+    progress("structured output through mcptb-server")
+    log_path = os.path.join(tmp, "mcp-worker.log")
+    with open(log_path, "wb") as log:
+        worker = children.spawn(["-m", "bench._mcp_worker", socket], log)
+    read_line(worker, "bench._mcp_worker", log_path)
+    deadline = time.monotonic() + 30
+    while not any(w["free_slots"] >= 64 for w in _health(relay.url)["workers"]):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"mcptb-server did not grant its slots: {_health(relay.url)}")
+        time.sleep(0.05)
+    cells = [
+        _report.Cell(False, concurrency, run_load(relay, concurrency, False, args),
+                     run_load(relay, concurrency, False, args, structured=True))
+        for concurrency in (1, 8)
+    ]  # fmt: skip
+    wire = probe(relay.url, stream=True, structured=True)
+    children.stop(worker)
+    return cells, wire
+
+
+def _health(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "/health", timeout=5) as response:
+        health: dict[str, Any] = json.load(response)
+    return health
 
 
 def main() -> int:

@@ -57,10 +57,10 @@ class Phase:
 
 
 class Caller:
-    def __init__(self, host: str, port: int, stream: bool) -> None:
+    def __init__(self, host: str, port: int, stream: bool, structured: bool) -> None:
         self.address = (host, port)
         self.client = ClientConnection(f"{host}:{port}")
-        self.body = request_body(stream)
+        self.body = request_body(stream, structured)
         self.stream = stream
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -101,10 +101,11 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 async def measure(
-    url: str, concurrency: int, requests: int, warmup: int, max_seconds: float, stream: bool
+    url: str, concurrency: int, requests: int, warmup: int, max_seconds: float, stream: bool, structured: bool
 ) -> LoadResult:
     parts = urlsplit(url)
-    callers = [Caller(parts.hostname or "127.0.0.1", parts.port or 80, stream) for _ in range(concurrency)]
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    callers = [Caller(host, port, stream, structured) for _ in range(concurrency)]
     try:
         await asyncio.gather(*(c.connect() for c in callers))
         warm = Phase(warmup, time.perf_counter() + max_seconds)
@@ -137,8 +138,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--max-seconds", type=float, default=5.0)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--structured", action="store_true", help="ask for the answer as JSON with a schema")
     args = parser.parse_args()
-    result = asyncio.run(measure(args.url, args.concurrency, args.requests, args.warmup, args.max_seconds, args.stream))
+    result = asyncio.run(
+        measure(args.url, args.concurrency, args.requests, args.warmup, args.max_seconds, args.stream, args.structured)
+    )
     print(json.dumps(result), flush=True)
 
 

@@ -14,5 +14,18 @@ ANSWER = ("The quick brown fox jumps over the lazy dog. " * 23)[:1000]
 PATH = "/v1/chat/completions"
 
 
-def request_body(stream: bool) -> bytes:
-    return json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": stream}).encode()
+SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "maxLength": 2000}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+STRUCTURED_ANSWER = json.dumps({"answer": ANSWER}, separators=(",", ":"))
+"""The structured case's answer: :data:`ANSWER` inside one JSON object (so the same byte search works)."""
+
+
+def request_body(stream: bool, structured: bool = False) -> bytes:
+    body: dict[str, object] = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    if structured:
+        body["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA}}
+    return json.dumps(body).encode()

@@ -111,3 +111,25 @@ def wire(relay: tuple[Wire, Wire], bare: tuple[Wire, Wire]) -> str:
     ]
     title = "On the wire (one request each, 1,000-character answer)"
     return table(title, ["", "relay", "bare"], [[name, str(r), str(b)] for name, r, b in rows])
+
+
+def structured(cells: list[Cell], wire: Wire) -> str:
+    """Plain vs structured requests through mcptb-server (the cells' ``relay`` and ``bare`` slots)."""
+    header = ["mode", "conc", "plain req/s", "structured req/s", "ratio", "plain p50", "structured p50", "ratio",
+              "timed", "errors"]  # fmt: skip
+    rows = [
+        [cell.mode, str(cell.concurrency),
+         f"{cell.relay['rps']:.0f}", f"{cell.bare['rps']:.0f}", ratio(cell.bare["rps"], cell.relay["rps"]),
+         ms(cell.relay["p50_ms"]), ms(cell.bare["p50_ms"]), ratio(cell.bare["p50_ms"], cell.relay["p50_ms"]),
+         f"{cell.relay['requests']}/{cell.bare['requests']}", str(cell.relay["errors"] + cell.bare["errors"])]
+        for cell in cells
+    ]  # fmt: skip
+    title = (
+        "Structured output (relay + the real mcptb-server, instant model; structured = response_format\n"
+        "  json_schema, checked by mcptb-server before release; ratio = structured/plain)"
+    )
+    frames = (
+        f"one structured stream: {wire.data_frames} SSE data: frames (incl. [DONE]), {wire.text_frames} with "
+        f"answer text, {wire.body_bytes} body bytes"
+    )
+    return table(title, header, rows) + "\n" + frames

@@ -27,13 +27,13 @@ class Wire:
     comment_frames: int
 
 
-def probe(url: str, stream: bool) -> Wire:
+def probe(url: str, stream: bool, structured: bool = False) -> Wire:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     client = ClientConnection(f"{host}:{port}")
     raw = bytearray()
     with socket.create_connection((host, port), timeout=10) as sock:
-        sock.sendall(client.request(request_body(stream)))
+        sock.sendall(client.request(request_body(stream, structured)))
         while True:
             data = sock.recv(65536)
             raw += data

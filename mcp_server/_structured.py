@@ -8,10 +8,14 @@ Pure functions over ``jsonschema`` (which the ``mcp`` SDK brings), no I/O. Rules
 - A schema must itself be valid, and every ``$ref`` in it local (``#...``): nothing is ever fetched.
 - Errors are listed as at most :data:`MAX_ERRORS` lines ``at <path>: <message>``, written for the
   model (or the agent) to correct its answer.
+- Checking a schema and building its validator cost about a millisecond; both are cached by the
+  schema's canonical JSON (:data:`CACHED_SCHEMAS` of them), since callers send the same schema again
+  and again.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -21,6 +25,7 @@ from jsonschema import exceptions, validators
 from shared_protocol import OutputFormat
 
 MAX_ERRORS = 10
+CACHED_SCHEMAS = 64
 _FENCE = re.compile(r"\A```[A-Za-z0-9_-]*[ \t]*\n(?P<body>.*?)\n?```\Z", re.S)
 
 
@@ -28,14 +33,31 @@ def schema_problem(schema: Any, where: str) -> str | None:
     """Why ``schema`` (found at ``where``) cannot be used, or None."""
     if not isinstance(schema, dict):
         return f"{where} must be a JSON Schema object"
+    problem = _problem(_canonical(schema))
+    return f"{where} {problem}" if problem else None
+
+
+def _canonical(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=CACHED_SCHEMAS)
+def _problem(canonical: str) -> str | None:
+    schema = json.loads(canonical)
     remote = sorted(_remote_refs(schema))
     if remote:
-        return f"{where} refers to {', '.join(remote[:3])}: only local references ($ref starting with #) are supported"
+        return f"refers to {', '.join(remote[:3])}: only local references ($ref starting with #) are supported"
     try:
         validators.validator_for(schema).check_schema(schema)
     except exceptions.SchemaError as exc:
-        return f"{where} is not a valid JSON Schema: {exc.message} (at {_path(exc.absolute_path)})"
+        return f"is not a valid JSON Schema: {exc.message} (at {_path(exc.absolute_path)})"
     return None
+
+
+@functools.lru_cache(maxsize=CACHED_SCHEMAS)
+def _validator(canonical: str) -> Any:
+    schema = json.loads(canonical)
+    return validators.validator_for(schema)(schema)
 
 
 def _remote_refs(node: Any) -> set[str]:
@@ -54,8 +76,7 @@ def _remote_refs(node: Any) -> set[str]:
 
 def value_errors(value: Any, schema: dict[str, Any]) -> list[str]:
     """Where ``value`` breaks ``schema`` (empty when it is valid)."""
-    validator = validators.validator_for(schema)(schema)
-    errors = sorted(validator.iter_errors(value), key=lambda e: (list(e.absolute_path), e.message))
+    errors = sorted(_validator(_canonical(schema)).iter_errors(value), key=lambda e: (list(e.absolute_path), e.message))
     lines = [f"at {_path(e.absolute_path)}: {e.message}" for e in errors[:MAX_ERRORS]]
     if len(errors) > MAX_ERRORS:
         lines.append(f"... and {len(errors) - MAX_ERRORS} more")
