@@ -160,3 +160,43 @@ async def test_a_tool_call_missing_a_required_argument_goes_back_to_the_model(re
     repair = seen[1].messages[-1].content_as_list[0]
     assert repair.type == "tool_result" and repair.is_error
     assert "'city' is a required property" in repair.content[0].text
+
+
+async def test_an_unusable_schema_is_a_400_naming_the_problem(relay, backend):
+    async with mcp_worker(relay, backend):
+        with pytest.raises(openai.BadRequestError) as error:
+            await in_thread(
+                openai_client(relay).chat.completions.create,
+                model="m",
+                messages=[{"role": "user", "content": "who?"}],
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "p", "schema": {"$ref": "https://example.com/person.json"}},
+                },
+            )
+    assert "https://example.com/person.json" in error.value.message and "local references" in error.value.message
+
+
+async def test_structured_output_with_emulated_tools(relay, backend):
+    """A client without sampling.tools (tools emulated in the prompt) asked for JSON: both instructions
+    reach the model, and its JSON answer is checked like any other."""
+    model = FixedAnswerModel(answers=["I think " + VALID, VALID])
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {}, "additionalProperties": False},
+            "strict": True,
+        },
+    }
+    async with mcp_worker(relay, backend, model=model, sampling_tools=False):
+        completion = await in_thread(
+            openai_client(relay).chat.completions.parse,
+            model="m",
+            messages=[{"role": "user", "content": "who?"}],
+            response_format=Person,
+            tools=[weather],
+        )
+    assert completion.choices[0].message.parsed == Person(name="Ada", age=36)
+    system = system_of(model.requests[0])
+    assert "<tool_call>" in system and "exactly one JSON value" in system
