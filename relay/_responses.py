@@ -4,8 +4,8 @@ This is the endpoint litellm's proxy uses for Claude Code traffic routed to an `
 (wire contract rule 16, §4.4). Input items: ``message`` (roles user/assistant, and system/developer:
 leading ones become the system prompt after ``instructions``, later ones a user note), its parts
 ``input_text``/``output_text``/``input_image`` (data: URLs only), ``function_call`` and
-``function_call_output``; ``reasoning`` items are dropped. Non-function tools (web search and kin)
-are ignored: only OpenAI's servers can run them. ``previous_response_id`` is refused: the relay
+``function_call_output``; ``reasoning`` items are dropped. Hosted tools (web search and kin) are
+ignored (see Tools). ``previous_response_id`` is refused: the relay
 keeps no server-side state, so the caller must send the whole conversation. ``store``, ``include``,
 ``reasoning``, ``metadata``, ``user``, ``truncation`` are accepted and ignored. ``text.format``
 (``json_schema``, ``json_object``) is carried in the neutral request and reported back in the
@@ -15,12 +15,21 @@ Streams: ``event:`` + ``data:`` pairs, each with a ``sequence_number``; ``respon
 ``response.in_progress`` at once; per output item ``output_item.added`` ... ``output_item.done``;
 then ``response.completed`` (or ``response.incomplete`` at the token limit) carrying ``output`` and
 ``usage``; ``response.failed`` on errors. No ``[DONE]``.
+
+Tools: ``function`` tools, and the function tools of a ``namespace`` (the Codex CLI groups its
+sub-agent and MCP tools so), which the model sees as ``<namespace>__<name>`` (Codex's own flat form)
+and whose calls go back as the bare ``name`` plus ``namespace``, the shape Codex dispatches (a
+function_call input item carrying a ``namespace`` is read back the same way). Other tools
+(web_search, file_search, code_interpreter...: hosted tools that only OpenAI's servers can run, and
+kinds the relay cannot offer a model, such as freeform ``custom`` tools) are accepted and left out.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared_protocol import (
@@ -33,6 +42,7 @@ from shared_protocol import (
     TextBlock,
     TextDelta,
     ToolCall,
+    ToolChoice,
     ToolResultBlock,
     ToolSpec,
     ToolUseBlock,
@@ -72,13 +82,13 @@ def parse_request(body: bytes) -> Call:
         model=model,
         system=system_text,
         messages=messages,
-        tools=tools,
-        tool_choice=openai_tool_choice(data.get("tool_choice"), tools),
+        tools=list(tools.specs),
+        tool_choice=_tool_choice(data.get("tool_choice"), tools),
         max_tokens=max_tokens,
         temperature=opt_number(data, "temperature"),
         top_p=opt_number(data, "top_p"),
     )
-    return Call(request, stream)
+    return ResponsesCall(request, stream, tools=tools)
 
 
 def _parts(raw: Any, where: str, role: str) -> list[ContentBlock]:
@@ -155,9 +165,11 @@ def _text_first(blocks: list[ContentBlock]) -> list[ContentBlock]:
 
 
 def _function_call(item: dict[str, Any], where: str) -> ToolUseBlock:
-    call_id, name = item.get("call_id"), item.get("name")
+    call_id, name, namespace = item.get("call_id"), item.get("name"), item.get("namespace")
     if not isinstance(call_id, str) or not isinstance(name, str):
         raise bad_request(f"'{where}' needs call_id and name.", param=where)
+    if isinstance(namespace, str) and namespace:  # a call of a namespace's tool, as Codex sends it back
+        name = flat_name(namespace, name)
     return ToolUseBlock(id=call_id, name=name, input=tool_arguments(item.get("arguments"), f"{where}.arguments"))
 
 
@@ -173,29 +185,126 @@ def _function_output(item: dict[str, Any], where: str) -> ToolResultBlock:
     return ToolResultBlock(tool_use_id=call_id, content=content)
 
 
-def _tools(raw: Any) -> list[ToolSpec]:
+NAMESPACE_DELIMITER = "__"
+
+
+def flat_name(namespace: str, name: str) -> str:
+    """The one name a namespaced tool has for the model: Codex's own flattening (``ToolName::
+    canonical_flat_name``: ``multi_agent_v1`` + ``close_agent`` -> ``multi_agent_v1__close_agent``,
+    stray underscores around the delimiter trimmed), the form OpenAI's models see too."""
+    return namespace.rstrip("_") + NAMESPACE_DELIMITER + name.lstrip("_")
+
+
+@dataclass(frozen=True)
+class ToolSet:
+    """A request's ``tools`` as read: what reaches the model, how calls go back, what was left out."""
+
+    specs: tuple[ToolSpec, ...] = ()
+    """Every function tool, a namespace's under its flat name."""
+    namespaced: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    """flat name -> (namespace, name), for the calls that go back to the caller."""
+    ignored: tuple[str, ...] = ()
+    """Tools no MCP client can run (hosted ones: web_search, file_search...), by name or else by type."""
+    reported: tuple[dict[str, Any], ...] = ()
+    """The ``tools`` a response reports: those the model got, in the caller's shape."""
+
+    def call_fields(self, flat: str) -> dict[str, str]:
+        """``name`` (and ``namespace``) of a function_call item: a namespaced tool's call carries its
+        bare name and its namespace, as Codex expects (its flat name would be an unsupported call)."""
+        if flat in self.namespaced:
+            namespace, name = self.namespaced[flat]
+            return {"name": name, "namespace": namespace}
+        return {"name": flat}
+
+
+@dataclass(frozen=True)
+class ResponsesCall(Call):
+    tools: ToolSet = ToolSet()
+
+
+def _function(tool: dict[str, Any], name: str, where: str) -> ToolSpec:
+    return tool_spec(name, tool.get("description"), tool.get("parameters"), f"{where}.parameters", tool.get("strict"))
+
+
+def _reported(spec: ToolSpec, name: str) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "name": name,
+        "description": spec.description,
+        "parameters": spec.input_schema,
+        "strict": spec.strict,
+    }
+
+
+def _tools(raw: Any) -> ToolSet:
+    """Function tools, and the function tools of a ``namespace`` (Codex groups its sub-agent and MCP
+    tools so: ``{"type": "namespace", "name", "description", "tools": [...]}``), flattened. Anything
+    else (web_search, file_search, code_interpreter, custom...) is accepted and left out, by name."""
     if raw is None:
-        return []
+        return ToolSet()
     if not isinstance(raw, list):
         raise bad_request("'tools' must be a list.", param="tools")
-    tools = []
-    for i, tool in enumerate(raw):
-        if not isinstance(tool, dict):
-            raise bad_request(f"'tools[{i}]' must be an object.", param=f"tools[{i}]")
-        if tool.get("type") != "function":
-            continue  # a built-in tool (web_search, file_search...): only OpenAI can run it
-        if not isinstance(tool.get("name"), str):
-            raise bad_request(f"'tools[{i}].name' is required.", param=f"tools[{i}].name")
-        tools.append(
-            tool_spec(
-                tool["name"],
-                tool.get("description"),
-                tool.get("parameters"),
-                f"tools[{i}].parameters",
-                tool.get("strict"),
+    specs: dict[str, ToolSpec] = {}
+    namespaced: dict[str, tuple[str, str]] = {}
+    ignored: list[str] = []
+    reported: list[dict[str, Any]] = []
+
+    def add(spec: ToolSpec, where: str) -> None:
+        if spec.name in specs:
+            raise bad_request(
+                f"'{where}' is a second tool named {spec.name!r} (a namespace's tools are named "
+                f"<namespace>{NAMESPACE_DELIMITER}<name>).",
+                param=where,
             )
-        )
-    return tools
+        specs[spec.name] = spec
+
+    for i, tool in enumerate(raw):
+        where = f"tools[{i}]"
+        if not isinstance(tool, dict):
+            raise bad_request(f"'{where}' must be an object.", param=where)
+        kind = tool.get("type")
+        if kind == "function":
+            if not isinstance(tool.get("name"), str):
+                raise bad_request(f"'{where}.name' is required.", param=f"{where}.name")
+            spec = _function(tool, tool["name"], where)
+            add(spec, where)
+            reported.append(_reported(spec, spec.name))
+        elif kind == "namespace":
+            namespace, members = tool.get("name"), tool.get("tools")
+            if not isinstance(namespace, str) or not namespace:
+                raise bad_request(f"'{where}.name' is required.", param=f"{where}.name")
+            if not isinstance(members, list):
+                raise bad_request(f"'{where}.tools' must be a list.", param=f"{where}.tools")
+            group: list[dict[str, Any]] = []
+            for j, member in enumerate(members):
+                at = f"{where}.tools[{j}]"
+                if not isinstance(member, dict):
+                    raise bad_request(f"'{at}' must be an object.", param=at)
+                if member.get("type") != "function":
+                    label = member.get("name") if isinstance(member.get("name"), str) else member.get("type")
+                    ignored.append(flat_name(namespace, str(label)))
+                    continue
+                if not isinstance(member.get("name"), str):
+                    raise bad_request(f"'{at}.name' is required.", param=f"{at}.name")
+                flat = flat_name(namespace, member["name"])
+                spec = _function(member, flat, at)
+                add(spec, at)
+                namespaced[flat] = (namespace, member["name"])
+                group.append(_reported(spec, member["name"]))
+            if group:
+                description = tool.get("description")
+                reported.append({"type": "namespace", "name": namespace, "description": description, "tools": group})
+        else:  # web_search, file_search...: only OpenAI's servers run them
+            label = tool.get("name") if isinstance(tool.get("name"), str) else kind
+            ignored.append(str(label))
+    return ToolSet(tuple(specs.values()), namespaced, tuple(ignored), tuple(reported))
+
+
+def _tool_choice(raw: Any, tools: ToolSet) -> ToolChoice | None:
+    """``tool_choice``; a function in a namespace (``{"type": "function", "name", "namespace"}``) by its flat name."""
+    if isinstance(raw, dict) and raw.get("type") == "function" and isinstance(raw.get("namespace"), str):
+        raw = {**raw, "name": flat_name(raw["namespace"], str(raw.get("name")))}
+    return openai_tool_choice(raw, list(tools.specs))
 
 
 def _text_format(text: dict[str, Any] | None) -> OutputFormat | None:
@@ -241,14 +350,14 @@ def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
 
 
-def _call_item(item_id: str, call: ToolCall, status: str) -> dict[str, Any]:
+def _call_item(item_id: str, call: ToolCall, status: str, tools: ToolSet) -> dict[str, Any]:
     arguments = arguments_json(call) if status == "completed" else ""
     return {
         "id": item_id,
         "type": "function_call",
         "status": status,
         "call_id": call.call_id,
-        "name": call.name,
+        **tools.call_fields(call.name),
         "arguments": arguments,
     }
 
@@ -262,10 +371,11 @@ def _status(answer: Answer) -> tuple[str, dict[str, str] | None]:
 class _Response:
     """The response object, filled in as the answer arrives."""
 
-    def __init__(self, request: NeutralRequest) -> None:
+    def __init__(self, request: NeutralRequest, tools: ToolSet | None = None) -> None:
         self.id = "resp_" + secrets.token_hex(12)
         self.created = int(time.time())
         self.request = request
+        self.tools = tools or ToolSet(reported=tuple(_reported(t, t.name) for t in request.tools))
         self.output: list[dict[str, Any]] = []
 
     def body(
@@ -291,16 +401,7 @@ class _Response:
             "temperature": self.request.temperature,
             "top_p": self.request.top_p,
             "tool_choice": choice.mode if choice else "auto",
-            "tools": [
-                {
-                    "type": "function",
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": t.input_schema,
-                    "strict": t.strict,
-                }
-                for t in self.request.tools
-            ],
+            "tools": list(self.tools.reported),
             "text": {"format": format_json(self.request.output_format)},
             "truncation": "disabled",
             "reasoning": {"effort": None, "summary": None},
@@ -310,12 +411,16 @@ class _Response:
         }
 
 
-def response_json(request: NeutralRequest, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
-    response = _Response(request)
+def response_json(
+    request: NeutralRequest, answer: Answer, usage: UsageEstimate, tools: ToolSet | None = None
+) -> dict[str, Any]:
+    """The response object; ``tools`` (the request's as read, by default its function tools) says
+    how calls go back and what ``tools`` the response reports."""
+    response = _Response(request, tools)
     if answer.content:
         response.output.append(_message_item("msg_" + secrets.token_hex(12), answer.content, "completed"))
     for call in answer.tool_calls:
-        response.output.append(_call_item("fc_" + secrets.token_hex(12), call, "completed"))
+        response.output.append(_call_item("fc_" + secrets.token_hex(12), call, "completed", response.tools))
     status, incomplete = _status(answer)
     return response.body(answer.model, status, _usage(usage), incomplete=incomplete)
 
@@ -323,8 +428,8 @@ def response_json(request: NeutralRequest, answer: Answer, usage: UsageEstimate)
 class ResponsesStreamEncoder:
     """Bytes for each step of a streamed response. Sans-I/O; each step gets the answer so far."""
 
-    def __init__(self, request: NeutralRequest) -> None:
-        self._response = _Response(request)
+    def __init__(self, request: NeutralRequest, tools: ToolSet | None = None) -> None:
+        self._response = _Response(request, tools)
         self._sequence = 0
         self._text_item: str | None = None  # id of the open message item
         self._text: list[str] = []
@@ -385,13 +490,14 @@ class ResponsesStreamEncoder:
             index = len(self._response.output)
             item_id = "fc_" + secrets.token_hex(12)
             arguments = arguments_json(event)
-            done = _call_item(item_id, event, "completed")
+            tools = self._response.tools
+            done = _call_item(item_id, event, "completed", tools)
             self._response.output.append(done)
             where = {"item_id": item_id, "output_index": index}
             return out + (
                 self._event(
                     "response.output_item.added",
-                    {"output_index": index, "item": _call_item(item_id, event, "in_progress")},
+                    {"output_index": index, "item": _call_item(item_id, event, "in_progress", tools)},
                 )
                 + self._event("response.function_call_arguments.delta", {**where, "delta": arguments})
                 + self._event("response.function_call_arguments.done", {**where, "arguments": arguments})
@@ -412,6 +518,10 @@ class ResponsesStreamEncoder:
         )
 
 
+def _tool_set(call: Call) -> ToolSet | None:
+    return call.tools if isinstance(call, ResponsesCall) else None
+
+
 class ResponsesAdapter:
     """OpenAI responses as an :class:`~relay._adapter.Adapter`."""
 
@@ -423,10 +533,10 @@ class ResponsesAdapter:
         return parse_request(body)
 
     def stream_encoder(self, call: Call) -> ResponsesStreamEncoder:
-        return ResponsesStreamEncoder(call.request)
+        return ResponsesStreamEncoder(call.request, _tool_set(call))
 
     def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
-        return response_json(call.request, answer, usage)
+        return response_json(call.request, answer, usage, _tool_set(call))
 
     def error_json(self, error: RelayError) -> dict[str, Any]:
         return error_json(error)

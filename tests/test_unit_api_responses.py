@@ -202,3 +202,143 @@ def test_a_text_format_that_cannot_be_honoured_is_a_400_naming_it(text, param):
     with pytest.raises(RelayError) as error:
         parse_request(json.dumps({"input": "x", "text": text}).encode())
     assert error.value.param == param
+
+
+# --- namespaced tools (the Codex CLI) ---------------------------------------------------------
+
+CLOSE_AGENT = {
+    "type": "function",
+    "name": "close_agent",
+    "description": "Close an agent.",
+    "strict": False,
+    "parameters": {
+        "type": "object",
+        "properties": {"target": {"type": "string"}},
+        "required": ["target"],
+        "additionalProperties": False,
+    },
+}
+# what Codex 0.171 sends: top-level functions, namespaces of functions (its sub-agent tools, each MCP
+# server's tools as mcp__<server>), and its hosted web search
+CODEX_TOOLS = [
+    {"type": "function", "name": "exec_command", "description": "Run a command.", "strict": False, "parameters": {}},
+    {
+        "type": "namespace",
+        "name": "multi_agent_v1",
+        "description": "Tools for spawning and managing sub-agents.",
+        "tools": [CLOSE_AGENT],
+    },
+    {
+        "type": "namespace",
+        "name": "mcp__files",
+        "description": "An MCP server.",
+        "tools": [{**CLOSE_AGENT, "name": "_read"}],
+    },
+    {"type": "web_search", "external_web_access": False},
+]
+
+
+def codex_body(**extra) -> dict:
+    return {"model": "m", "input": "close it", "tools": CODEX_TOOLS, **extra}
+
+
+def test_a_namespaces_function_tools_reach_the_model_under_unique_flat_names():
+    call = parse_request(json.dumps(codex_body()).encode())
+    tools = {t.name: t for t in call.request.tools}
+    # Codex's own flat form, <namespace>__<name>, with stray underscores around the delimiter trimmed
+    assert list(tools) == ["exec_command", "multi_agent_v1__close_agent", "mcp__files__read"]
+    assert tools["multi_agent_v1__close_agent"].input_schema == CLOSE_AGENT["parameters"]
+    assert tools["multi_agent_v1__close_agent"].description == "Close an agent."
+
+
+def namespaced_call(name: str = "multi_agent_v1__close_agent") -> list:
+    return [
+        Start(id="-", model=MODEL),
+        ToolCall(id="-", call_id="call_1", name=name, arguments={"target": "agent-7"}),
+        End(id="-", stop_reason="toolUse"),
+    ]
+
+
+async def test_a_namespaced_call_goes_back_as_name_and_namespace_in_stream_and_whole_responses():
+    async with in_process(namespaced_call()) as relay:
+        whole = await relay.post(PATH, codex_body())
+        streamed = await relay.post(PATH, codex_body(stream=True))
+    # Codex runs {"name": "close_agent", "namespace": "multi_agent_v1"}; the flat name would be an
+    # "unsupported call" to it
+    expected = {"name": "close_agent", "namespace": "multi_agent_v1", "call_id": "call_1"}
+    (item,) = whole.json()["output"]
+    assert item["type"] == "function_call" and {k: item[k] for k in expected} == expected
+    events = events_of(streamed.body)
+    items = [d["item"] for n, d in events if n in ("response.output_item.added", "response.output_item.done")]
+    assert len(items) == 2 and all({k: i[k] for k in expected} == expected for i in items)
+    (completed,) = [d["response"] for n, d in events if n == "response.completed"]
+    assert {k: completed["output"][0][k] for k in expected} == expected
+
+
+async def test_a_plain_functions_call_has_no_namespace():
+    async with in_process(namespaced_call("exec_command")) as relay:
+        whole = await relay.post(PATH, codex_body())
+    (item,) = whole.json()["output"]
+    assert item["name"] == "exec_command" and "namespace" not in item
+
+
+async def test_the_response_reports_the_tools_in_the_callers_shape():
+    async with in_process(text_answer("ok")) as relay:
+        whole = await relay.post(PATH, codex_body())
+    reported = whole.json()["tools"]
+    assert [(t["type"], t["name"]) for t in reported] == [
+        ("function", "exec_command"),
+        ("namespace", "multi_agent_v1"),
+        ("namespace", "mcp__files"),
+    ]
+    assert reported[1]["tools"][0] == CLOSE_AGENT and reported[1]["description"] == CODEX_TOOLS[1]["description"]
+
+
+def test_a_namespaced_call_sent_back_by_codex_is_read_as_the_flat_name():
+    call_item = {
+        "type": "function_call",
+        "name": "close_agent",
+        "namespace": "multi_agent_v1",
+        "arguments": '{"target":"agent-7"}',
+        "call_id": "call_1",
+    }
+    output = {"type": "function_call_output", "call_id": "call_1", "output": "closed"}
+    body = codex_body(input=[{"role": "user", "content": "close it"}, call_item, output])
+    request = parse_request(json.dumps(body).encode()).request
+    (use,) = [b for m in request.messages for b in m.content if b.type == "tool_use"]
+    assert (use.name, use.id, use.input) == ("multi_agent_v1__close_agent", "call_1", {"target": "agent-7"})
+    assert use.name in {t.name for t in request.tools}
+
+
+def test_tool_choice_can_name_a_namespaced_function():
+    choice = {"type": "function", "name": "close_agent", "namespace": "multi_agent_v1"}
+    request = parse_request(json.dumps(codex_body(tool_choice=choice)).encode()).request
+    assert request.tool_choice is not None
+    assert (request.tool_choice.mode, request.tool_choice.name) == ("required", "multi_agent_v1__close_agent")
+
+
+@pytest.mark.parametrize(
+    ("tools", "param"),
+    [
+        ([{"type": "namespace", "tools": []}], "tools[0].name"),
+        ([{"type": "namespace", "name": "ns", "tools": {}}], "tools[0].tools"),
+        ([{"type": "namespace", "name": "ns", "tools": [{"type": "function"}]}], "tools[0].tools[0].name"),
+        (
+            [{"type": "namespace", "name": "ns", "tools": [{"type": "function", "name": "f", "parameters": 1}]}],
+            "tools[0].tools[0].parameters",
+        ),
+        # two tools the model would know by one name: which one a call meant could not be told
+        (
+            [
+                {"type": "function", "name": "ns__f"},
+                {"type": "namespace", "name": "ns", "tools": [{"type": "function", "name": "f"}]},
+            ],
+            "tools[1].tools[0]",
+        ),
+        ([{"type": "function", "name": "f"}, {"type": "function", "name": "f"}], "tools[1]"),
+    ],
+)
+def test_namespaces_that_cannot_be_flattened_are_400s_naming_the_field(tools, param):
+    with pytest.raises(RelayError) as error:
+        parse_request(json.dumps({"input": "x", "tools": tools}).encode())
+    assert error.value.param == param
