@@ -24,6 +24,9 @@ class Call:
     request: NeutralRequest
     stream: bool
     include_usage: bool = True
+    ignored_tools: tuple[str, ...] = ()
+    """Tools the caller offered that cannot reach the MCP client's model (hosted tools such as web
+    search, which only the API vendor's servers run): accepted, and named in a response header."""
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,11 @@ Accepts everything Claude Code 2.1 sends (shared/reference/wire-contract.md §6-
 honour is ignored, never refused: ``thinking`` and ``output_config.effort`` (the MCP client picks its
 own reasoning), ``context_management``, ``metadata``, ``cache_control`` marks, ``top_k``, earlier
 ``thinking``/``redacted_thinking`` blocks, and server tools (``web_search`` and kin, which have no
-``input_schema`` and which only Anthropic's servers can run). A ``system`` message inside
-``messages`` (Claude Code's mid-conversation reminders) becomes a user text block marked as a system
-note, in place. Structured output (``output_config.format``, or the beta's top-level
-``output_format``) and ``strict`` tools are carried in the neutral request: the worker validates.
+``input_schema`` and which only Anthropic's servers can run: named in the ``x-mcptb-ignored-tools``
+response header). A ``system`` message inside ``messages`` (Claude Code's mid-conversation
+reminders) becomes a user text block marked as a system note, in place. Structured output
+(``output_config.format``, or the beta's top-level ``output_format``) and ``strict`` tools are
+carried in the neutral request: the worker validates.
 
 Stream rules that bite (§6): every event has an ``event:`` line; ``message_start`` carries usage;
 every block event carries ``index``; ``message_delta`` carries ``stop_reason`` and usage; a failure
@@ -69,7 +70,7 @@ def parse_request(body: bytes) -> Call:
     stop = data.get("stop_sequences")
     if stop is not None and not (isinstance(stop, list) and all(isinstance(x, str) for x in stop)):
         raise bad_request("stop_sequences: must be a list of strings.", param="stop_sequences")
-    tools = _tools(data.get("tools"))
+    tools, ignored = _tools(data.get("tools"))
     request = NeutralRequest(
         output_format=_output_format(data),
         model=model,
@@ -82,7 +83,7 @@ def parse_request(body: bytes) -> Call:
         top_p=opt_number(data, "top_p"),
         stop_sequences=stop or [],
     )
-    return Call(request, stream)
+    return Call(request, stream, ignored_tools=ignored)
 
 
 def _text_blocks(raw: Any, where: str) -> list[str]:
@@ -195,17 +196,19 @@ def _tool_result(block: dict[str, Any], where: str) -> ToolResultBlock:
     return ToolResultBlock(tool_use_id=tool_use_id, content=content, is_error=bool(block.get("is_error")))
 
 
-def _tools(raw: Any) -> list[ToolSpec]:
+def _tools(raw: Any) -> tuple[list[ToolSpec], tuple[str, ...]]:
+    """The tools the model gets, and the names of those it cannot (server tools: web_search...)."""
     if raw is None:
-        return []
+        return [], ()
     if not isinstance(raw, list):
         raise bad_request("tools: must be a list.", param="tools")
-    tools = []
+    tools, ignored = [], []
     for i, tool in enumerate(raw):
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
             raise bad_request(f"tools.{i}.name: required.", param=f"tools.{i}.name")
         if "input_schema" not in tool and tool.get("type") not in (None, "custom"):
-            continue  # a server tool (web_search...): only Anthropic can run those
+            ignored.append(tool["name"])  # a server tool (web_search...): only Anthropic can run those
+            continue
         tools.append(
             tool_spec(
                 tool["name"],
@@ -215,7 +218,7 @@ def _tools(raw: Any) -> list[ToolSpec]:
                 tool.get("strict"),
             )
         )
-    return tools
+    return tools, tuple(ignored)
 
 
 def _output_format(data: dict[str, Any]) -> OutputFormat | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,6 +34,22 @@ log = logging.getLogger("mcptb.relay")
 content_log = logging.getLogger("mcptb.relay.content")
 
 _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), USAGE_HEADER]
+
+IGNORED_TOOLS_HEADER = "x-mcptb-ignored-tools"
+_MAX_IGNORED_LISTED = 20
+
+
+def ignored_tools_headers(ignored: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``x-mcptb-ignored-tools: web_search,file_search``: the tools the caller offered that did not
+    reach the model (hosted tools, which only the API vendor's servers run), so a caller can tell.
+    Each name once, in order, as visible ASCII without commas; at most 20 listed, then ``+N more``."""
+    names = list(dict.fromkeys(re.sub(r"[^!-~]|,", "?", name)[:64] for name in ignored))
+    if not names:
+        return []
+    listed = names[:_MAX_IGNORED_LISTED]
+    if len(names) > len(listed):
+        listed.append(f"+{len(names) - len(listed)} more")
+    return [(IGNORED_TOOLS_HEADER, ",".join(listed))]
 
 
 Handler = Callable[[HttpRequest, Responder], Awaitable[None]]
@@ -173,7 +190,7 @@ class App:
                 await self.answer(api, call, responder)
             else:
                 body = count_tokens(estimate(call.request, 0).input_tokens)
-                await self._send_json(responder, 200, body, [USAGE_HEADER])
+                await self._send_json(responder, 200, body, [USAGE_HEADER, *ignored_tools_headers(call.ignored_tools)])
 
         return handle
 
@@ -182,6 +199,9 @@ class App:
         write it as the API's JSON or stream."""
         record = responder.record
         record.model = call.request.model or "-"
+        if call.ignored_tools:
+            tools = ", ".join(dict.fromkeys(call.ignored_tools))
+            log.info("%s: tools left out, the MCP client's model cannot use them: %s", record.request_id, tools)
         if self.config.log_content:
             content_log.info("%s prompt: %s", record.request_id, call.request.model_dump_json())
         job = self.broker.submit(record.request_id, call.request, self.config.request_timeout)
@@ -196,7 +216,7 @@ class App:
                         answer.add(event)
                 self._log_answer(record.request_id, answer)
                 body = api.completion(call, answer, estimate(call.request, answer.chars))
-                await self._send_json(responder, 200, body, [USAGE_HEADER])
+                await self._send_json(responder, 200, body, [USAGE_HEADER, *ignored_tools_headers(call.ignored_tools)])
         except RelayError as error:
             ended = f"the relay gave up: {error.message}"
             raise
@@ -206,7 +226,8 @@ class App:
 
     async def _stream(self, api: Adapter, call: Call, job: Job, answer: Answer, responder: Responder) -> None:
         encoder = api.stream_encoder(call)
-        await responder.start(200, _SSE_HEADERS, encoder.first(answer))
+        headers = _SSE_HEADERS + ignored_tools_headers(call.ignored_tools)
+        await responder.start(200, headers, encoder.first(answer))
         try:
             async for event in follow(job, self.broker, self.config):
                 if isinstance(event, KeepAlive):

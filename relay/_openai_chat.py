@@ -87,7 +87,10 @@ def parse_request(body: bytes) -> Call:
         top_p=top_p,
         stop_sequences=stop_sequences,
     )
-    return Call(request, stream, include_usage)
+    # web_search_options asks OpenAI's search models to search the web: no MCP client can, so it is
+    # accepted and named in the x-mcptb-ignored-tools response header
+    ignored = ("web_search",) if data.get("web_search_options") is not None else ()
+    return Call(request, stream, include_usage, ignored_tools=ignored)
 
 
 def _refuse_unsupported(data: dict[str, Any]) -> None:

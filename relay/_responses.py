@@ -5,7 +5,7 @@ This is the endpoint litellm's proxy uses for Claude Code traffic routed to an `
 leading ones become the system prompt after ``instructions``, later ones a user note), its parts
 ``input_text``/``output_text``/``input_image`` (data: URLs only), ``function_call`` and
 ``function_call_output``; ``reasoning`` items are dropped. Hosted tools (web search and kin) are
-ignored (see Tools). ``previous_response_id`` is refused: the relay
+ignored, visibly (see Tools). ``previous_response_id`` is refused: the relay
 keeps no server-side state, so the caller must send the whole conversation. ``store``, ``include``,
 ``reasoning``, ``metadata``, ``user``, ``truncation`` are accepted and ignored. ``text.format``
 (``json_schema``, ``json_object``) is carried in the neutral request and reported back in the
@@ -21,7 +21,8 @@ sub-agent and MCP tools so), which the model sees as ``<namespace>__<name>`` (Co
 and whose calls go back as the bare ``name`` plus ``namespace``, the shape Codex dispatches (a
 function_call input item carrying a ``namespace`` is read back the same way). Other tools
 (web_search, file_search, code_interpreter...: hosted tools that only OpenAI's servers can run, and
-kinds the relay cannot offer a model, such as freeform ``custom`` tools) are accepted and left out.
+kinds the relay cannot offer a model, such as freeform ``custom`` tools) are accepted and left out,
+named in the ``x-mcptb-ignored-tools`` response header.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def parse_request(body: bytes) -> Call:
         temperature=opt_number(data, "temperature"),
         top_p=opt_number(data, "top_p"),
     )
-    return ResponsesCall(request, stream, tools=tools)
+    return ResponsesCall(request, stream, ignored_tools=tools.ignored, tools=tools)
 
 
 def _parts(raw: Any, where: str, role: str) -> list[ContentBlock]:

@@ -366,3 +366,31 @@ def test_output_config_without_a_format_is_plain_text_and_a_bad_format_a_400():
     with pytest.raises(RelayError) as error:
         parse_request(json.dumps(body).encode())
     assert error.value.param == "output_config.format"
+
+
+# --- server tools -----------------------------------------------------------------------------
+
+SERVER_TOOLS = [
+    {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
+    {"type": "web_fetch_20250910", "name": "web_fetch"},
+]
+
+
+def test_server_tools_are_accepted_left_out_and_named():
+    call = parse_request(json.dumps(body(tools=[*TOOLS, *SERVER_TOOLS])).encode())
+    assert call.ignored_tools == ("web_search", "web_fetch")
+    assert [t.name for t in call.request.tools] == ["get_weather"]
+    assert parse_request(json.dumps(body(tools=TOOLS)).encode()).ignored_tools == ()
+
+
+async def test_server_tools_are_named_in_a_header_of_stream_whole_and_count_tokens_answers():
+    payload = body(tools=[*TOOLS, *SERVER_TOOLS])
+    async with in_process(TEXT_THEN_TOOL) as relay:
+        whole = await relay.post(PATH, payload)
+        streamed = await relay.post(PATH, {**payload, "stream": True})
+        counted = await relay.post(PATH + "/count_tokens", payload)
+        plain = await relay.post(PATH, body(tools=TOOLS))
+    for response in (whole, streamed, counted):
+        assert response.status == 200, response.body
+        assert response.headers["x-mcptb-ignored-tools"] == "web_search,web_fetch"
+    assert "x-mcptb-ignored-tools" not in plain.headers

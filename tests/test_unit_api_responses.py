@@ -342,3 +342,30 @@ def test_namespaces_that_cannot_be_flattened_are_400s_naming_the_field(tools, pa
     with pytest.raises(RelayError) as error:
         parse_request(json.dumps({"input": "x", "tools": tools}).encode())
     assert error.value.param == param
+
+
+# --- hosted tools -----------------------------------------------------------------------------
+
+
+def test_hosted_tools_are_accepted_left_out_and_named():
+    tools = [
+        *CODEX_TOOLS,
+        {"type": "file_search", "vector_store_ids": ["vs_1"]},
+        {"type": "custom", "name": "apply_patch", "format": {"type": "grammar"}},
+        {"type": "namespace", "name": "functions", "tools": [{"type": "custom", "name": "exec"}]},
+    ]
+    call = parse_request(json.dumps(codex_body(tools=tools)).encode())
+    assert call.ignored_tools == ("web_search", "file_search", "apply_patch", "functions__exec")
+    assert not {"web_search", "file_search", "apply_patch", "functions__exec"} & {t.name for t in call.request.tools}
+
+
+async def test_hosted_tools_are_named_in_a_header_of_stream_and_whole_responses():
+    async with in_process(text_answer("ok")) as relay:
+        whole = await relay.post(PATH, codex_body())
+        streamed = await relay.post(PATH, codex_body(stream=True))
+        plain = await relay.post(PATH, {"model": "m", "input": "x", "tools": TOOLS})
+    assert whole.headers["x-mcptb-ignored-tools"] == "web_search"
+    assert streamed.headers["x-mcptb-ignored-tools"] == "web_search"
+    assert "x-mcptb-ignored-tools" not in plain.headers
+    # the response does not claim a tool it did not offer the model
+    assert "web_search" not in {t["type"] for t in whole.json()["tools"]}
