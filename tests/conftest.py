@@ -26,7 +26,7 @@ from typing import Any
 
 import mcp_types as types
 import pytest
-from claude_code.harness import BINARIES, ClaudeCode, skip_reason
+from claude_code.harness import ClaudeCode, skip_reason
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from _eventually import eventually
@@ -53,15 +53,24 @@ def say(config: pytest.Config, line: str) -> None:
         print(f"\n{line}", file=sys.__stderr__, flush=True)
 
 
-@pytest.fixture(params=list(BINARIES))
-def claude(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClaudeCode]:
-    """The real Claude Code CLI (``newest`` or ``2.1.197``) with a fresh HOME and project directory;
-    skipped, loudly, where node/npm or the installed CLI are missing."""
-    reason = skip_reason(request.param)
+CLAUDE_FOR_BACKEND = {"asyncio": "newest", "trio": "2.1.197"}
+"""The Claude Code CLI version each backend's run of a test uses. Every test with the real CLI runs on
+both backends and so with both versions, as these two pairs rather than all four combinations: the
+backend is the relay's and mcptb-server's (whose code on each backend the in-process suites test in
+full), the version is the client's (its MCP era and request shapes), and the two meet only through
+the protocol. That halves the slowest part of the suite."""
+
+
+@pytest.fixture
+def claude(request: pytest.FixtureRequest, anyio_backend: str, tmp_path: Path) -> Iterator[ClaudeCode]:
+    """The real Claude Code CLI (``newest`` on asyncio, ``2.1.197`` on trio) with a fresh HOME and
+    project directory; skipped, loudly, where node/npm or the installed CLI are missing."""
+    label = CLAUDE_FOR_BACKEND[anyio_backend]
+    reason = skip_reason(label)
     if reason is not None:
         say(request.config, f"*** {reason} ***")
         pytest.skip(reason)
-    cc = ClaudeCode(request.param, tmp_path / "claude")
+    cc = ClaudeCode(label, tmp_path / "claude")
     try:
         yield cc
     finally:
