@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from shared_protocol import ContentBlock, ImageBlock, Message, TextBlock
@@ -27,10 +28,11 @@ Role = Literal["user", "assistant"]
 
 
 class Conversation:
-    """The turns read so far, merged by role."""
+    """The turns read so far, merged by role; it may start from earlier ``messages`` (a stored
+    conversation being continued), which it never changes."""
 
-    def __init__(self) -> None:
-        self._turns: list[tuple[Role, list[ContentBlock]]] = []
+    def __init__(self, messages: Iterable[Message] = ()) -> None:
+        self._turns: list[tuple[Role, list[ContentBlock]]] = [(m.role, list(m.content)) for m in messages]
 
     def __len__(self) -> int:
         return len(self._turns)
