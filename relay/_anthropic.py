@@ -283,7 +283,11 @@ def token_count(input_tokens: int) -> dict[str, Any]:
 
 
 def error_json(error: RelayError) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": error.shape.anthropic_type, "message": error.message}}
+    """Anthropic's error shape; an error the API defines a code for names it in ``details.error_code``."""
+    body: dict[str, Any] = {"type": error.shape.anthropic_type, "message": error.message}
+    if error.code is not None:
+        body["details"] = {"error_code": error.code}
+    return {"type": "error", "error": body}
 
 
 class MessagesStreamEncoder:

@@ -4,7 +4,8 @@ The code that finds a failure says *what* happened: it raises (or, in the broker
 :class:`RelayError` of some :data:`Kind`, with a message for people. The broker, the answer
 follower and the adapters' parsers know no HTTP status. :data:`TABLE` is the only place that
 does: for each kind, the HTTP status, the error ``type`` in OpenAI's shape and in Anthropic's, the
-``code`` (OpenAI's shape), and whether retrying can help.
+``code`` (OpenAI's shape), and whether retrying can help. An error the caller's API defines a code
+for carries that code itself (:attr:`RelayError.code`): the kind still gives status and type.
 
 Retrying: only a full queue and a relay or worker bug are worth an immediate retry. Every other
 error carries ``x-should-retry: false``, which the openai and anthropic SDKs (and so Claude Code,
@@ -60,6 +61,10 @@ class RelayError(Exception):
     """The request field at fault."""
     retry_after: int | None = None
     """Seconds after which asking again may work."""
+    code: str | None = None
+    """The caller's API's own code for this very error, where that API defines one (OpenAI's ``code``,
+    Anthropic's ``details.error_code``: ``previous_response_not_found``, ``thread_not_found``...), so
+    SDKs that branch on it recover; else the table's code for the kind."""
 
     def __str__(self) -> str:
         return self.message
@@ -88,7 +93,7 @@ TABLE: dict[Kind, Shape] = {
     "forbidden_origin":     Shape(403, "permission_error", "permission_error", "forbidden_origin"),
     "forbidden_host":       Shape(403, "permission_error", "permission_error", "forbidden_host"),
     "invalid_api_key":      Shape(401, "authentication_error", "authentication_error", "invalid_api_key"),
-    "unknown_path":         Shape(404, "not_found_error", "not_found_error", "unknown_url"),
+    "unknown_path":         Shape(404, "not_found_error", "not_found_error", "unknown_url"),  # or an id it names
     "method_not_allowed":   Shape(405, "invalid_request_error", "invalid_request_error", "method_not_allowed"),
     "tools_unsupported":    Shape(400, "invalid_request_error", "invalid_request_error", "tools_unsupported"),
     "queue_full":           Shape(429, "rate_limit_error", "rate_limit_error", "queue_full", retryable=True),
@@ -125,3 +130,9 @@ def error_headers(error: RelayError) -> list[tuple[str, str]]:
 
 def bad_request(message: str, param: str | None = None) -> RelayError:
     return RelayError("bad_request", message, param)
+
+
+def not_found(message: str, code: str, param: str | None = None) -> RelayError:
+    """Something the request names, not its path, is not held here (a continued thread): a 404 with the
+    API's own ``code``."""
+    return RelayError("unknown_path", message, param, code=code)

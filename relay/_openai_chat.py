@@ -287,7 +287,8 @@ def completion(answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
 def error_json(error: RelayError) -> dict[str, Any]:
     """OpenAI's error shape (the Responses API's too)."""
     shape = error.shape
-    return {"error": {"message": error.message, "type": shape.openai_type, "param": error.param, "code": shape.code}}
+    code = error.code or shape.code
+    return {"error": {"message": error.message, "type": shape.openai_type, "param": error.param, "code": code}}
 
 
 class ChatStreamEncoder:
