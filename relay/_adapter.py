@@ -1,9 +1,9 @@
 """What an HTTP API adapter provides, so one request flow serves every API (see ``_app.App.answer``).
 
 An adapter declares its routes, turns its request JSON into a :class:`Call` (the neutral request
-plus how to answer) and turns the answer into its own JSON or SSE bytes, and failures into its own
-error JSON. Adding an API is one module implementing :class:`Adapter` and one line in
-``_api.APIS``.
+plus how to answer, and for an API with continuations what to store once answered) and turns the
+answer into its own JSON or SSE bytes, and failures into its own error JSON. Adding an API is one
+module implementing :class:`Adapter` and one line in ``_api.APIS``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from shared_protocol import NeutralRequest, Start, TextDelta, ToolCall
 
 from ._collect import Answer
 from ._errors import RelayError
+from ._store import ConversationStore, Keep
 from ._usage import UsageEstimate
 
 
@@ -27,6 +28,12 @@ class Call:
     ignored_tools: tuple[str, ...] = ()
     """Tools the caller offered that cannot reach the MCP client's model (hosted tools such as web
     search, which only the API vendor's servers run): accepted, and named in a response header."""
+    response_id: str | None = None
+    """The id the answer will carry, when the adapter chose it while parsing (to file it in the store)."""
+    previous_id: str | None = None
+    """The stored response or message this request continues."""
+    keep: Keep | None = None
+    """Where the app stores the conversation once it is answered, for a later continuation."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,8 @@ class Adapter(Protocol):
     keepalive: bytes
     """An SSE comment or event that keeps the connection alive and that clients ignore."""
 
-    def parse(self, body: bytes) -> Call: ...
+    def parse(self, body: bytes, store: ConversationStore) -> Call:
+        """The request as a :class:`Call`; a continuation is read from ``store``, which the app writes."""
 
     def stream_encoder(self, call: Call) -> StreamEncoder: ...
 

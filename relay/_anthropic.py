@@ -43,6 +43,7 @@ from ._collect import Answer, arguments_json
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, is_base64, system_note
 from ._errors import RelayError, bad_request
 from ._fields import forced_tool, opt, opt_number, output_format, parse_json_object, tool_spec
+from ._store import ConversationStore
 from ._usage import UsageEstimate, estimate
 
 STOP_REASON: dict[StopReason, str] = {
@@ -378,7 +379,7 @@ class MessagesAdapter:
 
     keepalive = _sse.PING
 
-    def parse(self, body: bytes) -> Call:
+    def parse(self, body: bytes, store: ConversationStore) -> Call:
         return parse_request(body)
 
     def stream_encoder(self, call: Call) -> MessagesStreamEncoder:

@@ -28,6 +28,7 @@ from ._config import Config
 from ._errors import RelayError, error_headers
 from ._http import HttpRequest, Responder
 from ._sse import compact_json
+from ._store import ConversationStore
 from ._usage import USAGE_HEADER, estimate
 
 log = logging.getLogger("mcptb.relay")
@@ -68,6 +69,8 @@ class App:
     def __init__(self, config: Config, broker: Broker) -> None:
         self.config = config
         self.broker = broker
+        self.store = ConversationStore(config.store_conversations, config.store_bytes, config.max_body_bytes)
+        """Recent conversations, for continuations: adapters read it while parsing, :meth:`answer` writes it."""
         self.started = time.time()
         self._routes: dict[str, dict[str, Handler]] = {
             "/": {"GET": self.root, "HEAD": self.root},
@@ -162,6 +165,12 @@ class App:
                 "workers": workers,
                 "queue_depth": len(self.broker.queue),
                 "in_flight": self.broker.in_flight,
+                "stored_conversations": {
+                    "count": len(self.store),
+                    "bytes": self.store.bytes,
+                    "max_count": self.store.max_entries,
+                    "max_bytes": self.store.max_bytes,
+                },
             },
         )
 
@@ -185,7 +194,7 @@ class App:
         count_tokens = route.count_tokens
 
         async def handle(request: HttpRequest, responder: Responder) -> None:
-            call = api.parse(request.body)
+            call = api.parse(request.body, self.store)
             if count_tokens is None:
                 await self.answer(api, call, responder)
             else:
@@ -215,6 +224,7 @@ class App:
                     if not isinstance(event, KeepAlive):
                         answer.add(event)
                 self._log_answer(record.request_id, answer)
+                self._keep(call, answer)
                 body = api.completion(call, answer, estimate(call.request, answer.chars))
                 await self._send_json(responder, 200, body, [USAGE_HEADER, *ignored_tools_headers(call.ignored_tools)])
         except RelayError as error:
@@ -236,6 +246,7 @@ class App:
                 answer.add(event)
                 if isinstance(event, End):
                     self._log_answer(job.id, answer)
+                    self._keep(call, answer)
                     data = encoder.finish(answer, estimate(call.request, answer.chars))
                 else:
                     data = encoder.event(event, answer)
@@ -248,6 +259,12 @@ class App:
         await responder.end()
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _keep(self, call: Call, answer: Answer) -> None:
+        """Store a whole answer's conversation for continuations, before the caller has the end of the
+        answer (and so may continue it). Failed answers are never stored."""
+        if call.keep is not None:
+            self.store.put(call.keep.key, call.keep.answered(answer))
 
     def _log_answer(self, request_id: str, answer: Answer) -> None:
         if self.config.log_content:

@@ -49,6 +49,22 @@ class Config:
     max_connections: int = field(default=256, metadata=_limit("simultaneous HTTP connections (503 above)"))
     max_queue: int = field(default=256, metadata=_limit("requests waiting for a worker (429 above)"))
     max_workers: int = field(default=64, metadata=_limit("simultaneously connected MCP servers"))
+    # continuations (previous_response_id): recent conversations, in memory only
+    store_conversations: int = field(
+        default=256,
+        metadata=setting(
+            "recent conversations kept in memory so Responses previous_response_id can continue them; "
+            "the least recently used go first (0 = off: continuations are refused)",
+            minimum=0,
+        ),
+    )
+    store_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata=setting(
+            "total size of the kept conversations, as JSON (default 64 MiB; 0 = off)",
+            minimum=0,
+        ),
+    )
     # timeouts, seconds
     queue_timeout: float = field(
         default=300.0, metadata=_limit("seconds a request may wait for a free worker (then 504)")

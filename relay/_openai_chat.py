@@ -38,6 +38,7 @@ from ._collect import Answer, arguments_json
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, image_from_url, tool_arguments
 from ._errors import RelayError, bad_request
 from ._fields import openai_tool_choice, opt, opt_number, output_format, parse_json_object, tool_spec
+from ._store import ConversationStore
 from ._usage import UsageEstimate
 
 FINISH_REASON: dict[StopReason, str] = {
@@ -349,8 +350,8 @@ class ChatAdapter:
 
     keepalive = _sse.KEEPALIVE_COMMENT
 
-    def parse(self, body: bytes) -> Call:
-        return parse_request(body)
+    def parse(self, body: bytes, store: ConversationStore) -> Call:
+        return parse_request(body)  # chat completions have no continuations: the caller sends it all
 
     def stream_encoder(self, call: Call) -> ChatStreamEncoder:
         return ChatStreamEncoder(call.include_usage)

@@ -5,11 +5,18 @@ This is the endpoint litellm's proxy uses for Claude Code traffic routed to an `
 leading ones become the system prompt after ``instructions``, later ones a user note), its parts
 ``input_text``/``output_text``/``input_image`` (data: URLs only), ``function_call`` and
 ``function_call_output``; ``reasoning`` items are dropped. Hosted tools (web search and kin) are
-ignored, visibly (see Tools). ``previous_response_id`` is refused: the relay
-keeps no server-side state, so the caller must send the whole conversation. ``store``, ``include``,
-``reasoning``, ``metadata``, ``user``, ``truncation`` are accepted and ignored. ``text.format``
-(``json_schema``, ``json_object``) is carried in the neutral request and reported back in the
-response object's ``text.format``.
+ignored, visibly (see Tools). ``include``, ``reasoning``, ``metadata``, ``user``, ``truncation`` are
+accepted and ignored. ``text.format`` (``json_schema``, ``json_object``) is carried in the neutral
+request and reported back in the response object's ``text.format``.
+
+Continuations (``_store``): every answered response is stored unless the request says
+``store: false`` (OpenAI's default is to store) or the relay's store is off. ``previous_response_id``
+continues a stored response: its conversation (input items and output, tool calls included, and
+the system/developer items of its input) comes first, then the new ``input``. As in OpenAI's API,
+``instructions`` are not carried over, and neither are ``tools`` or ``text``: each request gives its
+own. An id the store does not hold (never stored, evicted, or from before a restart) gets OpenAI's
+400 ``previous_response_not_found``; with the store off, ``previous_response_id`` is a 400 that says
+so. Never silently dropped.
 
 Streams: ``event:`` + ``data:`` pairs, each with a ``sequence_number``; ``response.created`` and
 ``response.in_progress`` at once; per output item ``output_item.added`` ... ``output_item.done``;
@@ -56,27 +63,29 @@ from ._conversation import DEFAULT_MAX_TOKENS, Conversation, image_from_url, sys
 from ._errors import RelayError, bad_request
 from ._fields import openai_tool_choice, opt, opt_number, output_format, parse_json_object, tool_spec
 from ._openai_chat import error_json
+from ._store import ConversationStore, Keep, Stored
 from ._usage import UsageEstimate
+
+STORE_KEY = "responses:"
+"""The store's keys for responses: this prefix and the response id."""
 
 # --- request ----------------------------------------------------------------------------------
 
 
-def parse_request(body: bytes) -> Call:
+def parse_request(body: bytes, store: ConversationStore | None = None) -> Call:
+    """The request; a ``previous_response_id`` is looked up in ``store`` (None: no store)."""
     data = parse_json_object(body)
-    if data.get("previous_response_id") is not None:
-        raise bad_request(
-            "previous_response_id is not supported: this relay keeps no server-side state (store is "
-            "ignored). Send the whole conversation in 'input'.",
-            param="previous_response_id",
-        )
+    previous = opt(data, "previous_response_id", str)
+    earlier = _earlier(previous, store, len(body))
     model = opt(data, "model", str)
     stream = opt(data, "stream", bool) or False
     max_tokens = opt(data, "max_output_tokens", int) or DEFAULT_MAX_TOKENS
     if max_tokens <= 0:
         raise bad_request("'max_output_tokens' must be a positive integer.", param="max_output_tokens")
     instructions = opt(data, "instructions", str)
-    system, messages = _input(data.get("input"))
+    system, messages = _input(data.get("input"), earlier)
     system_text = "\n\n".join(filter(None, [instructions, *system])) or None
+    keep_it = opt(data, "store", bool) is not False
     tools = _tools(data.get("tools"))
     request = NeutralRequest(
         output_format=_text_format(opt(data, "text", dict)),
@@ -89,7 +98,44 @@ def parse_request(body: bytes) -> Call:
         temperature=opt_number(data, "temperature"),
         top_p=opt_number(data, "top_p"),
     )
-    return ResponsesCall(request, stream, ignored_tools=tools.ignored, tools=tools)
+    response_id = "resp_" + secrets.token_hex(12)
+    keep = None
+    if keep_it and store is not None and store.enabled:
+        # what a continuation inherits: the conversation and its input's system items, not the instructions
+        keep = Keep(STORE_KEY + response_id, "\n\n".join(system) or None, tuple(messages))
+    return ResponsesCall(
+        request,
+        stream,
+        ignored_tools=tools.ignored,
+        response_id=response_id,
+        previous_id=previous,
+        keep=keep,
+        tools=tools,
+    )
+
+
+def _earlier(previous: str | None, store: ConversationStore | None, more: int) -> Stored | None:
+    """The stored response ``previous_response_id`` continues (with ``more`` bytes of new request), or
+    the error saying why there is none."""
+    if previous is None:
+        return None
+    if store is None or not store.enabled:
+        raise bad_request(
+            "previous_response_id needs the relay's conversation store, which is off (--store-conversations 0 "
+            "or --store-bytes 0). Send the whole conversation in 'input', or run the relay with the store on.",
+            param="previous_response_id",
+        )
+    earlier = store.get(STORE_KEY + previous)
+    if earlier is None:  # OpenAI's own error, word for word: SDKs and agents recover by resending the history
+        raise RelayError(
+            "bad_request",
+            f"Previous response with id '{previous}' not found.",
+            param="previous_response_id",
+            code="previous_response_not_found",
+        )
+    if not store.fits(earlier, more):
+        raise RelayError("body_too_large", store.too_long(earlier, more), param="previous_response_id")
+    return earlier
 
 
 def _parts(raw: Any, where: str, role: str) -> list[ContentBlock]:
@@ -115,15 +161,18 @@ def _parts(raw: Any, where: str, role: str) -> list[ContentBlock]:
     return blocks
 
 
-def _input(raw: Any) -> tuple[list[str], list[Message]]:
+def _input(raw: Any, earlier: Stored | None = None) -> tuple[list[str], list[Message]]:
+    """The system texts (leading system/developer items) and the conversation: ``earlier``'s, if this
+    continues a stored response, then the input's items."""
     if raw is None:
         raise bad_request("'input' is required.", param="input")
+    system: list[str] = [earlier.system] if earlier is not None and earlier.system else []
+    conversation = Conversation(earlier.messages if earlier is not None else ())
     if isinstance(raw, str):
-        return [], [Message(role="user", content=[TextBlock(text=raw)])]
-    if not isinstance(raw, list) or not raw:
+        conversation.add("user", [TextBlock(text=raw)])
+        raw = []
+    elif not isinstance(raw, list) or not raw:
         raise bad_request("'input' must be a string or a non-empty list of items.", param="input")
-    system: list[str] = []
-    conversation = Conversation()
     for i, item in enumerate(raw):
         where = f"input[{i}]"
         if not isinstance(item, dict):
@@ -372,11 +421,20 @@ def _status(answer: Answer) -> tuple[str, dict[str, str] | None]:
 class _Response:
     """The response object, filled in as the answer arrives."""
 
-    def __init__(self, request: NeutralRequest, tools: ToolSet | None = None) -> None:
-        self.id = "resp_" + secrets.token_hex(12)
+    def __init__(
+        self,
+        request: NeutralRequest,
+        tools: ToolSet | None = None,
+        response_id: str | None = None,
+        previous_id: str | None = None,
+        stored: bool = False,
+    ) -> None:
+        self.id = response_id or "resp_" + secrets.token_hex(12)
         self.created = int(time.time())
         self.request = request
         self.tools = tools or ToolSet(reported=tuple(_reported(t, t.name) for t in request.tools))
+        self.previous_id = previous_id
+        self.stored = stored
         self.output: list[dict[str, Any]] = []
 
     def body(
@@ -399,6 +457,8 @@ class _Response:
             "instructions": self.request.system,
             "metadata": {},
             "parallel_tool_calls": True,
+            "previous_response_id": self.previous_id,
+            "store": self.stored,
             "temperature": self.request.temperature,
             "top_p": self.request.top_p,
             "tool_choice": choice.mode if choice else "auto",
@@ -413,11 +473,19 @@ class _Response:
 
 
 def response_json(
-    request: NeutralRequest, answer: Answer, usage: UsageEstimate, tools: ToolSet | None = None
+    request: NeutralRequest,
+    answer: Answer,
+    usage: UsageEstimate,
+    tools: ToolSet | None = None,
+    *,
+    response_id: str | None = None,
+    previous_id: str | None = None,
+    stored: bool = False,
 ) -> dict[str, Any]:
     """The response object; ``tools`` (the request's as read, by default its function tools) says
-    how calls go back and what ``tools`` the response reports."""
-    response = _Response(request, tools)
+    how calls go back and what ``tools`` the response reports; ``response_id`` is the id it is stored
+    under (if ``stored``), ``previous_id`` the one it continues."""
+    response = _Response(request, tools, response_id, previous_id, stored)
     if answer.content:
         response.output.append(_message_item("msg_" + secrets.token_hex(12), answer.content, "completed"))
     for call in answer.tool_calls:
@@ -429,8 +497,15 @@ def response_json(
 class ResponsesStreamEncoder:
     """Bytes for each step of a streamed response. Sans-I/O; each step gets the answer so far."""
 
-    def __init__(self, request: NeutralRequest, tools: ToolSet | None = None) -> None:
-        self._response = _Response(request, tools)
+    def __init__(
+        self,
+        request: NeutralRequest,
+        tools: ToolSet | None = None,
+        response_id: str | None = None,
+        previous_id: str | None = None,
+        stored: bool = False,
+    ) -> None:
+        self._response = _Response(request, tools, response_id, previous_id, stored)
         self._sequence = 0
         self._text_item: str | None = None  # id of the open message item
         self._text: list[str] = []
@@ -530,14 +605,24 @@ class ResponsesAdapter:
 
     keepalive = _sse.KEEPALIVE_COMMENT
 
-    def parse(self, body: bytes) -> Call:
-        return parse_request(body)
+    def parse(self, body: bytes, store: ConversationStore) -> Call:
+        return parse_request(body, store)
 
     def stream_encoder(self, call: Call) -> ResponsesStreamEncoder:
-        return ResponsesStreamEncoder(call.request, _tool_set(call))
+        return ResponsesStreamEncoder(
+            call.request, _tool_set(call), call.response_id, call.previous_id, call.keep is not None
+        )
 
     def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
-        return response_json(call.request, answer, usage, _tool_set(call))
+        return response_json(
+            call.request,
+            answer,
+            usage,
+            _tool_set(call),
+            response_id=call.response_id,
+            previous_id=call.previous_id,
+            stored=call.keep is not None,
+        )
 
     def error_json(self, error: RelayError) -> dict[str, Any]:
         return error_json(error)

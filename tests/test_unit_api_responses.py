@@ -369,3 +369,136 @@ async def test_hosted_tools_are_named_in_a_header_of_stream_and_whole_responses(
     assert "x-mcptb-ignored-tools" not in plain.headers
     # the response does not claim a tool it did not offer the model
     assert "web_search" not in {t["type"] for t in whole.json()["tools"]}
+
+
+# --- continuations: previous_response_id and store ---------------------------------------------
+
+
+def roles_of(request) -> list[tuple[str, list[str]]]:
+    return [(m.role, [b.type for b in m.content]) for m in request.messages]
+
+
+async def test_previous_response_id_continues_the_stored_conversation_without_its_instructions():
+    first = {
+        "model": "m",
+        "instructions": "Be brief.",
+        "input": [{"role": "developer", "content": "Answer in French."}, {"role": "user", "content": "hi"}],
+    }
+    async with in_process(text_answer("echo: hi")) as relay:
+        one = (await relay.post(PATH, first)).json()
+        two = await relay.post(PATH, {"model": "m", "input": "and then?", "previous_response_id": one["id"]})
+    assert one["store"] is True and one["previous_response_id"] is None
+    assert two.status == 200, two.body
+    assert two.json()["previous_response_id"] == one["id"] and two.json()["id"] != one["id"]
+    earlier, later = relay.worker.requests
+    assert earlier.system == "Be brief.\n\nAnswer in French."
+    assert later.system == "Answer in French."  # input items are carried over, instructions are not
+    assert [[b.text for b in m.content] for m in later.messages] == [["hi"], ["echo: hi"], ["and then?"]]
+
+
+async def test_a_function_call_output_continuation_pairs_with_the_stored_call():
+    async with in_process(TEXT_THEN_TOOL) as relay:
+        one = (await relay.post(PATH, {"model": "m", "input": "weather?", "tools": TOOLS})).json()
+        output = {"type": "function_call_output", "call_id": "call_scripted_1", "output": "sunny"}
+        two = await relay.post(
+            PATH, {"model": "m", "input": [output], "tools": TOOLS, "previous_response_id": one["id"]}
+        )
+    assert two.status == 200, two.body
+    later = relay.worker.requests[1]
+    assert roles_of(later) == [("user", ["text"]), ("assistant", ["text", "tool_use"]), ("user", ["tool_result"])]
+    assert later.messages[1].content[1].id == later.messages[2].content[0].tool_use_id == "call_scripted_1"
+    assert [t.name for t in later.tools] == ["get_weather"]
+
+
+async def test_a_streamed_response_is_stored_under_the_id_its_events_carry():
+    async with in_process(TEXT_THEN_TOOL) as relay:
+        streamed = await relay.post(PATH, {"model": "m", "input": "weather?", "tools": TOOLS, "stream": True})
+        events = events_of(streamed.body)
+        response_id = events[0][1]["response"]["id"]
+        assert {d["response"]["id"] for n, d in events if "response" in d} == {response_id}
+        output = {"type": "function_call_output", "call_id": "call_scripted_1", "output": "sunny"}
+        two = await relay.post(PATH, {"model": "m", "input": [output], "previous_response_id": response_id})
+    assert two.status == 200, two.body
+    assert roles_of(relay.worker.requests[1])[1] == ("assistant", ["text", "tool_use"])
+
+
+async def test_a_chain_of_continuations_carries_every_turn():
+    async with in_process(text_answer("ok")) as relay:
+        previous = None
+        for text in ("one", "two", "three"):
+            body = {"model": "m", "input": text, **({"previous_response_id": previous} if previous else {})}
+            previous = (await relay.post(PATH, body)).json()["id"]
+    texts = [[b.text for b in m.content] for m in relay.worker.requests[-1].messages]
+    assert texts == [["one"], ["ok"], ["two"], ["ok"], ["three"]]
+
+
+def not_found(response_id: str) -> dict:
+    """OpenAI's answer for an id it does not hold (never stored, store: false, expired)."""
+    return {
+        "error": {
+            "message": f"Previous response with id '{response_id}' not found.",
+            "type": "invalid_request_error",
+            "param": "previous_response_id",
+            "code": "previous_response_not_found",
+        }
+    }
+
+
+async def test_an_unknown_id_is_openais_previous_response_not_found():
+    async with in_process(text_answer("x")) as relay:
+        response = await relay.post(PATH, {"model": "m", "input": "x", "previous_response_id": "resp_nope"})
+    assert response.status == 400 and response.json() == not_found("resp_nope")
+    assert response.headers["x-should-retry"] == "false"
+
+
+async def test_store_false_is_honoured():
+    async with in_process(text_answer("x")) as relay:
+        one = (await relay.post(PATH, {"model": "m", "input": "x", "store": False})).json()
+        two = await relay.post(PATH, {"model": "m", "input": "y", "previous_response_id": one["id"]})
+    assert one["store"] is False
+    assert two.status == 400 and two.json() == not_found(one["id"])
+
+
+async def test_an_evicted_response_is_not_found():
+    async with in_process(text_answer("x"), store_conversations=1) as relay:
+        one = (await relay.post(PATH, {"model": "m", "input": "one"})).json()
+        two = (await relay.post(PATH, {"model": "m", "input": "two"})).json()
+        gone = await relay.post(PATH, {"model": "m", "input": "y", "previous_response_id": one["id"]})
+        kept = await relay.post(PATH, {"model": "m", "input": "y", "previous_response_id": two["id"]})
+    assert gone.status == 400 and gone.json() == not_found(one["id"])
+    assert kept.status == 200
+
+
+async def test_a_failed_response_is_not_stored():
+    script = [Start(id="-", model=MODEL), ErrorFrame(id="-", code="refused", message="User rejected sampling request")]
+    async with in_process(script) as relay:
+        failed = events_of((await relay.post(PATH, {"model": "m", "input": "x", "stream": True})).body)
+        response_id = failed[-1][1]["response"]["id"]
+        again = await relay.post(PATH, {"model": "m", "input": "y", "previous_response_id": response_id})
+    assert again.status == 400 and again.json() == not_found(response_id)
+
+
+async def test_with_the_store_off_previous_response_id_is_a_400_that_says_so():
+    async with in_process(text_answer("x"), store_conversations=0) as relay:
+        one = (await relay.post(PATH, {"model": "m", "input": "x"})).json()
+        two = await relay.post(PATH, {"model": "m", "input": "y", "previous_response_id": one["id"]})
+    assert one["store"] is False
+    error = two.json()["error"]
+    assert two.status == 400 and error["param"] == "previous_response_id" and error["code"] is None
+    assert "--store-conversations 0" in error["message"] and "whole conversation" in error["message"]
+
+
+def test_previous_response_id_must_be_a_string():
+    with pytest.raises(RelayError) as error:
+        parse_request(json.dumps({"input": "x", "previous_response_id": 5}).encode())
+    assert error.value.param == "previous_response_id"
+
+
+async def test_a_continuation_over_the_body_limit_is_a_413():
+    async with in_process(text_answer("ok"), max_body_bytes=400) as relay:
+        one = (await relay.post(PATH, {"model": "m", "input": "x" * 150})).json()
+        small = await relay.post(PATH, {"model": "m", "input": "y", "previous_response_id": one["id"]})
+        big = await relay.post(PATH, {"model": "m", "input": "y" * 150, "previous_response_id": one["id"]})
+    assert small.status == 200, small.body
+    assert big.status == 413 and big.json()["error"]["param"] == "previous_response_id"
+    assert "--max-body-bytes" in big.json()["error"]["message"]
