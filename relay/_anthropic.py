@@ -10,6 +10,17 @@ reminders) becomes a user text block marked as a system note, in place. Structur
 (``output_config.format``, or the beta's top-level ``output_format``) and ``strict`` tools are
 carried in the neutral request: the worker validates.
 
+Message threads (the ``message-threads-2026-08-12`` beta, which the SDKs' tool runners use by
+default: TypeScript ``@anthropic-ai/sdk`` 1.15, Python ``anthropic`` 2.15): ``thread: {"type":
+"create"}`` asks the relay to keep the conversation under the answer's message id, and ``{"type":
+"continue", "previous_message_id": ...}`` sends only the new messages, the thread supplying the rest
+and its ``system`` and ``tools`` (a continue that repeats them must repeat them unchanged, else the
+API's 400 ``thread_fingerprint_mismatch``). A thread the store no longer holds is the API's 404
+``thread_not_found``, on which the SDKs replay the whole history under a new thread; with the store
+off, ``thread`` is a 400 ``thread_unsupported_request``, on which a tool runner goes on without one.
+Requests without ``thread`` are never stored. Unlike Anthropic's servers the relay lets two
+requests continue the same message (a branch), instead of answering ``thread_already_continued``.
+
 Stream rules that bite (§6): every event has an ``event:`` line; ``message_start`` carries usage;
 every block event carries ``index``; ``message_delta`` carries ``stop_reason`` and usage; a failure
 after the start is ``event: error``. Keep-alives are ``ping`` events.
@@ -41,10 +52,13 @@ from . import _sse
 from ._adapter import Call, Route
 from ._collect import Answer, arguments_json
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, is_base64, system_note
-from ._errors import RelayError, bad_request
+from ._errors import RelayError, bad_request, not_found
 from ._fields import forced_tool, opt, opt_number, output_format, parse_json_object, tool_spec
-from ._store import ConversationStore
+from ._store import ConversationStore, Keep, Stored
 from ._usage import UsageEstimate, estimate
+
+STORE_KEY = "messages:"
+"""The store's keys for threads: this prefix and the id of the message a thread continues from."""
 
 STOP_REASON: dict[StopReason, str] = {
     "endTurn": "end_turn",
@@ -59,19 +73,23 @@ _IGNORED_BLOCKS = ("thinking", "redacted_thinking")
 # --- request ----------------------------------------------------------------------------------
 
 
-def parse_request(body: bytes) -> Call:
+def parse_request(body: bytes, store: ConversationStore | None = None) -> Call:
+    """The request; a ``thread`` continuation is looked up in ``store`` (None: no store)."""
     data = parse_json_object(body)
+    threaded, previous, earlier = _thread(data.get("thread"), store, len(body))
     model = opt(data, "model", str)
     stream = opt(data, "stream", bool) or False
     max_tokens = opt(data, "max_tokens", int) or DEFAULT_MAX_TOKENS
     if max_tokens <= 0:
         raise bad_request("max_tokens: must be a positive integer.", param="max_tokens")
     system = _system(data.get("system"))
-    messages = _messages(data.get("messages"))
+    tools, ignored = _tools(data.get("tools"))
+    if earlier is not None:
+        system, tools = _thread_fields(data, earlier, system, tools)
+    messages = _messages(data.get("messages"), earlier)
     stop = data.get("stop_sequences")
     if stop is not None and not (isinstance(stop, list) and all(isinstance(x, str) for x in stop)):
         raise bad_request("stop_sequences: must be a list of strings.", param="stop_sequences")
-    tools, ignored = _tools(data.get("tools"))
     request = NeutralRequest(
         output_format=_output_format(data),
         model=model,
@@ -84,7 +102,67 @@ def parse_request(body: bytes) -> Call:
         top_p=opt_number(data, "top_p"),
         stop_sequences=stop or [],
     )
-    return Call(request, stream, ignored_tools=ignored)
+    response_id = new_id()
+    keep = Keep(STORE_KEY + response_id, system, tuple(messages), tuple(tools)) if threaded else None
+    return Call(request, stream, ignored_tools=ignored, response_id=response_id, previous_id=previous, keep=keep)
+
+
+def _thread(raw: Any, store: ConversationStore | None, more: int) -> tuple[bool, str | None, Stored | None]:
+    """Whether the request (of ``more`` bytes) is threaded, the message id it continues and that
+    thread's conversation; the API's errors when the thread cannot be held or continued."""
+    if raw is None:
+        return False, None, None
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind not in ("create", "continue"):
+        raise bad_request(
+            'thread: must be {"type": "create"} or {"type": "continue", "previous_message_id": ...}.', param="thread"
+        )
+    previous = raw.get("previous_message_id") if kind == "continue" else None
+    if kind == "continue" and not isinstance(previous, str):
+        where = "thread.previous_message_id"
+        raise bad_request(f"{where}: required to continue a thread.", param=where)
+    if store is None or not store.enabled:
+        raise RelayError(
+            "bad_request",
+            "thread: this relay keeps no threads (its conversation store is off: --store-conversations 0 or "
+            "--store-bytes 0). Send the full conversation without `thread`.",
+            param="thread",
+            code="thread_unsupported_request",
+        )
+    if previous is None:
+        return True, None, None
+    earlier = store.get(STORE_KEY + previous)
+    if earlier is None:
+        raise not_found(
+            f"thread.previous_message_id: no thread state found for {previous!r} (the relay keeps recent threads "
+            'in memory only). Replay the full conversation with thread {"type": "create"} to start a new thread.',
+            "thread_not_found",
+            param="thread.previous_message_id",
+        )
+    if not store.fits(earlier, more):
+        raise RelayError("body_too_large", store.too_long(earlier, more), param="thread.previous_message_id")
+    return True, previous, earlier
+
+
+def _thread_fields(
+    data: dict[str, Any], earlier: Stored, system: str | None, tools: list[ToolSpec]
+) -> tuple[str | None, list[ToolSpec]]:
+    """A continued thread's ``system`` and ``tools``: the thread's own, which the request may repeat but
+    not change."""
+    changed = [
+        name
+        for name, given, kept in (("system", system, earlier.system), ("tools", tools, list(earlier.tools)))
+        if data.get(name) is not None and given != kept
+    ]
+    if changed:
+        raise RelayError(
+            "bad_request",
+            f"{' and '.join(changed)}: differ from what this thread was created with. Send them unchanged or "
+            'not at all, or replay the full conversation with thread {"type": "create"} to change them.',
+            param=changed[0],
+            code="thread_fingerprint_mismatch",
+        )
+    return earlier.system, list(earlier.tools)
 
 
 def _text_blocks(raw: Any, where: str) -> list[str]:
@@ -106,12 +184,13 @@ def _system(raw: Any) -> str | None:
     return "\n\n".join(_text_blocks(raw, "system")) or None
 
 
-def _messages(raw: Any) -> list[Message]:
+def _messages(raw: Any, earlier: Stored | None = None) -> list[Message]:
+    """The conversation: a continued thread's, then the request's messages."""
     if raw is None:
         raise bad_request("messages: Field required.", param="messages")
     if not isinstance(raw, list) or not raw:
         raise bad_request("messages: must be a non-empty list.", param="messages")
-    conversation = Conversation()
+    conversation = Conversation(earlier.messages if earlier is not None else ())
     for i, message in enumerate(raw):
         where = f"messages.{i}"
         if not isinstance(message, dict):
@@ -264,11 +343,11 @@ def new_id() -> str:
     return "msg_" + secrets.token_hex(12)
 
 
-def message(answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+def message(answer: Answer, usage: UsageEstimate, message_id: str | None = None) -> dict[str, Any]:
     content: list[dict[str, Any]] = [{"type": "text", "text": answer.content}] if answer.content else []
     content += [{"type": "tool_use", "id": c.call_id, "name": c.name, "input": c.arguments} for c in answer.tool_calls]
     return {
-        "id": new_id(),
+        "id": message_id or new_id(),
         "type": "message",
         "role": "assistant",
         "model": answer.model,
@@ -294,8 +373,9 @@ def error_json(error: RelayError) -> dict[str, Any]:
 class MessagesStreamEncoder:
     """Bytes for each step of a streamed message. Sans-I/O; each step gets the answer so far."""
 
-    def __init__(self, input_tokens: int) -> None:
+    def __init__(self, input_tokens: int, message_id: str | None = None) -> None:
         self.input_tokens = input_tokens
+        self.message_id = message_id or new_id()
         self._index = -1
         self._open: str | None = None  # type of the content block being streamed
 
@@ -304,7 +384,7 @@ class MessagesStreamEncoder:
             "message_start",
             {
                 "message": {
-                    "id": new_id(),
+                    "id": self.message_id,
                     "type": "message",
                     "role": "assistant",
                     "model": answer.model,
@@ -380,13 +460,13 @@ class MessagesAdapter:
     keepalive = _sse.PING
 
     def parse(self, body: bytes, store: ConversationStore) -> Call:
-        return parse_request(body)
+        return parse_request(body, store)
 
     def stream_encoder(self, call: Call) -> MessagesStreamEncoder:
-        return MessagesStreamEncoder(estimate(call.request, 0).input_tokens)
+        return MessagesStreamEncoder(estimate(call.request, 0).input_tokens, call.response_id)
 
     def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
-        return message(answer, usage)
+        return message(answer, usage, call.response_id)
 
     def error_json(self, error: RelayError) -> dict[str, Any]:
         return error_json(error)

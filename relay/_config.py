@@ -49,12 +49,12 @@ class Config:
     max_connections: int = field(default=256, metadata=_limit("simultaneous HTTP connections (503 above)"))
     max_queue: int = field(default=256, metadata=_limit("requests waiting for a worker (429 above)"))
     max_workers: int = field(default=64, metadata=_limit("simultaneously connected MCP servers"))
-    # continuations (previous_response_id): recent conversations, in memory only
+    # continuations (previous_response_id, Anthropic threads): recent conversations, in memory only
     store_conversations: int = field(
         default=256,
         metadata=setting(
-            "recent conversations kept in memory so Responses previous_response_id can continue them; "
-            "the least recently used go first (0 = off: continuations are refused)",
+            "recent conversations kept in memory so Responses previous_response_id and Anthropic threads "
+            "can continue them; the least recently used go first (0 = off: continuations are refused)",
             minimum=0,
         ),
     )

@@ -394,3 +394,118 @@ async def test_server_tools_are_named_in_a_header_of_stream_whole_and_count_toke
         assert response.status == 200, response.body
         assert response.headers["x-mcptb-ignored-tools"] == "web_search,web_fetch"
     assert "x-mcptb-ignored-tools" not in plain.headers
+
+
+# --- message threads (thread: create / continue) ----------------------------------------------
+
+THREADS_BETA = {"anthropic-beta": "message-threads-2026-08-12"}
+
+
+def tool_result_turn(tool_use_id: str = "call_scripted_1") -> list[dict]:
+    """What the SDKs' tool runners send on a thread's second turn: the tool result alone."""
+    return [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use_id, "content": "sunny"}]}]
+
+
+def cont(previous_id: str) -> dict:
+    return {"type": "continue", "previous_message_id": previous_id}
+
+
+def roles_of(request) -> list[tuple[str, list[str]]]:
+    return [(m.role, [b.type for b in m.content]) for m in request.messages]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_thread_continues_with_only_the_new_messages(stream):
+    first = body("weather?", system="Be brief.", tools=TOOLS, thread={"type": "create"}, stream=stream)
+    async with in_process(TEXT_THEN_TOOL) as relay:
+        one = await relay.post(PATH, first, headers=THREADS_BETA)
+        message_id = events_of(one.body)[0][1]["message"]["id"] if stream else one.json()["id"]
+        second = {"model": "claude-x", "max_tokens": 100, "messages": tool_result_turn(), "thread": cont(message_id)}
+        two = await relay.post(PATH, second, headers=THREADS_BETA)
+    assert two.status == 200, two.body
+    later = relay.worker.requests[1]
+    assert roles_of(later) == [("user", ["text"]), ("assistant", ["text", "tool_use"]), ("user", ["tool_result"])]
+    assert later.messages[1].content[1].id == later.messages[2].content[0].tool_use_id == "call_scripted_1"
+    assert later.system == "Be brief." and [t.name for t in later.tools] == ["get_weather"]  # the thread's own
+    # and the answer to a continue continues the thread in turn
+    async with in_process(TEXT_THEN_TOOL) as relay:
+        ids = []
+        for _ in range(3):
+            thread = cont(ids[-1]) if ids else {"type": "create"}
+            msgs = tool_result_turn() if ids else [{"role": "user", "content": "weather?"}]
+            extra = {} if ids else {"tools": TOOLS}
+            response = await relay.post(PATH, body(messages=msgs, thread=thread, **extra))
+            assert response.status == 200, response.body
+            ids.append(response.json()["id"])
+    assert len(relay.worker.requests[-1].messages) == 5 and len(set(ids)) == 3
+
+
+def thread_error(response) -> dict:
+    data = response.json()
+    assert data["type"] == "error" and set(data["error"]) == {"type", "message", "details"}
+    return data["error"]
+
+
+async def test_an_unknown_thread_is_the_apis_404_thread_not_found():
+    async with in_process(TEXT_THEN_TOOL) as relay:
+        unknown = await relay.post(PATH, body(messages=tool_result_turn(), thread=cont("msg_nope")))
+        unthreaded = (await relay.post(PATH, body("weather?", tools=TOOLS))).json()  # no thread: not stored
+        not_stored = await relay.post(PATH, body(messages=tool_result_turn(), thread=cont(unthreaded["id"])))
+    for response in (unknown, not_stored):
+        assert response.status == 404 and response.headers["x-should-retry"] == "false"
+        error = thread_error(response)
+        assert error["type"] == "not_found_error" and error["details"] == {"error_code": "thread_not_found"}
+    assert "msg_nope" in thread_error(unknown)["message"] and len(relay.worker.requests) == 1
+
+
+async def test_an_evicted_thread_is_not_found():
+    async with in_process(TEXT_THEN_TOOL, store_conversations=1) as relay:
+        one = (await relay.post(PATH, body("a", tools=TOOLS, thread={"type": "create"}))).json()
+        await relay.post(PATH, body("b", tools=TOOLS, thread={"type": "create"}))
+        gone = await relay.post(PATH, body(messages=tool_result_turn(), thread=cont(one["id"])))
+    assert gone.status == 404 and thread_error(gone)["details"] == {"error_code": "thread_not_found"}
+
+
+async def test_with_the_store_off_a_thread_is_thread_unsupported_request():
+    async with in_process(TEXT_THEN_TOOL, store_conversations=0) as relay:
+        created = await relay.post(PATH, body("weather?", thread={"type": "create"}))
+        continued = await relay.post(PATH, body(messages=tool_result_turn(), thread=cont("msg_1")))
+        plain = await relay.post(PATH, body("weather?"))
+    for response in (created, continued):
+        assert response.status == 400
+        error = thread_error(response)
+        assert error["type"] == "invalid_request_error"
+        assert error["details"] == {"error_code": "thread_unsupported_request"}
+        assert "--store-conversations 0" in error["message"]
+    assert plain.status == 200 and relay.worker.requests and len(relay.worker.requests) == 1
+
+
+async def test_a_continue_may_repeat_the_threads_system_and_tools_but_not_change_them():
+    async with in_process(TEXT_THEN_TOOL) as relay:
+        one = await relay.post(PATH, body("weather?", system="Be brief.", tools=TOOLS, thread={"type": "create"}))
+        thread = cont(one.json()["id"])
+        same = await relay.post(PATH, body(messages=tool_result_turn(), system="Be brief.", tools=TOOLS, thread=thread))
+        other = await relay.post(PATH, body(messages=tool_result_turn(), system="Be long.", thread=thread))
+    assert same.status == 200, same.body
+    assert other.status == 400
+    error = thread_error(other)
+    assert error["details"] == {"error_code": "thread_fingerprint_mismatch"} and error["message"].startswith("system")
+
+
+@pytest.mark.parametrize(
+    ("thread", "param"),
+    [("create", "thread"), ({"type": "fork"}, "thread"), ({"type": "continue"}, "thread.previous_message_id")],
+)
+def test_a_malformed_thread_is_a_400_naming_it(thread, param):
+    with pytest.raises(RelayError) as error:
+        parse_request(json.dumps(body(thread=thread)).encode())
+    assert error.value.param == param and error.value.kind == "bad_request"
+
+
+async def test_a_thread_continued_past_the_body_limit_is_a_413():
+    async with in_process(TEXT_THEN_TOOL, max_body_bytes=800) as relay:
+        one = (await relay.post(PATH, body("x" * 100, tools=TOOLS, thread={"type": "create"}))).json()
+        small = await relay.post(PATH, body(messages=tool_result_turn(), thread=cont(one["id"])))
+        big = await relay.post(PATH, body("y" * 300, thread=cont(one["id"])))
+    assert small.status == 200, small.body
+    assert big.status == 413 and big.json()["error"]["type"] == "request_too_large"
