@@ -75,6 +75,12 @@ STORE_KEY = "responses:"
 def parse_request(body: bytes, store: ConversationStore | None = None) -> Call:
     """The request; a ``previous_response_id`` is looked up in ``store`` (None: no store)."""
     data = parse_json_object(body)
+    if data.get("conversation") is not None:
+        raise bad_request(
+            "'conversation' (the Conversations API) is not supported: this relay keeps no conversation objects. "
+            "Continue with previous_response_id, or send the whole conversation in 'input'.",
+            param="conversation",
+        )
     previous = opt(data, "previous_response_id", str)
     earlier = _earlier(previous, store, len(body))
     model = opt(data, "model", str)

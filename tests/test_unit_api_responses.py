@@ -502,3 +502,9 @@ async def test_a_continuation_over_the_body_limit_is_a_413():
     assert small.status == 200, small.body
     assert big.status == 413 and big.json()["error"]["param"] == "previous_response_id"
     assert "--max-body-bytes" in big.json()["error"]["message"]
+
+
+def test_a_conversation_object_is_refused_naming_it_not_dropped():
+    with pytest.raises(RelayError) as error:
+        parse_request(json.dumps({"input": "x", "conversation": "conv_123"}).encode())
+    assert error.value.param == "conversation" and "previous_response_id" in error.value.message
