@@ -210,14 +210,15 @@ class CodexDriver:
         ]
 
 
-async def test_codex_runs_a_command_and_a_namespaced_tool_through_the_relay(request, codex, relay, backend):
-    model = CodexDriver()
+async def exec_through_relay(codex, relay, backend: str, model: Any, prompt: str, *args: str) -> tuple[Run, str]:
+    """``codex exec`` against the relay, answered by an in-process worker sampling ``model``; the run and
+    the diagnostics to print if an assertion fails."""
     codex.use_relay(relay.url)
     run: Run | None = None
     failure: AssertionError | None = None
     async with mcp_worker(relay, backend, model=model, sampling_tools=True) as worker:
         try:
-            run = await anyio.to_thread.run_sync(lambda: codex.exec(f"Run `{COMMAND}` and tell me what it printed."))
+            run = await anyio.to_thread.run_sync(lambda: codex.exec(prompt, *args))
         except AssertionError as caught:  # the harness's timeout
             failure = caught
         stderr = worker.stderr
@@ -225,6 +226,12 @@ async def test_codex_runs_a_command_and_a_namespaced_tool_through_the_relay(requ
     if failure is not None:
         raise AssertionError(f"{failure}\n{why}") from failure
     assert run is not None
+    return run, why
+
+
+async def test_codex_runs_a_command_and_a_namespaced_tool_through_the_relay(request, codex, relay, backend):
+    model = CodexDriver()
+    run, why = await exec_through_relay(codex, relay, backend, model, f"Run `{COMMAND}` and tell me what it printed.")
     say(
         request.config,
         f"[Codex {codex_version()} -> relay, {backend}] codex exec wall: {run.wall:.2f} s; "
@@ -261,23 +268,8 @@ async def test_codex_output_schema_gets_json_valid_against_it_after_a_repair_rou
     model = FixedAnswerModel(answers=[invalid, '```json\n{"answer": "four", "count": 4}\n```'])
     schema = codex.workdir / "schema.json"
     schema.write_text(json.dumps(SCHEMA))
-    codex.use_relay(relay.url)
-    run: Run | None = None
-    failure: AssertionError | None = None
-    async with mcp_worker(relay, backend, model=model, sampling_tools=True) as worker:
-        try:
-            run = await anyio.to_thread.run_sync(
-                lambda: codex.exec(
-                    "How much is 2 + 2? Answer in words and as a number.", "--output-schema", str(schema)
-                )
-            )
-        except AssertionError as caught:
-            failure = caught
-        stderr = worker.stderr
-    why = diagnostics(run, relay, stderr, model)
-    if failure is not None:
-        raise AssertionError(f"{failure}\n{why}") from failure
-    assert run is not None
+    prompt = "How much is 2 + 2? Answer in words and as a number."
+    run, why = await exec_through_relay(codex, relay, backend, model, prompt, "--output-schema", str(schema))
     say(
         request.config,
         f"[Codex {codex_version()} -> relay, {backend}, --output-schema] codex exec wall: {run.wall:.2f} s; "
