@@ -200,3 +200,29 @@ async def test_structured_output_with_emulated_tools(relay, backend):
     assert completion.choices[0].message.parsed == Person(name="Ada", age=36)
     system = system_of(model.requests[0])
     assert "<tool_call>" in system and "exactly one JSON value" in system
+
+
+async def test_an_emulated_tool_call_missing_a_required_argument_goes_back_to_the_model(relay, backend):
+    """Tools emulated in the prompt (no sampling.tools): a written call that breaks the tool's schema is
+    answered in text with what is wrong, and the corrected call is what the caller gets."""
+    wrong = '<tool_call>{"name": "get_weather", "arguments": {}}</tool_call>'
+    right = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+    model = FixedAnswerModel(answers=[wrong, right])
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+    async with mcp_worker(relay, backend, model=model, sampling_tools=False):
+        completion = await in_thread(
+            openai_client(relay).chat.completions.create,
+            model="m",
+            messages=[{"role": "user", "content": "Weather in Paris?"}],
+            tools=[weather],
+        )
+    (call,) = completion.choices[0].message.tool_calls
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    repair = model.requests[1].messages[-1].content_as_list[0].text
+    assert "were not run" in repair and "'city' is a required property" in repair
