@@ -7,12 +7,17 @@ to its :class:`LinkEvents` and writes what it is given. Rules:
   whenever the relay goes away, without the MCP client noticing.
 - Frames are encoded when they are queued and written by one writer task per connection, so a frame
   is written whole or not at all: nobody who queues a frame can be cancelled halfway through its write.
+- Before it says hello, it checks that the socket's directory is ours, private and not a symlink,
+  and that the process listening runs under our uid (``shared_protocol._trust``): anything else could
+  feed prompts to the user's agent or take the user's model. A relay that fails the check is refused
+  (and reported, once per reason) like an unreachable one.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 from typing import Protocol
 
@@ -34,6 +39,7 @@ from shared_protocol import (
     WorkerInfo,
     encode,
 )
+from shared_protocol._trust import directory_problem, peer_uid
 
 log = logging.getLogger("mcptb.server")
 
@@ -95,23 +101,43 @@ class RelayLink:
 
     async def run(self) -> None:
         delay = RECONNECT_MIN_DELAY
-        reported = False
+        reported: str | None = None
         while True:
-            try:
-                stream = await anyio.connect_unix(self.socket_path)
-            except OSError as exc:
-                error = f"cannot reach the relay at {self.socket_path}: {exc.strerror or exc}"
-                self.events.link_failed(error)
-                if not reported:
-                    log.warning("%s; retrying until it starts (run: mcptb-relay)", error)
-                    reported = True
+            error = None
+            distrust = directory_problem(os.path.dirname(os.path.abspath(self.socket_path)))
+            if distrust is not None:
+                error = f"refusing the relay's socket {self.socket_path}: {distrust}"
             else:
-                reported = False
+                try:
+                    stream = await anyio.connect_unix(self.socket_path)
+                except OSError as exc:
+                    error = f"cannot reach the relay at {self.socket_path}: {exc.strerror or exc}"
+                else:
+                    error = self._distrust_peer(stream)
+                    if error is not None:
+                        await stream.aclose()
+            if error is not None:
+                self.events.link_failed(error)
+                if reported != error:
+                    log.warning("%s; retrying until it is fixed or the relay starts (run: mcptb-relay)", error)
+                    reported = error
+            else:
+                reported = None
                 if await self._connection(stream):
                     log.warning("lost the relay at %s; reconnecting", self.socket_path)
                     delay = RECONNECT_MIN_DELAY
             await anyio.sleep(delay * (0.5 + random.random() / 2))
             delay = min(delay * 2, self.reconnect_max_delay)
+
+    def _distrust_peer(self, stream: anyio.abc.SocketStream) -> str | None:
+        uid = peer_uid(stream.extra(anyio.abc.SocketAttribute.raw_socket))
+        if uid is None or uid == os.getuid():
+            return None
+        return (
+            f"refusing the relay at {self.socket_path}: the process listening there runs as uid {uid}, not as "
+            f"you (uid {os.getuid()}), so it is not your relay. Stop it (as that user or root) and start "
+            "mcptb-relay yourself, or use another --socket on both sides"
+        )
 
     async def _connection(self, stream: anyio.abc.SocketStream) -> bool:
         """One connection; returns whether the relay welcomed us."""

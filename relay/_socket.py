@@ -1,19 +1,22 @@
 """The Unix socket workers connect to: a private directory, a 0600 socket, and a peer-uid check.
 
-The directory must belong to us and be closed to others (0700); we create it so, and refuse to use
-one that is not. A socket file left by a dead relay is replaced; one with a live relay behind it is
-an error (two relays would split the workers).
+The directory must be a real directory (not a symlink), belong to us and be closed to others
+(0700): we create it with ``mkdir``, which never follows a symlink at that path, and refuse to use one
+that is not so (``shared_protocol._trust``). A socket file left by a dead relay is replaced; one
+with a live relay behind it is an error (two relays would split the workers).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
-import struct
 
 import anyio
 import anyio.abc
+
+from shared_protocol._trust import directory_problem, peer_uid
 
 
 class SocketSetupError(Exception):
@@ -21,15 +24,12 @@ class SocketSetupError(Exception):
 
 
 def _prepare_directory(directory: str) -> None:
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    info = os.stat(directory)
-    if info.st_uid != os.getuid():
-        raise SocketSetupError(f"{directory} belongs to another user; choose another --socket path")
-    if stat.S_IMODE(info.st_mode) & 0o077:
-        raise SocketSetupError(
-            f"{directory} is open to other users (mode {stat.S_IMODE(info.st_mode):o}); "
-            f"run `chmod 700 {directory}` or choose another --socket path"
-        )
+    os.makedirs(os.path.dirname(directory), exist_ok=True)  # ordinary parents: $XDG_RUNTIME_DIR, /tmp...
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory, 0o700)
+    problem = directory_problem(directory)
+    if problem is not None:
+        raise SocketSetupError(f"refusing to listen in {directory}: {problem}")
 
 
 def _clear_stale(path: str) -> None:
@@ -55,12 +55,6 @@ async def listen(path: str) -> anyio.abc.SocketListener:
     return listener
 
 
-def peer_uid(stream: anyio.abc.SocketStream) -> int | None:
-    """The connecting process's uid (Linux SO_PEERCRED); None where the platform cannot tell."""
-    sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-    option = getattr(socket, "SO_PEERCRED", None)
-    if option is None:
-        return None
-    creds = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
+def stream_peer_uid(stream: anyio.abc.SocketStream) -> int | None:
+    """The connecting process's uid; None where the platform cannot tell."""
+    return peer_uid(stream.extra(anyio.abc.SocketAttribute.raw_socket))

@@ -37,7 +37,7 @@ from shared_protocol import (
 
 from ._broker import Broker, Worker
 from ._config import Config
-from ._socket import peer_uid
+from ._socket import stream_peer_uid
 
 log = logging.getLogger("mcptb.relay")
 
@@ -49,7 +49,7 @@ _RECEIVE_SIZE = 1 << 20
 
 async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: Config) -> None:
     async with stream:
-        uid = peer_uid(stream)
+        uid = stream_peer_uid(stream)
         if uid is not None and uid != os.getuid():
             await _refuse(stream, "forbidden", f"uid {uid} may not serve this relay (it runs as uid {os.getuid()})")
             return
