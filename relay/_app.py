@@ -2,8 +2,11 @@
 
 Access rules (DESIGN "safe by default"): without an API key only loopback ``Host`` names are
 accepted, and a request carrying a non-loopback ``Origin`` is refused whatever the key, so a web
-page cannot drive the relay through the user's browser (DNS rebinding, CSRF). ``/health`` needs no
-key; everything under ``/v1`` does when one is configured.
+page cannot drive the relay through the user's browser (DNS rebinding, CSRF). ``Origin: null`` (a
+sandboxed frame of any site) is foreign, an unparsable ``Host`` or ``Origin`` is foreign, and a POST
+with an ``Origin`` and a CORS-safelisted content type (which browsers send cross-site without a
+preflight) is refused. Everything under ``/v1`` needs the key when one is configured; ``/health``
+then shows only its status to a request without it.
 """
 
 from __future__ import annotations
@@ -54,6 +57,18 @@ def ignored_tools_headers(ignored: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 Handler = Callable[[HttpRequest, Responder], Awaitable[None]]
+
+
+_SIMPLE_CONTENT_TYPES = frozenset({"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"})
+"""CORS-safelisted request content types: a page may POST these cross-site without a preflight."""
+
+
+def _hostname(url: str) -> str:
+    """The host of a URL (or ``//host:port``); "" when it has none or cannot be parsed (``[``, ``http://[x``)."""
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
 
 
 def _is_loopback_name(host: str) -> bool:
@@ -108,27 +123,39 @@ class App:
 
     def _check_access(self, request: HttpRequest) -> None:
         origin = request.header("origin")
-        if origin and origin != "null" and not _is_loopback_name(urlsplit(origin).hostname or ""):
-            raise RelayError("forbidden_origin", f"Requests from web pages ({origin}) are refused.")
+        if origin is not None:
+            if not _is_loopback_name(_hostname(origin)):  # also "null": a sandboxed frame of any site
+                raise RelayError("forbidden_origin", f"Requests from web pages ({origin[:200]}) are refused.")
+            media_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+            if request.method == "POST" and (not media_type or media_type in _SIMPLE_CONTENT_TYPES):
+                raise RelayError(
+                    "forbidden_origin",
+                    f"A POST from a web page ({origin[:200]}) with content type {media_type or 'none'!r} is "
+                    "refused: browsers send those without asking first. Send JSON (application/json).",
+                )
         if self.config.api_key:
             return
-        host = urlsplit("//" + (request.header("host") or "")).hostname or ""
+        host = _hostname("//" + (request.header("host") or ""))
         if not (_is_loopback_name(host) or host == self.config.host):
             raise RelayError(
                 "forbidden_host",
-                f"Host {host!r} is not a loopback name; this relay only answers "
-                "localhost unless it runs with --api-key.",
+                f"Host {host or (request.header('host') or '')[:200]!r} is not a loopback name; this relay "
+                "only answers localhost unless it runs with --api-key.",
             )
 
-    def _check_key(self, request: HttpRequest) -> None:
+    def _has_key(self, request: HttpRequest) -> bool:
+        """The request carries the relay's key (True when none is configured)."""
         key = self.config.api_key
         if not key:
-            return
+            return True
         offered = request.header("x-api-key") or ""
         auth = request.header("authorization") or ""
         if auth.lower().startswith("bearer "):
             offered = auth[7:].strip()
-        if not hmac.compare_digest(offered.encode(), key.encode()):
+        return hmac.compare_digest(offered.encode(), key.encode())
+
+    def _check_key(self, request: HttpRequest) -> None:
+        if not self._has_key(request):
             raise RelayError(
                 "invalid_api_key",
                 "Incorrect API key provided: pass the relay's --api-key as "
@@ -138,6 +165,9 @@ class App:
     # --- endpoints ----------------------------------------------------------------------------
 
     async def health(self, request: HttpRequest, responder: Responder) -> None:
+        if not self._has_key(request):  # with --api-key, only the key shows pids, clients and the socket
+            await self._send_json(responder, 200, {"status": "ok"})
+            return
         now = time.time()
         workers = [
             {

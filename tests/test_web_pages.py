@@ -1,0 +1,69 @@
+"""What a web page in the user's browser can do to the relay (the real relay process, both backends).
+
+- ``Origin: null`` (a sandboxed iframe of any site) is a foreign origin;
+- a POST with an ``Origin`` and a CORS-safelisted content type (``text/plain`` and kin, which a page
+  may send cross-site without a preflight) is refused, whatever the origin;
+- unparsable ``Host`` or ``Origin`` values are a 403, not a 500;
+- with an API key, ``/health`` shows only its status without the key (a DNS-rebinding page would
+  otherwise read pids, client names and the socket path).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from _http_client import request
+from conftest import chat_body, mcp_worker
+
+pytestmark = pytest.mark.anyio
+
+PATH = "/v1/chat/completions"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "null", "content-type": "application/json"},
+        {"origin": "http://localhost:3000", "content-type": "text/plain"},
+        {"origin": "http://localhost:3000", "content-type": "application/x-www-form-urlencoded"},
+        {"origin": "http://127.0.0.1", "content-type": "multipart/form-data; boundary=x"},
+        {"origin": "null", "content-type": "text/plain;charset=UTF-8"},
+    ],
+)
+async def test_a_post_a_page_can_send_without_preflight_is_refused(relay_process, backend, headers):
+    async with mcp_worker(relay_process, backend) as worker:
+        response = await request(relay_process.url, "POST", PATH, chat_body("drive my model"), headers=headers)
+    assert response.status == 403, response.body
+    assert response.json()["error"]["code"] == "forbidden_origin"
+    assert worker.model.requests == []  # nothing reached the model
+
+
+async def test_a_local_page_sending_json_still_works(relay_process, backend):
+    headers = {"origin": "http://localhost:3000", "content-type": "application/json"}
+    async with mcp_worker(relay_process, backend):
+        response = await request(relay_process.url, "POST", PATH, chat_body("hi"), headers=headers)
+    assert response.status == 200, response.body
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({"host": "["}, "forbidden_host"),
+        ({"host": "[::1"}, "forbidden_host"),
+        ({"origin": "http://[x"}, "forbidden_origin"),
+        ({"origin": "["}, "forbidden_origin"),
+    ],
+)
+async def test_unparsable_host_or_origin_is_a_403_not_a_500(relay_process, headers, code):
+    response = await request(relay_process.url, "GET", "/v1/models", headers=headers)
+    assert response.status == 403, response.body
+    assert response.json()["error"]["code"] == code
+    assert "Traceback" not in relay_process.log and "internal error" not in relay_process.log
+
+
+async def test_with_a_key_health_shows_only_its_status_without_it(relay_factory):
+    relay = relay_factory("--api-key", "sekrit")
+    rebinding = await request(relay.url, "GET", "/health", headers={"host": "evil.example"})
+    assert rebinding.status == 200 and rebinding.json() == {"status": "ok"}
+    keyed = await request(relay.url, "GET", "/health", headers={"authorization": "Bearer sekrit"})
+    assert {"socket", "workers", "queue_depth"} <= set(keyed.json())
