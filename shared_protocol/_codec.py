@@ -22,7 +22,8 @@ F = TypeVar("F")
 
 
 class ProtocolError(Exception):
-    """A line the other side sent that we cannot use. ``str()`` is fit for a log and for the peer."""
+    """A line the other side sent that we cannot use. ``str()`` is fit for a log and for the peer: it
+    says what is wrong and where, never what the line said."""
 
 
 class LineTooLong(ProtocolError):
@@ -77,7 +78,8 @@ class _Decoder(Generic[F]):
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            return ProtocolError(f"invalid frame ({where}: {first['msg']}): {line[:200]!r}")
+            # never the line itself: it may carry prompt or answer text, which is logged only on request
+            return ProtocolError(f"invalid frame ({where}: {first['msg']}; a line of {len(line)} bytes)")
         return frame
 
     @property

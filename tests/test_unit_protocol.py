@@ -78,3 +78,14 @@ def test_unknown_fields_are_ignored_for_forward_compatibility():
 def test_decoder_never_raises_on_arbitrary_bytes(data):
     for item in WorkerFrameDecoder(max_line_bytes=500).feed(data):
         assert isinstance(item, (ProtocolError, Ready, Hello, End)) or hasattr(item, "type")
+
+
+def test_a_bad_frame_is_reported_without_its_content():
+    secret = "my confidential prompt"
+    line = json.dumps({"type": "request", "id": 5, "request": {"messages": [secret]}}).encode() + b"\n"
+    (error,) = list(RelayFrameDecoder().feed(line))
+    assert isinstance(error, ProtocolError) and "invalid frame" in str(error)
+    assert secret not in str(error) and "confidential" not in str(error)
+    garbage = b"not json but " + secret.encode() + b"\n"
+    (again,) = list(WorkerFrameDecoder().feed(garbage))
+    assert "confidential" not in str(again)

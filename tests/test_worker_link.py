@@ -48,9 +48,13 @@ async def test_garbage_from_a_worker_gets_bounded_error_frames_then_the_link_is_
         await stream.send(encode(Hello(version=PROTOCOL_VERSION, worker=WorkerInfo(client_name="rude"))))
         (welcome,) = await read_frames(stream, 1)
         assert welcome.type == "welcome"
-        await stream.send(b"this is not json\n" + b'{"type":"teleport"}\n')
-        errors = await read_frames(stream, 2)
-        assert [e.code for e in errors] == ["bad_frame", "bad_frame"]
+        await stream.send(
+            b"this is not json\n" + b'{"type":"teleport"}\n' + b'{"type":"text","id":1,"text":"SECRET-ANSWER"}\n'
+        )
+        errors = await read_frames(stream, 3)
+        assert [e.code for e in errors] == ["bad_frame", "bad_frame", "bad_frame"]
+        # a malformed frame is reported without its content (answer text is logged only with --log-content)
+        assert not any("SECRET" in e.message for e in errors) and "SECRET" not in relay.log
         assert len((await get_json(relay.url + "/health"))["workers"]) == 1  # still connected
         await stream.send(b"nope\n" * 30)
         await eventually(lambda: no_workers(relay), what="the rude worker dropped")
