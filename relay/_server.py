@@ -7,6 +7,7 @@ closed, so an overload is visible instead of a hang.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ from ._broker import Broker
 from ._config import Config, server_command
 from ._errors import RelayError, error_headers
 from ._http import RequestLog, Responder, serve_connection
-from ._socket import listen
+from ._socket import SocketSetupError, listen
 from ._worker_link import serve_worker
 
 log = logging.getLogger("mcptb.relay")
@@ -49,7 +50,16 @@ def access_log(record: RequestLog) -> None:
 async def serve(config: Config, on_ready: Callable[[str, str], None] | None = None) -> None:
     broker = Broker(max_queue=config.max_queue, socket_path=config.socket)
     app = App(config, broker)
-    tcp = await anyio.create_tcp_listener(local_host=config.host, local_port=config.port, reuse_port=False)
+    try:
+        tcp = await anyio.create_tcp_listener(local_host=config.host, local_port=config.port, reuse_port=False)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        where = f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
+        raise SocketSetupError(
+            f"{where} is already in use: a relay may be running there already (see http://{where}/health), or "
+            "another program has the port. Stop it, or pass another --port (--port 0 picks a free one)."
+        ) from None
     unix = await listen(config.socket)
     sockname = tcp.extra(anyio.abc.SocketAttribute.local_address)
     host, port = sockname[0], sockname[1]

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 from contextlib import suppress
 
 import anyio
@@ -16,7 +18,15 @@ import pytest
 from _eventually import eventually
 from _http_client import get_json, post, request
 from _scripted import ScriptedModel
-from conftest import ROOT, chat_body, mcp_worker, mcp_worker_process, no_workers, queue_depth, wait_for_workers
+from conftest import (
+    ROOT,
+    chat_body,
+    mcp_worker,
+    mcp_worker_process,
+    no_workers,
+    queue_depth,
+    wait_for_workers,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -287,3 +297,32 @@ async def test_errors_that_retrying_cannot_fix_say_so(relay_factory, backend):
         full = await post(relay.url, PATH, chat_body("second"))
         tg.cancel_scope.cancel()
     assert full.status == 429 and "x-should-retry" not in full.headers
+
+
+def test_a_port_in_use_is_named_with_what_to_do(backend):
+    with socket.socket() as taken, tempfile.TemporaryDirectory(prefix="mcptb-") as directory:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "relay",
+                "--port",
+                str(port),
+                "--backend",
+                backend,
+                "--socket",
+                f"{directory}/r.sock",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=30,
+        )
+    assert result.returncode == 1, result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert f"127.0.0.1:{port} is already in use" in message, result.stderr
+    assert f"http://127.0.0.1:{port}/health" in message and "--port" in message
+    assert "Errno" not in result.stderr
