@@ -3,21 +3,71 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from shared_protocol import OutputFormat, ToolChoice, ToolSpec
 
 from ._errors import RelayError, bad_request
 
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects a request body may have, tool schemas included. Deeper bodies
+are refused here, before a parser, a validator or the worker recurses through them."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object; a 400 for anything a later step would choke on: invalid JSON,
+    nesting deeper than :data:`MAX_JSON_DEPTH`, integers past Python's digit limit, lone surrogates."""
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise RelayError("invalid_json", f"Request body nests deeper than {MAX_JSON_DEPTH} levels.") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, and an integer of thousands of digits
         raise RelayError("invalid_json", f"Request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise RelayError("invalid_json", "Request body must be a JSON object.")
+    _check_tree(data)
     return data
+
+
+def _check_tree(data: dict[str, Any]) -> None:
+    """Depth and strings of the whole body, iteratively (the path is spelled out only for an error)."""
+    Trail = tuple[Any, ...]  # (parent trail, key) chains
+    stack: list[tuple[Any, int, Trail]] = [(data, 1, ())]
+    while stack:
+        value, depth, trail = stack.pop()
+        if isinstance(value, dict):
+            if depth > MAX_JSON_DEPTH:
+                _refuse_depth(trail)
+            for key, item in value.items():
+                if _SURROGATE.search(key):
+                    _refuse_surrogate((trail, key))
+                stack.append((item, depth + 1, (trail, key)))
+        elif isinstance(value, list):
+            if depth > MAX_JSON_DEPTH:
+                _refuse_depth(trail)
+            stack.extend((item, depth + 1, (trail, i)) for i, item in enumerate(value))
+        elif isinstance(value, str) and _SURROGATE.search(value):
+            _refuse_surrogate(trail)
+
+
+def _path(trail: tuple[Any, ...]) -> str:
+    keys: list[Any] = []
+    while trail:
+        trail, key = trail
+        keys.append(key)
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in reversed(keys)).lstrip(".") or "body"
+
+
+def _refuse_depth(trail: tuple[Any, ...]) -> None:
+    where = _path(trail)
+    raise bad_request(f"'{where}' nests deeper than {MAX_JSON_DEPTH} levels of arrays and objects.", param=where)
+
+
+def _refuse_surrogate(trail: tuple[Any, ...]) -> None:
+    where = _path(trail)
+    raise bad_request(f"'{where}' contains a lone UTF-16 surrogate: not valid Unicode text.", param=where)
 
 
 def opt(data: dict[str, Any], key: str, kind: type) -> Any:

@@ -326,3 +326,63 @@ def test_a_port_in_use_is_named_with_what_to_do(backend):
     assert f"127.0.0.1:{port} is already in use" in message, result.stderr
     assert f"http://127.0.0.1:{port}/health" in message and "--port" in message
     assert "Errno" not in result.stderr
+
+
+def _deep(levels: int) -> dict:
+    node: dict = {"type": "string"}
+    for _ in range(levels):
+        node = {"type": "object", "properties": {"x": node}}
+    return node
+
+
+HOSTILE = {
+    "100,000 nested brackets": (b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None, "nests deeper"),
+    "deep tool arguments": (
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": _deep(70)}}
+                        ],
+                    },
+                ]
+            }
+        ).encode(),
+        None,
+        "nests deeper",
+    ),
+    "a 5,000-digit integer": (
+        b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": ' + b"9" * 5000 + b"}",
+        None,
+        "digits",
+    ),
+    "a lone surrogate": (b'{"messages": [{"role": "user", "content": "\\ud83d"}]}', "messages[0].content", "surrogate"),
+    "a tool schema 200 levels deep": (
+        json.dumps(
+            {
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": _deep(200)}}],
+            }
+        ).encode(),
+        None,
+        "nests deeper",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+async def test_hostile_json_is_a_400_naming_the_field_and_the_link_survives(relay_process, backend, case):
+    body, param, fragment = HOSTILE[case]
+    async with mcp_worker(relay_process, backend):
+        response = await post(relay_process.url, PATH, body)
+        assert response.status == 400, response.body[:300]
+        error = error_of(response)
+        assert fragment in error["message"], error
+        if param is not None:
+            assert error["param"] == param, error
+        after = await post(relay_process.url, PATH, chat_body("still here?"))  # the worker link survived
+    assert after.json()["choices"][0]["message"]["content"] == "echo: still here?"
+    assert "Traceback" not in relay_process.log and "internal error" not in relay_process.log
