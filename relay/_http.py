@@ -9,6 +9,7 @@ cancels its request all the way to the MCP client.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
@@ -260,6 +261,9 @@ async def _read_request(
             f"{config.max_body_bytes} (relay --max-body-bytes).",
             path,
         )
+    if conn.they_are_waiting_for_100_continue:  # curl waits a second for this before sending a large body
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            await stream.send(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
     body = bytearray()
     with anyio.move_on_after(config.read_timeout) as scope:
         while True:

@@ -386,3 +386,46 @@ async def test_hostile_json_is_a_400_naming_the_field_and_the_link_survives(rela
         after = await post(relay_process.url, PATH, chat_body("still here?"))  # the worker link survived
     assert after.json()["choices"][0]["message"]["content"] == "echo: still here?"
     assert "Traceback" not in relay_process.log and "internal error" not in relay_process.log
+
+
+async def _head_then_answer(relay, head: bytes) -> bytes:
+    """Send only a request head; return what the relay answers before any body is sent."""
+    async with await anyio.connect_tcp("127.0.0.1", relay.port) as stream:
+        await stream.send(head)
+        received = b""
+        with anyio.fail_after(10):
+            while b"\r\n\r\n" not in received:
+                received += await stream.receive()
+        return received
+
+
+async def test_expect_100_continue_is_answered_before_the_body(relay_process, backend):
+    body = chat_body("continue")
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
+    ).encode()
+    async with mcp_worker(relay_process, backend):
+        async with await anyio.connect_tcp("127.0.0.1", relay_process.port) as stream:
+            await stream.send(head)
+            interim = b""
+            with anyio.fail_after(10):  # without the interim answer this waits until the relay's read timeout
+                while b"\r\n\r\n" not in interim:
+                    interim += await stream.receive()
+            assert interim.startswith(b"HTTP/1.1 100 "), interim
+            await stream.send(body)
+            rest = interim.split(b"\r\n\r\n", 1)[1]
+            with anyio.fail_after(10):
+                while b"echo: continue" not in rest:
+                    rest += await stream.receive()
+    assert b"HTTP/1.1 200 " in rest
+
+
+async def test_expect_100_continue_with_a_body_over_the_limit_gets_the_413_at_once(relay_factory):
+    relay = relay_factory("--max-body-bytes", "1000")
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        "Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n"
+    ).encode()
+    answer = await _head_then_answer(relay, head)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
