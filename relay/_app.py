@@ -284,6 +284,7 @@ class App:
                     await responder.write(data)
         except RelayError as error:
             log.warning("%s: failed mid-stream: %s %s", job.id, error.shape.status, error.message)
+            responder.record.outcome = f"{error.shape.status}:{error.kind}"  # the status line said 200
             self.broker.cancel(job, f"the relay gave up: {error.message}")
             await responder.write(encoder.error(error, answer))
         await responder.end()

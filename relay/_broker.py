@@ -172,7 +172,15 @@ class Broker:
 
     def release(self, worker: Worker, job_id: str) -> None:
         job = worker.jobs.pop(job_id, None)
-        if job is None or job.state != "assigned":
+        if job is None:
+            return
+        if job.state == "started":  # output may have reached the caller: it cannot go elsewhere
+            log.warning("%s: worker %s handed back a request it had started", job.id, worker.id)
+            message = (
+                "The MCP server broke the bridge's protocol: it handed this request back after it had started "
+                "answering it (a bug in that server; upgrade both sides)."
+            )
+            self._fail(job, RelayError("protocol_violation", message))
             return
         job.assignments -= 1  # handing back is free: the worker never started it
         self._requeue(job)

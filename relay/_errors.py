@@ -36,6 +36,7 @@ Kind = (
         "queue_full",
         "no_worker",
         "worker_lost",
+        "protocol_violation",
         # following the answer
         "queue_timeout",
         "answer_timeout",
@@ -99,11 +100,13 @@ TABLE: dict[Kind, Shape] = {
     "queue_full":           Shape(429, "rate_limit_error", "rate_limit_error", "queue_full", retryable=True),
     "no_worker":            Shape(503, "service_unavailable", "overloaded_error", "no_worker"),
     "worker_lost":          Shape(502, "upstream_error", "api_error", "worker_lost"),
+    "protocol_violation":   Shape(502, "upstream_error", "api_error", "protocol_violation"),
     "queue_timeout":        Shape(504, "timeout", "api_error", "timeout"),
     "answer_timeout":       Shape(504, "timeout", "api_error", "timeout"),
     "answer_cut":           Shape(502, "upstream_error", "api_error"),
     "timeout":              Shape(504, "timeout", "api_error", "timeout"),
-    "refused":              Shape(502, "upstream_error", "api_error", "refused"),
+    # the user declined: a 4xx that no client retries (litellm's Router retries a 403, as a generic APIError)
+    "refused":              Shape(422, "permission_error", "permission_error", "refused"),
     "unsupported":          Shape(400, "invalid_request_error", "invalid_request_error", "unsupported"),
     "client_error":         Shape(502, "upstream_error", "api_error", "client_error"),
     "cancelled":            Shape(502, "upstream_error", "api_error", "cancelled"),

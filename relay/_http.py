@@ -55,6 +55,8 @@ class RequestLog:
     bytes_sent: int = 0
     started: float = field(default_factory=time.perf_counter)
     first_byte: float | None = None
+    outcome: str = ""
+    """How a stream really ended when that is not its status (an error after the 200 was sent)."""
 
 
 class ClientGone(Exception):

@@ -34,13 +34,14 @@ def access_log(record: RequestLog) -> None:
     end = time.perf_counter()
     ttfb = f"{(record.first_byte - record.started) * 1000:.1f}ms" if record.first_byte else "-"
     access.info(
-        "%s %s %s model=%s worker=%s status=%s ttfb=%s dur=%.1fms bytes=%d",
+        "%s %s %s model=%s worker=%s status=%s%s ttfb=%s dur=%.1fms bytes=%d",
         record.request_id,
         record.method,
         record.path,
         record.model,
         record.worker,
         record.status,
+        f" outcome={record.outcome}" if record.outcome else "",
         ttfb,
         (end - record.started) * 1000,
         record.bytes_sent,

@@ -144,12 +144,15 @@ async def test_keep_alive_serves_several_requests_on_one_connection(relay):
 # --- faults while answering -------------------------------------------------------------------
 
 
-async def test_client_refusing_sampling_is_502_with_its_reason(relay, backend):
-    async with mcp_worker(relay, backend):
+async def test_client_refusing_sampling_is_a_422_that_is_not_retried(relay, backend):
+    """The user declined: asking again only asks them again, so the status is a 4xx that the SDKs and
+    litellm's Router do not retry (it was a 502, and litellm asked the user three times)."""
+    async with mcp_worker(relay, backend) as worker:
         response = await post(relay.url, PATH, chat_body("REFUSE this"))
-    assert response.status == 502
+    assert response.status == 422 and response.headers["x-should-retry"] == "false"
     error = error_of(response)
     assert error["code"] == "refused" and "User rejected sampling request" in error["message"]
+    assert error["type"] == "permission_error" and len(worker.model.requests) == 1
 
 
 async def test_failure_after_streaming_started_is_an_error_frame_then_done(relay, backend):
@@ -160,6 +163,9 @@ async def test_failure_after_streaming_started_is_an_error_frame_then_done(relay
     assert json.loads(events[0].removeprefix("data: "))["choices"][0]["delta"]["role"] == "assistant"
     assert json.loads(events[-2].removeprefix("data: "))["error"]["code"] == "refused"
     assert events[-1] == "data: [DONE]"
+    # the access log tells the stream's real outcome, not only the 200 its status line said
+    (logged,) = [line for line in relay.log.splitlines() if "mcptb.relay.access" in line and " POST " in line]
+    assert " status=200 outcome=422:refused " in logged, logged
 
 
 async def test_sampling_timeout_is_504_and_cancels_the_sampling_request(relay, backend):

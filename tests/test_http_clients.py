@@ -205,3 +205,15 @@ async def test_curl_stream_and_non_stream(relay, backend):
     assert whole["choices"][0]["message"]["content"] == "echo: hi curl"
     assert streamed.endswith("data: [DONE]\n\n")
     assert '"content":"echo: hi curl"' in streamed
+
+
+async def test_litellm_does_not_ask_a_user_who_declined_again(relay, backend):
+    """A declined sampling request is a 422: litellm's Router (num_retries=2) reports it at once instead
+    of sending it twice more, which would ask the user twice more (it did with a 502, and with a 403)."""
+    deployment = {"model": "openai/gpt-x", "api_base": relay.url + "/v1", "api_key": "unused"}
+    router = litellm().Router(model_list=[{"model_name": "m", "litellm_params": deployment}], num_retries=2)
+    async with mcp_worker(relay, backend) as worker:
+        with pytest.raises(Exception) as error:
+            await in_thread(router.completion, model="m", messages=[{"role": "user", "content": "REFUSE please"}])
+    assert "User rejected sampling request" in str(error.value)
+    assert len(worker.model.requests) == 1

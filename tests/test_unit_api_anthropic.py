@@ -267,7 +267,8 @@ async def test_worker_faults_use_anthropic_shape():
     refused = [ErrorFrame(id="-", code="refused", message="User rejected sampling request")]
     async with in_process(refused) as relay:
         whole = await relay.post(PATH, body("REFUSE"))
-    assert whole.status == 502 and error_of(whole) == {"type": "api_error", "message": "User rejected sampling request"}
+    assert whole.status == 422
+    assert error_of(whole) == {"type": "permission_error", "message": "User rejected sampling request"}
     timed_out = [Start(id="-", model=MODEL), ErrorFrame(id="-", code="timeout", message="--sampling-timeout passed")]
     async with in_process(timed_out) as relay:
         whole = await relay.post(PATH, body("SLOW"))
@@ -311,7 +312,8 @@ ANTHROPIC_ERRORS = {
     "answer_timeout": "api_error",
     "answer_cut": "api_error",
     "timeout": "api_error",
-    "refused": "api_error",
+    "refused": "permission_error",
+    "protocol_violation": "api_error",
     "unsupported": "invalid_request_error",
     "client_error": "api_error",
     "cancelled": "api_error",

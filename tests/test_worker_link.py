@@ -17,7 +17,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from test_faults import no_workers
 
-from shared_protocol import PROTOCOL_VERSION, Hello, RelayFrameDecoder, WorkerInfo, encode
+from shared_protocol import PROTOCOL_VERSION, Hello, Ready, RelayFrameDecoder, Release, Start, WorkerInfo, encode
 
 from _eventually import eventually
 from _http_client import get_json, post
@@ -142,3 +142,26 @@ async def test_concurrency_limit_is_honoured(relay, backend):
             tg.cancel_scope.cancel()
         await post(relay.url, "/v1/chat/completions", chat_body("after"))
         assert "deprecated" not in worker.stderr  # the SDK's sampling deprecation warning is silenced
+
+
+async def test_a_worker_that_starts_then_hands_back_ends_the_request_at_once(relay_process):
+    """start, then release: a protocol violation. The caller gets a clear 502 at once, not a wait until
+    --request-timeout (600 s by default)."""
+    relay = relay_process
+    async with await anyio.connect_unix(relay.socket) as stream, anyio.create_task_group() as tg:
+        await stream.send(encode(Hello(version=PROTOCOL_VERSION, worker=WorkerInfo(client_name="confused"))))
+        (welcome,) = await read_frames(stream, 1)
+        await stream.send(encode(Ready(slots=1)))
+        answer = {}
+
+        async def call() -> None:
+            answer["response"] = await post(relay.url, "/v1/chat/completions", chat_body("hi"))
+
+        tg.start_soon(call)
+        (request,) = await read_frames(stream, 1)
+        assert request.type == "request"
+        await stream.send(encode(Start(id=request.id, model="m")) + encode(Release(id=request.id)))
+        response = await eventually(lambda: answer.get("response"), what="the caller's answer")
+    assert welcome.type == "welcome" and response.status == 502
+    error = response.json()["error"]
+    assert error["code"] == "protocol_violation" and "handed this request back after it had started" in error["message"]
