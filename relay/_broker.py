@@ -29,17 +29,19 @@ from typing import Literal
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from pydantic import BaseModel
 
 from shared_protocol import (
+    MAX_LINE_BYTES,
     AnswerFrame,
     Cancel,
     End,
     ErrorFrame,
+    FrameTooLarge,
     NeutralRequest,
     RequestFrame,
     Start,
     WorkerInfo,
+    encode,
 )
 
 from ._config import server_command
@@ -80,6 +82,8 @@ class Job:
     id: str
     request: NeutralRequest
     timeout: float
+    line: bytes
+    """The request frame, encoded once at submit."""
     events_in: MemoryObjectSendStream[JobEvent]
     events: MemoryObjectReceiveStream[JobEvent]
     state: Literal["queued", "assigned", "started", "done"] = "queued"
@@ -93,8 +97,8 @@ class Job:
 class Worker:
     id: str
     info: WorkerInfo
-    send: Callable[[BaseModel], bool]
-    """Queue a frame for the worker; False if its outbound queue is full (the link is then dropped)."""
+    send: Callable[[bytes], bool]
+    """Queue an encoded frame for the worker; False if its outbound queue is full (the link is then dropped)."""
     connected_at: float = field(default_factory=time.time)
     free_slots: int = 0
     jobs: dict[str, Job] = field(default_factory=dict)
@@ -135,8 +139,16 @@ class Broker:
                 f"The relay's queue is full ({self.max_queue} requests waiting for the model). Retry later.",
                 retry_after=1,
             )
+        try:  # encoded once, here: a request too large for the worker link is refused, never sent
+            line = encode(RequestFrame(id=job_id, request=request, timeout=timeout))
+        except FrameTooLarge:
+            raise RelayError(
+                "body_too_large",
+                f"This request is larger than {MAX_LINE_BYTES} bytes once converted for the MCP server (the "
+                "limit of the link between them); send a smaller one (fewer or smaller images, a shorter history).",
+            ) from None
         send, receive = anyio.create_memory_object_stream[JobEvent](JOB_EVENT_BUFFER)
-        job = Job(id=job_id, request=request, timeout=timeout, events_in=send, events=receive)
+        job = Job(id=job_id, request=request, timeout=timeout, line=line, events_in=send, events=receive)
         self.queue.append(job)
         self._pump()
         return job
@@ -149,12 +161,12 @@ class Broker:
             self.queue.remove(job)
         elif job.worker is not None:
             job.worker.jobs.pop(job.id, None)
-            job.worker.send(Cancel(id=job.id, reason=reason))
+            job.worker.send(encode(Cancel(id=job.id, reason=reason)))
         self._close(job)
 
     # --- worker side -------------------------------------------------------------------------
 
-    def add_worker(self, info: WorkerInfo, send: Callable[[BaseModel], bool]) -> Worker:
+    def add_worker(self, info: WorkerInfo, send: Callable[[bytes], bool]) -> Worker:
         worker = Worker(id="w_" + secrets.token_hex(6), info=info, send=send)
         self.workers[worker.id] = worker
         return worker
@@ -250,8 +262,7 @@ class Broker:
             worker = next((w for w in self.workers.values() if self._eligible(job, w)), None)
             if worker is None:
                 continue
-            frame = RequestFrame(id=job.id, request=job.request, timeout=job.timeout)
-            if not worker.send(frame):
+            if not worker.send(job.line):
                 continue
             self.queue.remove(job)
             worker.free_slots -= 1

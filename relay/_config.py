@@ -11,8 +11,13 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from shared_protocol import default_socket_path
+from shared_protocol import MAX_LINE_BYTES, default_socket_path
 from shared_protocol._settings import parse_settings, setting
+
+MAX_BODY_BYTES = MAX_LINE_BYTES * 3 // 4
+"""The largest --max-body-bytes: a body's neutral form must fit one worker-link line, with room for
+what conversion adds (field names, a rare escape). A request that still grows past the line limit is
+refused at submit (413), never sent: a too-large frame can never drop the link."""
 
 
 def _limit(help: str) -> Any:
@@ -127,6 +132,11 @@ def check(config: Config) -> str | None:
         )
     if not 0 <= config.port <= 65535:
         return f"--port must be 0..65535, not {config.port}"
+    if config.max_body_bytes > MAX_BODY_BYTES:
+        return (
+            f"--max-body-bytes must be at most {MAX_BODY_BYTES} ({MAX_BODY_BYTES >> 20} MiB): a request has to fit, "
+            f"converted, in one {MAX_LINE_BYTES >> 20} MiB line of the link to the MCP servers"
+        )
     if len(os.fsencode(config.socket)) > 100:
         return f"--socket path is too long for a Unix socket ({len(config.socket)} bytes; keep it under 100)"
     return None

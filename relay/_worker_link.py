@@ -13,7 +13,6 @@ import os
 
 import anyio
 import anyio.abc
-from pydantic import BaseModel
 
 from shared_protocol import (
     PROTOCOL_VERSION,
@@ -73,11 +72,11 @@ async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: C
                 f"this relay already serves {config.max_workers} MCP servers (relay --max-workers)",
             )
             return
-        outbound_in, outbound = anyio.create_memory_object_stream[BaseModel](OUTBOUND_BUFFER)
+        outbound_in, outbound = anyio.create_memory_object_stream[bytes](OUTBOUND_BUFFER)
 
-        def queue(frame: BaseModel) -> bool:
+        def queue(line: bytes) -> bool:
             try:
-                outbound_in.send_nowait(frame)
+                outbound_in.send_nowait(line)
             except anyio.WouldBlock:
                 log.warning("worker %s is not reading its frames; dropping it", worker.id)
                 outbound_in.close()
@@ -148,12 +147,12 @@ async def _refuse(stream: anyio.abc.SocketStream, code: str, message: str) -> No
 
 async def _write_frames(
     stream: anyio.abc.SocketStream,
-    outbound: anyio.abc.ObjectReceiveStream[BaseModel],
+    outbound: anyio.abc.ObjectReceiveStream[bytes],
     scope: anyio.CancelScope,
 ) -> None:
     try:
-        async for frame in outbound:
-            await stream.send(encode(frame))
+        async for line in outbound:
+            await stream.send(line)
     except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
         pass
     scope.cancel()  # outbound closed or the socket broke: the link is over
@@ -172,7 +171,7 @@ async def _read_frames(
             if isinstance(frame, ProtocolError):
                 bad += 1
                 log.warning("worker %s sent a bad frame (%d/%d): %s", worker.id, bad, MAX_BAD_FRAMES, frame)
-                worker.send(ErrorFrame(code="bad_frame", message=str(frame)[:1000]))
+                worker.send(encode(ErrorFrame(code="bad_frame", message=str(frame)[:1000])))
                 if bad >= MAX_BAD_FRAMES:
                     log.warning("worker %s dropped after %d bad frames", worker.id, bad)
                     return
@@ -192,4 +191,4 @@ async def _read_frames(
                 else:
                     broker.on_answer(worker, frame)
             else:  # a second hello
-                worker.send(ErrorFrame(code="bad_frame", message=f"unexpected {frame.type} frame"))
+                worker.send(encode(ErrorFrame(code="bad_frame", message=f"unexpected {frame.type} frame")))

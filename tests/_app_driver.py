@@ -20,7 +20,7 @@ from relay._app import App
 from relay._broker import Broker
 from relay._config import Config
 from relay._http import HttpRequest, RequestLog
-from shared_protocol import AnswerFrame, NeutralRequest, RequestFrame, WorkerInfo
+from shared_protocol import AnswerFrame, NeutralRequest, RelayFrameDecoder, RequestFrame, WorkerInfo
 
 
 @dataclass
@@ -87,9 +87,10 @@ class ScriptedWorker:
     def requests(self) -> list[NeutralRequest]:
         return [f.request for f in self.frames if isinstance(f, RequestFrame)]
 
-    def _send(self, frame: Any) -> bool:
-        self.frames.append(frame)
-        self._inbox.send_nowait(frame)
+    def _send(self, line: bytes) -> bool:
+        for frame in RelayFrameDecoder().feed(line):
+            self.frames.append(frame)
+            self._inbox.send_nowait(frame)
         return True
 
     async def serve(self) -> None:

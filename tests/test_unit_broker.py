@@ -9,11 +9,13 @@ import pytest
 from relay._broker import MAX_ASSIGNMENTS, Assigned, Broker, Failed
 from relay._errors import RelayError
 from shared_protocol import (
+    MAX_LINE_BYTES,
     Cancel,
     End,
     ErrorFrame,
     Message,
     NeutralRequest,
+    RelayFrameDecoder,
     RequestFrame,
     Start,
     TextBlock,
@@ -28,8 +30,8 @@ class FakeWorker:
         self.sent: list = []
         self.handle = broker.add_worker(WorkerInfo(**info), self.send)
 
-    def send(self, frame) -> bool:
-        self.sent.append(frame)
+    def send(self, line: bytes) -> bool:
+        self.sent += list(RelayFrameDecoder().feed(line))
         return True
 
     def requests(self) -> list[str]:
@@ -174,3 +176,17 @@ def test_a_caller_that_stops_reading_is_dropped_not_buffered_forever(monkeypatch
     for _ in range(10):
         broker.on_answer(worker.handle, TextDelta(id="a", text="x"))
     assert job.state == "done" and isinstance(worker.sent[-1], Cancel)
+
+
+def test_a_request_too_large_for_the_worker_link_is_refused_at_submit_never_sent():
+    broker = Broker(max_queue=10, socket_path="/s")
+    worker = FakeWorker(broker)
+    broker.grant(worker.handle, 1)
+    huge = NeutralRequest(messages=[Message(role="user", content=[TextBlock(text="x" * MAX_LINE_BYTES)])], max_tokens=5)
+    with pytest.raises(RelayError) as error:
+        broker.submit("a", huge, 5)
+    assert error.value.kind == "body_too_large" and error.value.shape.status == 413
+    assert f"larger than {MAX_LINE_BYTES} bytes" in error.value.message
+    assert worker.sent == [] and not broker.queue
+    broker.submit("b", neutral(), 5)  # the link is untouched: the next request goes out
+    assert worker.requests() == ["b"]

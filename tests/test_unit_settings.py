@@ -100,3 +100,14 @@ def test_relay_settings_from_flags_and_environment(monkeypatch):
     monkeypatch.setenv("MCPTB_LOG_CONTENT", "true")
     config = relay_args(["--max-queue", "3", "--socket", "/tmp/x/relay.sock"])
     assert (config.queue_timeout, config.log_content, config.max_queue) == (2.5, True, 3)
+
+
+def test_a_body_limit_the_worker_link_cannot_carry_is_refused_at_start():
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "--port", "0", "--max-body-bytes", str(64 << 20)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert result.returncode == 2 and "--max-body-bytes must be at most" in result.stderr
