@@ -2,8 +2,8 @@
 
 :func:`follow` turns a job's event stream into the events an API encoder needs. It enforces the two
 relay timeouts (waiting for a worker, then waiting for the answer), yields :data:`KEEPALIVE` every
-``keepalive_interval`` seconds of silence so streams can send a comment, and merges text that has
-already arrived into one event so a burst becomes one frame on the wire.
+``keepalive_interval`` seconds of silence so streams can send a comment, and hands on text as the
+broker batched it (all that arrived since the last read: a burst becomes one frame on the wire).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import anyio
 
 from shared_protocol import End, ErrorFrame, Start, TextDelta, ToolCall
 
-from ._broker import Assigned, Broker, Failed, Job, JobEvent, Requeued
+from ._broker import Assigned, Broker, Failed, Job, JobEvent, Requeued, TextBatch
 from ._config import Config
 from ._errors import RelayError
 
@@ -39,21 +39,18 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
     loop = anyio.current_time
     deadline = loop() + config.queue_timeout
     assigned = False
-    pending: JobEvent | None = None
     while True:
-        event: JobEvent | None = pending
-        pending = None
+        event: JobEvent | None = None
+        with anyio.move_on_after(min(config.keepalive_interval, max(0.0, deadline - loop()))):
+            try:
+                event = await job.events.receive()
+            except anyio.EndOfStream:
+                raise RelayError("answer_cut", "The answer ended unexpectedly.") from None
         if event is None:
-            with anyio.move_on_after(min(config.keepalive_interval, max(0.0, deadline - loop()))):
-                try:
-                    event = await job.events.receive()
-                except anyio.EndOfStream:
-                    raise RelayError("answer_cut", "The answer ended unexpectedly.") from None
-            if event is None:
-                if loop() >= deadline:
-                    raise _timeout(assigned, config)
-                yield KEEPALIVE
-                continue
+            if loop() >= deadline:
+                raise _timeout(assigned, config)
+            yield KEEPALIVE
+            continue
         if isinstance(event, Assigned):
             assigned = True
             deadline = loop() + config.request_timeout
@@ -64,27 +61,12 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
             raise event.error
         elif isinstance(event, ErrorFrame):
             raise RelayError(event.code, event.message)
-        elif isinstance(event, TextDelta):
-            text, pending = _coalesce(job, event.text)
-            yield TextDelta(id=event.id, text=text)
+        elif isinstance(event, TextBatch):
+            yield job.take(event)
         else:
             yield event
             if isinstance(event, End):
                 return
-
-
-def _coalesce(job: Job, text: str) -> tuple[str, JobEvent | None]:
-    """Append the text of TextDeltas already waiting; return the first other event seen, if any."""
-    parts = [text]
-    while True:
-        try:
-            event = job.events.receive_nowait()
-        except (anyio.WouldBlock, anyio.EndOfStream):
-            return "".join(parts), None
-        if isinstance(event, TextDelta):
-            parts.append(event.text)
-        else:
-            return "".join(parts), event
 
 
 def _timeout(assigned: bool, config: Config) -> RelayError:

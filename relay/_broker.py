@@ -40,6 +40,7 @@ from shared_protocol import (
     NeutralRequest,
     RequestFrame,
     Start,
+    TextDelta,
     WorkerInfo,
     encode,
 )
@@ -50,7 +51,11 @@ from ._errors import RelayError
 log = logging.getLogger("mcptb.relay")
 
 JOB_EVENT_BUFFER = 4096
-"""Answer frames buffered per job before the caller is considered stuck (the job then fails)."""
+"""Events buffered per job before the caller is considered stuck (the job then fails). Text does not
+count frame by frame: consecutive text frames share one :class:`TextBatch`."""
+
+MAX_PENDING_TEXT = 64 * 1024 * 1024
+"""Characters of answer text a job may hold that its caller has not read yet (then it fails)."""
 
 MAX_SLOTS = 1024
 """Most free slots one worker may hold: bounds what a confused worker can claim."""
@@ -74,7 +79,18 @@ class Failed:
     error: RelayError
 
 
-JobEvent = Assigned | Requeued | Failed | AnswerFrame
+@dataclass(eq=False)
+class TextBatch:
+    """Text frames that arrived one after another, as one event: a worker may send thousands of tiny
+    deltas in one write, and each becomes a part here rather than an event of its own. The follower
+    takes the batch whole (``taken``); text arriving after that starts a new one."""
+
+    request_id: str
+    parts: list[str] = field(default_factory=list)
+    taken: bool = False
+
+
+JobEvent = Assigned | Requeued | Failed | TextBatch | AnswerFrame
 
 
 @dataclass(eq=False)
@@ -91,6 +107,17 @@ class Job:
     worker_id: str = "-"
     """The last worker the job was assigned to (kept after the job ends, for the log)."""
     assignments: int = 0
+    batch: TextBatch | None = None
+    """The text batch in the event stream that text may still join (the last event queued, not taken)."""
+    unread: int = 0
+    """Characters of text queued that the caller has not taken yet (bounded by :data:`MAX_PENDING_TEXT`)."""
+
+    def take(self, batch: TextBatch) -> TextDelta:
+        """The follower's side: the batch's text, which no later text will join."""
+        batch.taken = True
+        text = "".join(batch.parts)
+        self.unread -= len(text)
+        return TextDelta(id=self.id, text=text)
 
 
 @dataclass(eq=False)
@@ -230,6 +257,10 @@ class Broker:
         elif job.state != "started" and not isinstance(frame, ErrorFrame):
             # text before start: accept it as an implicit start rather than lose the answer
             job.state = "started"
+        if isinstance(frame, TextDelta):
+            self._add_text(job, frame)
+            return
+        job.batch = None  # later text goes after this frame
         try:
             job.events_in.send_nowait(frame)
         except anyio.WouldBlock:
@@ -244,6 +275,25 @@ class Broker:
             self._close(job)
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _add_text(self, job: Job, frame: TextDelta) -> None:
+        job.unread += len(frame.text)
+        if job.unread > MAX_PENDING_TEXT:
+            log.warning("%s: caller is not reading its answer; giving up on it", job.id)
+            self.cancel(job, "caller not reading")
+            return
+        batch = job.batch
+        if batch is not None and not batch.taken:
+            batch.parts.append(frame.text)
+            return
+        batch = job.batch = TextBatch(job.id, [frame.text])
+        try:
+            job.events_in.send_nowait(batch)
+        except anyio.WouldBlock:
+            log.warning("%s: caller is not reading its answer; giving up on it", job.id)
+            self.cancel(job, "caller not reading")
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self.cancel(job, "caller gone")
 
     def _eligible(self, job: Job, worker: Worker) -> bool:
         """Tools need a worker that can use them; a model name some worker serves pins the job to

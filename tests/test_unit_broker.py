@@ -6,7 +6,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from relay._broker import MAX_ASSIGNMENTS, Assigned, Broker, Failed
+from relay._broker import MAX_ASSIGNMENTS, Assigned, Broker, Failed, TextBatch
 from relay._errors import RelayError
 from shared_protocol import (
     MAX_LINE_BYTES,
@@ -20,6 +20,7 @@ from shared_protocol import (
     Start,
     TextBlock,
     TextDelta,
+    ToolCall,
     ToolSpec,
     WorkerInfo,
 )
@@ -91,7 +92,7 @@ def test_answers_reach_only_their_own_caller():
     broker.on_answer(one.handle, TextDelta(id="a", text="for a"))
     broker.on_answer(one.handle, End(id="a", stop_reason="endTurn"))
     broker.on_answer(one.handle, TextDelta(id="a", text="late, after end"))
-    assert [type(e).__name__ for e in drain(job_a)] == ["Assigned", "Start", "TextDelta", "End"]
+    assert [type(e).__name__ for e in drain(job_a)] == ["Assigned", "Start", "TextBatch", "End"]
     assert [type(e).__name__ for e in drain(job_b)] == ["Assigned"]
     assert job_a.state == "done" and broker.in_flight == 1
 
@@ -166,16 +167,37 @@ def test_routing_by_model_and_by_tool_support():
     assert refused.value.kind == "tools_unsupported" and refused.value.param == "tools"
 
 
-def test_a_caller_that_stops_reading_is_dropped_not_buffered_forever(monkeypatch):
+@pytest.mark.parametrize("limit", ["text", "events"])
+def test_a_caller_that_stops_reading_is_dropped_not_buffered_forever(monkeypatch, limit):
+    monkeypatch.setattr("relay._broker.MAX_PENDING_TEXT", 5)
     monkeypatch.setattr("relay._broker.JOB_EVENT_BUFFER", 4)
     broker = Broker(max_queue=10, socket_path="/s")
     worker = FakeWorker(broker)
     broker.grant(worker.handle, 1)
     job = broker.submit("a", neutral(), 5)
     broker.on_answer(worker.handle, Start(id="a", model="m"))
-    for _ in range(10):
+    for i in range(10):
+        if limit == "events":  # text and tool calls alternating: each is an event of its own
+            broker.on_answer(worker.handle, ToolCall(id="a", call_id=f"c{i}", name="f", arguments={}))
         broker.on_answer(worker.handle, TextDelta(id="a", text="x"))
     assert job.state == "done" and isinstance(worker.sent[-1], Cancel)
+
+
+def test_thousands_of_tiny_deltas_in_one_go_arrive_whole_and_in_order():
+    broker = Broker(max_queue=10, socket_path="/s")
+    worker = FakeWorker(broker)
+    broker.grant(worker.handle, 1)
+    job = broker.submit("a", neutral(), 5)
+    broker.on_answer(worker.handle, Start(id="a", model="m"))
+    for i in range(5000):
+        broker.on_answer(worker.handle, TextDelta(id="a", text=str(i % 10)))
+    broker.on_answer(worker.handle, ToolCall(id="a", call_id="c1", name="f", arguments={}))
+    broker.on_answer(worker.handle, TextDelta(id="a", text="after"))
+    broker.on_answer(worker.handle, End(id="a", stop_reason="toolUse"))
+    events = drain(job)
+    assert [type(e).__name__ for e in events] == ["Assigned", "Start", "TextBatch", "ToolCall", "TextBatch", "End"]
+    first, second = (job.take(e) for e in events if isinstance(e, TextBatch))
+    assert first.text == "0123456789" * 500 and second.text == "after" and job.unread == 0
 
 
 def test_a_request_too_large_for_the_worker_link_is_refused_at_submit_never_sent():

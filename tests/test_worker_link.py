@@ -17,7 +17,18 @@ import pytest
 from mcp import Client, StdioServerParameters
 from test_faults import no_workers
 
-from shared_protocol import PROTOCOL_VERSION, Hello, Ready, RelayFrameDecoder, Release, Start, WorkerInfo, encode
+from shared_protocol import (
+    PROTOCOL_VERSION,
+    End,
+    Hello,
+    Ready,
+    RelayFrameDecoder,
+    Release,
+    Start,
+    TextDelta,
+    WorkerInfo,
+    encode,
+)
 
 from _eventually import eventually
 from _http_client import get_json, post
@@ -165,3 +176,31 @@ async def test_a_worker_that_starts_then_hands_back_ends_the_request_at_once(rel
     assert welcome.type == "welcome" and response.status == 502
     error = response.json()["error"]
     assert error["code"] == "protocol_violation" and "handed this request back after it had started" in error["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_thousands_of_one_character_deltas_in_one_write_all_reach_the_caller(relay_process, stream):
+    relay = relay_process
+    answer = "".join(str(i % 10) for i in range(5000))
+    async with await anyio.connect_unix(relay.socket) as link, anyio.create_task_group() as tg:
+        await link.send(encode(Hello(version=PROTOCOL_VERSION, worker=WorkerInfo(client_name="chatty"))))
+        await read_frames(link, 1)
+        await link.send(encode(Ready(slots=1)))
+        got = {}
+
+        async def call() -> None:
+            got["response"] = await post(relay.url, "/v1/chat/completions", chat_body("talk", stream=stream))
+
+        tg.start_soon(call)
+        (request,) = await read_frames(link, 1)
+        frames = [Start(id=request.id, model="m"), *(TextDelta(id=request.id, text=c) for c in answer)]
+        await link.send(b"".join(map(encode, [*frames, End(id=request.id, stop_reason="endTurn")])))
+        response = await eventually(lambda: got.get("response"), what="the caller's answer")
+    assert response.status == 200
+    if stream:
+        chunks = [json.loads(e.removeprefix("data: ")) for e in response.sse_events[:-1]]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+        assert len(response.sse_events) < 50  # batched, not one frame per character
+    else:
+        text = response.json()["choices"][0]["message"]["content"]
+    assert text == answer
