@@ -17,7 +17,7 @@ import pytest
 
 from _eventually import eventually
 from _http_client import get_json, post, request
-from _scripted import ScriptedModel
+from _scripted import FixedAnswerModel, ScriptedModel
 from conftest import (
     ROOT,
     chat_body,
@@ -435,3 +435,28 @@ async def test_expect_100_continue_with_a_body_over_the_limit_gets_the_413_at_on
     ).encode()
     answer = await _head_then_answer(relay, head)
     assert answer.startswith(b"HTTP/1.1 413 "), answer
+
+
+async def test_callers_leaving_in_the_middle_of_large_answers_never_cut_a_frame(relay_process, backend):
+    """Callers hang up while 3 MB answers are on their way from a real mcptb-server: every frame on the
+    worker link stays whole (a cancelled write used to cut one mid-line, the relay rejected the rest of
+    the line, and the worker lost slots for good), and all slots come back."""
+    relay = relay_process
+    model = FixedAnswerModel(answers=["x" * 3_000_000])
+    async with mcp_worker_process(relay, backend, "--concurrency", "8", model=model):
+        for _ in range(4):
+            async with anyio.create_task_group() as tg:
+                for i in range(8):
+                    tg.start_soon(
+                        lambda i=i: post(relay.url, PATH, chat_body(f"big {i}", stream=True), stop_after=b"data:")
+                    )
+        health = await eventually(lambda: _all_slots_back(relay, 8), what="all 8 slots back", timeout=30)
+        after = await post(relay.url, PATH, chat_body("small again"))
+    assert health["in_flight"] == 0 and after.status == 200
+    assert "bad frame" not in relay.log and "bad_frame" not in relay.log
+
+
+async def _all_slots_back(relay, slots: int) -> dict | None:
+    health = await get_json(relay.url + "/health")
+    workers = health["workers"]
+    return health if workers and workers[0]["free_slots"] == slots and health["in_flight"] == 0 else None
