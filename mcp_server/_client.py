@@ -95,6 +95,13 @@ class ClientState:
     def _notify(self) -> None:
         self.on_change()
 
+    def session_closed(self) -> None:
+        """The client's connection is gone (a sampling request failed with "connection closed"): no
+        more background sampling through it."""
+        if self.session is not None:
+            self.session = None
+            self._notify()
+
     def saw_model(self, model: str) -> None:
         if model and model not in self.models_seen and len(self.models_seen) < 16:
             self.models_seen.append(model)

@@ -18,7 +18,7 @@ false), and a history-only request goes out natively as before.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from shared_protocol import (
     ImageBlock,
     Message,
     NeutralRequest,
+    Release,
     RequestFrame,
     Start,
     StopReason,
@@ -166,8 +167,9 @@ async def answer_by_sampling(
     on_model: Callable[[str], None],
     tool_emulation: bool = True,
     repair_rounds: int = 1,
-) -> list[AnswerFrame]:
-    """Sample the client's model for one relay request; the answer frames (or one error frame).
+) -> Sequence[AnswerFrame | Release]:
+    """Sample the client's model for one relay request; the answer frames (or one error frame, or a
+    ``release`` when the client's connection closed before it answered).
 
     An answer that breaks the requested format or a tool's schema is sent back to the model with what
     is wrong, up to ``repair_rounds`` times; one still wrong after that is an ``invalid_answer`` error,
@@ -194,6 +196,8 @@ async def answer_by_sampling(
         )
         return [ErrorFrame(id=frame.id, code="timeout", message=message)]
     except MCPError as exc:
+        if exc.code == types.CONNECTION_CLOSED:  # the client is gone before any answer: let another worker
+            return [Release(id=frame.id)]
         return [_client_error(frame.id, exc, client_name)]
     except ValueError as exc:  # the SDK's own checks of tool_use/tool_result pairing
         message = f"Cannot send this conversation through MCP sampling: {exc}."

@@ -18,7 +18,7 @@ import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from pydantic import BaseModel
 
-from shared_protocol import Cancel, ErrorFrame, RequestFrame, WorkerInfo
+from shared_protocol import Cancel, ErrorFrame, Release, RequestFrame, WorkerInfo
 
 from ._client import ClientState
 from ._core import Effect, Send, StartSampling, StopSampling, ToolText, Waiting, Wake, WorkerCore
@@ -117,6 +117,9 @@ class Worker:
             frames = [ErrorFrame(id=frame.id, code="internal", message=f"mcptb-server failed: {exc!r}")]
         finally:
             del self._sampling[frame.id]
+            if any(isinstance(f, Release) for f in frames):
+                log.info("%s handed back: the MCP client's connection closed before it answered", frame.id)
+                self.client.session_closed()  # first: our sampling slots go, so it cannot come back here
             self.apply(self.core.sampling_done(frame.id, frames))
 
     # --- agent pull: the two tools ------------------------------------------------------------

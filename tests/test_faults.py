@@ -13,6 +13,7 @@ import tempfile
 from contextlib import suppress
 
 import anyio
+import anyio.abc
 import pytest
 
 from _eventually import eventually
@@ -20,6 +21,7 @@ from _http_client import get_json, post, request
 from _scripted import FixedAnswerModel, ScriptedModel
 from conftest import (
     ROOT,
+    Worker,
     chat_body,
     mcp_worker,
     mcp_worker_process,
@@ -460,3 +462,33 @@ async def _all_slots_back(relay, slots: int) -> dict | None:
     health = await get_json(relay.url + "/health")
     workers = health["workers"]
     return health if workers and workers[0]["free_slots"] == slots and health["in_flight"] == 0 else None
+
+
+async def test_a_request_whose_sampling_client_dies_before_answering_goes_to_an_idle_worker(relay_process, backend):
+    """The MCP client behind the first worker closes while its model is answering: its mcptb-server
+    hands the request back (nothing reached the caller yet) instead of failing it with "Connection
+    closed", and the idle second worker answers it."""
+    relay = relay_process
+    leave = anyio.Event()
+
+    async def first_worker(*, task_status: anyio.abc.TaskStatus[Worker]) -> None:
+        async with mcp_worker_process(relay, backend) as worker:
+            task_status.started(worker)
+            await leave.wait()  # then its MCP client goes away, in the middle of an answer
+
+    async with anyio.create_task_group() as tg:
+        first = await tg.start(first_worker)
+        async with mcp_worker(relay, backend, model=ScriptedModel(honour_slow=False), wait_ready=False):
+            await wait_for_workers(relay, 2)
+            result = {}
+
+            async def call() -> None:
+                result["response"] = await post(relay.url, PATH, chat_body("SLOW survive"))
+
+            tg.start_soon(call)
+            with anyio.fail_after(10):
+                await first.model.started.wait()  # the first worker (connected first) took it
+            leave.set()
+            response = await eventually(lambda: result.get("response"), timeout=20, what="the answer")
+    assert response.status == 200, response.body
+    assert response.json()["choices"][0]["message"]["content"] == "echo: SLOW survive"
