@@ -38,6 +38,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from shared_protocol import (
+    Accepted,
     End,
     ErrorFrame,
     NeutralRequest,
@@ -255,15 +256,16 @@ class WorkerCore:
         self._waiters[waiter] = None
         return Waiting(waiter, float(wait)), self._balance()
 
-    def show(self, waiter: int) -> RequestFrame | None:
-        """The woken agent's call is about to return its request, which from now on counts as shown;
-        None if the request was taken back meanwhile (its caller left), so the agent waits on."""
+    def show(self, waiter: int) -> tuple[RequestFrame | None, list[Effect]]:
+        """The woken agent's call is about to return its request, which from now on counts as shown
+        (the relay is told an agent works on it: ``accepted``); None if the request was taken back
+        meanwhile (its caller left), so the agent waits on."""
         frame = self._waiters.get(waiter)
         if frame is None:
-            return None
+            return None, []
         del self._waiters[waiter]
         self._shown[frame.id] = frame
-        return frame
+        return frame, [Send(Accepted(id=frame.id))]
 
     def agent_gives_up(self, waiter: int, seconds: float) -> tuple[ToolText, list[Effect]]:
         """The agent's call ended without a request shown (its wait ran out, or it was cancelled)."""

@@ -139,7 +139,8 @@ class Worker:
                 while True:
                     await self._wait_with_progress(ctx, wakeup, step.seconds)
                     await anyio.lowlevel.checkpoint()  # a cancel that raced the arrival surfaces here
-                    request = self.core.show(step.waiter)
+                    request, effects = self.core.show(step.waiter)
+                    self.apply(effects)
                     if request is not None:
                         shown = True
                         log.info("%s handed to the agent", request.id)

@@ -38,10 +38,16 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
     """
     loop = anyio.current_time
     deadline = loop() + config.queue_timeout
+    start_by = float("inf")  # while assigned and not started: when to move it to another worker
     assigned = False
     while True:
         event: JobEvent | None = None
-        with anyio.move_on_after(min(config.keepalive_interval, max(0.0, deadline - loop()))):
+        if loop() >= start_by:
+            reason = f"not started within {config.start_timeout:g} s (relay --start-timeout); moved to another worker"
+            moved = broker.move_unstarted(job, reason)
+            start_by = float("inf") if moved else loop() + config.start_timeout  # no other worker: try later
+        wake = min(config.keepalive_interval, max(0.0, deadline - loop()), max(0.0, start_by - loop()))
+        with anyio.move_on_after(wake):
             try:
                 event = await job.events.receive()
             except anyio.EndOfStream:
@@ -49,12 +55,16 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
         if event is None:
             if loop() >= deadline:
                 raise _timeout(assigned, config)
-            yield KEEPALIVE
+            if loop() < start_by:
+                yield KEEPALIVE
             continue
         if isinstance(event, Assigned):
             assigned = True
             deadline = loop() + config.request_timeout
-        elif isinstance(event, Requeued):
+            start_by = loop() + config.start_timeout
+            continue
+        start_by = float("inf")  # started (or failed, or back in the queue): nothing to move
+        if isinstance(event, Requeued):
             assigned = False
             deadline = loop() + config.queue_timeout
         elif isinstance(event, Failed):

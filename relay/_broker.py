@@ -7,7 +7,12 @@ putting frames into a worker's outbound queue and events into a job's event stre
 
 Rules:
 - Pull-based: a job is assigned only against a slot a worker granted (``ready``), oldest job first,
-  to an eligible worker (see :meth:`Broker._eligible`).
+  to the eligible worker (see :meth:`Broker._eligible`) with the fewest requests in flight, so a
+  worker that grants many slots and answers none (a client waiting for a consent click) cannot take
+  everything while another idles.
+- A job its worker has not started within ``--start-timeout`` moves to another eligible worker, if
+  one has a free slot (:meth:`Broker.move_unstarted`); the first worker is told ``cancel`` and never
+  gets it back.
 - A job assigned but not started goes back to the head of the queue when its worker hands it back
   (``release``, free of charge) or disappears (once; the second loss fails the job: ``worker_lost``).
 - After ``start`` a job is never moved: the caller may already have output.
@@ -109,6 +114,10 @@ class Job:
     assignments: int = 0
     batch: TextBatch | None = None
     """The text batch in the event stream that text may still join (the last event queued, not taken)."""
+    accepted: bool = False
+    """Its worker said a model is working on it (an agent saw it): it is not moved for a slow start."""
+    avoid: set[str] = field(default_factory=set)
+    """Workers this job was taken away from (not started in time): never assigned to them again."""
     unread: int = 0
     """Characters of text queued that the caller has not taken yet (bounded by :data:`MAX_PENDING_TEXT`)."""
 
@@ -224,6 +233,28 @@ class Broker:
         job.assignments -= 1  # handing back is free: the worker never started it
         self._requeue(job)
 
+    def accept(self, worker: Worker, job_id: str) -> None:
+        job = worker.jobs.get(job_id)
+        if job is not None:
+            job.accepted = True
+
+    def move_unstarted(self, job: Job, reason: str) -> bool:
+        """Take an assigned job its worker has not started from it and queue it for another worker;
+        False (nothing changes) if no other eligible worker has a free slot."""
+        worker = job.worker
+        if job.state != "assigned" or worker is None or job.accepted:
+            return False
+        others = [w for w in self.workers.values() if w is not worker and self._eligible(job, w)]
+        if not others:
+            return False
+        log.warning("%s: worker %s did not start it; moving it to another worker", job.id, worker.id)
+        worker.jobs.pop(job.id, None)
+        worker.send(encode(Cancel(id=job.id, reason=reason)))
+        job.avoid.add(worker.id)
+        job.assignments -= 1  # not lost: taken away
+        self._requeue(job)
+        return True
+
     def remove_worker(self, worker: Worker) -> None:
         if self.workers.pop(worker.id, None) is None:
             return
@@ -298,7 +329,7 @@ class Broker:
     def _eligible(self, job: Job, worker: Worker) -> bool:
         """Tools need a worker that can use them; a model name some worker serves pins the job to
         those workers; any other name goes to any worker."""
-        if worker.free_slots <= 0:
+        if worker.free_slots <= 0 or worker.id in job.avoid:
             return False
         if job.request.tools and not worker.info.tools:
             return False
@@ -309,9 +340,10 @@ class Broker:
 
     def _pump(self) -> None:
         for job in list(self.queue):
-            worker = next((w for w in self.workers.values() if self._eligible(job, w)), None)
-            if worker is None:
+            eligible = [w for w in self.workers.values() if self._eligible(job, w)]
+            if not eligible:
                 continue
+            worker = min(eligible, key=lambda w: len(w.jobs))
             if not worker.send(job.line):
                 continue
             self.queue.remove(job)

@@ -77,6 +77,13 @@ class Config:
     request_timeout: float = field(
         default=600.0, metadata=_limit("seconds a worker may take to answer once it took a request (then 504)")
     )
+    start_timeout: float = field(
+        default=30.0,
+        metadata=_limit(
+            "seconds a worker may hold a request without starting to answer it before it moves to another "
+            "worker with a free slot (one waiting for a consent click, say)"
+        ),
+    )
     keepalive_interval: float = field(
         default=15.0, metadata=_limit("seconds between SSE keep-alive comments while the model thinks")
     )

@@ -16,6 +16,7 @@ import anyio.abc
 
 from shared_protocol import (
     PROTOCOL_VERSION,
+    Accepted,
     End,
     ErrorFrame,
     Hello,
@@ -181,6 +182,8 @@ async def _read_frames(
                 broker.withdraw(worker, frame.slots)
             elif isinstance(frame, Release):
                 broker.release(worker, frame.id)
+            elif isinstance(frame, Accepted):
+                broker.accept(worker, frame.id)
             elif isinstance(frame, Update):
                 if frame.worker != worker.info:
                     _log_info(worker.id, "is", frame.worker)

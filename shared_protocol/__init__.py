@@ -11,6 +11,7 @@ from ._codec import (
 )
 from ._frames import (
     PROTOCOL_VERSION,
+    Accepted,
     AnswerFrame,
     Cancel,
     End,
@@ -50,6 +51,7 @@ __all__ = [
     "MAX_LINE_BYTES",
     "PROTOCOL_VERSION",
     "SOCKET_ENV",
+    "Accepted",
     "AnswerFrame",
     "Cancel",
     "ContentBlock",

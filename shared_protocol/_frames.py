@@ -24,7 +24,7 @@ from ._neutral import NeutralRequest
 
 PROTOCOL_VERSION = 2
 """2: the neutral request carries ``output_format`` and ``tools[].strict``; ``error`` has the code
-``invalid_answer``."""
+``invalid_answer``; ``accepted``."""
 
 
 class _Frame(BaseModel):
@@ -79,6 +79,14 @@ class Withdraw(_Frame):
 
 class Release(_Frame):
     type: Literal["release"] = "release"
+    id: str
+
+
+class Accepted(_Frame):
+    """A model (an agent) is working on this request: the relay does not move it to another worker
+    for being slow to start. Nothing has reached the caller yet."""
+
+    type: Literal["accepted"] = "accepted"
     id: str
 
 
@@ -161,7 +169,7 @@ class Cancel(_Frame):
 
 
 WorkerFrame = Annotated[
-    Hello | Update | Ready | Withdraw | Release | Start | TextDelta | ToolCall | End | ErrorFrame,
+    Hello | Update | Ready | Withdraw | Release | Accepted | Start | TextDelta | ToolCall | End | ErrorFrame,
     Field(discriminator="type"),
 ]
 RelayFrame = Annotated[

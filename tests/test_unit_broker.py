@@ -212,3 +212,21 @@ def test_a_request_too_large_for_the_worker_link_is_refused_at_submit_never_sent
     assert worker.sent == [] and not broker.queue
     broker.submit("b", neutral(), 5)  # the link is untouched: the next request goes out
     assert worker.requests() == ["b"]
+
+
+def test_an_unstarted_job_moves_to_the_least_busy_worker_but_an_accepted_one_stays():
+    broker = Broker(max_queue=10, socket_path="/s")
+    stuck, healthy = FakeWorker(broker), FakeWorker(broker)
+    broker.grant(stuck.handle, 100)
+    first = broker.submit("a", neutral(), 5)
+    broker.grant(healthy.handle, 1)
+    second = broker.submit("b", neutral(), 5)
+    assert (stuck.requests(), healthy.requests()) == (["a"], ["b"])  # least in flight, not first connected
+    assert not broker.move_unstarted(first, "slow")  # the healthy worker has no free slot
+    broker.grant(healthy.handle, 1)
+    assert broker.move_unstarted(first, "slow")
+    assert healthy.requests() == ["b", "a"] and stuck.sent[-1] == Cancel(id="a", reason="slow")
+    assert not broker.move_unstarted(first, "slow")  # it is not handed back to a worker it left
+    broker.accept(healthy.handle, "b")  # an agent works on it
+    broker.grant(stuck.handle, 1)
+    assert not broker.move_unstarted(second, "slow") and second.worker is healthy.handle

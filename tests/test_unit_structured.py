@@ -95,7 +95,7 @@ def shown(request: NeutralRequest) -> WorkerCore:
     step, _ = core.agent_waits({"wait_seconds": 30})
     assert isinstance(step, Waiting)
     core.request(RequestFrame(id="req_1", timeout=60, request=request))
-    assert core.show(step.waiter) is not None
+    assert core.show(step.waiter)[0] is not None
     return core
 
 

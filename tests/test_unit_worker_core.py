@@ -13,6 +13,7 @@ from mcp_server._core import (
     WorkerCore,
 )
 from shared_protocol import (
+    Accepted,
     End,
     Message,
     NeutralRequest,
@@ -75,8 +76,9 @@ def test_a_request_goes_to_the_longest_waiting_agent_and_counts_as_shown_once_re
     first, second = wait(core), wait(core)
     assert core.granted == 2
     assert core.request(frame("req_1")) == [Wake(first)]  # the slot it used is gone: nothing to re-announce
-    assert core.show(second) is None
-    shown = core.show(first)
+    assert core.show(second) == (None, [])
+    shown, effects = core.show(first)
+    assert effects == [Send(Accepted(id="req_1"))]  # the relay will not move it for a slow start
     assert shown is not None and shown.id == "req_1" and core.is_open("req_1")
     assert core.granted == 1  # the second agent still waits
 
@@ -178,7 +180,7 @@ def test_a_cancel_for_a_request_not_yet_shown_lets_the_agent_wait_on():
     waiter = wait(core)
     core.request(frame())
     assert sent(core.cancel("req_1", "caller disconnected")) == [Ready(slots=1)]
-    assert core.show(waiter) is None and core.waiting == 1
+    assert core.show(waiter)[0] is None and core.waiting == 1
 
 
 def test_reply_errors_name_what_to_fix():
