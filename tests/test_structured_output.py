@@ -124,6 +124,26 @@ async def test_litellm_response_format_json_object(relay, backend):
     assert response.model.endswith(MODEL)
 
 
+async def weather_call_arguments(relay, strict: bool = False) -> dict:
+    """Ask for the weather with a get_weather tool whose city is required; the one call's arguments."""
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            "strict": strict,
+        },
+    }
+    completion = await in_thread(
+        openai_client(relay).chat.completions.create,
+        model="m",
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[weather],
+    )
+    (call,) = completion.choices[0].message.tool_calls
+    return json.loads(call.function.arguments)
+
+
 async def test_a_tool_call_missing_a_required_argument_goes_back_to_the_model(relay, backend):
     """A native tool call (client with sampling.tools) whose arguments miss a required field is answered
     with a tool result that says so; the corrected call is what the caller gets."""
@@ -140,23 +160,9 @@ async def test_a_tool_call_missing_a_required_argument_goes_back_to_the_model(re
         )
 
     seen: list[types.CreateMessageRequestParams] = []
-    weather = {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-            "strict": True,
-        },
-    }
     async with mcp_worker(relay, backend, model=sampling, sampling_tools=True):
-        completion = await in_thread(
-            openai_client(relay).chat.completions.create,
-            model="m",
-            messages=[{"role": "user", "content": "Weather in Paris?"}],
-            tools=[weather],
-        )
-    (call,) = completion.choices[0].message.tool_calls
-    assert json.loads(call.function.arguments) == {"city": "Paris"}
+        arguments = await weather_call_arguments(relay, strict=True)
+    assert arguments == {"city": "Paris"}
     repair = seen[1].messages[-1].content_as_list[0]
     assert repair.type == "tool_result" and repair.is_error
     assert "'city' is a required property" in repair.content[0].text
@@ -208,21 +214,8 @@ async def test_an_emulated_tool_call_missing_a_required_argument_goes_back_to_th
     wrong = '<tool_call>{"name": "get_weather", "arguments": {}}</tool_call>'
     right = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
     model = FixedAnswerModel(answers=[wrong, right])
-    weather = {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-        },
-    }
     async with mcp_worker(relay, backend, model=model, sampling_tools=False):
-        completion = await in_thread(
-            openai_client(relay).chat.completions.create,
-            model="m",
-            messages=[{"role": "user", "content": "Weather in Paris?"}],
-            tools=[weather],
-        )
-    (call,) = completion.choices[0].message.tool_calls
-    assert json.loads(call.function.arguments) == {"city": "Paris"}
+        arguments = await weather_call_arguments(relay)
+    assert arguments == {"city": "Paris"}
     repair = model.requests[1].messages[-1].content_as_list[0].text
     assert "were not run" in repair and "'city' is a required property" in repair
