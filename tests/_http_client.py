@@ -79,8 +79,8 @@ async def request(
         return Response(status, response_headers, bytes(received), pieces)
 
 
-async def get_json(url: str) -> Any:
-    return (await request(url)).json()
+async def get_json(url: str, headers: dict[str, str] | None = None) -> Any:
+    return (await request(url, headers=headers)).json()
 
 
 async def post(

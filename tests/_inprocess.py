@@ -75,6 +75,10 @@ class InProcessRelay:
     def log(self) -> str:
         return self.logs.text
 
+    @property
+    def api_key(self) -> str | None:
+        return self.config.api_key
+
 
 @asynccontextmanager
 async def relay_in_process(**settings: Any) -> AsyncIterator[InProcessRelay]:

@@ -93,6 +93,7 @@ class RelayProcess:
     socket: str
     proc: subprocess.Popen[str]
     log_lines: list[str] = field(default_factory=list)
+    api_key: str | None = None
 
     @property
     def port(self) -> int:
@@ -131,7 +132,8 @@ def start_relay(backend: str, socket: str, *args: str, env: dict[str, str] | Non
     if not banner:
         raise RuntimeError(f"relay did not start: {proc.stderr.read()}")
     url = banner.split()[3]
-    relay = RelayProcess(url=url, socket=socket, proc=proc)
+    key = args[args.index("--api-key") + 1] if "--api-key" in args else None
+    relay = RelayProcess(url=url, socket=socket, proc=proc, api_key=key)
 
     def drain(stream: Any) -> None:
         for line in stream:
@@ -271,7 +273,7 @@ async def wait_for_workers(
     """Poll /health until ``count`` workers are connected (with free sampling slots, if asked)."""
 
     async def connected() -> dict[str, Any] | None:
-        health = await get_json(relay.url + "/health")
+        health = await get_health(relay)
         workers = health["workers"]
         ready = [w for w in workers if not sampling or ("sampling" in w["modes"] and w["free_slots"] > 0)]
         return health if len(workers) == count and len(ready) == count else None
@@ -281,11 +283,18 @@ async def wait_for_workers(
 
 async def queue_depth(relay: RelayProcess | InProcessRelay, depth: int) -> bool:
     """At least ``depth`` requests wait in the relay's queue."""
-    return bool((await get_json(relay.url + "/health"))["queue_depth"] >= depth)
+    return bool((await get_health(relay))["queue_depth"] >= depth)
 
 
 async def no_workers(relay: RelayProcess | InProcessRelay) -> bool:
-    return not (await get_json(relay.url + "/health"))["workers"]
+    return not (await get_health(relay))["workers"]
+
+
+async def get_health(relay: RelayProcess | InProcessRelay) -> dict[str, Any]:
+    """The relay's /health, with its key when it has one (without, it shows only its status)."""
+    headers = {"authorization": f"Bearer {relay.api_key}"} if relay.api_key else None
+    health: dict[str, Any] = await get_json(relay.url + "/health", headers)
+    return health
 
 
 def chat_body(text: str = "hello", **extra: Any) -> bytes:
