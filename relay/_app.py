@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
+
 from shared_protocol import End
 
 from ._adapter import Adapter, Call, Route
@@ -87,6 +89,9 @@ class App:
         self.store = ConversationStore(config.store_conversations, config.store_bytes, config.max_body_bytes)
         """Recent conversations, for continuations: adapters read it while parsing, :meth:`answer` writes it."""
         self.started = time.time()
+        self.answering = 0
+        """Requests being answered now (streams open, or whole answers being written)."""
+        self._idle: anyio.Event | None = None
         self._routes: dict[str, dict[str, Handler]] = {
             "/": {"GET": self.root, "HEAD": self.root},
             "/health": {"GET": self.health},
@@ -246,6 +251,7 @@ class App:
         job = self.broker.submit(record.request_id, call.request, self.config.request_timeout)
         answer = Answer(model=call.request.model or "unknown")
         ended = "the caller disconnected"
+        self.answering += 1
         try:
             if call.stream:
                 await self._stream(api, call, job, answer, responder)
@@ -263,6 +269,16 @@ class App:
         finally:
             record.worker = job.worker_id
             self.broker.cancel(job, ended)
+            self.answering -= 1
+            if self.answering == 0 and self._idle is not None:
+                self._idle.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until no answer is being written."""
+        if self.answering:
+            self._idle = anyio.Event()
+            with anyio.move_on_after(timeout):
+                await self._idle.wait()
 
     async def _stream(self, api: Adapter, call: Call, job: Job, answer: Answer, responder: Responder) -> None:
         encoder = api.stream_encoder(call)

@@ -146,11 +146,15 @@ class Broker:
         self.socket_path = socket_path
         self.workers: dict[str, Worker] = {}
         self.queue: deque[Job] = deque()
+        self.stopping: str | None = None
+        """Why the relay is stopping (then every job has failed and new ones are refused)."""
 
     # --- HTTP side ---------------------------------------------------------------------------
 
     def submit(self, job_id: str, request: NeutralRequest, timeout: float) -> Job:
         """Queue a request. Raises RelayError when it cannot be served (no worker, queue full...)."""
+        if self.stopping is not None:
+            raise RelayError("relay_stopping", self.stopping)
         if not self.workers:
             raise RelayError(
                 "no_worker",
@@ -232,6 +236,19 @@ class Broker:
             return
         job.assignments -= 1  # handing back is free: the worker never started it
         self._requeue(job)
+
+    def stop(self, message: str) -> None:
+        """The relay is stopping: fail every job (its caller gets ``message`` in its API's shape, a
+        stream its error event and end), tell the workers, refuse new jobs."""
+        self.stopping = message
+        for job in list(self.queue):
+            self.queue.remove(job)
+            self._fail(job, RelayError("relay_stopping", message))
+        for worker in self.workers.values():
+            for job in list(worker.jobs.values()):
+                worker.send(encode(Cancel(id=job.id, reason="the relay is stopping")))
+                self._fail(job, RelayError("relay_stopping", message))
+            worker.jobs.clear()
 
     def accept(self, worker: Worker, job_id: str) -> None:
         job = worker.jobs.get(job_id)

@@ -84,6 +84,13 @@ class Config:
             "worker with a free slot (one waiting for a consent click, say)"
         ),
     )
+    drain_timeout: float = field(
+        default=5.0,
+        metadata=_limit(
+            "seconds open answers get on SIGTERM or Ctrl-C to be ended with their API's error event before "
+            "the relay exits"
+        ),
+    )
     keepalive_interval: float = field(
         default=15.0, metadata=_limit("seconds between SSE keep-alive comments while the model thinks")
     )

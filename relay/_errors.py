@@ -37,6 +37,7 @@ Kind = (
         "no_worker",
         "worker_lost",
         "protocol_violation",
+        "relay_stopping",
         # following the answer
         "queue_timeout",
         "answer_timeout",
@@ -101,6 +102,7 @@ TABLE: dict[Kind, Shape] = {
     "no_worker":            Shape(503, "service_unavailable", "overloaded_error", "no_worker"),
     "worker_lost":          Shape(502, "upstream_error", "api_error", "worker_lost"),
     "protocol_violation":   Shape(502, "upstream_error", "api_error", "protocol_violation"),
+    "relay_stopping":       Shape(503, "service_unavailable", "overloaded_error", "relay_stopping", retryable=True),
     "queue_timeout":        Shape(504, "timeout", "api_error", "timeout"),
     "answer_timeout":       Shape(504, "timeout", "api_error", "timeout"),
     "answer_cut":           Shape(502, "upstream_error", "api_error"),

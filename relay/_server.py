@@ -89,7 +89,9 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
 
     try:
         async with tcp, unix, anyio.create_task_group() as tg:
-            await tg.start(_stop_on_signal, tg.cancel_scope)  # before the banner: a SIGTERM right after it is handled
+            await tg.start(
+                _stop_on_signal, tg.cancel_scope, app, config
+            )  # before the banner: a SIGTERM then is handled
             if on_ready:
                 on_ready(url, config.socket)
             tg.start_soon(unix.serve, handle_worker)
@@ -100,12 +102,18 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
         log.info("relay stopped")
 
 
-async def _stop_on_signal(scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-    """SIGTERM or SIGINT: stop serving (open streams are cut; their callers see a truncated chunked body)."""
+async def _stop_on_signal(
+    scope: anyio.CancelScope, app: App, config: Config, *, task_status: anyio.abc.TaskStatus[None]
+) -> None:
+    """SIGTERM or SIGINT: every open answer ends with its API's error event (a stream) or error (a
+    whole answer), within --drain-timeout; then the relay stops."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         task_status.started()
         async for signum in signals:
-            log.info("%s received; stopping", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            log.info("%s received; ending %d open answer(s), then stopping", name, app.answering)
+            app.broker.stop(f"The relay is stopping ({name}); nothing more will come for this request.")
+            await app.drain(config.drain_timeout)
             scope.cancel()
             return
 

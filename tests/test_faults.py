@@ -492,3 +492,34 @@ async def test_a_request_whose_sampling_client_dies_before_answering_goes_to_an_
             response = await eventually(lambda: result.get("response"), timeout=20, what="the answer")
     assert response.status == 200, response.body
     assert response.json()["choices"][0]["message"]["content"] == "echo: SLOW survive"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "ending"),
+    [
+        (PATH, chat_body("SLOW forever", stream=True), b"data: [DONE]\n\n"),
+        (
+            "/v1/messages",
+            json.dumps({"max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "SLOW"}]}).encode(),
+            b"event: error\n",
+        ),
+        ("/v1/responses", json.dumps({"stream": True, "input": "SLOW forever"}).encode(), b"event: response.failed\n"),
+    ],
+)
+async def test_sigterm_ends_open_streams_with_their_error_event_then_exits(relay_process, backend, path, body, ending):
+    relay = relay_process
+    async with mcp_worker(relay, backend) as worker, anyio.create_task_group() as tg:
+        got = {}
+
+        async def call() -> None:
+            got["response"] = await post(relay.url, path, body)
+
+        tg.start_soon(call)
+        with anyio.fail_after(10):
+            await worker.model.started.wait()  # the stream is open, the model thinking
+        relay.proc.send_signal(signal.SIGTERM)
+        response = await eventually(lambda: got.get("response"), what="the stream's end")
+        assert await anyio.to_thread.run_sync(lambda: relay.proc.wait(15)) == 0
+    assert response.status == 200
+    assert (ending in response.body and b"relay_stopping" in response.body) or b"relay is stopping" in response.body
+    assert response.body.endswith(b"\n\n")  # a complete last event, then the chunked body's end

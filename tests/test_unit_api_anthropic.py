@@ -314,6 +314,7 @@ ANTHROPIC_ERRORS = {
     "timeout": "api_error",
     "refused": "permission_error",
     "protocol_violation": "api_error",
+    "relay_stopping": "overloaded_error",
     "unsupported": "invalid_request_error",
     "client_error": "api_error",
     "cancelled": "api_error",

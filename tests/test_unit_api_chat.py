@@ -403,6 +403,7 @@ OPENAI_ERRORS: dict[str, tuple[int, str, str | None, bool]] = {
     "timeout": (504, "timeout", "timeout", False),
     "refused": (422, "permission_error", "refused", False),
     "protocol_violation": (502, "upstream_error", "protocol_violation", False),
+    "relay_stopping": (503, "service_unavailable", "relay_stopping", True),
     "unsupported": (400, "invalid_request_error", "unsupported", False),
     "client_error": (502, "upstream_error", "client_error", False),
     "cancelled": (502, "upstream_error", "cancelled", False),
