@@ -29,16 +29,17 @@ def run_agent(base_url: str, model_class: str) -> object:
     set_tracing_disabled(True)  # the SDK would otherwise export traces to OpenAI
 
     async def main() -> object:
-        client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=30)
-        model_type = OpenAIResponsesModel if model_class == "responses" else OpenAIChatCompletionsModel
-        agent = Agent(
-            name="forecaster",
-            instructions="Report the weather.",
-            model=model_type(model="m", openai_client=client),
-            output_type=Weather,
-        )
-        result = await Runner.run(agent, "Weather in Oslo?")
-        return result.final_output
+        # closed here, in its own loop: left to the garbage collector it would close in a later test's loop
+        async with AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=30) as client:
+            model_type = OpenAIResponsesModel if model_class == "responses" else OpenAIChatCompletionsModel
+            agent = Agent(
+                name="forecaster",
+                instructions="Report the weather.",
+                model=model_type(model="m", openai_client=client),
+                output_type=Weather,
+            )
+            result = await Runner.run(agent, "Weather in Oslo?")
+            return result.final_output
 
     return asyncio.run(main())
 
