@@ -40,6 +40,7 @@ from shared_protocol import (
     encode,
 )
 from shared_protocol._trust import directory_problem, peer_uid
+from shared_protocol._unix import connect_unix
 
 log = logging.getLogger("mcptb.server")
 
@@ -109,7 +110,7 @@ class RelayLink:
                 error = f"refusing the relay's socket {self.socket_path}: {distrust}"
             else:
                 try:
-                    stream = await anyio.connect_unix(self.socket_path)
+                    stream = await connect_unix(self.socket_path)
                 except OSError as exc:
                     error = f"cannot reach the relay at {self.socket_path}: {exc.strerror or exc}"
                 else:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import anyio
 import anyio.abc
 
+from ._accept import accept_forever, raw_sockets
 from ._api import error_page
 from ._app import App
 from ._broker import Broker
@@ -76,16 +77,11 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
         connections += 1
         try:
             await serve_connection(stream, app, error_page, config, access_log)
-        except Exception:
-            log.exception("connection handler failed")
         finally:
             connections -= 1
 
     async def handle_worker(stream: anyio.abc.SocketStream) -> None:
-        try:
-            await serve_worker(stream, broker, config)
-        except Exception:
-            log.exception("worker link failed")
+        await serve_worker(stream, broker, config)
 
     try:
         async with tcp, unix, anyio.create_task_group() as tg:
@@ -94,8 +90,10 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
             )  # before the banner: a SIGTERM then is handled
             if on_ready:
                 on_ready(url, config.socket)
-            tg.start_soon(unix.serve, handle_worker)
-            await tcp.serve(handle_http)
+            for sock in raw_sockets(unix):
+                tg.start_soon(accept_forever, sock, handle_worker, "worker socket")
+            for sock in raw_sockets(tcp):
+                tg.start_soon(accept_forever, sock, handle_http, "HTTP")
     finally:
         with contextlib.suppress(OSError):
             os.unlink(config.socket)

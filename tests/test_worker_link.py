@@ -29,6 +29,7 @@ from shared_protocol import (
     WorkerInfo,
     encode,
 )
+from shared_protocol._unix import connect_unix
 
 from _eventually import eventually
 from _http_client import get_json, post
@@ -47,7 +48,7 @@ async def read_frames(stream, count: int) -> list:
 
 
 async def test_a_worker_speaking_another_protocol_version_is_refused_with_a_reason(relay):
-    async with await anyio.connect_unix(relay.socket) as stream:
+    async with await connect_unix(relay.socket) as stream:
         await stream.send(encode(Hello(version=PROTOCOL_VERSION + 1, worker=WorkerInfo())))
         (frame,) = await read_frames(stream, 1)
     assert frame.type == "refused" and frame.code == "version"
@@ -55,7 +56,7 @@ async def test_a_worker_speaking_another_protocol_version_is_refused_with_a_reas
 
 
 async def test_garbage_from_a_worker_gets_bounded_error_frames_then_the_link_is_dropped(relay):
-    async with await anyio.connect_unix(relay.socket) as stream:
+    async with await connect_unix(relay.socket) as stream:
         await stream.send(encode(Hello(version=PROTOCOL_VERSION, worker=WorkerInfo(client_name="rude"))))
         (welcome,) = await read_frames(stream, 1)
         assert welcome.type == "welcome"
@@ -73,7 +74,7 @@ async def test_garbage_from_a_worker_gets_bounded_error_frames_then_the_link_is_
 
 
 async def test_first_frame_must_be_hello(relay):
-    async with await anyio.connect_unix(relay.socket) as stream:
+    async with await connect_unix(relay.socket) as stream:
         await stream.send(b'{"type":"ready","slots":1}\n')
         (frame,) = await read_frames(stream, 1)
     assert frame.type == "refused" and frame.code == "bad_hello"
@@ -159,7 +160,7 @@ async def test_a_worker_that_starts_then_hands_back_ends_the_request_at_once(rel
     """start, then release: a protocol violation. The caller gets a clear 502 at once, not a wait until
     --request-timeout (600 s by default)."""
     relay = relay_process
-    async with await anyio.connect_unix(relay.socket) as stream, anyio.create_task_group() as tg:
+    async with await connect_unix(relay.socket) as stream, anyio.create_task_group() as tg:
         await stream.send(encode(Hello(version=PROTOCOL_VERSION, worker=WorkerInfo(client_name="confused"))))
         (welcome,) = await read_frames(stream, 1)
         await stream.send(encode(Ready(slots=1)))
@@ -182,7 +183,7 @@ async def test_a_worker_that_starts_then_hands_back_ends_the_request_at_once(rel
 async def test_thousands_of_one_character_deltas_in_one_write_all_reach_the_caller(relay_process, stream):
     relay = relay_process
     answer = "".join(str(i % 10) for i in range(5000))
-    async with await anyio.connect_unix(relay.socket) as link, anyio.create_task_group() as tg:
+    async with await connect_unix(relay.socket) as link, anyio.create_task_group() as tg:
         await link.send(encode(Hello(version=PROTOCOL_VERSION, worker=WorkerInfo(client_name="chatty"))))
         await read_frames(link, 1)
         await link.send(encode(Ready(slots=1)))
@@ -211,7 +212,7 @@ async def test_a_stuck_worker_does_not_take_everything(relay_factory, backend):
     click nobody gives) connected first, a healthy one beside it: requests spread by requests in
     flight, and the stuck worker's ones move to the healthy worker after --start-timeout."""
     relay = relay_factory("--start-timeout", "1")
-    async with await anyio.connect_unix(relay.socket) as stuck, anyio.create_task_group() as tg:
+    async with await connect_unix(relay.socket) as stuck, anyio.create_task_group() as tg:
         await stuck.send(encode(Hello(version=PROTOCOL_VERSION, worker=WorkerInfo(client_name="stuck"))))
         await read_frames(stuck, 1)
         await stuck.send(encode(Ready(slots=100)))
