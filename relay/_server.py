@@ -1,12 +1,15 @@
 """Process wiring: the TCP listener for HTTP callers, the Unix listener for workers, the broker.
 
 The HTTP side admits at most ``max_connections`` connections; one more gets an immediate 503 and is
-closed, so an overload is visible instead of a hang.
+closed, so an overload is visible instead of a hang. The worker socket admits at most
+``max_workers`` connections, counted from the moment they are accepted (a connection that never says
+hello is closed after ``HELLO_TIMEOUT``). Both limits fit the open-file limit (``_fd_budget``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -17,6 +20,7 @@ from collections.abc import Callable
 import anyio
 import anyio.abc
 
+from . import _fd_budget as fd_budget
 from ._accept import accept_forever, raw_sockets
 from ._api import error_page
 from ._app import App
@@ -25,7 +29,7 @@ from ._config import Config, server_command
 from ._errors import RelayError, error_headers
 from ._http import RequestLog, Responder, serve_connection
 from ._socket import SocketSetupError, listen
-from ._worker_link import serve_worker
+from ._worker_link import refuse_worker, serve_worker
 
 log = logging.getLogger("mcptb.relay")
 access = logging.getLogger("mcptb.relay.access")
@@ -50,6 +54,10 @@ def access_log(record: RequestLog) -> None:
 
 
 async def serve(config: Config, on_ready: Callable[[str, str], None] | None = None) -> None:
+    budget = fd_budget.apply(config.max_connections, config.max_workers)
+    if budget.warning:
+        log.warning("%s", budget.warning)
+    config = dataclasses.replace(config, max_connections=budget.max_connections)
     broker = Broker(max_queue=config.max_queue, socket_path=config.socket)
     app = App(config, broker)
     try:
@@ -68,6 +76,7 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
     display_host = f"[{host}]" if ":" in str(host) else host
     url = f"http://{display_host}:{port}"
     connections = 0
+    links = 0
 
     async def handle_http(stream: anyio.abc.SocketStream) -> None:
         nonlocal connections
@@ -81,7 +90,20 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
             connections -= 1
 
     async def handle_worker(stream: anyio.abc.SocketStream) -> None:
-        await serve_worker(stream, broker, config)
+        nonlocal links
+        if links >= config.max_workers:  # counted before the hello: silent connections count too
+            async with stream:
+                await refuse_worker(
+                    stream,
+                    "busy",
+                    f"this relay already has {config.max_workers} MCP servers connected (relay --max-workers)",
+                )
+            return
+        links += 1
+        try:
+            await serve_worker(stream, broker, config)
+        finally:
+            links -= 1
 
     try:
         async with tcp, unix, anyio.create_task_group() as tg:

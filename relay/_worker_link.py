@@ -51,7 +51,9 @@ async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: C
     async with stream:
         uid = stream_peer_uid(stream)
         if uid is not None and uid != os.getuid():
-            await _refuse(stream, "forbidden", f"uid {uid} may not serve this relay (it runs as uid {os.getuid()})")
+            await refuse_worker(
+                stream, "forbidden", f"uid {uid} may not serve this relay (it runs as uid {os.getuid()})"
+            )
             return
         decoder = WorkerFrameDecoder()
         hello = await _read_hello(stream, decoder)
@@ -59,18 +61,11 @@ async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: C
             return
         if hello.version != PROTOCOL_VERSION:
             newer = "relay" if hello.version > PROTOCOL_VERSION else "MCP server"
-            await _refuse(
+            await refuse_worker(
                 stream,
                 "version",
                 f"protocol version mismatch: relay speaks {PROTOCOL_VERSION}, "
                 f"the MCP server {hello.version}; upgrade the {newer} side (pip install -U mcp-token-bridge)",
-            )
-            return
-        if len(broker.workers) >= config.max_workers:
-            await _refuse(
-                stream,
-                "busy",
-                f"this relay already serves {config.max_workers} MCP servers (relay --max-workers)",
             )
             return
         outbound_in, outbound = anyio.create_memory_object_stream[bytes](OUTBOUND_BUFFER)
@@ -132,13 +127,13 @@ async def _read_hello(stream: anyio.abc.SocketStream, decoder: WorkerFrameDecode
             for item in decoder.feed(data):
                 if isinstance(item, Hello):
                     return item
-                await _refuse(stream, "bad_hello", f"the first frame must be a hello, got: {item}")
+                await refuse_worker(stream, "bad_hello", f"the first frame must be a hello, got: {item}")
                 return None
-    await _refuse(stream, "bad_hello", f"no hello within {HELLO_TIMEOUT:g} s")
+    await refuse_worker(stream, "bad_hello", f"no hello within {HELLO_TIMEOUT:g} s")
     return None
 
 
-async def _refuse(stream: anyio.abc.SocketStream, code: str, message: str) -> None:
+async def refuse_worker(stream: anyio.abc.SocketStream, code: str, message: str) -> None:
     log.warning("refusing a worker: %s", message)
     try:
         await stream.send(encode(Refused(code=code, message=message)))  # type: ignore[arg-type]

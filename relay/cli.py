@@ -8,6 +8,7 @@ import sys
 import anyio
 
 from ._config import parse_args
+from ._fd_budget import BudgetError
 from ._server import print_banner, serve
 from ._socket import SocketSetupError
 
@@ -23,6 +24,6 @@ def main(argv: list[str] | None = None) -> None:
         anyio.run(serve, config, print_banner, backend=config.backend)
     except KeyboardInterrupt:
         pass
-    except (SocketSetupError, OSError) as exc:
+    except (SocketSetupError, BudgetError, OSError) as exc:
         print(f"mcptb-relay: {exc}", file=sys.stderr)
         sys.exit(1)

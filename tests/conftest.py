@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -118,7 +119,14 @@ def short_socket_dir() -> str:
     return tempfile.mkdtemp(prefix="mcptb-")
 
 
-def start_relay(backend: str, socket: str, *args: str, env: dict[str, str] | None = None) -> RelayProcess:
+def start_relay(
+    backend: str,
+    socket: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    nofile: tuple[int, int] | None = None,
+) -> RelayProcess:
+    """A relay process; ``nofile`` is its (soft, hard) RLIMIT_NOFILE from the start."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "relay", "--port", "0", "--socket", socket, "--backend", backend, *args],
         stdout=subprocess.PIPE,
@@ -126,6 +134,7 @@ def start_relay(backend: str, socket: str, *args: str, env: dict[str, str] | Non
         text=True,
         cwd=ROOT,
         env={**os.environ, **(env or {})},
+        preexec_fn=None if nofile is None else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile),
     )
     assert proc.stdout is not None and proc.stderr is not None
     banner = proc.stdout.readline()
@@ -149,11 +158,13 @@ def relay_factory(backend: str) -> Iterator[Any]:
     started: list[RelayProcess] = []
     dirs: list[str] = []
 
-    def factory(*args: str, socket: str | None = None, env: dict[str, str] | None = None) -> RelayProcess:
+    def factory(
+        *args: str, socket: str | None = None, env: dict[str, str] | None = None, nofile: tuple[int, int] | None = None
+    ) -> RelayProcess:
         if socket is None:
             dirs.append(short_socket_dir())
             socket = os.path.join(dirs[-1], "relay.sock")
-        relay = start_relay(backend, socket, *args, env=env)
+        relay = start_relay(backend, socket, *args, env=env, nofile=nofile)
         started.append(relay)
         return relay
 
