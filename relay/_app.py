@@ -31,7 +31,7 @@ from ._broker import Broker, Job
 from ._collect import Answer
 from ._config import Config
 from ._errors import RelayError, error_headers
-from ._http import HttpRequest, Responder
+from ._http import HttpRequest, RequestHead, Responder
 from ._sse import compact_json
 from ._store import ConversationStore
 from ._usage import USAGE_HEADER, estimate
@@ -102,31 +102,38 @@ class App:
                 self._routes.setdefault(route.path, {})[route.method] = self._api_handler(api, route)
         self._served = ", ".join([*api_paths(), "/v1/models"]) + " and /health"
 
-    async def __call__(self, request: HttpRequest, responder: Responder) -> None:
-        methods = None
+    def admit(self, head: RequestHead) -> RelayError | None:
+        """Why a request is refused on its head alone (access, route, method, key), before its body is read."""
         try:
-            self._check_access(request)
-            methods = self._routes.get(request.path.rstrip("/") or "/")
+            self._check_access(head)
+            methods = self._routes.get(head.path.rstrip("/") or "/")
             if methods is None:
                 raise RelayError(
-                    "unknown_path", f"Unknown path {request.method} {request.path}. This relay serves {self._served}."
+                    "unknown_path", f"Unknown path {head.method} {head.path}. This relay serves {self._served}."
                 )
-            handler = methods.get(request.method)
-            if handler is None:
+            if head.method not in methods:
                 raise RelayError(
                     "method_not_allowed",
-                    f"Method {request.method} is not allowed on {request.path}; use {', '.join(methods)}.",
+                    f"Method {head.method} is not allowed on {head.path}; use {', '.join(methods)}.",
+                    allow=tuple(methods),
                 )
-            if request.path not in ("/", "/health"):
-                self._check_key(request)
+            if head.path not in ("/", "/health"):
+                self._check_key(head)
+        except RelayError as error:
+            return error
+        return None
+
+    async def __call__(self, request: HttpRequest, responder: Responder) -> None:
+        """Answer an admitted request."""
+        handler = self._routes[request.path.rstrip("/") or "/"][request.method]
+        try:
             await handler(request, responder)
         except RelayError as error:
-            allow = methods if error.kind == "method_not_allowed" else None
-            await self._send_error(responder, api_for(request.path), error, allow)
+            await self._send_error(responder, api_for(request.path), error)
 
     # --- access -------------------------------------------------------------------------------
 
-    def _check_access(self, request: HttpRequest) -> None:
+    def _check_access(self, request: RequestHead) -> None:
         origin = request.header("origin")
         if origin is not None:
             if not _is_loopback_name(_hostname(origin)):  # also "null": a sandboxed frame of any site
@@ -148,7 +155,7 @@ class App:
                 "only answers localhost unless it runs with --api-key.",
             )
 
-    def _has_key(self, request: HttpRequest) -> bool:
+    def _has_key(self, request: RequestHead) -> bool:
         """The request carries the relay's key (True when none is configured)."""
         key = self.config.api_key
         if not key:
@@ -159,7 +166,7 @@ class App:
             offered = auth[7:].strip()
         return hmac.compare_digest(offered.encode(), key.encode())
 
-    def _check_key(self, request: HttpRequest) -> None:
+    def _check_key(self, request: RequestHead) -> None:
         if not self._has_key(request):
             raise RelayError(
                 "invalid_api_key",
@@ -323,10 +330,8 @@ class App:
     ) -> None:
         await responder.send(status, compact_json(body).encode(), "application/json", headers or [])
 
-    async def _send_error(self, responder: Responder, api: Adapter, error: RelayError, allow: Any = None) -> None:
+    async def _send_error(self, responder: Responder, api: Adapter, error: RelayError) -> None:
         if responder.started:  # cannot change the status any more; end what was started
             return
         headers = error_headers(error)
-        if allow:
-            headers.append(("allow", ", ".join(allow)))
         await self._send_json(responder, error.shape.status, api.error_json(error), headers)

@@ -59,9 +59,6 @@ JOB_EVENT_BUFFER = 4096
 """Events buffered per job before the caller is considered stuck (the job then fails). Text does not
 count frame by frame: consecutive text frames share one :class:`TextBatch`."""
 
-MAX_PENDING_TEXT = 64 * 1024 * 1024
-"""Characters of answer text a job may hold that its caller has not read yet (then it fails)."""
-
 MAX_SLOTS = 1024
 """Most free slots one worker may hold: bounds what a confused worker can claim."""
 
@@ -119,7 +116,7 @@ class Job:
     avoid: set[str] = field(default_factory=set)
     """Workers this job was taken away from (not started in time): never assigned to them again."""
     unread: int = 0
-    """Characters of text queued that the caller has not taken yet (bounded by :data:`MAX_PENDING_TEXT`)."""
+    """Characters of text queued that the caller has not taken yet (bounded by ``Broker.max_unread``)."""
 
     def take(self, batch: TextBatch) -> TextDelta:
         """The follower's side: the batch's text, which no later text will join."""
@@ -141,8 +138,10 @@ class Worker:
 
 
 class Broker:
-    def __init__(self, *, max_queue: int, socket_path: str) -> None:
+    def __init__(self, *, max_queue: int, socket_path: str, max_unread: int = 8 * 1024 * 1024) -> None:
         self.max_queue = max_queue
+        self.max_unread = max_unread
+        """Characters of answer text a job may hold that its caller has not read yet (then it fails)."""
         self.socket_path = socket_path
         self.workers: dict[str, Worker] = {}
         self.queue: deque[Job] = deque()
@@ -326,7 +325,7 @@ class Broker:
 
     def _add_text(self, job: Job, frame: TextDelta) -> None:
         job.unread += len(frame.text)
-        if job.unread > MAX_PENDING_TEXT:
+        if job.unread > self.max_unread:
             log.warning("%s: caller is not reading its answer; giving up on it", job.id)
             self.cancel(job, "caller not reading")
             return

@@ -53,7 +53,19 @@ class Config:
     )
     max_connections: int = field(default=256, metadata=_limit("simultaneous HTTP connections (503 above)"))
     max_queue: int = field(default=256, metadata=_limit("requests waiting for a worker (429 above)"))
-    max_workers: int = field(default=64, metadata=_limit("simultaneously connected MCP servers"))
+    max_workers: int = field(
+        default=64, metadata=_limit("connections on the worker socket (MCP servers, counted before their hello)")
+    )
+    max_body_memory: int = field(
+        default=128 * 1024 * 1024,
+        metadata=_limit(
+            "memory all request bodies being received may take together (503 above); at least --max-body-bytes"
+        ),
+    )
+    max_unread: int = field(
+        default=8 * 1024 * 1024,
+        metadata=_limit("characters of a streamed answer a caller may leave unread before its request fails"),
+    )
     # continuations (previous_response_id, Anthropic threads): recent conversations, in memory only
     store_conversations: int = field(
         default=256,
@@ -94,7 +106,17 @@ class Config:
     keepalive_interval: float = field(
         default=15.0, metadata=_limit("seconds between SSE keep-alive comments while the model thinks")
     )
-    read_timeout: float = field(default=60.0, metadata=_limit("seconds to receive a request's head and body"))
+    head_timeout: float = field(
+        default=10.0,
+        metadata=_limit("seconds a request head may take to arrive, from its first byte (or the connection's start)"),
+    )
+    read_timeout: float = field(default=60.0, metadata=_limit("seconds a request body may take to arrive, in all"))
+    send_timeout: float = field(
+        default=30.0,
+        metadata=_limit(
+            "seconds a caller may take to accept the next piece of its answer (then the connection closes)"
+        ),
+    )
     idle_timeout: float = field(default=75.0, metadata=_limit("seconds an idle keep-alive connection stays open"))
 
     @property
@@ -150,6 +172,11 @@ def check(config: Config) -> str | None:
         return (
             f"--max-body-bytes must be at most {MAX_BODY_BYTES} ({MAX_BODY_BYTES >> 20} MiB): a request has to fit, "
             f"converted, in one {MAX_LINE_BYTES >> 20} MiB line of the link to the MCP servers"
+        )
+    if config.max_body_memory < config.max_body_bytes:
+        return (
+            f"--max-body-memory ({config.max_body_memory}) must be at least --max-body-bytes "
+            f"({config.max_body_bytes}), or the largest body could never be received"
         )
     if len(os.fsencode(config.socket)) > 100:
         return f"--socket path is too long for a Unix socket ({len(config.socket)} bytes; keep it under 100)"

@@ -49,6 +49,7 @@ Kind = (
         "body_too_large",
         "head_too_large",
         "too_many_connections",
+        "body_memory_full",
         "relay_bug",
     ]
     | ErrorCode  # a worker's error frame: its code is the kind
@@ -67,6 +68,8 @@ class RelayError(Exception):
     """The caller's API's own code for this very error, where that API defines one (OpenAI's ``code``,
     Anthropic's ``details.error_code``: ``previous_response_not_found``, ``thread_not_found``...), so
     SDKs that branch on it recover; else the table's code for the kind."""
+    allow: tuple[str, ...] = ()
+    """The methods a path does take (``method_not_allowed``: the ``Allow`` header)."""
 
     def __str__(self) -> str:
         return self.message
@@ -121,6 +124,7 @@ TABLE: dict[Kind, Shape] = {
     "body_too_large":       Shape(413, "invalid_request_error", "request_too_large"),
     "head_too_large":       Shape(431, "invalid_request_error", "invalid_request_error"),
     "too_many_connections": Shape(503, "service_unavailable", "overloaded_error", retryable=True),
+    "body_memory_full":     Shape(503, "service_unavailable", "overloaded_error", retryable=True),
     "relay_bug":            Shape(500, "server_error", "api_error", retryable=True),
 }
 # fmt: on
@@ -130,6 +134,8 @@ def error_headers(error: RelayError) -> list[tuple[str, str]]:
     headers = [] if error.shape.retryable else [("x-should-retry", "false")]
     if error.retry_after is not None:
         headers.append(("retry-after", str(error.retry_after)))
+    if error.allow:
+        headers.append(("allow", ", ".join(error.allow)))
     return headers
 
 

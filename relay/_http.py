@@ -1,10 +1,20 @@
 """HTTP/1.1 over one connection, with h11: the only relay module that reads or writes TCP bytes.
 
-``serve_connection`` reads requests (bounded head, bounded body, read and idle timeouts), hands each
-one to the app together with a :class:`Responder`, and keeps the connection alive between requests.
-While the app works, a watcher reads the socket: if the peer closes it, the app's cancel scope is
-cancelled (its ``finally`` blocks then cancel the work) - that is how a caller that disconnects
-cancels its request all the way to the MCP client.
+``serve_connection`` reads requests, hands each one to the app together with a :class:`Responder`,
+and keeps the connection alive between requests. Rules:
+- Deadlines are whole, never restarted by a byte: a head has ``--head-timeout`` from its first byte
+  (or from the connection's start), a body ``--read-timeout``, an idle connection ``--idle-timeout``
+  until the next request's first byte; every piece of an answer must be taken by the caller within
+  ``--send-timeout`` (pieces of at most :data:`SEND_PIECE` bytes, so at most one piece waits in this
+  process per connection). A dripping head is also what ``_admission`` closes first.
+- The app admits a request on its head alone (access, route, key: ``App.admit``), before any body
+  byte is read, and the body then takes its share of ``--max-body-memory``.
+- An error answered before the request was read whole closes the connection gracefully: our side is
+  shut, and what the peer still sends is read and dropped for up to :data:`LINGER` seconds, so the
+  peer reads the answer instead of a reset.
+- While the app works, a watcher reads the socket: if the peer closes it, the app's cancel scope is
+  cancelled (its ``finally`` blocks then cancel the work) - that is how a caller that disconnects
+  cancels its request all the way to the MCP client.
 """
 
 from __future__ import annotations
@@ -13,33 +23,43 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Protocol
 
 import anyio
 import anyio.abc
 import h11
 
+from ._admission import Admission, Connection
 from ._config import Config
 from ._errors import Kind, RelayError, error_headers
 
 log = logging.getLogger("mcptb.relay")
 
 _RECEIVE_SIZE = 65536
+SEND_PIECE = 65536
+"""Largest piece of an answer written at once; each must be taken within --send-timeout."""
+LINGER = 2.0
+"""Seconds unread input is drained after an early error, before the connection closes."""
 
 
 @dataclass(frozen=True)
-class HttpRequest:
+class RequestHead:
     method: str
     path: str
     query: str
     headers: dict[str, str]
     """Lower-cased names; a repeated header keeps its last value."""
-    body: bytes
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
+
+
+@dataclass(frozen=True)
+class HttpRequest(RequestHead):
+    body: bytes = b""
 
 
 @dataclass
@@ -67,10 +87,13 @@ class Responder:
     """Writes one response: either :meth:`send` (a complete body) or :meth:`start` + :meth:`write` *
     + :meth:`end` (chunked, for streams)."""
 
-    def __init__(self, conn: h11.Connection, stream: anyio.abc.ByteStream, record: RequestLog) -> None:
+    def __init__(
+        self, conn: h11.Connection, stream: anyio.abc.ByteStream, record: RequestLog, send_timeout: float
+    ) -> None:
         self._conn = conn
         self._stream = stream
         self.record = record
+        self._send_timeout = send_timeout
         self.started = False
         self.head_only = False
         """A HEAD request: headers as for GET, no body (h11 refuses one)."""
@@ -112,12 +135,25 @@ class Responder:
         if self.record.first_byte is None:
             self.record.first_byte = time.perf_counter()
         try:
-            await self._stream.send(data)
+            for offset in range(0, len(data), SEND_PIECE):
+                with anyio.fail_after(self._send_timeout):
+                    await self._stream.send(data[offset : offset + SEND_PIECE])
+        except TimeoutError as exc:
+            log.info(
+                "%s: the caller took no answer bytes for %g s; closing", self.record.request_id, self._send_timeout
+            )
+            raise ClientGone() from exc
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             raise ClientGone() from exc
 
 
-App = Callable[[HttpRequest, Responder], Awaitable[None]]
+class App(Protocol):
+    def admit(self, head: RequestHead) -> RelayError | None:
+        """Why this request is refused on its head alone (access, route, key), or None."""
+
+    async def __call__(self, request: HttpRequest, responder: Responder) -> None: ...
+
+
 ErrorPage = Callable[[RelayError, str], bytes]
 """(error, request path or "") -> an error body in the caller's API shape."""
 
@@ -129,17 +165,36 @@ def _reason(status: int) -> bytes:
         return b""
 
 
-class _Protocol(Exception):
-    """A request that is not acceptable HTTP: answered with an error page, then the connection closes."""
+class _Refusal(Exception):
+    """A request answered with an error page before it was read whole; then the connection closes."""
 
-    def __init__(self, kind: Kind, message: str, path: str = "") -> None:
-        super().__init__(message)
-        self.error = RelayError(kind, message)
+    def __init__(self, error: RelayError, path: str = "") -> None:
+        super().__init__(error.message)
+        self.error = error
         self.path = path
+
+
+def _protocol(kind: Kind, message: str, path: str = "") -> _Refusal:
+    return _Refusal(RelayError(kind, message), path)
 
 
 _H11_ERRORS: dict[int, Kind] = {431: "head_too_large", 501: "unsupported_http"}
 """The error kind for each status h11 suggests for a request it cannot parse (others: bad_http)."""
+
+_GONE = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+@dataclass
+class _Link:
+    """One connection's socket, h11 state and place in the admission table."""
+
+    stream: anyio.abc.ByteStream
+    conn: h11.Connection
+    config: Config
+    admission: Admission
+    slot: Connection
+    head: RequestHead | None = None
+    """The head of the request being read, once it is whole."""
 
 
 async def serve_connection(
@@ -148,35 +203,45 @@ async def serve_connection(
     error_page: ErrorPage,
     config: Config,
     access_log: Callable[[RequestLog], None],
+    admission: Admission,
+    slot: Connection,
 ) -> None:
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)
+    link = _Link(
+        stream, h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes), config, admission, slot
+    )
+    conn = link.conn
     async with stream:
         first = True
         while True:
             record = RequestLog()
             try:
-                request = await _read_request(conn, stream, config, idle=not first)
-            except _Protocol as exc:
+                request = await _read_request(link, app, idle=not first)
+            except _Refusal as refusal:
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    status = exc.error.shape.status
+                    status = refusal.error.shape.status
                     record.status = status
-                    responder = Responder(conn, stream, record)
-                    body = error_page(exc.error, exc.path)
+                    if link.head is not None:
+                        record.method, record.path = link.head.method, link.head.path
+                    responder = Responder(conn, stream, record, config.send_timeout)
+                    body = error_page(refusal.error, refusal.path)
+                    headers = [("connection", "close"), *error_headers(refusal.error)]
                     try:
-                        await responder.send(
-                            status, body, "application/json", [("connection", "close"), *error_headers(exc.error)]
-                        )
+                        await responder.send(status, body, "application/json", headers)
+                        await _linger(stream)
                     except ClientGone:
                         pass
                     access_log(record)
                 return
+            finally:
+                admission.body_received(slot)
             if request is None:
                 return
             first = False
             record.started = time.perf_counter()  # not while the connection sat idle before it
             record.method, record.path = request.method, request.path
-            responder = Responder(conn, stream, record)
+            responder = Responder(conn, stream, record, config.send_timeout)
             responder.head_only = request.method == "HEAD"
+            admission.enter(slot, "busy")
             gone = await _run_app(app, request, responder, conn, stream, error_page)
             access_log(record)
             if gone or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
@@ -185,6 +250,15 @@ async def serve_connection(
                 conn.start_next_cycle()
             except h11.ProtocolError:
                 return
+
+
+async def _linger(stream: anyio.abc.ByteStream) -> None:
+    """Shut our side, then read and drop what the peer still sends (see the module's rules)."""
+    with contextlib.suppress(*_GONE):
+        await stream.send_eof()
+        with anyio.move_on_after(LINGER):
+            while await stream.receive(_RECEIVE_SIZE):
+                pass
 
 
 async def _run_app(
@@ -203,7 +277,7 @@ async def _run_app(
         nonlocal gone
         try:
             data = await stream.receive(_RECEIVE_SIZE)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        except _GONE:
             data = b""
         if data:  # a pipelined next request: keep it for the next cycle, stop watching
             conn.receive_data(data)
@@ -238,12 +312,25 @@ async def _run_app(
     return gone
 
 
-async def _read_request(
-    conn: h11.Connection, stream: anyio.abc.ByteStream, config: Config, idle: bool
-) -> HttpRequest | None:
-    """Read one request; None when the peer closed an idle connection. Raises _Protocol for bad input."""
-    head_timeout = config.idle_timeout if idle else config.read_timeout
-    event = await _next_event(conn, stream, head_timeout, waiting_for_head=True)
+async def _read_request(link: _Link, app: App, idle: bool) -> HttpRequest | None:
+    """Read one request; None when the peer closed (or left idle) a connection between requests.
+    Raises _Refusal for a request answered with an error before it is read whole."""
+    conn, config = link.conn, link.config
+    link.head = None
+    if idle and not _has_partial(conn):  # else a pipelined request is here already
+        link.admission.enter(link.slot, "idle")
+        with anyio.move_on_after(config.idle_timeout):
+            if not await _receive_more(link):
+                return None
+        if not _has_partial(conn) and conn.their_state is h11.IDLE:
+            return None  # idle timeout
+    link.admission.enter(link.slot, "head")
+    with anyio.move_on_after(config.head_timeout) as scope:
+        event = await _next_event(link)
+    if scope.cancelled_caught:
+        if conn.their_state is h11.IDLE and not _has_partial(conn):
+            return None  # a connection that never sent a byte: close quietly
+        raise _protocol("read_timeout", f"Request head not received within {config.head_timeout:g} s.")
     if event is None or isinstance(event, h11.ConnectionClosed):
         return None
     assert isinstance(event, h11.Request)
@@ -251,66 +338,88 @@ async def _read_request(
     path, _, query = target.partition("?")
     head_size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
     if head_size > config.max_header_bytes:  # h11 only checks heads that arrive incomplete
-        raise _Protocol(
+        raise _protocol(
             "head_too_large", f"Request head exceeds {config.max_header_bytes} bytes (relay --max-header-bytes).", path
         )
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+    head = link.head = RequestHead(event.method.decode("ascii"), path, query, headers)
+    refused = app.admit(head)
+    if refused is not None:
+        raise _Refusal(refused, path)
     length = headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
-        raise _Protocol(
+    declared = int(length) if length is not None and length.isdigit() else 0
+    if declared > config.max_body_bytes:
+        raise _protocol(
             "body_too_large",
             f"Request body is {length} bytes; this relay accepts at most "
             f"{config.max_body_bytes} (relay --max-body-bytes).",
             path,
         )
+    _take_body(link, declared, path)
     if conn.they_are_waiting_for_100_continue:  # curl waits a second for this before sending a large body
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            await stream.send(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
+        with contextlib.suppress(*_GONE):
+            await link.stream.send(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
+    link.admission.enter(link.slot, "body")
     body = bytearray()
     with anyio.move_on_after(config.read_timeout) as scope:
         while True:
-            part = await _next_event(conn, stream, None, waiting_for_head=False)
+            part = await _next_event(link)
             if isinstance(part, h11.Data):
                 body += part.data
                 if len(body) > config.max_body_bytes:
-                    raise _Protocol(
+                    raise _protocol(
                         "body_too_large",
                         f"Request body exceeds {config.max_body_bytes} bytes (relay --max-body-bytes).",
                         path,
                     )
+                if len(body) > declared:  # chunked: each part takes its share as it comes
+                    _take_body(link, len(body) - declared, path)
+                    declared = len(body)
             elif isinstance(part, h11.EndOfMessage):
                 break
             else:
                 return None
     if scope.cancelled_caught:
-        raise _Protocol("read_timeout", f"Request body not received within {config.read_timeout:g} s.", path)
-    return HttpRequest(event.method.decode("ascii"), path, query, headers, bytes(body))
+        raise _protocol("read_timeout", f"Request body not received within {config.read_timeout:g} s.", path)
+    return HttpRequest(head.method, path, query, headers, bytes(body))
 
 
-async def _next_event(
-    conn: h11.Connection, stream: anyio.abc.ByteStream, timeout: float | None, waiting_for_head: bool
-) -> h11.Event | None:
+def _take_body(link: _Link, size: int, path: str) -> None:
+    if size and not link.admission.take_body(link.slot, size):
+        raise _Refusal(
+            RelayError(
+                "body_memory_full",
+                f"The relay is receiving {link.admission.body_memory} bytes of request bodies already; "
+                f"this one does not fit (relay --max-body-memory {link.config.max_body_memory}). Retry shortly.",
+                retry_after=1,
+            ),
+            path,
+        )
+
+
+async def _next_event(link: _Link) -> h11.Event | None:
+    conn = link.conn
     while True:
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
             kind = _H11_ERRORS.get(exc.error_status_hint, "bad_http")
-            raise _Protocol(kind, f"Malformed HTTP request: {exc}") from None
+            raise _protocol(kind, f"Malformed HTTP request: {exc}") from None
         if event is not h11.NEED_DATA:
             if event is h11.PAUSED:
                 return None
             return event  # type: ignore[return-value]
+        await _receive_more(link)
+
+
+async def _receive_more(link: _Link) -> bool:
+    """Feed h11 what the peer sends next; False when the peer has closed."""
+    try:
+        data = await link.stream.receive(_RECEIVE_SIZE)
+    except _GONE:
         data = b""
-        with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
-            try:
-                data = await stream.receive(_RECEIVE_SIZE)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                data = b""
-        if scope.cancelled_caught:
-            if waiting_for_head and conn.their_state is h11.IDLE and not _has_partial(conn):
-                return None  # idle keep-alive connection: close quietly
-            raise _Protocol("read_timeout", "Request head not received in time.")
-        conn.receive_data(data)
+    link.conn.receive_data(data)
+    return bool(data)
 
 
 def _has_partial(conn: h11.Connection) -> bool:

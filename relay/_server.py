@@ -1,7 +1,8 @@
 """Process wiring: the TCP listener for HTTP callers, the Unix listener for workers, the broker.
 
-The HTTP side admits at most ``max_connections`` connections; one more gets an immediate 503 and is
-closed, so an overload is visible instead of a hang. The worker socket admits at most
+The HTTP side admits at most ``max_connections`` connections (making room by closing idle or dripping
+ones first, see ``_admission``); one more gets an immediate 503 and is closed, so an overload is
+visible instead of a hang. The worker socket admits at most
 ``max_workers`` connections, counted from the moment they are accepted (a connection that never says
 hello is closed after ``HELLO_TIMEOUT``). Both limits fit the open-file limit (``_fd_budget``).
 """
@@ -22,6 +23,7 @@ import anyio.abc
 
 from . import _fd_budget as fd_budget
 from ._accept import accept_forever, raw_sockets
+from ._admission import Admission
 from ._api import error_page
 from ._app import App
 from ._broker import Broker
@@ -58,7 +60,7 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
     if budget.warning:
         log.warning("%s", budget.warning)
     config = dataclasses.replace(config, max_connections=budget.max_connections)
-    broker = Broker(max_queue=config.max_queue, socket_path=config.socket)
+    broker = Broker(max_queue=config.max_queue, socket_path=config.socket, max_unread=config.max_unread)
     app = App(config, broker)
     try:
         tcp = await anyio.create_tcp_listener(local_host=config.host, local_port=config.port, reuse_port=False)
@@ -75,19 +77,19 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
     host, port = sockname[0], sockname[1]
     display_host = f"[{host}]" if ":" in str(host) else host
     url = f"http://{display_host}:{port}"
-    connections = 0
+    admission = Admission(config.max_connections, config.max_body_memory, anyio.current_time)
     links = 0
 
     async def handle_http(stream: anyio.abc.SocketStream) -> None:
-        nonlocal connections
-        if connections >= config.max_connections:
-            await _refuse_connection(stream, config)
-            return
-        connections += 1
-        try:
-            await serve_connection(stream, app, error_page, config, access_log)
-        finally:
-            connections -= 1
+        with anyio.CancelScope() as scope:
+            slot = admission.connect(close=scope.cancel)
+            if slot is None:
+                await _refuse_connection(stream, config)
+                return
+            try:
+                await serve_connection(stream, app, error_page, config, access_log, admission, slot)
+            finally:
+                admission.disconnect(slot)
 
     async def handle_worker(stream: anyio.abc.SocketStream) -> None:
         nonlocal links
@@ -150,7 +152,7 @@ async def _refuse_connection(stream: anyio.abc.SocketStream, config: Config) -> 
         )
         status = error.shape.status
         record = RequestLog(status=status)
-        responder = Responder(conn, stream, record)
+        responder = Responder(conn, stream, record, config.send_timeout)
         # The request was not read: answer at once and close.
         with anyio.move_on_after(2):
             try:

@@ -16,9 +16,11 @@ from typing import Any
 
 import anyio
 
+from relay._api import error_page
 from relay._app import App
 from relay._broker import Broker
 from relay._config import Config
+from relay._errors import error_headers
 from relay._http import HttpRequest, RequestLog
 from shared_protocol import AnswerFrame, NeutralRequest, RelayFrameDecoder, RequestFrame, WorkerInfo
 
@@ -121,7 +123,13 @@ class Relay:
     ) -> Result:
         head = {"host": "127.0.0.1:8000", "content-type": "application/json", **(headers or {})}
         responder = FakeResponder()
-        await self.app(HttpRequest(method, path, query, head, body), responder)  # type: ignore[arg-type]
+        request = HttpRequest(method, path, query, head, body)
+        refused = self.app.admit(request)  # as serve_connection does, on the head alone
+        if refused is not None:
+            page = error_page(refused, path)
+            await responder.send(refused.shape.status, page, "application/json", error_headers(refused))
+        else:
+            await self.app(request, responder)  # type: ignore[arg-type]
         return responder.result()
 
     async def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> Result:
@@ -135,7 +143,7 @@ async def in_process(
 ) -> AsyncIterator[Relay]:
     """The app on a real broker; with a ``script``, one worker that answers with it (see :class:`ScriptedWorker`)."""
     config = Config(socket="/tmp/mcptb-test/relay.sock", **settings)
-    broker = Broker(max_queue=config.max_queue, socket_path=config.socket)
+    broker = Broker(max_queue=config.max_queue, socket_path=config.socket, max_unread=config.max_unread)
     async with anyio.create_task_group() as tg:
         worker = None
         if script is not None:

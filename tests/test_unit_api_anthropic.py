@@ -327,6 +327,7 @@ ANTHROPIC_ERRORS = {
     "body_too_large": "request_too_large",
     "head_too_large": "invalid_request_error",
     "too_many_connections": "overloaded_error",
+    "body_memory_full": "overloaded_error",
     "relay_bug": "api_error",
 }
 

@@ -416,6 +416,7 @@ OPENAI_ERRORS: dict[str, tuple[int, str, str | None, bool]] = {
     "body_too_large": (413, "invalid_request_error", None, False),
     "head_too_large": (431, "invalid_request_error", None, False),
     "too_many_connections": (503, "service_unavailable", None, True),
+    "body_memory_full": (503, "service_unavailable", None, True),
     "relay_bug": (500, "server_error", None, True),
 }
 

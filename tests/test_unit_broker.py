@@ -169,9 +169,8 @@ def test_routing_by_model_and_by_tool_support():
 
 @pytest.mark.parametrize("limit", ["text", "events"])
 def test_a_caller_that_stops_reading_is_dropped_not_buffered_forever(monkeypatch, limit):
-    monkeypatch.setattr("relay._broker.MAX_PENDING_TEXT", 5)
     monkeypatch.setattr("relay._broker.JOB_EVENT_BUFFER", 4)
-    broker = Broker(max_queue=10, socket_path="/s")
+    broker = Broker(max_queue=10, socket_path="/s", max_unread=5)
     worker = FakeWorker(broker)
     broker.grant(worker.handle, 1)
     job = broker.submit("a", neutral(), 5)
