@@ -256,7 +256,9 @@ class App:
         if self.config.log_content:
             content_log.info("%s prompt: %s", record.request_id, call.request.model_dump_json())
         job = self.broker.submit(record.request_id, call.request, self.config.request_timeout)
-        answer = Answer(model=call.request.model or "unknown")
+        # a stream's encoders never read the text back: keep it only to store it or to log it
+        keep_text = not call.stream or call.keep is not None or self.config.log_content
+        answer = Answer(model=call.request.model or "unknown", keep_text=keep_text)
         ended = "the caller disconnected"
         self.answering += 1
         try:

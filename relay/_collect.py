@@ -17,12 +17,20 @@ class Answer:
     text: list[str] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
     stop_reason: StopReason | None = None
+    keep_text: bool = True
+    """False for a stream whose text nobody reads at the end (no store, no --log-content): the text
+    is then only counted, so a long stream does not hold its whole answer in memory."""
+    dropped: int = 0
+    """Characters of text not kept (``keep_text`` off)."""
 
     def add(self, event: Start | TextDelta | ToolCall | End) -> None:
         if isinstance(event, Start):
             self.model = event.model
         elif isinstance(event, TextDelta):
-            self.text.append(event.text)
+            if self.keep_text:
+                self.text.append(event.text)
+            else:
+                self.dropped += len(event.text)
         elif isinstance(event, ToolCall):
             self.tool_calls.append(event)
         else:
@@ -34,7 +42,9 @@ class Answer:
 
     @property
     def chars(self) -> int:
-        return sum(map(len, self.text)) + sum(len(c.name) + len(arguments_json(c)) for c in self.tool_calls)
+        return (
+            sum(map(len, self.text)) + self.dropped + sum(len(c.name) + len(arguments_json(c)) for c in self.tool_calls)
+        )
 
 
 def arguments_json(call: ToolCall) -> str:
