@@ -31,6 +31,7 @@ from ._broker import Broker, Job
 from ._collect import Answer
 from ._config import Config
 from ._errors import RelayError, error_headers
+from ._heap import HeapRelease
 from ._http import HttpRequest, RequestHead, Responder
 from ._sse import compact_json
 from ._store import ConversationStore
@@ -92,6 +93,7 @@ class App:
         self.answering = 0
         """Requests being answered now (streams open, or whole answers being written)."""
         self._idle: anyio.Event | None = None
+        self._heap = HeapRelease()
         self._routes: dict[str, dict[str, Handler]] = {
             "/": {"GET": self.root, "HEAD": self.root},
             "/health": {"GET": self.health},
@@ -281,6 +283,7 @@ class App:
             self.answering -= 1
             if self.answering == 0 and self._idle is not None:
                 self._idle.set()
+            self._heap.answered(answer.chars + job.unread, idle=self.answering == 0)
 
     async def drain(self, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) until no answer is being written."""
