@@ -11,6 +11,8 @@ Rules:
 - Pull: the relay holds exactly as many of our slots as we can take right now, free sampling capacity
   plus agents waiting in ``next_request`` with nothing delivered yet (:meth:`WorkerCore._balance`,
   after every event). A slot is only announced while the link is up; a new link starts from zero.
+  With the slots goes whether an agent is serving (waiting, or working on a request it was shown):
+  the relay fails requests fast when nobody is.
 - A request goes to the longest-waiting agent first, else to background sampling; one that neither can
   take (a slot crossed a ``withdraw``) is handed back with ``release``.
 - A request delivered to an agent whose call ends before it returned the request (timeout, cancel) goes
@@ -171,7 +173,7 @@ class WorkerCore:
 
     def client_changed(self, info: WorkerInfo, capacity: int, model_id: str) -> list[Effect]:
         self.info, self.capacity, self.model_id = info, capacity, model_id
-        return self._announce() + self._balance()
+        return self._balance()
 
     # --- the relay link ---------------------------------------------------------------------
 
@@ -179,7 +181,7 @@ class WorkerCore:
         """The relay welcomed us; ``hello`` is the description our hello carried."""
         self.link, self.link_error = "up", None
         self._announced, self._granted = hello, 0
-        return self._announce() + self._balance()
+        return self._balance()
 
     def link_failed(self, error: str) -> list[Effect]:
         """A connection attempt failed (agents already waiting keep waiting: it may come back)."""
@@ -317,9 +319,12 @@ class WorkerCore:
         self._replying[request_id] = _Replying(frame, summary)
         return Delivery(request_id, frames)
 
-    def reply_written(self, request_id: str, written: bool) -> ToolText:
+    def reply_written(self, request_id: str, written: bool) -> tuple[ToolText, list[Effect]]:
         """The shell wrote a :class:`Delivery`'s frames (``written``) or the link ended first."""
         replying = self._replying.pop(request_id)
+        return self._reply_result(request_id, replying, written), self._balance()
+
+    def _reply_result(self, request_id: str, replying: _Replying, written: bool) -> ToolText:
         failed = replying.failed or (None if written else "link lost")
         if failed is None:
             self._close(request_id, "it was already answered")
@@ -363,15 +368,23 @@ class WorkerCore:
             or any(f is not None and f.id == request_id for f in self._waiters.values())
         )
 
+    def described(self) -> WorkerInfo:
+        """What the relay should know of us now: the client's info and whether an agent is serving."""
+        serving = bool(self._waiters or self._shown or self._replying)
+        return self.info.model_copy(update={"agent": "serving" if serving else "away"})
+
     def _announce(self) -> list[Effect]:
-        if self.link != "up" or self.info == self._announced:
+        info = self.described()
+        if self.link != "up" or info == self._announced:
             return []
-        self._announced = self.info
-        return [Send(Update(worker=self.info))]
+        self._announced = info
+        return [Send(Update(worker=info))]
 
     def _balance(self) -> list[Effect]:
+        """Slots (and, first, whether an agent is serving) as the relay should see them now."""
         if self.link != "up":
             return []
+        announce = self._announce()
         idle_agents = sum(1 for delivered in self._waiters.values() if delivered is None)
         wanted = max(0, self.capacity - len(self._sampling)) + idle_agents
         effects: list[Effect] = []
@@ -379,7 +392,7 @@ class WorkerCore:
             delta = max(-MAX_GRANT, min(MAX_GRANT, wanted - self._granted))
             self._granted += delta
             effects.append(Send(Ready(slots=delta) if delta > 0 else Withdraw(slots=-delta)))
-        return effects
+        return announce + effects
 
     def _stop_all(self, reason: str) -> list[Effect]:
         effects: list[Effect] = []

@@ -75,7 +75,7 @@ class Worker:
         self.apply(self.core.client_changed(self.client.info(), self.client.capacity, self.client.model_id))
 
     def hello_info(self) -> WorkerInfo:
-        return self.core.info
+        return self.core.described()
 
     def link_up(self, hello: WorkerInfo) -> None:
         self.apply(self.core.link_up(hello))
@@ -174,6 +174,7 @@ class Worker:
             return _result(step)
         with anyio.CancelScope(shield=True):  # once accepted, the reply is delivered or reported lost
             written = await self.link.deliver(step.frames)
-        result = self.core.reply_written(step.request_id, written)
+        result, effects = self.core.reply_written(step.request_id, written)
+        self.apply(effects)
         log.info("%s %s", step.request_id, "answered by the agent" if not result.error else "reply not delivered")
         return _result(result)

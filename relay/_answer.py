@@ -8,6 +8,7 @@ broker batched it (all that arrived since the last read: a burst becomes one fra
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from shared_protocol import End, ErrorFrame, Start, TextDelta, ToolCall
 from ._broker import Assigned, Broker, Failed, Job, JobEvent, Requeued, TextBatch
 from ._config import Config
 from ._errors import RelayError
+
+log = logging.getLogger("mcptb.relay")
 
 
 @dataclass(frozen=True)
@@ -40,13 +43,20 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
     deadline = loop() + config.queue_timeout
     start_by = float("inf")  # while assigned and not started: when to move it to another worker
     assigned = False
+    unserved = _Unserved()
     while True:
         event: JobEvent | None = None
         if loop() >= start_by:
             reason = f"not started within {config.start_timeout:g} s (relay --start-timeout); moved to another worker"
             moved = broker.move_unstarted(job, reason)
             start_by = float("inf") if moved else loop() + config.start_timeout  # no other worker: try later
-        wake = min(config.keepalive_interval, max(0.0, deadline - loop()), max(0.0, start_by - loop()))
+        look_again = unserved.check(job, broker, config, assigned)
+        wake = min(
+            config.keepalive_interval,
+            max(0.0, deadline - loop()),
+            max(0.0, start_by - loop()),
+            max(0.0, look_again - loop()),
+        )
         with anyio.move_on_after(wake):
             try:
                 event = await job.events.receive()
@@ -79,6 +89,52 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
                 return
 
 
+WARN_AFTER = 3.0
+"""Seconds a job waits with nobody serving it before the relay logs a warning (see :class:`_Unserved`)."""
+
+START_AGENT = (
+    "Start an agent serving: with Claude Code run `mcptb-serve` (or the prompt /mcptb:serve, "
+    "/mcp__mcptb__serve in older versions, in a session that has the server); in Codex CLI or Gemini CLI ask "
+    "the agent to run the mcptb server's serve prompt (call next_request, answer with reply, repeat). "
+    "GET /health shows each server's agent as serving or away."
+)
+
+
+@dataclass
+class _Unserved:
+    """How long a queued job has had nobody to take it (``Broker.nobody_serving``). An agent between two
+    ``next_request`` calls is away for a moment, so the relay warns only after :data:`WARN_AFTER`
+    seconds and fails the job after ``--agent-grace``; both start over when somebody serves."""
+
+    since: float | None = None
+    warned: bool = False
+
+    def check(self, job: Job, broker: Broker, config: Config, assigned: bool) -> float:
+        """Update; raise the job's error once its grace is over; return when to look again."""
+        now = anyio.current_time()
+        why = None if assigned else broker.nobody_serving(job)
+        if why is None:
+            self.since, self.warned = None, False
+            return float("inf")
+        if self.since is None:
+            self.since = now
+        waited = now - self.since
+        if waited >= config.agent_grace:
+            log.warning("%s: nobody served it for %g s (--agent-grace): %s", job.id, config.agent_grace, why)
+            grace = f"for {config.agent_grace:g} s, relay --agent-grace"
+            raise RelayError("no_agent", f"{why} ({grace}). {START_AGENT}")
+        warn_at = min(WARN_AFTER, config.agent_grace)
+        if not self.warned and waited >= warn_at:
+            self.warned = True
+            log.warning(
+                "%s waits for an agent: %s; it fails in %g s unless one starts",
+                job.id,
+                why,
+                config.agent_grace - waited,
+            )
+        return self.since + (config.agent_grace if self.warned else warn_at)
+
+
 def _timeout(assigned: bool, config: Config) -> RelayError:
     if assigned:
         return RelayError(
@@ -88,6 +144,6 @@ def _timeout(assigned: bool, config: Config) -> RelayError:
     return RelayError(
         "queue_timeout",
         f"No MCP server or agent picked up this request within {config.queue_timeout:g} s "
-        "(relay --queue-timeout): the connected servers were busy, or no agent is serving - in Claude Code, "
-        "run the prompt /mcp__mcptb__serve (GET /health lists the servers and their free slots).",
+        "(relay --queue-timeout): the connected servers were busy. GET /health lists the servers and their "
+        "free slots.",
     )

@@ -193,6 +193,7 @@ class App:
                 "tools": w.info.tools,
                 "models": w.info.models,
                 "concurrency": w.info.concurrency,
+                "agent": w.info.agent,
                 "free_slots": w.free_slots,
                 "in_flight": len(w.jobs),
                 "connected_seconds": round(now - w.connected_at, 1),

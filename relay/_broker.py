@@ -342,10 +342,25 @@ class Broker:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             self.cancel(job, "caller gone")
 
+    def nobody_serving(self, job: Job) -> str | None:
+        """For a queued job: why no worker it may go to will take it - each one answers only through an
+        agent (no background sampling) and no agent is serving there - or None."""
+        fits = [w for w in self.workers.values() if self._fits(job, w)]
+        if not fits or any(w.info.concurrency > 0 or w.info.agent != "away" for w in fits):
+            return None
+        names = ", ".join(sorted({w.info.client_name or "unknown client" for w in fits}))
+        return (
+            f"No agent is serving: the connected MCP client{'s' if len(fits) > 1 else ''} ({names}) cannot sample "
+            "in the background, and no agent is waiting in next_request"
+        )
+
     def _eligible(self, job: Job, worker: Worker) -> bool:
+        return worker.free_slots > 0 and self._fits(job, worker)
+
+    def _fits(self, job: Job, worker: Worker) -> bool:
         """Tools need a worker that can use them; a model name some worker serves pins the job to
         those workers; any other name goes to any worker."""
-        if worker.free_slots <= 0 or worker.id in job.avoid:
+        if worker.id in job.avoid:
             return False
         if job.request.tools and not worker.info.tools:
             return False

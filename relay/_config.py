@@ -96,6 +96,13 @@ class Config:
             "worker with a free slot (one waiting for a consent click, say)"
         ),
     )
+    agent_grace: float = field(
+        default=15.0,
+        metadata=_limit(
+            "seconds a request may wait when the only MCP servers it could go to answer through an agent and "
+            "none is serving (then 503 saying how to start one)"
+        ),
+    )
     drain_timeout: float = field(
         default=5.0,
         metadata=_limit(

@@ -180,8 +180,10 @@ async def _read_frames(
             elif isinstance(frame, Accepted):
                 broker.accept(worker, frame.id)
             elif isinstance(frame, Update):
-                if frame.worker != worker.info:
+                if frame.worker.model_copy(update={"agent": worker.info.agent}) != worker.info:
                     _log_info(worker.id, "is", frame.worker)
+                elif frame.worker.agent != worker.info.agent:
+                    log.debug("worker %s: agent %s", worker.id, frame.worker.agent)
                 broker.update_worker(worker, frame.worker)
             elif isinstance(frame, (Start, TextDelta, ToolCall, End, ErrorFrame)):
                 if isinstance(frame, ErrorFrame) and frame.id is None:

@@ -53,6 +53,9 @@ class WorkerInfo(BaseModel):
     """Model ids this worker serves under (``/v1/models``); a request naming one goes to its workers."""
     concurrency: int = 0
     """Background-sampling requests it runs at once (0 if it does not sample; agents add their own slots)."""
+    agent: Literal["serving", "away"] | None = None
+    """Agent pull: ``serving`` while an agent waits in ``next_request`` or works on a request it was
+    shown, ``away`` otherwise; None from a worker that does not say (it counts as serving)."""
     pid: int | None = None
 
 

@@ -307,6 +307,7 @@ ANTHROPIC_ERRORS = {
     "tools_unsupported": "invalid_request_error",
     "queue_full": "rate_limit_error",
     "no_worker": "overloaded_error",
+    "no_agent": "overloaded_error",
     "worker_lost": "api_error",
     "queue_timeout": "api_error",
     "answer_timeout": "api_error",

@@ -396,6 +396,7 @@ OPENAI_ERRORS: dict[str, tuple[int, str, str | None, bool]] = {
     "tools_unsupported": (400, "invalid_request_error", "tools_unsupported", False),
     "queue_full": (429, "rate_limit_error", "queue_full", True),
     "no_worker": (503, "service_unavailable", "no_worker", False),
+    "no_agent": (503, "service_unavailable", "no_agent", False),
     "worker_lost": (502, "upstream_error", "worker_lost", False),
     "queue_timeout": (504, "timeout", "timeout", False),
     "answer_timeout": (504, "timeout", "timeout", False),

@@ -46,7 +46,12 @@ def frame(request_id: str = "req_1", tools: bool = False) -> RequestFrame:
 
 
 def sent(effects) -> list:
-    return [e.frame for e in effects if isinstance(e, Send)]
+    """The frames sent, but for updates (see :func:`updates`)."""
+    return [e.frame for e in effects if isinstance(e, Send) and not isinstance(e.frame, Update)]
+
+
+def updates(effects) -> list[WorkerInfo]:
+    return [e.frame.worker for e in effects if isinstance(e, Send) and isinstance(e.frame, Update)]
 
 
 def agent_core(**kwargs) -> WorkerCore:
@@ -129,7 +134,27 @@ def test_a_client_change_learned_before_the_link_is_up_is_announced_with_it():
     core = WorkerCore("/s", HELLO)
     later = WorkerInfo(client_name="late-client", modes=["sampling", "agent"], concurrency=3)
     core.client_changed(later, 3, "late-client")
-    assert sent(core.link_up(HELLO)) == [Update(worker=later), Ready(slots=3)]
+    effects = core.link_up(HELLO)
+    assert updates(effects) == [later.model_copy(update={"agent": "away"})] and sent(effects) == [Ready(slots=3)]
+
+
+def test_the_relay_hears_when_an_agent_serves_and_when_it_is_away():
+    """Serving: waiting in next_request, or working on a shown request (until its reply is written)."""
+    core = WorkerCore("/s", HELLO)
+    assert [i.agent for i in updates(core.link_up(HELLO))] == ["away"]
+    step, effects = core.agent_waits({"wait_seconds": 5})
+    assert [i.agent for i in updates(effects)] == ["serving"]
+    assert updates(core.request(frame())) == []  # still serving: it got a request
+    _, effects = core.show(step.waiter)
+    assert updates(effects) == []
+    delivery = core.reply({"request_id": "req_1", "content": "hello"})
+    assert isinstance(delivery, Delivery)
+    _, effects = core.reply_written("req_1", written=True)
+    assert [i.agent for i in updates(effects)] == ["away"]  # until it calls next_request again
+    step, effects = core.agent_waits({"wait_seconds": 5})
+    assert [i.agent for i in updates(effects)] == ["serving"]
+    _, effects = core.agent_gives_up(step.waiter, 5)
+    assert [i.agent for i in updates(effects)] == ["away"]
 
 
 def test_a_reply_is_accepted_once_and_its_frames_carry_the_model_id():
@@ -144,7 +169,7 @@ def test_a_reply_is_accepted_once_and_its_frames_carry_the_model_id():
     assert step.frames[2].stop_reason == "toolUse"
     again = core.reply({"request_id": "req_2", "content": "twice"})
     assert isinstance(again, ToolText) and again.error and "being delivered" in again.text
-    done = core.reply_written("req_2", written=True)
+    done, _ = core.reply_written("req_2", written=True)
     assert not done.error and "Delivered the reply to req_2" in done.text
     late = core.reply({"request_id": "req_2", "content": "twice"})
     assert isinstance(late, ToolText) and "already answered" in late.text
@@ -158,7 +183,7 @@ def test_a_reply_whose_link_breaks_mid_delivery_is_not_called_answered():
     step = core.reply({"request_id": "req_1", "content": "hello"})
     assert isinstance(step, Delivery)
     core.link_lost()
-    result = core.reply_written("req_1", written=False)
+    result, _ = core.reply_written("req_1", written=False)
     assert result.error and "connection to the relay was lost" in result.text
     retried = core.reply({"request_id": "req_1", "content": "hello"})
     assert isinstance(retried, ToolText) and "already answered" not in retried.text
