@@ -11,7 +11,9 @@ Measured, in this order, on this machine:
 5. structured output: the instant worker is replaced by the real mcptb-server worker with an instant
    model (``bench._mcp_worker``), and plain requests are compared with requests asking for the answer
    as JSON with a schema (``response_format`` json_schema), which mcptb-server checks before releasing,
-   at concurrency 1 and 8, plus the frames of one structured stream.
+   at concurrency 1 and 8, plus the frames of one structured stream;
+6. agent context: the characters ``next_request`` hands a serving agent over a 10-request chat and
+   10 Claude-Code-shaped requests, in full and with references (``bench._agent_context``).
 Exits 1 (after printing everything) if any request failed. Child processes are always stopped.
 """
 
@@ -28,7 +30,7 @@ import time
 import urllib.request
 from typing import Any
 
-from . import _report
+from . import _agent_context, _report
 from ._load import LoadResult
 from ._procs import Children, Server, read_line, rss_mib
 from ._wire import Wire, probe
@@ -134,6 +136,7 @@ def measure(children: Children, tmp: str, args: argparse.Namespace) -> int:
         _report.load(cells, args.requests, args.max_seconds),
         _report.wire(wires["relay"], wires["bare"]),
         _report.structured(*structured),
+        _report.agent_context(_agent_context.measure()),
     ]
     print("\n" + "\n\n".join(sections))
     failed = 0

@@ -133,3 +133,14 @@ def structured(cells: list[Cell], wire: Wire) -> str:
         f"answer text, {wire.body_bytes} body bytes"
     )
     return table(title, header, rows) + "\n" + frames
+
+
+def agent_context(handed: dict[str, tuple[int, int]]) -> str:
+    """Characters next_request hands a serving agent: rendered in full vs with references."""
+    header = ["session", "full chars", "handed chars", "fewer"]
+    rows = [[name, f"{full:,}", f"{lean:,}", ratio(full, lean)] for name, (full, lean) in handed.items()]
+    title = (
+        "Agent context (next_request's text over one agent's session, through mcptb-server's core;\n"
+        "  full = every request rendered whole, handed = with references to what the agent was shown)"
+    )
+    return table(title, header, rows)

@@ -59,6 +59,20 @@ REPLY_TOOL = types.Tool(
     },
 )
 
+SHOW_REQUEST_TOOL = types.Tool(
+    name="show_request",
+    description=(
+        "Show a request you were given and have not answered yet in full: its whole conversation, "
+        "system prompt and tools. next_request shows parts you were shown before as references "
+        '("as in request ...", "continues request ..."); call this when you no longer have those in view.'
+    ),
+    input_schema={
+        "type": "object",
+        "properties": {"request_id": {"type": "string", "description": "The request_id line of the request."}},
+        "required": ["request_id"],
+    },
+)
+
 SERVE_LOOP = (
     "You are serving requests from the MCP Token Bridge: programs on this machine send chat requests to "
     "the relay, and you answer them. Loop: call next_request; read the request it returns; write the "

@@ -31,6 +31,7 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 from collections import OrderedDict
@@ -41,22 +42,27 @@ from pydantic import BaseModel
 
 from shared_protocol import (
     Accepted,
+    ContentBlock,
     End,
     ErrorFrame,
+    Message,
     NeutralRequest,
     Ready,
     Release,
     RequestFrame,
     Start,
     StopReason,
+    TextBlock,
     TextDelta,
     ToolCall,
+    ToolUseBlock,
     Update,
     Withdraw,
     WorkerInfo,
 )
 
-from ._render import NO_REQUEST, RELAY_DOWN
+from ._render import NO_REQUEST, RELAY_DOWN, render_request
+from ._seen import Seen
 from ._structured import arguments_problem, parse_answer, schema_problem
 
 DEFAULT_WAIT_SECONDS = 300
@@ -136,9 +142,20 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Shown:
+    """A request ``next_request`` returns: ``text`` is what the agent reads (with references to what
+    it was shown before, see ``_seen``)."""
+
+    frame: RequestFrame
+    text: str
+
+
+@dataclass(frozen=True)
 class _Replying:
     frame: RequestFrame
     summary: str
+    message: Message
+    """The reply as the assistant turn a caller passes back next time (``Seen.replied``)."""
     failed: str | None = None
     """Set when the caller left or the link broke while the frames were being written."""
 
@@ -168,6 +185,7 @@ class WorkerCore:
         self._shown: dict[str, RequestFrame] = {}
         self._replying: dict[str, _Replying] = {}
         self._closed: OrderedDict[str, str] = OrderedDict()
+        self._seen = Seen()
 
     # --- the client -------------------------------------------------------------------------
 
@@ -198,7 +216,7 @@ class WorkerCore:
         for request_id in list(self._shown):
             self._close(request_id, "the connection to the relay was lost before the reply")
         for request_id, replying in self._replying.items():
-            self._replying[request_id] = _Replying(replying.frame, replying.summary, "link lost")
+            self._replying[request_id] = dataclasses.replace(replying, failed="link lost")
         return self._stop_all("the connection to the relay was lost")
 
     def request(self, frame: RequestFrame) -> list[Effect]:
@@ -223,7 +241,7 @@ class WorkerCore:
             self._close(request_id, f"its caller is gone ({reason})")
         elif request_id in self._replying:
             replying = self._replying[request_id]
-            self._replying[request_id] = _Replying(replying.frame, replying.summary, f"its caller is gone ({reason})")
+            self._replying[request_id] = dataclasses.replace(replying, failed=f"its caller is gone ({reason})")
         elif request_id in self._sampling and request_id not in self._stopped:
             self._stopped.add(request_id)
             return [StopSampling(request_id, reason)]
@@ -258,7 +276,7 @@ class WorkerCore:
         self._waiters[waiter] = None
         return Waiting(waiter, float(wait)), self._balance()
 
-    def show(self, waiter: int) -> tuple[RequestFrame | None, list[Effect]]:
+    def show(self, waiter: int) -> tuple[Shown | None, list[Effect]]:
         """The woken agent's call is about to return its request, which from now on counts as shown
         (the relay is told an agent works on it: ``accepted``); None if the request was taken back
         meanwhile (its caller left), so the agent waits on."""
@@ -267,7 +285,19 @@ class WorkerCore:
             return None, []
         del self._waiters[waiter]
         self._shown[frame.id] = frame
-        return frame, [Send(Accepted(id=frame.id))]
+        text = render_request(frame, self._seen.refs(frame))
+        self._seen.note(frame)
+        return Shown(frame, text), [Send(Accepted(id=frame.id))]
+
+    def show_again(self, arguments: dict[str, Any]) -> ToolText:
+        """``show_request``: an open request in full, references resolved."""
+        request_id = arguments.get("request_id")
+        if not isinstance(request_id, str) or not request_id:
+            return ToolText("request_id is required: copy it from the first line of the request.", error=True)
+        frame = self._shown.get(request_id)
+        if frame is None:
+            return ToolText(self._not_open(request_id), error=True)
+        return ToolText(render_request(frame))
 
     def agent_gives_up(self, waiter: int, seconds: float) -> tuple[ToolText, list[Effect]]:
         """The agent's call ended without a request shown (its wait ran out, or it was cancelled)."""
@@ -309,14 +339,16 @@ class WorkerCore:
         frames: list[BaseModel] = [Start(id=request_id, model=self.model_id)]
         if content:
             frames.append(TextDelta(id=request_id, text=content))
-        frames += [
+        tool_calls = [
             ToolCall(id=request_id, call_id="call_" + secrets.token_hex(12), name=name, arguments=args)
             for name, args in calls
         ]
-        frames.append(End(id=request_id, stop_reason=stop))
+        frames += [*tool_calls, End(id=request_id, stop_reason=stop)]
         del self._shown[request_id]
         summary = f"{len(content)} characters, {len(calls)} tool call{'' if len(calls) == 1 else 's'}"
-        self._replying[request_id] = _Replying(frame, summary)
+        blocks: list[ContentBlock] = [TextBlock(text=content)] if content else []
+        blocks += [ToolUseBlock(id=c.call_id, name=c.name, input=c.arguments) for c in tool_calls]
+        self._replying[request_id] = _Replying(frame, summary, Message(role="assistant", content=blocks))
         return Delivery(request_id, frames)
 
     def reply_written(self, request_id: str, written: bool) -> tuple[ToolText, list[Effect]]:
@@ -328,6 +360,7 @@ class WorkerCore:
         failed = replying.failed or (None if written else "link lost")
         if failed is None:
             self._close(request_id, "it was already answered")
+            self._seen.replied(replying.frame, replying.message)
             return ToolText(
                 f"Delivered the reply to {request_id} ({replying.summary}). Call next_request for the next request."
             )

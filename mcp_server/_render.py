@@ -1,8 +1,10 @@
 """A relay request written as text for an agent to answer (the result of ``next_request``).
 
 Rules: the first line is ``request_id: <id>`` (tests and agents parse it); every section has a plain
-heading; turns start with ``[user]`` / ``[assistant]`` on a line of their own and the last one is
-followed by the line ``(end of conversation)``; images become
+heading; parts the agent was shown before (``_seen``) are references ("as in request req_...",
+"continues request req_..."), with a line saying how to get the whole request (``show_request``);
+turns start with ``[user]`` / ``[assistant]`` on a line of their own and the last one is followed by
+the line ``(end of conversation)``; images become
 placeholders (the agent cannot see them through a tool result); tool calls and results keep their
 ids so the agent can follow the thread; the last line says exactly how to answer.
 """
@@ -12,8 +14,9 @@ from __future__ import annotations
 import base64
 import json
 
-from shared_protocol import ImageBlock, NeutralRequest, RequestFrame, TextBlock, ToolResultBlock, ToolUseBlock
+from shared_protocol import ImageBlock, Message, RequestFrame, TextBlock, ToolResultBlock, ToolUseBlock
 
+from ._seen import NO_REFS, Refs
 from ._structured import instruction
 
 
@@ -22,9 +25,9 @@ def _image(block: ImageBlock) -> str:
     return f"[image: {block.mime_type}, {size} bytes - not visible through this tool]"
 
 
-def _turn_lines(request: NeutralRequest) -> list[str]:
+def _turn_lines(messages: list[Message]) -> list[str]:
     lines: list[str] = []
-    for message in request.messages:
+    for message in messages:
         lines.append(f"[{message.role}]")
         for block in message.content:
             if isinstance(block, TextBlock):
@@ -40,7 +43,8 @@ def _turn_lines(request: NeutralRequest) -> list[str]:
     return lines
 
 
-def render_request(frame: RequestFrame) -> str:
+def render_request(frame: RequestFrame, refs: Refs = NO_REFS) -> str:
+    """The request as the agent reads it; ``refs``: what to render as references to earlier requests."""
     request = frame.request
     limits = [f"max_tokens {request.max_tokens}"]
     if request.stop_sequences:
@@ -51,18 +55,29 @@ def render_request(frame: RequestFrame) -> str:
         f"request_id: {frame.id}",
         f"model requested: {request.model or '(none)'}",
         "limits: " + "; ".join(limits),
-        "",
-        "system prompt:",
-        request.system if request.system else "(none)",
-        "",
-        "conversation:",
-        *_turn_lines(request),
-        "(end of conversation)",
-        "",
     ]
+    if refs:
+        lines.append(f'Parts "as in request ..." are as you saw them there; show_request("{frame.id}") shows all.')
+    lines.append("")
+    if refs.system is not None:
+        lines += [f"system prompt: as in request {refs.system} ({len(request.system or '')} characters)", ""]
+    else:
+        lines += ["system prompt:", request.system if request.system else "(none)", ""]
+    messages = request.messages
+    if refs.continues is not None:
+        turns, earlier = refs.continues.turns, refs.continues.request_id
+        known = f"request {earlier} and your reply to it" if refs.continues.with_reply else f"request {earlier}"
+        lines.append(f"conversation: continues {known} ({turns} turns), then:")
+        messages = messages[turns:]
+    else:
+        lines.append("conversation:")
+    lines += [*_turn_lines(messages), "(end of conversation)", ""]
     if request.tools:
         lines.append("tools the caller offers (call them only through reply's tool_calls, never yourself):")
         for tool in request.tools:
+            if tool.name in refs.tools:
+                lines.append(f"- {tool.name}: as in request {refs.tools[tool.name]}")
+                continue
             lines.append(f"- {tool.name}: {tool.description or '(no description)'}")
             lines.append("  arguments schema: " + json.dumps(tool.input_schema, ensure_ascii=False))
         choice = request.tool_choice

@@ -15,7 +15,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 
-from ._agent import INSTRUCTIONS, NEXT_REQUEST_TOOL, REPLY_TOOL, SERVE_LOOP
+from ._agent import INSTRUCTIONS, NEXT_REQUEST_TOOL, REPLY_TOOL, SERVE_LOOP, SHOW_REQUEST_TOOL
 from ._worker import Worker
 
 log = logging.getLogger("mcptb.server")
@@ -28,7 +28,7 @@ SERVE_PROMPT = types.Prompt(
 
 def build_server(worker: Worker, version: str) -> Server:
     async def list_tools(ctx: ServerRequestContext[Any, Any], params: Any) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[NEXT_REQUEST_TOOL, REPLY_TOOL])
+        return types.ListToolsResult(tools=[NEXT_REQUEST_TOOL, REPLY_TOOL, SHOW_REQUEST_TOOL])
 
     async def call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
@@ -38,6 +38,8 @@ def build_server(worker: Worker, version: str) -> Server:
             return await worker.next_request(ctx, arguments)
         if params.name == REPLY_TOOL.name:
             return await worker.reply(arguments)
+        if params.name == SHOW_REQUEST_TOOL.name:
+            return worker.show_request(arguments)
         raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool {params.name!r}")
 
     async def list_prompts(ctx: ServerRequestContext[Any, Any], params: Any) -> types.ListPromptsResult:

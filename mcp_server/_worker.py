@@ -23,7 +23,6 @@ from shared_protocol import Cancel, ErrorFrame, Release, RequestFrame, WorkerInf
 from ._client import ClientState
 from ._core import Effect, Send, StartSampling, StopSampling, ToolText, Waiting, Wake, WorkerCore
 from ._relay_link import RelayLink
-from ._render import render_request
 from ._sampling import answer_by_sampling
 
 log = logging.getLogger("mcptb.server")
@@ -143,8 +142,8 @@ class Worker:
                     self.apply(effects)
                     if request is not None:
                         shown = True
-                        log.info("%s handed to the agent", request.id)
-                        return _result(ToolText(render_request(request)))
+                        log.info("%s handed to the agent (%d characters)", request.frame.id, len(request.text))
+                        return _result(ToolText(request.text))
                     wakeup = self._wakeups[step.waiter] = anyio.Event()  # taken back meanwhile: wait on
         finally:
             del self._wakeups[step.waiter]
@@ -153,6 +152,9 @@ class Worker:
                 self.apply(effects)
         assert ended is not None
         return _result(ended)
+
+    def show_request(self, arguments: dict[str, Any]) -> types.CallToolResult:
+        return _result(self.core.show_again(arguments))
 
     async def _wait_with_progress(self, ctx: ServerRequestContext[Any, Any], wakeup: anyio.Event, wait: float) -> None:
         """Wait; report progress now and then (the SDK sends it only if the call asked for progress)."""

@@ -51,6 +51,8 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
             moved = broker.move_unstarted(job, reason)
             start_by = float("inf") if moved else loop() + config.start_timeout  # no other worker: try later
         look_again = unserved.check(job, broker, config, assigned)
+        if not assigned and job.hold_until > loop():  # waiting for the agent that has the earlier turns
+            look_again = min(look_again, job.hold_until)
         wake = min(
             config.keepalive_interval,
             max(0.0, deadline - loop()),
@@ -65,6 +67,8 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
         if event is None:
             if loop() >= deadline:
                 raise _timeout(assigned, config)
+            if not assigned and job.prefer is not None:
+                broker.pump()  # a hold may have ended
             if loop() < start_by:
                 yield KEEPALIVE
             continue

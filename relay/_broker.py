@@ -10,6 +10,10 @@ Rules:
   to the eligible worker (see :meth:`Broker._eligible`) with the fewest requests in flight, so a
   worker that grants many slots and answers none (a client waiting for a consent click) cannot take
   everything while another idles.
+- A continued conversation (its messages start with those of a request an agent worker answered)
+  goes to that worker when it has a free slot, and waits ``--continuation-hold`` seconds for it while
+  its agent is serving (between two ``next_request`` calls): that agent has the earlier turns in its
+  context and is shown only the new ones. Then any eligible worker takes it.
 - A job its worker has not started within ``--start-timeout`` moves to another eligible worker, if
   one has a free slot (:meth:`Broker.move_unstarted`); the first worker is told ``cancel`` and never
   gets it back.
@@ -27,7 +31,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -49,6 +53,7 @@ from shared_protocol import (
     WorkerInfo,
     encode,
 )
+from shared_protocol._neutral import conversation_digests
 
 from ._config import server_command
 from ._errors import RelayError
@@ -58,6 +63,9 @@ log = logging.getLogger("mcptb.relay")
 JOB_EVENT_BUFFER = 4096
 """Events buffered per job before the caller is considered stuck (the job then fails). Text does not
 count frame by frame: consecutive text frames share one :class:`TextBatch`."""
+
+REMEMBERED_CONVERSATIONS = 4096
+"""Conversations remembered for continuation affinity (a digest and a worker id each)."""
 
 MAX_SLOTS = 1024
 """Most free slots one worker may hold: bounds what a confused worker can claim."""
@@ -117,6 +125,12 @@ class Job:
     """Workers this job was taken away from (not started in time): never assigned to them again."""
     unread: int = 0
     """Characters of text queued that the caller has not taken yet (bounded by ``Broker.max_unread``)."""
+    conversation: bytes | None = None
+    """Digest of its whole message list, when an agent worker may serve it (see ``Broker._answered``)."""
+    prefer: str | None = None
+    """The worker that answered the conversation this job continues."""
+    hold_until: float = 0.0
+    """Until when it waits for ``prefer``'s agent rather than go to another worker."""
 
     def take(self, batch: TextBatch) -> TextDelta:
         """The follower's side: the batch's text, which no later text will join."""
@@ -138,9 +152,24 @@ class Worker:
 
 
 class Broker:
-    def __init__(self, *, max_queue: int, socket_path: str, max_unread: int = 8 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        *,
+        max_queue: int,
+        socket_path: str,
+        max_unread: int = 8 * 1024 * 1024,
+        continuation_hold: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_queue = max_queue
         self.max_unread = max_unread
+        self.continuation_hold = continuation_hold
+        """Seconds a continued conversation waits for the agent that answered its earlier turns."""
+        self.clock = clock
+        self._answered: OrderedDict[bytes, str] = OrderedDict()
+        """Conversations agent workers answered (digest of the request's messages -> worker id), newest
+        last, at most :data:`REMEMBERED_CONVERSATIONS`: a request whose messages start with one of them
+        goes preferably to the same worker, whose agent has that conversation in its context."""
         """Characters of answer text a job may hold that its caller has not read yet (then it fails)."""
         self.socket_path = socket_path
         self.workers: dict[str, Worker] = {}
@@ -188,6 +217,8 @@ class Broker:
             ) from None
         send, receive = anyio.create_memory_object_stream[JobEvent](JOB_EVENT_BUFFER)
         job = Job(id=job_id, request=request, timeout=timeout, line=line, events_in=send, events=receive)
+        if any("agent" in w.info.modes for w in self.workers.values()):
+            self._find_earlier_turns(job)
         self.queue.append(job)
         self._pump()
         return job
@@ -320,8 +351,41 @@ class Broker:
         if isinstance(frame, (End, ErrorFrame)):
             worker.jobs.pop(job.id, None)
             self._close(job)
+            if isinstance(frame, End) and "agent" in worker.info.modes:
+                self._remember_answered(job, worker)
+
+    def pump(self) -> None:
+        """Assign what can be assigned now (a follower calls it when a job's hold ends)."""
+        self._pump()
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _find_earlier_turns(self, job: Job) -> None:
+        digests = conversation_digests(job.request.messages)
+        job.conversation = digests[-1] if digests else None
+        for digest in reversed(digests[:-1]):
+            worker_id = self._answered.get(digest)
+            if worker_id is not None:
+                job.prefer, job.hold_until = worker_id, self.clock() + self.continuation_hold
+                return
+
+    def _remember_answered(self, job: Job, worker: Worker) -> None:
+        if job.conversation is None:
+            digests = conversation_digests(job.request.messages)
+            job.conversation = digests[-1] if digests else None
+        if job.conversation is None:
+            return
+        self._answered[job.conversation] = worker.id
+        self._answered.move_to_end(job.conversation)
+        while len(self._answered) > REMEMBERED_CONVERSATIONS:
+            self._answered.popitem(last=False)
+
+    def _held(self, job: Job, worker: Worker) -> bool:
+        """``job`` waits for its preferred worker's agent (briefly: it is between two next_request calls)."""
+        if job.prefer is None or job.prefer == worker.id or self.clock() >= job.hold_until:
+            return False
+        preferred = self.workers.get(job.prefer)
+        return preferred is not None and preferred.info.agent == "serving" and self._fits(job, preferred)
 
     def _add_text(self, job: Job, frame: TextDelta) -> None:
         job.unread += len(frame.text)
@@ -355,7 +419,7 @@ class Broker:
         )
 
     def _eligible(self, job: Job, worker: Worker) -> bool:
-        return worker.free_slots > 0 and self._fits(job, worker)
+        return worker.free_slots > 0 and self._fits(job, worker) and not self._held(job, worker)
 
     def _fits(self, job: Job, worker: Worker) -> bool:
         """Tools need a worker that can use them; a model name some worker serves pins the job to
@@ -374,7 +438,8 @@ class Broker:
             eligible = [w for w in self.workers.values() if self._eligible(job, w)]
             if not eligible:
                 continue
-            worker = min(eligible, key=lambda w: len(w.jobs))
+            preferred = [w for w in eligible if w.id == job.prefer]
+            worker = preferred[0] if preferred else min(eligible, key=lambda w: len(w.jobs))
             if not worker.send(job.line):
                 continue
             self.queue.remove(job)

@@ -103,6 +103,14 @@ class Config:
             "none is serving (then 503 saying how to start one)"
         ),
     )
+    continuation_hold: float = field(
+        default=3.0,
+        metadata=setting(
+            "seconds a continued conversation waits for the agent that answered its earlier turns (it has "
+            "them in context) before it goes to another one with a free slot (0 = never waits)",
+            minimum=0,
+        ),
+    )
     drain_timeout: float = field(
         default=5.0,
         metadata=_limit(

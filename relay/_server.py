@@ -60,7 +60,13 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
     if budget.warning:
         log.warning("%s", budget.warning)
     config = dataclasses.replace(config, max_connections=budget.max_connections)
-    broker = Broker(max_queue=config.max_queue, socket_path=config.socket, max_unread=config.max_unread)
+    broker = Broker(
+        max_queue=config.max_queue,
+        socket_path=config.socket,
+        max_unread=config.max_unread,
+        continuation_hold=config.continuation_hold,
+        clock=anyio.current_time,
+    )
     app = App(config, broker)
     try:
         tcp = await anyio.create_tcp_listener(local_host=config.host, local_port=config.port, reuse_port=False)

@@ -7,6 +7,7 @@ solve "my JSON -> these models" once. Field names are snake_case on the wire of 
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -102,3 +103,17 @@ class NeutralRequest(_Model):
         for tool in self.tools:
             total += len(tool.name) + len(tool.description or "") + len(str(tool.input_schema))
         return total
+
+
+def conversation_digests(messages: list[Message]) -> list[bytes]:
+    """``digests[k]`` identifies ``messages[: k + 1]``: a request whose messages start with those of an
+    earlier one shares its digests up to there. Both sides use it to recognise a continued
+    conversation (the relay to send it back to the worker that answered it, the worker to show its
+    agent only what is new)."""
+    running = hashlib.sha256()
+    digests = []
+    for message in messages:
+        running.update(message.model_dump_json().encode())
+        running.update(b"\n")
+        digests.append(running.copy().digest())
+    return digests

@@ -143,7 +143,13 @@ async def in_process(
 ) -> AsyncIterator[Relay]:
     """The app on a real broker; with a ``script``, one worker that answers with it (see :class:`ScriptedWorker`)."""
     config = Config(socket="/tmp/mcptb-test/relay.sock", **settings)
-    broker = Broker(max_queue=config.max_queue, socket_path=config.socket, max_unread=config.max_unread)
+    broker = Broker(
+        max_queue=config.max_queue,
+        socket_path=config.socket,
+        max_unread=config.max_unread,
+        continuation_hold=config.continuation_hold,
+        clock=anyio.current_time,
+    )
     async with anyio.create_task_group() as tg:
         worker = None
         if script is not None:

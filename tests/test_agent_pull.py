@@ -249,6 +249,79 @@ async def test_two_agents_each_answer_their_own_caller(relay, backend):
     assert {a.split(": ")[0] for a in answers} == {"one", "two"}  # and both agents served
 
 
+async def serve_one_turn(relay, sessions: dict, messages: list) -> tuple[str, str]:
+    """Every agent waits in next_request; a caller sends ``messages``; the agent that gets the request
+    answers it. Returns (that agent's name, the text it was shown)."""
+    shown: dict[str, str] = {}
+    async with anyio.create_task_group() as agents:
+
+        async def serve(name, session) -> None:
+            text = text_of(await session.call_tool("next_request", {"wait_seconds": 20}))
+            shown[name] = text
+            await session.call_tool("reply", {"request_id": request_id(text), "content": f"answer {len(messages)}"})
+
+        for name, session in sessions.items():
+            agents.start_soon(serve, name, session)
+        await eventually(lambda: _all_waiting(relay, len(sessions)), what="every agent waiting")
+        caller = Caller(relay, json.dumps({"model": "test-model", "messages": messages}).encode())
+        await caller.run()
+        assert caller.response.status == 200, caller.response.body
+        agents.cancel_scope.cancel()  # the agents that got nothing stop waiting
+    [(name, text)] = shown.items()
+    return name, text
+
+
+async def _all_waiting(relay, agents: int) -> bool:
+    health = await get_json(relay.url + "/health")
+    return sum(w["free_slots"] for w in health["workers"]) == agents
+
+
+async def test_a_continued_conversation_goes_back_to_the_agent_that_has_its_earlier_turns(relay, backend):
+    """Issue 11.3: of two serving agents, the one that answered a conversation's earlier turns gets
+    each continuation, shown as a reference plus only the new turns."""
+    async with agent(relay, backend) as one, agent(relay, backend) as two:
+        await wait_for_workers(relay, 2, sampling=False)
+        messages = [{"role": "user", "content": "turn 0"}]
+        served = []
+        for turn in range(4):
+            # the first turn reaches "two" (the only one waiting); later both wait, and least-in-flight
+            # alone would pick "one", the first connected
+            sessions = {"one": one, "two": two} if turn else {"two": two}
+            name, text = await serve_one_turn(relay, sessions, messages)
+            served.append(name)
+            if turn:
+                assert "conversation: continues request req_" in text and f"turn {turn - 1}\n" not in text, text
+                assert f"turn {turn}" in text
+            messages = [*messages, {"role": "assistant", "content": f"answer {len(messages)}"}]
+            messages.append({"role": "user", "content": f"turn {turn + 1}"})
+    assert served == ["two"] * 4, served
+
+
+async def test_a_continuation_that_reaches_another_agent_is_shown_in_full_and_show_request_works(relay, backend):
+    async with agent(relay, backend) as one, agent(relay, backend) as two:
+        await wait_for_workers(relay, 2, sampling=False)
+        first = [{"role": "user", "content": "turn 0"}]
+        name, _ = await serve_one_turn(relay, {"one": one, "two": two}, first)
+        other = {"one": ("two", two), "two": ("one", one)}[name]
+        follow_up = [*first, {"role": "assistant", "content": "answer 1"}, {"role": "user", "content": "turn 1"}]
+        # only the other agent is serving now: the continuation goes there, shown whole
+        _, text = await serve_one_turn(relay, dict([other]), follow_up)
+        assert "continues" not in text and "turn 0" in text and "turn 1" in text
+    async with agent(relay, backend) as solo:
+        await wait_for_workers(relay, 1, sampling=False)
+        await serve_one_turn(relay, {"solo": solo}, first)
+        async with anyio.create_task_group() as tg:
+            caller = Caller(relay, json.dumps({"model": "test-model", "messages": follow_up}).encode())
+            tg.start_soon(caller.run)
+            text = text_of(await solo.call_tool("next_request", {"wait_seconds": 20}))
+            assert "continues request" in text and "turn 0" not in text
+            whole = text_of(await solo.call_tool("show_request", {"request_id": request_id(text)}))
+            assert "turn 0" in whole and "continues" not in whole
+            await solo.call_tool("reply", {"request_id": request_id(text), "content": "done"})
+            await caller.done()
+    assert caller.response.status == 200
+
+
 async def test_reply_errors_are_clear_and_leave_the_request_answerable(relay, backend):
     async with agent(relay, backend) as session, anyio.create_task_group() as tg:
         await wait_for_workers(relay, 1, sampling=False)
@@ -365,7 +438,7 @@ async def test_a_2026_era_client_serves_as_an_agent(relay, backend):
         ) as client,
         anyio.create_task_group() as tg,
     ):
-        assert {t.name for t in (await client.list_tools()).tools} == {"next_request", "reply"}
+        assert {t.name for t in (await client.list_tools()).tools} == {"next_request", "reply", "show_request"}
         assert [p.name for p in (await client.list_prompts()).prompts] == ["serve"]
         await wait_for_workers(relay, 1, sampling=False)
         caller = Caller(relay, chat_body("modern?"))

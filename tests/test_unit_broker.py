@@ -229,3 +229,44 @@ def test_an_unstarted_job_moves_to_the_least_busy_worker_but_an_accepted_one_sta
     broker.accept(healthy.handle, "b")  # an agent works on it
     broker.grant(stuck.handle, 1)
     assert not broker.move_unstarted(second, "slow") and second.worker is healthy.handle
+
+
+def conversation(*texts: str) -> NeutralRequest:
+    roles = ["user", "assistant"]
+    return NeutralRequest(
+        messages=[Message(role=roles[i % 2], content=[TextBlock(text=t)]) for i, t in enumerate(texts)],
+        max_tokens=10,
+    )
+
+
+def test_a_continuation_waits_briefly_for_the_agent_that_answered_its_earlier_turns():
+    now = [0.0]
+    broker = Broker(max_queue=10, socket_path="/s", continuation_hold=3.0, clock=lambda: now[0])
+    first = FakeWorker(broker, modes=["agent"], agent="serving")
+    second = FakeWorker(broker, modes=["agent"], agent="serving")
+    broker.grant(second.handle, 1)
+    broker.submit("a", conversation("turn 0"), 5)
+    broker.on_answer(second.handle, Start(id="a", model="m"))
+    broker.on_answer(second.handle, End(id="a", stop_reason="endTurn"))
+    broker.grant(first.handle, 1)  # only "first" waits now; "second" is between two next_request calls
+    broker.submit("b", conversation("turn 0", "answer", "turn 1"), 5)
+    assert first.requests() == []  # held for "second", which has the earlier turns in context
+    broker.grant(second.handle, 1)
+    assert second.requests() == ["a", "b"]
+    broker.submit("c", conversation("turn 0", "answer", "turn 1", "answer", "turn 2"), 5)
+    now[0] = 3.0  # "second" did not come back within the hold
+    broker.pump()
+    assert first.requests() == ["c"]
+
+
+def test_no_hold_when_the_agent_that_answered_is_away_or_gone():
+    broker = Broker(max_queue=10, socket_path="/s", continuation_hold=3.0, clock=lambda: 0.0)
+    first = FakeWorker(broker, modes=["agent"], agent="serving")
+    second = FakeWorker(broker, modes=["agent"], agent="serving")
+    broker.grant(second.handle, 1)
+    broker.submit("a", conversation("turn 0"), 5)
+    broker.on_answer(second.handle, End(id="a", stop_reason="endTurn"))
+    broker.update_worker(second.handle, WorkerInfo(modes=["agent"], agent="away"))  # its user stopped serving
+    broker.grant(first.handle, 1)
+    broker.submit("b", conversation("turn 0", "answer", "turn 1"), 5)
+    assert first.requests() == ["b"]

@@ -84,7 +84,7 @@ def test_a_request_goes_to_the_longest_waiting_agent_and_counts_as_shown_once_re
     assert core.show(second) == (None, [])
     shown, effects = core.show(first)
     assert effects == [Send(Accepted(id="req_1"))]  # the relay will not move it for a slow start
-    assert shown is not None and shown.id == "req_1" and core.is_open("req_1")
+    assert shown is not None and shown.frame.id == "req_1" and core.is_open("req_1")
     assert core.granted == 1  # the second agent still waits
 
 
