@@ -14,8 +14,10 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
 
 from ._agent import INSTRUCTIONS, NEXT_REQUEST_TOOL, REPLY_TOOL, SERVE_LOOP, SHOW_REQUEST_TOOL
+from ._era import EraGate, gate_stream
 from ._worker import Worker
 
 log = logging.getLogger("mcptb.server")
@@ -71,8 +73,12 @@ def build_server(worker: Worker, version: str) -> Server:
 
 async def run(worker: Worker, version: str) -> None:
     server = build_server(worker, version)
+    # a sampling client that opens with 2026-07-28 is asked to fall back to the handshake (see _era)
+    gate = EraGate(wants_sampling=worker.client.settings.mode in ("auto", "sampling"))
+    forward, gated = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     async with stdio_server() as (read_stream, write_stream), anyio.create_task_group() as tg:
         tg.start_soon(worker.run)
-        await server.run(read_stream, write_stream, server.create_initialization_options())
+        tg.start_soon(gate_stream, gate, read_stream, write_stream, forward)
+        await server.run(gated, write_stream, server.create_initialization_options())
         log.info("the MCP client closed the connection; exiting")
         tg.cancel_scope.cancel()
