@@ -3,7 +3,9 @@
 2025 era: ``initialize`` carries client info and capabilities; after ``notifications/initialized``
 the captured session can send server-initiated requests (background sampling). 2026-07-28 era: no
 handshake; each request's ``_meta`` carries client info and capabilities, and server-initiated
-requests do not exist, so sampling is never used there. A middleware sees every inbound message
+requests do not exist, so sampling is never used there. A client that declares sampling and can fall
+back is moved to the handshake before it gets here (``_era``); one that stays in 2026-07-28 (a pinned
+version) is warned about, and the relay is told why it has no sampling. A middleware sees every inbound message
 and updates this object, which calls its ``on_change`` listener (the worker) after every change.
 """
 
@@ -59,12 +61,29 @@ class ClientState:
         """Set once a 2025-era client finished its handshake: the channel for background sampling."""
         self.models_seen: list[str] = []
         self.on_change: Callable[[], None] = lambda: None
+        self._warned_era = False
 
     # --- what the relay is told ---------------------------------------------------------------
 
     @property
     def can_sample(self) -> bool:
         return self.session is not None and self.sampling and self.settings.mode in ("auto", "sampling")
+
+    @property
+    def sampling_unavailable(self) -> str | None:
+        """Why this client declares sampling but cannot be sampled: it speaks the 2026-07-28 era, where a
+        server cannot send requests. None while sampling works, was not declared, or is not wanted."""
+        era = self.protocol_version
+        if not self.sampling or self.settings.mode == "agent" or not era or _is_handshake_era(era):
+            return None
+        client = " ".join(filter(None, [self.name or "this client", self.version]))
+        return (
+            f"{client} speaks MCP {era}, where background sampling is not available "
+            "(a server cannot send it sampling requests in that era). Connect it with the 2025 handshake: "
+            "drop a pinned 2026-07-28 version (the mcp SDK's and fastmcp's Client(mode='auto') fall back to "
+            "the handshake for mcptb-server; mode='legacy' always uses it; fast-agent: protocol_mode auto or "
+            "legacy), or have its agent serve with the next_request/reply tools (prompt 'serve')"
+        )
 
     @property
     def model_id(self) -> str:
@@ -84,6 +103,7 @@ class ClientState:
             tools=self.sampling_tools or self.settings.tool_emulation or not self.can_sample,
             models=models,
             concurrency=self.settings.concurrency if self.can_sample else 0,
+            sampling_unavailable=self.sampling_unavailable,
             pid=os.getpid(),
         )
 
@@ -135,6 +155,10 @@ class ClientState:
                     "(next_request/reply)",
                     self.name or "this client",
                 )
+            unavailable = self.sampling_unavailable
+            if unavailable is not None and not self._warned_era:
+                self._warned_era = True
+                log.warning("no background sampling: %s", unavailable)
             self._notify()
 
     def _snapshot(self) -> tuple[object, ...]:

@@ -66,7 +66,7 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
                 raise RelayError("answer_cut", "The answer ended unexpectedly.") from None
         if event is None:
             if loop() >= deadline:
-                raise _timeout(assigned, config)
+                raise _timeout(assigned, config, broker)
             if not assigned and job.prefer is not None:
                 broker.pump()  # a hold may have ended
             if loop() < start_by:
@@ -139,15 +139,17 @@ class _Unserved:
         return self.since + (config.agent_grace if self.warned else warn_at)
 
 
-def _timeout(assigned: bool, config: Config) -> RelayError:
+def _timeout(assigned: bool, config: Config, broker: Broker) -> RelayError:
     if assigned:
         return RelayError(
             "answer_timeout",
             f"The MCP client did not finish answering within {config.request_timeout:g} s (relay --request-timeout).",
         )
+    waited = f"No MCP server or agent picked up this request within {config.queue_timeout:g} s (relay --queue-timeout)"
+    notes = broker.sampling_notes()
+    if notes:  # the real cause: a client declares sampling but speaks the era without it
+        return RelayError("queue_timeout", f"{waited}: {notes}. GET /health lists the servers.")
     return RelayError(
         "queue_timeout",
-        f"No MCP server or agent picked up this request within {config.queue_timeout:g} s "
-        "(relay --queue-timeout): the connected servers were busy. GET /health lists the servers and their "
-        "free slots.",
+        f"{waited}: the connected servers were busy. GET /health lists the servers and their free slots.",
     )

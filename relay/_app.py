@@ -194,6 +194,7 @@ class App:
                 "models": w.info.models,
                 "concurrency": w.info.concurrency,
                 "agent": w.info.agent,
+                "sampling_unavailable": w.info.sampling_unavailable,
                 "free_slots": w.free_slots,
                 "in_flight": len(w.jobs),
                 "connected_seconds": round(now - w.connected_at, 1),

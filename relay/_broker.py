@@ -32,7 +32,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -413,10 +413,12 @@ class Broker:
         if not fits or any(w.info.concurrency > 0 or w.info.agent != "away" for w in fits):
             return None
         names = ", ".join(sorted({w.info.client_name or "unknown client" for w in fits}))
-        return (
+        why = (
             f"No agent is serving: the connected MCP client{'s' if len(fits) > 1 else ''} ({names}) cannot sample "
             "in the background, and no agent is waiting in next_request"
         )
+        notes = self.sampling_notes(fits)  # a client that declares sampling: say why it cannot
+        return f"{why}. {notes}" if notes else why
 
     def _eligible(self, job: Job, worker: Worker) -> bool:
         return worker.free_slots > 0 and self._fits(job, worker) and not self._held(job, worker)
@@ -474,6 +476,13 @@ class Broker:
         job.events_in.close()
 
     # --- views -------------------------------------------------------------------------------
+
+    def sampling_notes(self, workers: Iterable[Worker] | None = None) -> str:
+        """Why these (default: all connected) clients that declare sampling cannot be sampled (2026-07-28
+        era), each distinct reason once, for the errors of requests nobody picked up; empty if none."""
+        chosen = self.workers.values() if workers is None else workers
+        notes = dict.fromkeys(w.info.sampling_unavailable for w in chosen if w.info.sampling_unavailable)
+        return "; ".join(note for note in notes if note)
 
     @property
     def in_flight(self) -> int:

@@ -91,6 +91,7 @@ async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: C
             info.protocol_version or "era unknown",
             ",".join(info.modes) or "none",
         )
+        _warn_no_sampling(worker.id, None, info)
         try:
             await stream.send(encode(Welcome(version=PROTOCOL_VERSION, worker_id=worker.id)))
             async with anyio.create_task_group() as tg:
@@ -103,6 +104,12 @@ async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: C
             outbound_in.close()
             broker.remove_worker(worker)
             log.info("worker %s disconnected", worker.id)
+
+
+def _warn_no_sampling(worker_id: str, before: WorkerInfo | None, info: WorkerInfo) -> None:
+    """Say once per change that a client declaring sampling cannot be sampled (2026-07-28 era)."""
+    if info.sampling_unavailable and (before is None or before.sampling_unavailable != info.sampling_unavailable):
+        log.warning("worker %s has no background sampling: %s", worker_id, info.sampling_unavailable)
 
 
 def _log_info(worker_id: str, verb: str, info: WorkerInfo) -> None:
@@ -182,6 +189,7 @@ async def _read_frames(
             elif isinstance(frame, Update):
                 if frame.worker.model_copy(update={"agent": worker.info.agent}) != worker.info:
                     _log_info(worker.id, "is", frame.worker)
+                    _warn_no_sampling(worker.id, worker.info, frame.worker)
                 elif frame.worker.agent != worker.info.agent:
                     log.debug("worker %s: agent %s", worker.id, frame.worker.agent)
                 broker.update_worker(worker, frame.worker)

@@ -56,6 +56,9 @@ class WorkerInfo(BaseModel):
     agent: Literal["serving", "away"] | None = None
     """Agent pull: ``serving`` while an agent waits in ``next_request`` or works on a request it was
     shown, ``away`` otherwise; None from a worker that does not say (it counts as serving)."""
+    sampling_unavailable: str | None = None
+    """Why a client that declares sampling cannot be sampled (it speaks the 2026-07-28 era), in words for
+    the caller's error and the relay's log; None when sampling works or was never declared."""
     pid: int | None = None
 
 
