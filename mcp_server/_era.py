@@ -28,14 +28,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 import mcp_types as types
-from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.message import SessionMessage
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+
+if TYPE_CHECKING:  # the SDK's stream protocols (what stdio_server yields) live in a private module
+    from mcp.shared._stream_protocols import ReadStream, WriteStream
 
 log = logging.getLogger("mcptb.server")
 

@@ -85,6 +85,10 @@ def test_a_sampling_client_that_stays_in_2026_tells_the_relay_why_it_has_no_samp
     assert [r.message for r in caplog.records].count("no background sampling: " + info.sampling_unavailable) == 1
     assert changes == [1]
 
+    strict = ClientState(Settings(concurrency=4, model_name=None, mode="sampling"))
+    _learn(strict, "tools/list", "2026-07-28", sampling)
+    assert strict.info().sampling_unavailable == info.sampling_unavailable  # --mode sampling warns too
+    assert sum(r.message.startswith("no background sampling: ") for r in caplog.records) == 2
     agent = ClientState(Settings(concurrency=4, model_name=None, mode="agent"))
     _learn(agent, "tools/list", "2026-07-28", sampling)
     assert agent.info().sampling_unavailable is None  # sampling not wanted: nothing is missing
