@@ -90,16 +90,19 @@ async def _answered_by_sampling(relay: Any, model: ScriptedModel, client_name: s
     assert len(model.requests) == 1
 
 
-async def test_fastmcp4_client_falls_back_to_the_handshake_and_samples_in_the_background(relay, backend):
+async def test_fastmcp4_client_falls_back_to_the_handshake_and_samples_in_the_background(relay, backend, tmp_path):
     assert fastmcp_version.startswith("4.")
+    stderr = tmp_path / "server.log"
 
     async def scenario() -> None:
         model = ScriptedModel()
-        async with fastmcp_client(relay.socket, backend, model) as client:
+        transport = _transport(relay.socket, backend, log_file=stderr)
+        async with fastmcp_client(relay.socket, backend, model, transport=transport) as client:
             assert client.protocol_version == "2025-11-25"  # it asked for 2026-07-28 first, and fell back
             await _answered_by_sampling(relay, model, "fastmcp")
 
     await on_asyncio(scenario)
+    assert f"fastmcp {fastmcp_version} declares MCP sampling and opened with MCP 2026-07-28" in stderr.read_text()
 
 
 async def test_sdk_auto_client_as_fast_agent_uses_it_falls_back_and_samples(relay, backend):
