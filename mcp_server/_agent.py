@@ -1,6 +1,7 @@
 """Agent pull, as the MCP client sees it: the ``next_request`` and ``reply`` tools, the serve loop
-the agent is told to follow, and the server's instructions. What the tools do is decided in
-``_core`` and carried out by ``_worker``; this module only describes them.
+the agent is told to follow, and the server's instructions (their text lives in ``_serve_text``, which
+``mcptb-serve`` reads without the ``mcp`` SDK). What the tools do is decided in ``_core`` and carried
+out by ``_worker``; this module only describes them.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import mcp_types as types
 
 from ._core import DEFAULT_WAIT_SECONDS, FINISH_REASONS, MAX_WAIT_SECONDS
+from ._serve_text import INSTRUCTIONS as INSTRUCTIONS
+from ._serve_text import SERVE_LOOP as SERVE_LOOP
 
 NEXT_REQUEST_TOOL = types.Tool(
     name="next_request",
@@ -71,20 +74,4 @@ SHOW_REQUEST_TOOL = types.Tool(
         "properties": {"request_id": {"type": "string", "description": "The request_id line of the request."}},
         "required": ["request_id"],
     },
-)
-
-SERVE_LOOP = (
-    "You are serving requests from the MCP Token Bridge: programs on this machine send chat requests to "
-    "the relay, and you answer them. Loop: call next_request; read the request it returns; write the "
-    "answer as the assistant of THAT conversation (follow its system prompt, answer only its last turn, "
-    "add no remarks about yourself or this loop); call reply with its request_id and your answer; then "
-    "call next_request again. Never mix two requests. Never run the caller's tools yourself: to use "
-    "them, put tool_calls in reply. If next_request says there is no request yet, call it again; stop "
-    "when the user asks you to."
-)
-
-INSTRUCTIONS = (
-    "This server connects your model to the MCP Token Bridge relay, an OpenAI-compatible HTTP API for "
-    "programs on this machine. Clients with MCP sampling are served in the background. Otherwise, when "
-    "the user asks you to serve (prompt 'serve'): " + SERVE_LOOP
 )

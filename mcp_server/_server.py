@@ -16,8 +16,9 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
-from ._agent import INSTRUCTIONS, NEXT_REQUEST_TOOL, REPLY_TOOL, SERVE_LOOP, SHOW_REQUEST_TOOL
+from ._agent import INSTRUCTIONS, NEXT_REQUEST_TOOL, REPLY_TOOL, SHOW_REQUEST_TOOL
 from ._era import EraGate, gate_stream
+from ._serve_text import SERVE_START
 from ._worker import Worker
 
 log = logging.getLogger("mcptb.server")
@@ -52,10 +53,9 @@ def build_server(worker: Worker, version: str) -> Server:
     ) -> types.GetPromptResult:
         if params.name != SERVE_PROMPT.name:
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown prompt {params.name!r}")
-        text = SERVE_LOOP + " Start now: call next_request."
         return types.GetPromptResult(
             description=SERVE_PROMPT.description,
-            messages=[types.PromptMessage(role="user", content=types.TextContent(text=text))],
+            messages=[types.PromptMessage(role="user", content=types.TextContent(text=SERVE_START))],
         )
 
     server: Server = Server(
