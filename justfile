@@ -11,6 +11,10 @@ bin := venv + "/bin"
 relay *ARGS: _runtime
     {{bin}}/mcptb-relay {{ARGS}}
 
+# Serve relay requests from a dedicated Claude Code session (only the bridge's tools): just serve [-- -p]
+serve *ARGS: _runtime
+    {{bin}}/mcptb-serve {{ARGS}}
+
 # Run the whole test suite (lint and types first, then asyncio and trio, real processes, real clients)
 test *ARGS: _dev _node lint
     {{bin}}/python -m pytest {{ARGS}}

@@ -1,0 +1,170 @@
+"""``mcptb-serve``: one command that starts a Claude Code session dedicated to serving the relay.
+
+The session gets our MCP server directly (``--mcp-config`` with ``--strict-mcp-config``: nothing to
+register, no directory scope, no other MCP server), only our two tools allowed (``--allowedTools``:
+no permission prompt) and none of Claude Code's own tools (``--tools ""``: a request is data from
+another program, and the agent that reads it has no shell, files or web to be talked into using).
+The first prompt is the serve loop as plain text, not the ``serve`` slash command, whose name differs
+between Claude Code versions. Arguments after ``--`` go to ``claude`` unchanged and last, so
+``mcptb-serve -- -p`` serves headless until the model ends its turn.
+
+The MCP server is the ``mcptb-server`` script beside this Python, else ``python -m mcp_server`` with
+this Python: the same installation as this command, never another one found on PATH. The socket is
+passed to it explicitly (``--socket``), and the ``MCPTB_*`` variables of its own settings in this
+environment go into its configuration (only those: the JSON is on Claude Code's command line, which
+other users can read, and ``MCPTB_API_KEY`` is not a setting of mcptb-server).
+
+Claude Code replaces this process (``os.execve``): it owns the terminal, gets its signals (Ctrl-C, a
+window resize, job control) straight from the kernel and exits with its own status; there is nothing
+to clean up afterwards, so a parent that forwards signals would only add a process and a way to get
+them wrong. Checks happen before: a missing ``claude`` is an error that says how to install it; a
+relay that is not listening is a warning (the server connects by itself once the relay starts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+
+from shared_protocol import SOCKET_ENV, default_socket_path
+from shared_protocol._settings import env_name, parse_settings, setting
+from shared_protocol._trust import directory_problem
+
+from ._serve_text import SERVE_START
+from .cli import ServerOptions
+
+SERVER_NAME = "mcptb"
+TOOLS = (f"mcp__{SERVER_NAME}__next_request", f"mcp__{SERVER_NAME}__reply")
+INSTALL_HINT = "npm i -g @anthropic-ai/claude-code"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    claude: str = field(
+        default="claude",
+        metadata=setting("the Claude Code CLI to run: a path, or a name looked up on PATH (default claude)"),
+    )
+    socket: str = field(
+        default="",
+        metadata=setting("the relay's Unix socket, passed to mcptb-server (default: the per-user path the relay uses)"),
+    )
+
+
+def _version() -> str:
+    try:
+        return version("mcp-token-bridge")
+    except PackageNotFoundError:
+        return "0"
+
+
+def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[ServeOptions, list[str]]:
+    """Our settings, and the arguments after ``--`` that go to ``claude`` unchanged."""
+    argv = list(argv)
+    ours, theirs = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    options, _ = parse_settings(
+        ServeOptions,
+        ours,
+        environ,
+        prog="mcptb-serve",
+        description="Start a Claude Code session that serves MCP Token Bridge requests: mcptb-server given to "
+        "it directly, only its two tools allowed, Claude Code's own tools off, the serve loop started. "
+        "Arguments after -- go to claude unchanged (mcptb-serve -- -p: serve headless until the model ends "
+        "its turn). Every flag can also be set as an environment variable MCPTB_<FLAG>.",
+        defaults={"socket": default_socket_path()},
+        version=_version(),
+    )
+    return options, theirs
+
+
+def server_command() -> list[str]:
+    """``mcptb-server`` of this installation: the script beside this Python, else ``python -m mcp_server``."""
+    beside = os.path.join(os.path.dirname(sys.executable), "mcptb-server")
+    if os.access(beside, os.X_OK):
+        return [beside]
+    return [sys.executable, "-m", "mcp_server"]
+
+
+def mcp_config(socket_path: str, environ: Mapping[str, str]) -> str:
+    """The ``--mcp-config`` JSON: our server under the name ``mcptb``, with the socket and our settings."""
+    command, *args = server_command()
+    names = {env_name(f.name) for f in dataclasses.fields(ServerOptions)} - {SOCKET_ENV}
+    env = {k: v for k, v in environ.items() if k in names}
+    server = {"type": "stdio", "command": command, "args": [*args, "--socket", socket_path], "env": env}
+    return json.dumps({"mcpServers": {SERVER_NAME: server}})
+
+
+def claude_arguments(claude: str, socket_path: str, extra: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """The whole command line. The prompt comes first and a flag without a value right before ``extra``:
+    ``--mcp-config``, ``--tools`` and ``--allowedTools`` take several values, and a positional argument
+    after one of them would be read as one more."""
+    return [
+        claude,
+        SERVE_START,
+        "--mcp-config",
+        mcp_config(socket_path, environ),
+        "--tools",
+        "",
+        "--allowedTools",
+        ",".join(TOOLS),
+        "--strict-mcp-config",
+        *extra,
+    ]
+
+
+def find_claude(name: str) -> str | None:
+    """The executable ``--claude`` names: a path as given, a bare name on PATH."""
+    if os.sep in name:
+        return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
+    return shutil.which(name)
+
+
+def relay_problem(socket_path: str) -> str | None:
+    """Why the relay does not seem to be listening on ``socket_path`` (None when something accepts there).
+    Connecting and closing without a word costs the relay nothing (it waits for a hello, then drops)."""
+    problem = directory_problem(os.path.dirname(socket_path))
+    if problem:
+        return problem
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2)
+    try:
+        probe.connect(socket_path)
+    except OSError as exc:
+        return f"no relay is listening on {socket_path} ({exc.strerror or exc})"
+    finally:
+        probe.close()
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    options, extra = parse_args(sys.argv[1:] if argv is None else argv, os.environ)
+    claude = find_claude(options.claude)
+    if claude is None:
+        where = "on PATH" if os.sep not in options.claude else "there"
+        sys.exit(
+            f"mcptb-serve: Claude Code ({options.claude}) was not found {where}. Install it with `{INSTALL_HINT}`, "
+            "or pass its path with --claude PATH."
+        )
+    problem = relay_problem(options.socket)
+    if problem:
+        print(
+            f"mcptb-serve: warning: {problem}. Start the relay (`mcptb-relay`, or `just relay` in the repository); "
+            "mcptb-server connects to it by itself, and next_request says so until then.",
+            file=sys.stderr,
+            flush=True,
+        )
+    env = dict(os.environ)
+    # claude -p connects MCP servers in the background by default, and its first model request would go
+    # out before mcptb-server has started, without our tools; wait for the server unless told otherwise
+    env.setdefault("MCP_CONNECTION_NONBLOCKING", "0")
+    os.execve(claude, claude_arguments(claude, options.socket, extra, os.environ), env)
+
+
+if __name__ == "__main__":
+    main()
