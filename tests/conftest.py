@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,7 @@ from typing import Any
 
 import mcp_types as types
 import pytest
-from claude_code.harness import ClaudeCode, skip_reason
+from claude_code.harness import ClaudeCode, FakeModelProcess, skip_reason, start_fake_model
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from _eventually import eventually
@@ -76,6 +76,21 @@ def claude(request: pytest.FixtureRequest, anyio_backend: str, tmp_path: Path) -
         yield cc
     finally:
         cc.close()
+
+
+@pytest.fixture
+def fake_model(tmp_path: Path) -> Iterator[Callable[..., FakeModelProcess]]:
+    started: list[FakeModelProcess] = []
+
+    def start(**env: str) -> FakeModelProcess:
+        started.append(start_fake_model(tmp_path / f"fake{len(started)}", **env))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for fake in started:
+            fake.stop()
 
 
 @pytest.fixture(params=["asyncio", "trio"])

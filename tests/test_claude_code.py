@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -27,7 +26,7 @@ import openai
 import pydantic
 import pytest
 from claude_code.fake_model import ANSWER_PREFIX, GAVE_UP, NEXT_REQUEST, REPLY, SERVED, result_text
-from claude_code.harness import ClaudeCode, FakeModelProcess, Run, start_fake_model
+from claude_code.harness import ClaudeCode, FakeModelProcess, Run
 
 from _eventually import eventually
 from _http_client import get_json
@@ -49,21 +48,6 @@ QUESTION = "What is 6*7?"
 PROMPT = "Serve one request from the bridge"
 # the MCP protocol era each Claude Code version negotiates with an mcp 2.3 server
 ERAS = {"newest": "2026-07-28", "2.1.197": "2025-11-25"}
-
-
-@pytest.fixture
-def fake_model(tmp_path: Path) -> Iterator[Callable[..., FakeModelProcess]]:
-    started: list[FakeModelProcess] = []
-
-    def start(**env: str) -> FakeModelProcess:
-        started.append(start_fake_model(tmp_path / f"fake{len(started)}", **env))
-        return started[-1]
-
-    try:
-        yield start
-    finally:
-        for fake in started:
-            fake.stop()
 
 
 def _diagnostics(run: Run | None, fake: FakeModelProcess, relay: RelayProcess) -> str:
@@ -120,11 +104,18 @@ async def _serve_one(
     caller: Callable[[], Any],
     label: str,
     prompt: str = PROMPT,
+    launch: Callable[[], Run] | None = None,
 ) -> Served:
-    """Register the bridge, start ``claude -p``, call the relay once Claude Code's worker is connected (it
-    is then queued until the agent's next_request takes it), and wait for both ends."""
+    """Register the bridge, start ``claude -p`` (or ``launch`` it some other way, in a thread), call the
+    relay once Claude Code's worker is connected (it is then queued until the agent's next_request takes
+    it), and wait for both ends."""
     claude.model_url = fake.url
-    claude.mcp_add_bridge(relay.socket, backend)
+
+    def print_mode() -> Run:
+        return claude.print_mode(prompt, NEXT_REQUEST, REPLY, timeout=120)
+
+    if launch is None:
+        claude.mcp_add_bridge(relay.socket, backend)
     run: Run | None = None
     claude_done = anyio.Event()
     failure: list[Exception] = []
@@ -132,7 +123,7 @@ async def _serve_one(
     async def run_claude() -> None:
         nonlocal run
         try:
-            run = await anyio.to_thread.run_sync(lambda: claude.print_mode(prompt, NEXT_REQUEST, REPLY, timeout=120))
+            run = await anyio.to_thread.run_sync(launch or print_mode)
         except Exception as caught:
             failure.append(caught)
         finally:

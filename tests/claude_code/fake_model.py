@@ -23,7 +23,10 @@ b. a tool_result whose text starts with ``Delivered`` (what ``reply`` returns): 
 c. any other tool_result of ``next_request`` (no request yet): call ``next_request`` again, at most
    ``FAKE_MAX_POLLS`` times in one conversation (default 3), then answer ``gave up``;
 d. no tool_result (the initial prompt): call ``mcp__mcptb__next_request`` with ``{"wait_seconds": 60}``
-   (``FAKE_WAIT_SECONDS``).
+   (``FAKE_WAIT_SECONDS``). Where Claude Code defers MCP tools (newer versions with their default tools:
+   only ``ToolSearch`` is offered, and a system message names ``mcp__mcptb__next_request`` among the
+   deferred tools), first call ``ToolSearch`` with ``select:`` both bridge tools; its tool_result is then
+   treated like the initial prompt.
 
 e. with ``FAKE_REPLY_CONTENTS`` (a JSON list of strings) the n-th ``reply`` of the conversation carries
    the n-th of them as its content (the last one repeats), and a ``reply`` refused with "The request is
@@ -39,7 +42,10 @@ the tools that were offered.
 Knobs (environment): ``FAKE_WAIT_SECONDS`` and ``FAKE_MAX_POLLS`` (above); ``FAKE_REPLY_REQUEST_ID``
 replies to that id instead of the one received, and ``FAKE_REPLY_DELAY`` waits that many seconds before
 answering with the reply call (both for the error-path tests); ``FAKE_MCP_SERVER`` is the server name in
-the tool names (default ``mcptb``).
+the tool names (default ``mcptb``); ``FAKE_ONLY_TOOLS=PREFIX`` makes every request whose tools include
+one not named ``PREFIX...`` (a built-in tool of Claude Code, say) end the turn with the text ``tool error:
+offered tools beyond PREFIX: [...]``; newer Claude Code's ``DeferredToolPlaceholder`` (no parameters,
+"never call this tool", sent even with ``--tools ""``) is not a tool the model can use, and is let through.
 
 usage: python fake_model.py LOGDIR        prints ``READY <port>`` on stdout once listening (port 0).
 """
@@ -64,6 +70,9 @@ WAIT_SECONDS = int(os.environ.get("FAKE_WAIT_SECONDS", "60"))
 REPLY_ID = os.environ.get("FAKE_REPLY_REQUEST_ID")  # reply to this id instead (to test reply's errors)
 REPLY_DELAY = float(os.environ.get("FAKE_REPLY_DELAY", "0"))  # "think" this long before calling reply
 REPLY_CONTENTS: list[str] = json.loads(os.environ.get("FAKE_REPLY_CONTENTS", "[]"))
+ONLY_TOOLS = os.environ.get("FAKE_ONLY_TOOLS")  # every offered tool must have this prefix
+TOOL_SEARCH = "ToolSearch"
+PLACEHOLDER = "DeferredToolPlaceholder"
 STILL_OPEN = "The request is still open"
 ANSWER_PREFIX = "claude-code answered: "
 TOOL_ARGUMENTS = {"city": "Paris"}
@@ -155,16 +164,22 @@ def decide(body: dict[str, Any]) -> Decision:
     last = blocks(users[-1]) if users else []
     results = [b for b in last if b.get("type") == "tool_result"]
     offered = sorted(t.get("name", "") for t in body.get("tools") or [] if isinstance(t, dict))
-    if not results:
+    if ONLY_TOOLS is not None and any(not name.startswith(ONLY_TOOLS) for name in offered if name != PLACEHOLDER):
+        return {"kind": "text", "text": f"tool error: offered tools beyond {ONLY_TOOLS}: {offered}"}
+    result = results[-1] if results else None
+    text = result_text(result) if result else ""
+    tool = tool_names_by_id(messages).get(result.get("tool_use_id", ""), "") if result else ""
+    if result is None or (tool == TOOL_SEARCH and not result.get("is_error")):
         prompt = " ".join(b.get("text", "") for b in last if b.get("type") == "text")
         if ECHO in prompt:
             return {"kind": "text", "text": prompt.split(ECHO, 1)[1].strip()}
-        if NEXT_REQUEST not in offered:
-            return {"kind": "text", "text": f"{NEXT_REQUEST} is not offered; tools: {offered}"}
-        return {"kind": "tool_use", "name": NEXT_REQUEST, "input": {"wait_seconds": WAIT_SECONDS}}
-    result = results[-1]
-    text = result_text(result)
-    tool = tool_names_by_id(messages).get(result.get("tool_use_id", ""), "")
+        if NEXT_REQUEST in offered:
+            return {"kind": "tool_use", "name": NEXT_REQUEST, "input": {"wait_seconds": WAIT_SECONDS}}
+        if result is None and TOOL_SEARCH in offered:
+            query = f"select:{NEXT_REQUEST},{REPLY}"
+            return {"kind": "tool_use", "name": TOOL_SEARCH, "input": {"query": query, "max_results": 5}}
+        return {"kind": "text", "text": f"{NEXT_REQUEST} is not offered; tools: {offered}"}
+    assert result is not None
     replies = [
         b["input"]
         for m in messages

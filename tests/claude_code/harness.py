@@ -257,6 +257,8 @@ class ClaudeCode:
             "ANTHROPIC_BASE_URL": self.model_url,
             "ANTHROPIC_API_KEY": "sk-ant-dummy",
             "PYTHONUNBUFFERED": "1",
+            # MCP servers it starts with this Python import this checkout, not the one installed editable
+            "PYTHONPATH": str(HERE.parent.parent),
         }
 
     def run(self, *args: str, timeout: float = 60) -> Run:
