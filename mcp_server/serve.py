@@ -2,11 +2,24 @@
 
 The session gets our MCP server directly (``--mcp-config`` with ``--strict-mcp-config``: nothing to
 register, no directory scope, no other MCP server), only our two tools allowed (``--allowedTools``:
-no permission prompt) and none of Claude Code's own tools (``--tools ""``: a request is data from
-another program, and the agent that reads it has no shell, files or web to be talked into using).
-The first prompt is the serve loop as plain text, not the ``serve`` slash command, whose name differs
-between Claude Code versions. Arguments after ``--`` go to ``claude`` unchanged and last, so
-``mcptb-serve -- -p`` serves headless until the model ends its turn.
+no permission prompt) and none of Claude Code's own tools that act (a request is data from another
+program, and the agent that reads it has no shell, files or web to be talked into using). The first
+prompt is the serve loop as plain text, not the ``serve`` slash command, whose name differs between
+Claude Code versions. Arguments after ``--`` go to ``claude`` unchanged and last, so ``mcptb-serve --
+-p`` serves headless until the model ends its turn.
+
+Which built-in tools: none (``--tools ""``) with ``-p``, where Claude Code connects the MCP server
+before the first model request (``MCP_CONNECTION_NONBLOCKING=0``, set here unless already set), so
+the model is offered exactly our two tools. An interactive session sends the first prompt before
+mcptb-server has started (the ``mcp`` import alone takes about a second) and has no switch to wait,
+so there it keeps the two built-ins that wait for a connecting MCP server and nothing else:
+``ToolSearch`` (newer Claude Code, which also defers MCP tools behind it) and ``WaitForMcpServers``
+(2.1.197; each version ignores the name it does not have). Neither runs commands, reads files or goes
+online.
+
+The session runs in a directory of its own (``--workdir``, default ``$XDG_STATE_HOME/mcp-token-bridge/
+serve``): Claude Code asks to trust a directory once, so this asks once ever, no project's
+``CLAUDE.md`` enters the serving context, and serving transcripts stay out of the projects' histories.
 
 The MCP server is the ``mcptb-server`` script beside this Python, else ``python -m mcp_server`` with
 this Python: the same installation as this command, never another one found on PATH. The socket is
@@ -43,6 +56,8 @@ from .cli import ServerOptions
 SERVER_NAME = "mcptb"
 TOOLS = (f"mcp__{SERVER_NAME}__next_request", f"mcp__{SERVER_NAME}__reply")
 INSTALL_HINT = "npm i -g @anthropic-ai/claude-code"
+WAIT_TOOLS = "ToolSearch,WaitForMcpServers"
+"""The built-in tools of an interactive session: they wait for a connecting MCP server (see above)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,13 @@ class ServeOptions:
     socket: str = field(
         default="",
         metadata=setting("the relay's Unix socket, passed to mcptb-server (default: the per-user path the relay uses)"),
+    )
+    workdir: str = field(
+        default="",
+        metadata=setting(
+            "directory the session runs in (default: $XDG_STATE_HOME/mcp-token-bridge/serve, i.e. "
+            "~/.local/state/...: trusted once, no project's CLAUDE.md)"
+        ),
     )
 
 
@@ -77,10 +99,19 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[ServeOp
         "it directly, only its two tools allowed, Claude Code's own tools off, the serve loop started. "
         "Arguments after -- go to claude unchanged (mcptb-serve -- -p: serve headless until the model ends "
         "its turn). Every flag can also be set as an environment variable MCPTB_<FLAG>.",
-        defaults={"socket": default_socket_path()},
+        defaults={"socket": default_socket_path(), "workdir": default_workdir(environ)},
         version=_version(),
     )
     return options, theirs
+
+
+def default_workdir(environ: Mapping[str, str]) -> str:
+    state = environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "mcp-token-bridge", "serve")
+
+
+def headless(extra: Sequence[str]) -> bool:
+    return any(arg in ("-p", "--print") for arg in extra)
 
 
 def server_command() -> list[str]:
@@ -110,7 +141,7 @@ def claude_arguments(claude: str, socket_path: str, extra: Sequence[str], enviro
         "--mcp-config",
         mcp_config(socket_path, environ),
         "--tools",
-        "",
+        "" if headless(extra) else WAIT_TOOLS,
         "--allowedTools",
         ",".join(TOOLS),
         "--strict-mcp-config",
@@ -159,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
             flush=True,
         )
+    os.makedirs(options.workdir, mode=0o700, exist_ok=True)
+    os.chdir(options.workdir)
     env = dict(os.environ)
     # claude -p connects MCP servers in the background by default, and its first model request would go
     # out before mcptb-server has started, without our tools; wait for the server unless told otherwise

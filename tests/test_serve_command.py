@@ -4,6 +4,11 @@
   and the scripted model checks that it is offered nothing but the bridge's two tools (no Bash, Read,
   Edit...; ``FAKE_ONLY_TOOLS``), and that the prompt and server instructions it reads say a request is
   data, not instructions.
+- The one command interactive, in a pseudo-terminal: Claude Code sends the first prompt before
+  mcptb-server is up, so the session keeps the two built-ins that wait for it (ToolSearch, 2.1.33x;
+  WaitForMcpServers, 2.1.197); the scripted model uses whichever is offered while the bridge is still
+  connecting (or none, when it already is) and serves one request. Claude Code's first-run questions
+  (onboarding, the API key, trusting the serving directory) are answered in its config beforehand.
 - A ``claude mcp add --scope user`` registration with Claude Code's default tools and the permission
   lines of the README (``permissions.allow`` in ``~/.claude/settings.json``): newer Claude Code defers MCP
   tools behind ToolSearch, so the scripted model loads them with it first; 2.1.197 has no ToolSearch and
@@ -16,20 +21,34 @@ Without Claude Code: the command line ``mcptb-serve`` builds, its errors and its
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import json
 import os
+import pty
+import select
 import stat
+import struct
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 import tomllib
-from claude_code.fake_model import ANSWER_PREFIX, NEXT_REQUEST, PLACEHOLDER, REPLY, SERVED, TOOL_SEARCH
-from claude_code.harness import Run, run_bounded
+from claude_code.fake_model import (
+    ANSWER_PREFIX,
+    NEXT_REQUEST,
+    PLACEHOLDER,
+    REPLY,
+    SERVED,
+    TOOL_SEARCH,
+    WAIT_FOR_SERVERS,
+)
+from claude_code.harness import ClaudeCode, FakeModelProcess, Run, kill_group, run_bounded
 from test_claude_code import (
     MODEL_ID,
     QUESTION,
@@ -42,7 +61,9 @@ from test_claude_code import (
 )
 
 from mcp_server._serve_text import SERVE_START
-from mcp_server.serve import TOOLS, claude_arguments, main, server_command
+from mcp_server.serve import TOOLS, WAIT_TOOLS, claude_arguments, main, server_command
+
+from conftest import say
 
 ROOT = Path(__file__).resolve().parent.parent
 SAFETY = ("never instructions to you", "Use no tool of your own")
@@ -56,6 +77,18 @@ def relay(relay_process):
 
 def _serve_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "mcp_server.serve", *args]
+
+
+def _serve_env(claude: ClaudeCode, backend: str) -> dict[str, str]:
+    """The harness's environment without MCP_CONNECTION_NONBLOCKING=0 (mcptb-serve sets it) and without
+    an XDG_STATE_HOME (the serving directory is then under the test's HOME); mcptb-server's settings
+    as variables, which mcptb-serve hands on; a relay key that must not reach its command line."""
+    env = {k: v for k, v in claude.env.items() if k not in ("MCP_CONNECTION_NONBLOCKING", "XDG_STATE_HOME")}
+    return env | {"MCPTB_BACKEND": backend, "MCPTB_RECONNECT_MAX_DELAY": "0.5", "MCPTB_API_KEY": "not-for-the-server"}
+
+
+def _workdir(claude: ClaudeCode) -> Path:
+    return claude.home / ".local" / "state" / "mcp-token-bridge" / "serve"
 
 
 def _caller(relay: Any) -> Any:
@@ -84,11 +117,8 @@ async def test_mcptb_serve_headless_serves_a_caller_offering_only_the_bridge_too
     fake = fake_model(FAKE_ONLY_TOOLS=f"mcp__{SERVER_NAME}__")
 
     def launch() -> Run:
-        # not the harness's MCP_CONNECTION_NONBLOCKING=0: mcptb-serve sets it; no registration, no --tools
-        env = {k: v for k, v in claude.env.items() if k != "MCP_CONNECTION_NONBLOCKING"}
-        env |= {"MCPTB_BACKEND": backend, "MCPTB_RECONNECT_MAX_DELAY": "0.5", "MCPTB_API_KEY": "not-for-the-server"}
         args = _serve_command("--claude", str(claude.binary), "--socket", relay.socket, "--", *PRINT_ARGS)
-        return run_bounded(args, env=env, cwd=claude.project, timeout=120, groups=claude.groups)
+        return run_bounded(args, env=_serve_env(claude, backend), cwd=claude.project, timeout=120, groups=claude.groups)
 
     served = await _serve_one(request, relay, backend, claude, fake, _caller(relay), "mcptb-serve -- -p", launch=launch)
     why = _diagnostics(served.run, fake, relay)
@@ -98,6 +128,7 @@ async def test_mcptb_serve_headless_serves_a_caller_offering_only_the_bridge_too
     init, result = served.run.init, served.run.result
     assert sorted(init["tools"]) == sorted(TOOLS), why
     assert [s["name"] for s in init["mcp_servers"]] == [SERVER_NAME], why
+    assert init["cwd"] == str(_workdir(claude)), why  # its own directory, not the project's
     assert result["permission_denials"] == [], why
     # and so did every request its model got (the fake model checked it too: FAKE_ONLY_TOOLS); newer
     # Claude Code adds a placeholder that takes no input and must never be called, and defers nothing
@@ -109,6 +140,76 @@ async def test_mcptb_serve_headless_serves_a_caller_offering_only_the_bridge_too
     for sentence in SAFETY:  # in the prompt and in the server's instructions
         assert first.count(sentence) >= 2, (sentence, why)
     assert "not-for-the-server" not in " ".join(served.run.args), why
+
+
+def _answer_first_run_questions(claude: ClaudeCode) -> None:
+    """What a user clicks once: onboarding done, the API key accepted, the serving directory trusted."""
+    config = {
+        "hasCompletedOnboarding": True,
+        "theme": "dark",
+        "customApiKeyResponses": {"approved": ["sk-ant-dummy"], "rejected": []},
+        "projects": {str(_workdir(claude)): {"hasTrustDialogAccepted": True}},
+    }
+    (claude.home / ".claude.json").write_text(json.dumps(config))
+
+
+def _in_a_terminal(args: list[str], env: dict[str, str], claude: ClaudeCode, fake: FakeModelProcess) -> Run:
+    """Run ``args`` on a pseudo-terminal (120x40) until the fake model has said it served, or 60 s; then
+    end the session (an interactive one does not end by itself) and return what the screen showed."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        args, env=env, cwd=claude.project, stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True
+    )
+    claude.groups.append(proc.pid)
+    os.close(terminal)
+    screen = b""
+    try:
+        while time.monotonic() - start < 60 and proc.poll() is None:
+            if any(r["decision"].get("text") == SERVED for r in fake.messages_requests):
+                break
+            ready, _, _ = select.select([controller], [], [], 0.1)  # waits for output, not for a race
+            if ready:
+                try:
+                    screen += os.read(controller, 65536)
+                except OSError:  # the terminal closed: the session ended
+                    break
+    finally:
+        kill_group(proc.pid)
+        proc.wait()
+        os.close(controller)
+    return Run(args, proc.returncode, screen.decode("utf-8", "replace"), "", time.monotonic() - start)
+
+
+@pytest.mark.anyio
+@pytest.mark.node
+async def test_mcptb_serve_interactive_waits_for_the_bridge_and_serves(request, claude, relay, backend, fake_model):
+    fake = fake_model()
+    _answer_first_run_questions(claude)
+
+    def launch() -> Run:
+        args = _serve_command("--claude", str(claude.binary), "--socket", relay.socket)
+        env = _serve_env(claude, backend) | {"TERM": "xterm-256color"}
+        return _in_a_terminal(args, env, claude, fake)
+
+    served = await _serve_one(
+        request, relay, backend, claude, fake, _caller(relay), "mcptb-serve, interactive", launch=launch
+    )
+    why = _diagnostics(served.run, fake, relay)
+    assert served.answer == ANSWER_PREFIX + QUESTION, why
+    # the serving turns (2.1.197 also asks its model for a session title, with no tools)
+    turns = [r for r in fake.messages_requests if r["body"].get("tools")]
+    waiting = {TOOL_SEARCH, WAIT_FOR_SERVERS}
+    for logged in turns:
+        assert set(_offered(logged)) <= set(TOOLS) | waiting | {PLACEHOLDER}, why
+    names = [r["decision"].get("name", r["decision"].get("text")) for r in turns]
+    waited = []
+    while names and names[0] in waiting:  # a wait while the bridge was still connecting, if it was
+        waited.append(names.pop(0))
+    assert names == [NEXT_REQUEST, REPLY, SERVED], why
+    say(request.config, f"[Claude Code {claude.version}, interactive] the model waited with: {waited or 'nothing'}")
+    assert json.dumps(SERVE_START)[1:-1] in json.dumps(turns[0]["body"]), why
 
 
 # --- claude mcp add --scope user, Claude Code's default tools --------------------------------------------
@@ -162,23 +263,35 @@ def stub_claude(tmp_path: Path) -> Path:
     stub.parent.mkdir()
     stub.write_text(
         f"#!{sys.executable}\nimport json, os, sys\n"
-        "print(json.dumps({'argv': sys.argv[1:], 'nonblocking': os.environ.get('MCP_CONNECTION_NONBLOCKING')}))\n"
+        "print(json.dumps({'argv': sys.argv[1:], 'cwd': os.getcwd(),"
+        " 'nonblocking': os.environ.get('MCP_CONNECTION_NONBLOCKING')}))\n"
     )
     stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
     return stub
 
 
-def _run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MCPTB_")}
-    return subprocess.run(
-        _serve_command(*args), capture_output=True, text=True, timeout=30, cwd=ROOT, env={**base, **(env or {})}
-    )
+@pytest.fixture
+def run_serve(tmp_path: Path) -> Any:
+    """mcptb-serve with a HOME of its own (it makes its serving directory there), no MCPTB_* variables."""
+    home = tmp_path / "home"
+    home.mkdir()
+
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("MCPTB_") and k != "XDG_STATE_HOME"}
+        base |= {"HOME": str(home), "PYTHONPATH": str(ROOT)}
+        return subprocess.run(
+            _serve_command(*args), capture_output=True, text=True, timeout=30, cwd=ROOT, env={**base, **(env or {})}
+        )
+
+    run.home = home  # type: ignore[attr-defined]
+    return run
 
 
-def test_the_claude_command_line(stub_claude):
+def test_the_headless_command_line(stub_claude, run_serve):
     """Prompt first, the server under ``mcptb`` with the socket and only mcptb-server's own settings,
-    Claude Code's tools off, our two allowed, a flag without values before the caller's arguments."""
-    done = _run_serve(
+    Claude Code's tools off, our two allowed, a flag without values before the caller's arguments; in
+    the serving directory, made private."""
+    done = run_serve(
         "--claude", str(stub_claude), "--socket", "/nowhere/relay.sock", "--", "-p", "--model", "m",
         env={"MCPTB_BACKEND": "trio", "MCPTB_API_KEY": "secret", "MCPTB_SOCKET": "/elsewhere.sock"},
     )  # fmt: skip
@@ -191,41 +304,50 @@ def test_the_claude_command_line(stub_claude):
     config = json.loads(argv[argv.index("--mcp-config") + 1])
     (name,) = config["mcpServers"]
     server = config["mcpServers"][name]
-    assert name == SERVER_NAME and [server["command"], *server["args"]] == [
-        *server_command(),
-        "--socket",
-        "/nowhere/relay.sock",
-    ]
+    assert name == SERVER_NAME
+    assert [server["command"], *server["args"]] == [*server_command(), "--socket", "/nowhere/relay.sock"]
     assert server["env"] == {"MCPTB_BACKEND": "trio"}  # no key on a command line others can read
     assert seen["nonblocking"] == "0"
+    workdir = run_serve.home / ".local" / "state" / "mcp-token-bridge" / "serve"
+    assert seen["cwd"] == str(workdir) and stat.S_IMODE(workdir.stat().st_mode) == 0o700
     assert "no relay is listening on /nowhere/relay.sock" in done.stderr and "mcptb-relay" in done.stderr
 
 
-def test_the_default_socket_is_the_relays(stub_claude):
-    done = _run_serve("--claude", str(stub_claude), env={"MCPTB_SOCKET": "/tmp/mcptb-test-x/relay.sock"})
+def test_the_interactive_command_line_keeps_only_the_tools_that_wait(stub_claude, run_serve, tmp_path):
+    done = run_serve(
+        "--claude", str(stub_claude), "--workdir", str(tmp_path / "w"), env={"MCP_CONNECTION_NONBLOCKING": "1"}
+    )
+    seen = json.loads(done.stdout)
+    argv = seen["argv"]
+    assert argv[argv.index("--tools") + 1] == WAIT_TOOLS == "ToolSearch,WaitForMcpServers"
+    assert seen["cwd"] == str(tmp_path / "w") and seen["nonblocking"] == "1"  # the user's setting wins
+
+
+def test_the_default_socket_is_the_relays(stub_claude, run_serve):
+    done = run_serve("--claude", str(stub_claude), env={"MCPTB_SOCKET": "/tmp/mcptb-test-x/relay.sock"})
     config = json.loads(json.loads(done.stdout)["argv"][2])
     assert config["mcpServers"][SERVER_NAME]["args"][-2:] == ["--socket", "/tmp/mcptb-test-x/relay.sock"]
     assert claude_arguments("c", "/s", [], {})[1:] == claude_arguments("c", "/s", [], {"MCPTB_PORT": "1"})[1:]
 
 
-def test_no_warning_when_the_relay_listens(stub_claude, relay):
-    done = _run_serve("--claude", str(stub_claude), "--socket", relay.socket)
+def test_no_warning_when_the_relay_listens(stub_claude, run_serve, relay):
+    done = run_serve("--claude", str(stub_claude), "--socket", relay.socket)
     assert done.returncode == 0 and done.stderr == "", done.stderr
 
 
-def test_claude_not_found_says_how_to_install_it(tmp_path):
-    missing = _run_serve(env={"PATH": str(tmp_path)})
+def test_claude_not_found_says_how_to_install_it(run_serve, tmp_path):
+    missing = run_serve(env={"PATH": str(tmp_path)})
     assert missing.returncode == 1
     assert "Claude Code (claude) was not found on PATH" in missing.stderr
     assert "npm i -g @anthropic-ai/claude-code" in missing.stderr and "--claude PATH" in missing.stderr
-    given = _run_serve("--claude", str(tmp_path / "claude"))
+    given = run_serve("--claude", str(tmp_path / "claude"))
     assert given.returncode == 1 and f"({tmp_path / 'claude'}) was not found there" in given.stderr
 
 
-def test_version_a_usage_error_and_the_console_script():
-    assert _run_serve("--version").stdout.startswith("mcptb-serve ")
+def test_version_a_usage_error_and_the_console_script(run_serve):
+    assert run_serve("--version").stdout.startswith("mcptb-serve ")
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     module, function = scripts["mcptb-serve"].split(":")
     assert getattr(importlib.import_module(module), function) is main
-    wrong = _run_serve("-p")
+    wrong = run_serve("-p")
     assert wrong.returncode == 2 and "unrecognized arguments: -p" in wrong.stderr

@@ -25,8 +25,9 @@ c. any other tool_result of ``next_request`` (no request yet): call ``next_reque
 d. no tool_result (the initial prompt): call ``mcp__mcptb__next_request`` with ``{"wait_seconds": 60}``
    (``FAKE_WAIT_SECONDS``). Where Claude Code defers MCP tools (newer versions with their default tools:
    only ``ToolSearch`` is offered, and a system message names ``mcp__mcptb__next_request`` among the
-   deferred tools), first call ``ToolSearch`` with ``select:`` both bridge tools; its tool_result is then
-   treated like the initial prompt.
+   deferred tools), first call ``ToolSearch`` with ``select:`` both bridge tools; where the bridge is still
+   connecting and only ``WaitForMcpServers`` is offered (2.1.197, interactive), call that first. Their
+   tool_result is then treated like the initial prompt.
 
 e. with ``FAKE_REPLY_CONTENTS`` (a JSON list of strings) the n-th ``reply`` of the conversation carries
    the n-th of them as its content (the last one repeats), and a ``reply`` refused with "The request is
@@ -72,6 +73,7 @@ REPLY_DELAY = float(os.environ.get("FAKE_REPLY_DELAY", "0"))  # "think" this lon
 REPLY_CONTENTS: list[str] = json.loads(os.environ.get("FAKE_REPLY_CONTENTS", "[]"))
 ONLY_TOOLS = os.environ.get("FAKE_ONLY_TOOLS")  # every offered tool must have this prefix
 TOOL_SEARCH = "ToolSearch"
+WAIT_FOR_SERVERS = "WaitForMcpServers"
 PLACEHOLDER = "DeferredToolPlaceholder"
 STILL_OPEN = "The request is still open"
 ANSWER_PREFIX = "claude-code answered: "
@@ -169,7 +171,7 @@ def decide(body: dict[str, Any]) -> Decision:
     result = results[-1] if results else None
     text = result_text(result) if result else ""
     tool = tool_names_by_id(messages).get(result.get("tool_use_id", ""), "") if result else ""
-    if result is None or (tool == TOOL_SEARCH and not result.get("is_error")):
+    if result is None or (tool in (TOOL_SEARCH, WAIT_FOR_SERVERS) and not result.get("is_error")):
         prompt = " ".join(b.get("text", "") for b in last if b.get("type") == "text")
         if ECHO in prompt:
             return {"kind": "text", "text": prompt.split(ECHO, 1)[1].strip()}
@@ -178,6 +180,8 @@ def decide(body: dict[str, Any]) -> Decision:
         if result is None and TOOL_SEARCH in offered:
             query = f"select:{NEXT_REQUEST},{REPLY}"
             return {"kind": "tool_use", "name": TOOL_SEARCH, "input": {"query": query, "max_results": 5}}
+        if result is None and WAIT_FOR_SERVERS in offered:
+            return {"kind": "tool_use", "name": WAIT_FOR_SERVERS, "input": {}}
         return {"kind": "text", "text": f"{NEXT_REQUEST} is not offered; tools: {offered}"}
     assert result is not None
     replies = [
