@@ -106,7 +106,8 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[ServeOp
 
 
 def default_workdir(environ: Mapping[str, str]) -> str:
-    state = environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    home = environ.get("HOME") or os.path.expanduser("~")
+    state = environ.get("XDG_STATE_HOME") or os.path.join(home, ".local", "state")
     return os.path.join(state, "mcp-token-bridge", "serve")
 
 
@@ -156,18 +157,22 @@ def find_claude(name: str) -> str | None:
     return shutil.which(name)
 
 
-def relay_problem(socket_path: str) -> str | None:
-    """Why the relay does not seem to be listening on ``socket_path`` (None when something accepts there).
-    Connecting and closing without a word costs the relay nothing (it waits for a hello, then drops)."""
+def relay_warning(socket_path: str) -> str | None:
+    """What to tell the user when no relay seems to listen on ``socket_path`` (None when one accepts
+    there). Connecting and closing without a word costs the relay nothing (it waits for a hello, then
+    drops the connection without a log line)."""
     problem = directory_problem(os.path.dirname(socket_path))
     if problem:
-        return problem
+        return f"{problem}. mcptb-server will refuse this socket until then"
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(2)
     try:
         probe.connect(socket_path)
     except OSError as exc:
-        return f"no relay is listening on {socket_path} ({exc.strerror or exc})"
+        return (
+            f"no relay is listening on {socket_path} ({exc.strerror or exc}). Start it (`mcptb-relay`, or "
+            "`just relay` in the repository); mcptb-server connects by itself, and next_request says so until then"
+        )
     finally:
         probe.close()
     return None
@@ -175,28 +180,31 @@ def relay_problem(socket_path: str) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     options, extra = parse_args(sys.argv[1:] if argv is None else argv, os.environ)
-    claude = find_claude(options.claude)
+    found = find_claude(options.claude)
+    claude = os.path.abspath(found) if found else None  # absolute: the session runs in --workdir
     if claude is None:
         where = "on PATH" if os.sep not in options.claude else "there"
         sys.exit(
             f"mcptb-serve: Claude Code ({options.claude}) was not found {where}. Install it with `{INSTALL_HINT}`, "
             "or pass its path with --claude PATH."
         )
-    problem = relay_problem(options.socket)
-    if problem:
-        print(
-            f"mcptb-serve: warning: {problem}. Start the relay (`mcptb-relay`, or `just relay` in the repository); "
-            "mcptb-server connects to it by itself, and next_request says so until then.",
-            file=sys.stderr,
-            flush=True,
+    socket_path = os.path.abspath(options.socket)
+    warning = relay_warning(socket_path)
+    if warning:
+        print(f"mcptb-serve: warning: {warning}.", file=sys.stderr, flush=True)
+    try:
+        os.makedirs(options.workdir, mode=0o700, exist_ok=True)
+        os.chdir(options.workdir)
+    except OSError as exc:
+        sys.exit(
+            f"mcptb-serve: cannot use {options.workdir} as the session's directory ({exc.strerror or exc}); "
+            "pass another with --workdir"
         )
-    os.makedirs(options.workdir, mode=0o700, exist_ok=True)
-    os.chdir(options.workdir)
     env = dict(os.environ)
     # claude -p connects MCP servers in the background by default, and its first model request would go
     # out before mcptb-server has started, without our tools; wait for the server unless told otherwise
     env.setdefault("MCP_CONNECTION_NONBLOCKING", "0")
-    os.execve(claude, claude_arguments(claude, options.socket, extra, os.environ), env)
+    os.execve(claude, claude_arguments(claude, socket_path, extra, os.environ), env)
 
 
 if __name__ == "__main__":

@@ -323,6 +323,15 @@ def test_the_interactive_command_line_keeps_only_the_tools_that_wait(stub_claude
     assert seen["cwd"] == str(tmp_path / "w") and seen["nonblocking"] == "1"  # the user's setting wins
 
 
+def test_relative_paths_still_hold_in_the_serving_directory(stub_claude, run_serve):
+    done = run_serve("--claude", os.path.relpath(stub_claude, ROOT), "--socket", "here/relay.sock")
+    assert done.returncode == 0, done.stderr
+    config = json.loads(json.loads(done.stdout)["argv"][2])
+    assert config["mcpServers"][SERVER_NAME]["args"][-1] == str(ROOT / "here" / "relay.sock")
+    refused = run_serve("--claude", str(stub_claude), "--workdir", "/proc/mcptb-serve")
+    assert refused.returncode == 1 and "cannot use /proc/mcptb-serve as the session's directory" in refused.stderr
+
+
 def test_the_default_socket_is_the_relays(stub_claude, run_serve):
     done = run_serve("--claude", str(stub_claude), env={"MCPTB_SOCKET": "/tmp/mcptb-test-x/relay.sock"})
     config = json.loads(json.loads(done.stdout)["argv"][2])
