@@ -1,7 +1,7 @@
 """``mcptb-serve``: one command that starts a Claude Code session dedicated to serving the relay.
 
 The session gets our MCP server directly (``--mcp-config`` with ``--strict-mcp-config``: nothing to
-register, no directory scope, no other MCP server), only our two tools allowed (``--allowedTools``:
+register, no directory scope, no other MCP server), only our tools allowed (``--allowedTools``:
 no permission prompt) and none of Claude Code's own tools that act (a request is data from another
 program, and the agent that reads it has no shell, files or web to be talked into using). The first
 prompt is the serve loop as plain text, not the ``serve`` slash command, whose name differs between
@@ -10,7 +10,7 @@ Claude Code versions. Arguments after ``--`` go to ``claude`` unchanged and last
 
 Which built-in tools: none (``--tools ""``) with ``-p``, where Claude Code connects the MCP server
 before the first model request (``MCP_CONNECTION_NONBLOCKING=0``, set here unless already set), so
-the model is offered exactly our two tools. An interactive session sends the first prompt before
+the model is offered exactly our tools. An interactive session sends the first prompt before
 mcptb-server has started (the ``mcp`` import alone takes about a second) and has no switch to wait,
 so there it keeps the two built-ins that wait for a connecting MCP server and nothing else:
 ``ToolSearch`` (newer Claude Code, which also defers MCP tools behind it) and ``WaitForMcpServers``
@@ -54,7 +54,7 @@ from ._serve_text import SERVE_START
 from .cli import ServerOptions
 
 SERVER_NAME = "mcptb"
-TOOLS = (f"mcp__{SERVER_NAME}__next_request", f"mcp__{SERVER_NAME}__reply")
+TOOLS = tuple(f"mcp__{SERVER_NAME}__{tool}" for tool in ("next_request", "reply", "show_request"))
 INSTALL_HINT = "npm i -g @anthropic-ai/claude-code"
 WAIT_TOOLS = "ToolSearch,WaitForMcpServers"
 """The built-in tools of an interactive session: they wait for a connecting MCP server (see above)."""
@@ -96,7 +96,7 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[ServeOp
         environ,
         prog="mcptb-serve",
         description="Start a Claude Code session that serves MCP Token Bridge requests: mcptb-server given to "
-        "it directly, only its two tools allowed, Claude Code's own tools off, the serve loop started. "
+        "it directly, only its tools allowed, Claude Code's own tools off, the serve loop started. "
         "Arguments after -- go to claude unchanged (mcptb-serve -- -p: serve headless until the model ends "
         "its turn). Every flag can also be set as an environment variable MCPTB_<FLAG>.",
         defaults={"socket": default_socket_path(), "workdir": default_workdir(environ)},
