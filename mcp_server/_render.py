@@ -67,7 +67,7 @@ def render_request(frame: RequestFrame, refs: Refs = NO_REFS) -> str:
     if refs.continues is not None:
         turns, earlier = refs.continues.turns, refs.continues.request_id
         known = f"request {earlier} and your reply to it" if refs.continues.with_reply else f"request {earlier}"
-        lines.append(f"conversation: continues {known} ({turns} turns), then:")
+        lines.append(f"conversation: continues {known} ({turns} turn{'' if turns == 1 else 's'}), then:")
         messages = messages[turns:]
     else:
         lines.append("conversation:")

@@ -57,7 +57,8 @@ def test_a_10_turn_conversation_shows_each_turn_once_and_the_system_prompt_and_t
     first, *later = texts
     assert SYSTEM in first and "Does one thing well." in first and "continues request" not in first
     for n, text in enumerate(later, start=2):
-        assert f"conversation: continues request req_{n - 1} ({2 * n - 3} turns), then:" in text
+        count = f"{2 * n - 3} turn{'' if n == 2 else 's'}"
+        assert f"conversation: continues request req_{n - 1} ({count}), then:" in text
         assert f"question {n - 1}" in text and f"answer {n - 2}" in text  # the new turns
         assert f"question {n - 2}" not in text  # not the ones shown before
         assert SYSTEM not in text and "system prompt: as in request req_1" in text
@@ -119,4 +120,4 @@ def test_the_agents_own_reply_passed_back_exactly_is_not_shown_again():
     # a caller that changed the reply: the reply is shown, the earlier turns are still a reference
     edited = Message(role="assistant", content=[TextBlock(text="answer 0, edited")])
     text = serve(worker, "req_3", [*turns(1), edited, Message(role="user", content=[TextBlock(text="next")])]).text
-    assert "continues request req_1 (1 turns), then:" in text and "answer 0, edited" in text
+    assert "continues request req_1 (1 turn), then:" in text and "answer 0, edited" in text
