@@ -12,12 +12,27 @@ from ._core import DEFAULT_WAIT_SECONDS, FINISH_REASONS, MAX_WAIT_SECONDS
 from ._serve_text import INSTRUCTIONS as INSTRUCTIONS
 from ._serve_text import SERVE_LOOP as SERVE_LOOP
 
+# Annotations (MCP tool hints; Codex CLI runs a tool without asking only when it is readOnlyHint, or
+# destructiveHint false with openWorldHint false, and otherwise refuses it in `codex exec`):
+# - next_request is not read-only: a request it returns leaves the relay's queue and waits for this
+#   agent's reply. It destroys nothing (a request not yet shown goes back to the queue when the call
+#   ends), each call may return another request (not idempotent), and it talks only to the local relay
+#   over a private socket (closed world).
+# - reply hands an answer to the waiting program: a write, but additive (nothing is removed or
+#   overwritten), idempotent (a request takes one reply; a repeat is refused and changes nothing), and
+#   closed world (only the relay and the caller waiting on it).
+# The default and range of wait_seconds are in the descriptions as words too: Codex drops "default",
+# "minimum" and "maximum" from the schema it shows its model.
 NEXT_REQUEST_TOOL = types.Tool(
     name="next_request",
+    title="Next MCP Token Bridge request",
     description=(
         "Wait for the next request that a program sent to the MCP Token Bridge relay (an OpenAI- or "
         "Anthropic-style chat request) and return it as text, beginning with its request_id. Answer it "
-        "as the assistant of that conversation with the reply tool, then call next_request again."
+        "as the assistant of that conversation with the reply tool, then call next_request again. "
+        f"It waits {DEFAULT_WAIT_SECONDS} seconds by default (wait_seconds: 1 to {MAX_WAIT_SECONDS}) and then "
+        "returns 'no request yet'; call it again. Keep the default unless you know your MCP client's tool "
+        "timeout is longer than the wait (many clients stop a tool call after 60 seconds)."
     ),
     input_schema={
         "type": "object",
@@ -27,14 +42,21 @@ NEXT_REQUEST_TOOL = types.Tool(
                 "minimum": 1,
                 "maximum": MAX_WAIT_SECONDS,
                 "default": DEFAULT_WAIT_SECONDS,
-                "description": "How long to wait for a request before returning 'no request yet'.",
+                "description": (
+                    f"Seconds to wait for a request before returning 'no request yet': {DEFAULT_WAIT_SECONDS} "
+                    f"if omitted, from 1 to {MAX_WAIT_SECONDS}."
+                ),
             }
         },
     },
+    annotations=types.ToolAnnotations(
+        read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+    ),
 )
 
 REPLY_TOOL = types.Tool(
     name="reply",
+    title="Reply to an MCP Token Bridge request",
     description=(
         "Deliver your answer to the request that next_request gave you. content is the assistant's "
         "message; tool_calls (optional) asks the caller to run its own tools (only tools the request "
@@ -60,6 +82,9 @@ REPLY_TOOL = types.Tool(
         },
         "required": ["request_id", "content"],
     },
+    annotations=types.ToolAnnotations(
+        read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+    ),
 )
 
 SHOW_REQUEST_TOOL = types.Tool(

@@ -65,7 +65,11 @@ from ._render import NO_REQUEST, RELAY_DOWN, render_request
 from ._seen import Seen
 from ._structured import arguments_problem, parse_answer, schema_problem
 
-DEFAULT_WAIT_SECONDS = 300
+DEFAULT_WAIT_SECONDS = 25
+"""How long ``next_request`` waits when the agent does not say: under half of the shortest common MCP
+client tool timeout (the TypeScript SDK's 60 s; Codex CLI 0.171 allows 300 s, Gemini CLI 600 s, Claude
+Code far more), so an idle wait ends with "no request yet" rather than a client-side timeout, even with
+the client's own latency on top. An idle agent then polls about twice a minute."""
 MAX_WAIT_SECONDS = 600
 CLOSED_MEMORY = 1000
 """How many answered or abandoned request ids are remembered, to explain a late reply."""
