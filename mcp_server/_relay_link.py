@@ -42,6 +42,8 @@ from shared_protocol import (
 from shared_protocol._trust import directory_problem, peer_uid
 from shared_protocol._unix import connect_unix
 
+from ._discovery import candidates
+
 log = logging.getLogger("mcptb.server")
 
 RECONNECT_MIN_DELAY = 0.1
@@ -67,8 +69,11 @@ _Item = tuple[bytes, anyio.Event | None]
 
 
 class RelayLink:
-    def __init__(self, socket_path: str, reconnect_max_delay: float, events: LinkEvents) -> None:
-        self.socket_path = socket_path
+    def __init__(self, socket_path: str | None, reconnect_max_delay: float, events: LinkEvents) -> None:
+        self.explicit = socket_path
+        """The path given with --socket / MCPTB_SOCKET; None: look where a default relay listens."""
+        self.socket_path = socket_path or candidates()[0]
+        """The path of the current (or last tried) connection, for logs."""
         self.reconnect_max_delay = reconnect_max_delay
         self.events = events
         self._outbound: MemoryObjectSendStream[_Item] | None = None
@@ -104,20 +109,8 @@ class RelayLink:
         delay = RECONNECT_MIN_DELAY
         reported: str | None = None
         while True:
-            error = None
-            distrust = directory_problem(os.path.dirname(os.path.abspath(self.socket_path)))
-            if distrust is not None:
-                error = f"refusing the relay's socket {self.socket_path}: {distrust}"
-            else:
-                try:
-                    stream = await connect_unix(self.socket_path)
-                except OSError as exc:
-                    error = f"cannot reach the relay at {self.socket_path}: {exc.strerror or exc}"
-                else:
-                    error = self._distrust_peer(stream)
-                    if error is not None:
-                        await stream.aclose()
-            if error is not None:
+            stream, error = await self._open()
+            if stream is None:
                 self.events.link_failed(error)
                 if reported != error:
                     log.warning("%s; retrying until it is fixed or the relay starts (run: mcptb-relay)", error)
@@ -130,12 +123,41 @@ class RelayLink:
             await anyio.sleep(delay * (0.5 + random.random() / 2))
             delay = min(delay * 2, self.reconnect_max_delay)
 
-    def _distrust_peer(self, stream: anyio.abc.SocketStream) -> str | None:
+    async def _open(self) -> tuple[anyio.abc.SocketStream | None, str]:
+        """A trusted connection to the relay, or why there is none. Without --socket every candidate
+        (``_discovery``) is tried in order; the first that is trusted and answers wins."""
+        paths = [self.explicit] if self.explicit else candidates()
+        errors: list[str] = []
+        refusals: list[str] = []
+        for path in paths:
+            distrust = directory_problem(os.path.dirname(os.path.abspath(path)))
+            if distrust is not None:
+                refusals.append(f"refusing the relay's socket {path}: {distrust}")
+                continue
+            try:
+                stream = await connect_unix(path)
+            except OSError as exc:
+                errors.append(f"cannot reach the relay at {path}: {exc.strerror or exc}")
+                continue
+            refused = self._distrust_peer(stream, path)
+            if refused is not None:
+                await stream.aclose()
+                refusals.append(refused)
+                continue
+            self.socket_path = path
+            return stream, ""
+        if refusals:  # someone else's directory or process where ours should be: say so first
+            return None, "; ".join(refusals)
+        if len(errors) > 1:
+            return None, f"{errors[0]} (also looked in {', '.join(paths[1:])})"
+        return None, errors[0]
+
+    def _distrust_peer(self, stream: anyio.abc.SocketStream, path: str) -> str | None:
         uid = peer_uid(stream.extra(anyio.abc.SocketAttribute.raw_socket))
         if uid is None or uid == os.getuid():
             return None
         return (
-            f"refusing the relay at {self.socket_path}: the process listening there runs as uid {uid}, not as "
+            f"refusing the relay at {path}: the process listening there runs as uid {uid}, not as "
             f"you (uid {os.getuid()}), so it is not your relay. Stop it (as that user or root) and start "
             "mcptb-relay yourself, or use another --socket on both sides"
         )

@@ -36,11 +36,14 @@ def _result(text: ToolText) -> types.CallToolResult:
 
 
 class Worker:
-    def __init__(self, client: ClientState, socket_path: str, sampling_timeout: float, reconnect_max_delay: float):
+    def __init__(
+        self, client: ClientState, socket_path: str | None, sampling_timeout: float, reconnect_max_delay: float
+    ):
+        """``socket_path`` None: find the relay where a default one listens (``_discovery``)."""
         self.client = client
         self.sampling_timeout = sampling_timeout
-        self.core = WorkerCore(socket_path, client.info(), client.capacity, client.model_id)
         self.link = RelayLink(socket_path, reconnect_max_delay, self)
+        self.core = WorkerCore(self.link.socket_path, client.info(), client.capacity, client.model_id)
         self._wakeups: dict[int, anyio.Event] = {}
         self._sampling: dict[str, anyio.CancelScope] = {}
         self._tasks: anyio.abc.TaskGroup | None = None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from shared_protocol import default_socket_path
+from shared_protocol._paths import DEFAULT_SOCKET_HELP, POINTER_HELP
 from shared_protocol._settings import parse_settings, setting
 
 if TYPE_CHECKING:
@@ -30,7 +30,11 @@ def _version() -> str:
 class ServerOptions:
     socket: str = field(
         default="",
-        metadata=setting("the relay's Unix socket (default: the per-user path the relay uses)"),
+        metadata=setting(
+            f"the relay's Unix socket (default: found by itself; it tries where a relay started with defaults "
+            f"listens in this environment ({DEFAULT_SOCKET_HELP}), the path the relay recorded in {POINTER_HELP}, "
+            "/run/user/<uid>/mcp-token-bridge/relay.sock and /tmp/mcp-token-bridge-<uid>/relay.sock)"
+        ),
     )
     mode: str = field(
         default="auto",
@@ -87,7 +91,6 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
         description="MCP server (stdio) that answers MCP Token Bridge relay requests with your MCP client's "
         "model. Started by the MCP client, not by hand. Every flag can also be set as an environment "
         "variable MCPTB_<FLAG>.",
-        defaults={"socket": default_socket_path()},
         version=_version(),
     )
     return options
@@ -126,4 +129,4 @@ def worker_from_args(args: ServerOptions) -> Worker:
         tool_emulation=args.tool_emulation == "on",
         repair_rounds=args.repair_rounds,
     )
-    return Worker(ClientState(settings), args.socket, args.sampling_timeout, args.reconnect_max_delay)
+    return Worker(ClientState(settings), args.socket or None, args.sampling_timeout, args.reconnect_max_delay)

@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from shared_protocol import MAX_LINE_BYTES, default_socket_path
+from shared_protocol._paths import DEFAULT_SOCKET_HELP, POINTER_HELP
 from shared_protocol._settings import parse_settings, setting
 
 MAX_BODY_BYTES = MAX_LINE_BYTES * 3 // 4
@@ -36,7 +37,8 @@ class Config:
     socket: str = field(
         default="",
         metadata=setting(
-            "Unix socket the MCP servers connect to (default: a private per-user path mcptb-server finds by itself)"
+            f"Unix socket the MCP servers connect to (default: {DEFAULT_SOCKET_HELP}; that path is recorded in "
+            f"{POINTER_HELP}, where mcptb-server finds it)"
         ),
     )
     api_key: str | None = field(

@@ -21,6 +21,8 @@ from collections.abc import Callable
 import anyio
 import anyio.abc
 
+from shared_protocol import default_socket_path
+
 from . import _fd_budget as fd_budget
 from ._accept import accept_forever, raw_sockets
 from ._admission import Admission
@@ -30,7 +32,7 @@ from ._broker import Broker
 from ._config import Config, server_command
 from ._errors import RelayError, error_headers
 from ._http import RequestLog, Responder, serve_connection
-from ._socket import SocketSetupError, listen
+from ._socket import SocketSetupError, forget_default, listen, record_default
 from ._worker_link import refuse_worker, serve_worker
 
 log = logging.getLogger("mcptb.relay")
@@ -79,6 +81,9 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
             "another program has the port. Stop it, or pass another --port (--port 0 picks a free one)."
         ) from None
     unix = await listen(config.socket)
+    recorded = config.socket == default_socket_path()  # the default (or MCPTB_SOCKET), not a --socket of its own
+    if recorded and (problem := record_default(config.socket)) is not None:
+        log.warning("%s; MCP servers started without XDG_RUNTIME_DIR/TMPDIR may need --socket", problem)
     sockname = tcp.extra(anyio.abc.SocketAttribute.local_address)
     host, port = sockname[0], sockname[1]
     display_host = f"[{host}]" if ":" in str(host) else host
@@ -127,6 +132,8 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
     finally:
         with contextlib.suppress(OSError):
             os.unlink(config.socket)
+        if recorded:
+            forget_default(config.socket)
         log.info("relay stopped")
 
 
