@@ -31,9 +31,10 @@ class ServerOptions:
     socket: str = field(
         default="",
         metadata=setting(
-            f"the relay's Unix socket (default: found by itself; it tries where a relay started with defaults "
-            f"listens in this environment ({DEFAULT_SOCKET_HELP}), the path the relay recorded in {POINTER_HELP}, "
-            "/run/user/<uid>/mcp-token-bridge/relay.sock and /tmp/mcp-token-bridge-<uid>/relay.sock)"
+            f"the relay's Unix socket (default: found by itself; it tries the path the last relay started with "
+            f"defaults recorded in {POINTER_HELP}, then where such a relay listens in this environment "
+            f"({DEFAULT_SOCKET_HELP}), /run/user/<uid>/mcp-token-bridge/relay.sock and "
+            "/tmp/mcp-token-bridge-<uid>/relay.sock)"
         ),
     )
     mode: str = field(

@@ -8,9 +8,10 @@ looked at.
 MCP clients start their stdio servers with a minimal environment (Codex CLI passes ``HOME``, ``PATH``,
 ``USER``, ``TMPDIR`` and a few more; no ``XDG_RUNTIME_DIR``), so a server cannot just compute the same
 path as a relay started in a desktop terminal. It tries, in order (:func:`socket_candidates`):
-1. the path a relay started in its own environment would use;
-2. the path recorded in ``~/.mcp-token-bridge/relay-socket`` by the last relay started on its default
-   path (``HOME`` is the one variable every client passes; :func:`pointer_path`);
+1. the path recorded in ``~/.mcp-token-bridge/relay-socket`` by the last relay started on its default
+   path (``HOME`` is the one variable every client passes; :func:`pointer_path`), so the relay started
+   last wins;
+2. the path a relay started in its own environment would use;
 3. ``/run/user/<uid>/mcp-token-bridge/relay.sock``, where a systemd session's runtime directory is;
 4. the temp-directory fallbacks, for its own temp dir and for ``/tmp``.
 Every candidate gets the same trust checks (``_trust``) before and after connecting: a directory that is
@@ -66,8 +67,8 @@ def socket_candidates(pointed: str | None = None) -> list[str]:
         return [configured]
     uid = os.getuid()
     paths = [
-        _own_default(),
         pointed or "",
+        _own_default(),
         os.path.join(RUN_USER, str(uid), DIRECTORY_NAME, SOCKET_NAME),
         _temp_path(tempfile.gettempdir()),
         _temp_path("/tmp"),

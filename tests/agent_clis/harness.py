@@ -37,6 +37,7 @@ DROPPED_ENV_PREFIXES = ("OPENAI_", "CODEX_", "MCPTB_", "AZURE_", "XDG_", "GEMINI
 CODEX_SNIPPET = """\
 [mcp_servers.mcptb]
 {command}
+required = true
 tool_timeout_sec = 620
 """
 """The README's Codex CLI configuration (``~/.codex/config.toml``); ``{command}`` is the command line(s)."""

@@ -269,7 +269,12 @@ class ScriptedApis:
         route = path.split("?")[0]
         if route.endswith("/responses") and isinstance(body, dict):
             steps, namespace = responses_steps(body)
-            decision = self.agent.decide(steps)
+            offered = sorted(t.get("name", "") for t in body.get("tools") or [])
+            decision = (
+                self.agent.decide(steps)
+                if namespace
+                else {"kind": "text", "text": f"the bridge's tools are not offered; tools: {offered}"}
+            )
             record.update(api="responses", steps=steps, decision=decision)
             stream = responses_events(decision, namespace, n)
         elif ":countTokens" in route:
