@@ -7,6 +7,10 @@ to its :class:`LinkEvents` and writes what it is given. Rules:
   whenever the relay goes away, without the MCP client noticing.
 - Frames are encoded when they are queued and written by one writer task per connection, so a frame
   is written whole or not at all: nobody who queues a frame can be cancelled halfway through its write.
+- Without ``--socket`` every connection attempt tries the candidate paths of ``_discovery`` in order
+  (the path a default relay recorded under ``$HOME``, then the relay's default paths), so a relay
+  started in another environment (a desktop session's ``XDG_RUNTIME_DIR``) is found; the first that
+  answers and passes the checks below wins.
 - Before it says hello, it checks that the socket's directory is ours, private and not a symlink,
   and that the process listening runs under our uid (``shared_protocol._trust``): anything else could
   feed prompts to the user's agent or take the user's model. A relay that fails the check is refused
