@@ -99,4 +99,9 @@ SHOW_REQUEST_TOOL = types.Tool(
         "properties": {"request_id": {"type": "string", "description": "The request_id line of the request."}},
         "required": ["request_id"],
     },
+    # a pure read of a request this agent holds (WorkerCore.show_again changes nothing): read-only, so
+    # Codex runs it without asking like the other two
+    annotations=types.ToolAnnotations(
+        read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+    ),
 )
