@@ -172,7 +172,7 @@ async def test_an_agent_cli_serves_one_request(request, name, desktop, desktop_r
     assert answer is not None and answer.status == 200, why
     assert answer.json()["choices"][0]["message"]["content"] == ANSWER_PREFIX + QUESTION, why
     # mcptb-server found the relay by itself: the CLI gave it no --socket and no XDG_RUNTIME_DIR
-    assert worker["modes"] == ["agent"] or "agent" in worker["modes"], worker
+    assert "agent" in worker["modes"], worker
     # the agent's turns: next_request with no arguments (the default wait), reply, then its last word
     decisions = [t["decision"] for t in apis.turns]
     assert [d.get("name", d.get("text")) for d in decisions] == [NEXT_REQUEST, REPLY, SERVED], why
