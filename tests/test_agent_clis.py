@@ -12,7 +12,8 @@ annotations are what lets it run them), Gemini ``gemini --skip-trust -p`` with `
 - idle: no caller; ``next_request`` with no arguments (the default wait) returns "no request yet" within
   the client's *default* tool timeout (Codex without ``tool_timeout_sec``, Gemini without ``timeout``),
   not a client-side timeout. Codex and Gemini wait side by side, so this costs one default wait per
-  backend.
+  backend;
+- annotations: with them taken off, ``codex exec`` refuses the call (why they are there).
 
 Both on asyncio and trio (the relay's and mcptb-server's backend); without node, npm or the CLIs the
 tests skip, loudly.
@@ -21,6 +22,7 @@ tests skip, loudly.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -251,3 +253,33 @@ def test_the_readme_shows_the_configurations_these_tests_run():
     readme = (ROOT / "README.md").read_text()
     assert readme_codex() in readme
     assert readme_gemini() in readme
+
+
+class UnannotatedCodex(CodexCli):
+    """Codex with an mcptb-server whose tools have their annotations taken off."""
+
+    def server_command(self) -> tuple[str, list[str]]:
+        code = (
+            "import mcp_server._agent as a\n"
+            "for t in (a.NEXT_REQUEST_TOOL, a.REPLY_TOOL, a.SHOW_REQUEST_TOOL): t.annotations = None\n"
+            "from mcp_server.cli import main\n"
+            f"main(['--backend', {self.backend!r}])"
+        )
+        return sys.executable, ["-c", code]
+
+
+async def test_codex_refuses_the_tools_without_their_annotations(request, desktop, desktop_relay, backend, tmp_path):
+    """Why the annotations are there: under Codex's default approval policy ``codex exec`` refuses an MCP
+    tool that is neither read-only nor marked non-destructive and closed-world."""
+    need(request, "codex")
+    apis = ScriptedApis(ServingAgent(max_polls=1, next_args={"wait_seconds": 1}))
+    cli = UnannotatedCodex(desktop.home, tmp_path / "project", apis.url, backend)
+    try:
+        run = await anyio.to_thread.run_sync(lambda: cli.serve())
+    finally:
+        cli.close()
+        apis.close()
+    why = diagnostics(run, apis, desktop_relay)
+    assert run.returncode == 0, why
+    (result,) = [s for s in apis.turns[-1]["steps"] if s.kind == "result"]
+    assert result.text == "MCP tool call requires approval, but approval policy is never", why
