@@ -97,10 +97,10 @@ WARN_AFTER = 3.0
 """Seconds a job waits with nobody serving it before the relay logs a warning (see :class:`_Unserved`)."""
 
 START_AGENT = (
-    "Start an agent serving: with Claude Code run `mcptb-serve` (or the prompt /mcp__mcptb__serve, listed as "
-    "/mcptb:serve in newer menus, in a session that has the server); in Codex CLI or Gemini CLI ask "
-    "the agent to run the mcptb server's serve prompt (call next_request, answer with reply, repeat). "
-    "GET /health shows each server's agent as serving or away."
+    "Start an agent serving: Claude Code: run `mcptb-serve` (or the prompt /mcp__mcptb__serve in a session that "
+    'has the server); Codex CLI: `codex exec "Serve MCP Token Bridge requests with the mcptb tools"`; Gemini CLI: '
+    '`gemini -p "Serve MCP Token Bridge requests with the mcptb tools"` (README: serving). GET /health shows each '
+    "server's agent as serving or away."
 )
 
 
