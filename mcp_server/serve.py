@@ -50,6 +50,7 @@ from shared_protocol import SOCKET_ENV, default_socket_path
 from shared_protocol._settings import env_name, parse_settings, setting
 from shared_protocol._trust import directory_problem
 
+from ._discovery import candidates
 from ._serve_text import SERVE_START
 from .cli import ServerOptions
 
@@ -68,7 +69,10 @@ class ServeOptions:
     )
     socket: str = field(
         default="",
-        metadata=setting("the relay's Unix socket, passed to mcptb-server (default: the per-user path the relay uses)"),
+        metadata=setting(
+            "the relay's Unix socket, passed to mcptb-server (default: where a running relay is found, as "
+            "mcptb-server finds it, else the per-user path the relay uses)"
+        ),
     )
     workdir: str = field(
         default="",
@@ -99,10 +103,19 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[ServeOp
         "it directly, only its tools allowed, Claude Code's own tools off, the serve loop started. "
         "Arguments after -- go to claude unchanged (mcptb-serve -- -p: serve headless until the model ends "
         "its turn). Every flag can also be set as an environment variable MCPTB_<FLAG>.",
-        defaults={"socket": default_socket_path(), "workdir": default_workdir(environ)},
+        defaults={"socket": found_socket(), "workdir": default_workdir(environ)},
         version=_version(),
     )
     return options, theirs
+
+
+def found_socket() -> str:
+    """The relay's socket as mcptb-server would find it (``_discovery``): the first candidate a trusted relay
+    answers on, else the default path."""
+    for path in candidates():
+        if relay_warning(path) is None:
+            return path
+    return default_socket_path()
 
 
 def default_workdir(environ: Mapping[str, str]) -> str:

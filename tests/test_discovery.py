@@ -162,3 +162,18 @@ def test_a_relay_given_a_socket_records_nothing(backend, tmp_path):
     finally:
         relay.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_mcptb_serve_passes_the_socket_of_the_relay_it_finds(desktop, backend, monkeypatch):
+    """mcptb-serve run from a shell without the desktop's XDG_RUNTIME_DIR still hands Claude Code the socket
+    of the running relay, found as mcptb-server finds it."""
+    from mcp_server.serve import found_socket
+
+    relay = start_default_relay(backend, desktop.relay_env())
+    try:
+        for name in ("XDG_RUNTIME_DIR", "TMPDIR", "MCPTB_SOCKET"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HOME", str(desktop.home))
+        assert found_socket() == desktop.socket
+    finally:
+        relay.stop()
