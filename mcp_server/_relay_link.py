@@ -47,6 +47,7 @@ from shared_protocol._trust import directory_problem, peer_uid
 from shared_protocol._unix import connect_unix
 
 from ._discovery import candidates
+from ._render import SAME_SOCKET
 
 log = logging.getLogger("mcptb.server")
 
@@ -117,7 +118,8 @@ class RelayLink:
             if stream is None:
                 self.events.link_failed(error)
                 if reported != error:
-                    log.warning("%s; retrying until it is fixed or the relay starts (run: mcptb-relay)", error)
+                    hint = f"; {SAME_SOCKET}" if error.startswith("cannot reach") else ""
+                    log.warning("%s; retrying until it is fixed or the relay starts (run: mcptb-relay)%s", error, hint)
                     reported = error
             else:
                 reported = None

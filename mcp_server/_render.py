@@ -112,8 +112,14 @@ NO_REQUEST = (
     "No request yet (waited {seconds:g} s). Call next_request again to keep serving, or stop if the user asked you to."
 )
 
+SAME_SOCKET = (
+    "if the relay is running, it listens on another socket (its start banner names it): give the relay and "
+    "this server the same --socket (or MCPTB_SOCKET)"
+)
+"""What to do when the relay is not at this server's socket path (the log line and RELAY_DOWN say it)."""
+
 RELAY_DOWN = (
     "The MCP Token Bridge relay is not reachable at {socket} ({error}). Ask the user to start it with "
     "`mcptb-relay` (or `just relay` in the mcp-token-bridge checkout); this server connects by itself "
-    "within seconds. Then call next_request again."
+    "within seconds. Then call next_request again. Tell the user too: " + SAME_SOCKET + "."
 )

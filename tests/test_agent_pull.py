@@ -19,6 +19,7 @@ from mcp_server.cli import parse_args, worker_from_args
 
 from _eventually import eventually
 from _http_client import get_json, post
+from _inprocess import worker_in_process
 from conftest import chat_body, mcp_worker, mcp_worker_process, server_params, wait_for_workers
 
 pytestmark = pytest.mark.anyio
@@ -384,6 +385,18 @@ async def test_next_request_without_a_relay_says_how_to_start_it(relay_factory, 
     async with agent(relay, backend) as session:
         result = await session.call_tool("next_request", {"wait_seconds": 5})
     assert "not reachable" in text_of(result) and "mcptb-relay" in text_of(result)
+
+
+async def test_a_server_on_another_socket_than_the_relay_names_its_path_and_the_fix(relay, backend):
+    """The relay was started with ``--socket X`` and the server without it: both its log and what its
+    agent reads name the path the server tried and say to give both the same ``--socket``."""
+    elsewhere = os.path.join(os.path.dirname(relay.socket), "default.sock")
+    async with worker_in_process(elsewhere, sampling=False, client_name="claude-code") as worker:
+        await eventually(lambda: "cannot reach the relay" in worker.stderr, what="the link's warning")
+        result = await worker.session.call_tool("next_request", {"wait_seconds": 5})
+    for text in (worker.stderr, text_of(result)):
+        assert f"cannot reach the relay at {elsewhere}" in text
+        assert "the same --socket (or MCPTB_SOCKET)" in text and "banner" in text
 
 
 async def test_models_name_the_agent_worker_and_route_to_it(relay, backend):
