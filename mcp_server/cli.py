@@ -99,6 +99,11 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    from ._terminal import refuse_terminal
+
+    status = refuse_terminal(sys.stdin, sys.stderr, args.socket)
+    if status is not None:
+        sys.exit(status)
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level.upper(),

@@ -236,3 +236,37 @@ async def test_a_stuck_worker_does_not_take_everything(relay_factory, backend):
     assert answers == {i: f"echo: caller {i}" for i in range(6)}
     assert cancels and "relay --start-timeout" in cancels[0].reason
     assert "moving it to another worker" in relay.log
+
+
+async def test_mcptb_server_started_by_hand_in_a_terminal_says_how_to_start_it_and_exits(relay, backend):
+    """stdin (and stdout) a real pseudo-terminal, as when typed at a shell prompt: instead of waiting
+    silently for MCP and counting as a worker, it says on stderr who starts it and how, and exits 2."""
+    import pty
+
+    from mcp_server._terminal import EXIT_TERMINAL
+
+    master, slave = pty.openpty()
+    try:
+        with anyio.fail_after(30):
+            done = await anyio.run_process(
+                [sys.executable, "-m", "mcp_server", "--socket", relay.socket, "--backend", backend],
+                stdin=slave,
+                stdout=slave,
+                stderr=subprocess.PIPE,
+                cwd=ROOT,
+                check=False,
+            )
+        os.set_blocking(master, False)
+        try:
+            on_terminal = os.read(master, 4096)
+        except BlockingIOError:
+            on_terminal = b""
+    finally:
+        os.close(slave)
+        os.close(master)
+    stderr = done.stderr.decode()
+    assert done.returncode == EXIT_TERMINAL, stderr
+    assert on_terminal == b""  # nothing on stdout, which belongs to MCP
+    assert "an MCP client starts it" in stderr and "mcptb-serve" in stderr
+    assert "claude mcp add --scope user mcptb -- " in stderr and f"--socket {relay.socket}" in stderr
+    assert await no_workers(relay)
