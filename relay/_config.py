@@ -146,10 +146,11 @@ class Config:
             return False
 
 
-def server_command() -> str:
-    """How to start ``mcptb-server`` from anywhere: the script installed beside this Python, if any."""
-    beside = os.path.join(os.path.dirname(sys.executable), "mcptb-server")
-    return beside if os.path.exists(beside) else "mcptb-server"
+def server_command(name: str = "mcptb-server") -> str:
+    """How to start ``mcptb-server`` (or another of our commands) from anywhere: the script installed
+    beside this Python, if any."""
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    return beside if os.path.exists(beside) else name
 
 
 def parse_args(argv: list[str] | None = None) -> Config:

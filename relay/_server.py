@@ -177,10 +177,19 @@ async def _refuse_connection(stream: anyio.abc.SocketStream, config: Config) -> 
         access_log(record)
 
 
-def print_banner(url: str, socket: str) -> None:
-    print(
+def banner(url: str, socket: str) -> str:
+    """The start banner: where the relay listens (the first line, which tools parse), then the next step
+    for each kind of client, one line each."""
+    socket_arg = f"--socket {socket}"
+    return (
         f"mcptb-relay listening on {url} (OpenAI API at {url}/v1) - workers connect on {socket}\n"
-        "  register the MCP server with Claude Code: "
-        f"claude mcp add mcptb -- {server_command()} --socket {socket}",
-        flush=True,
+        f"  answer with Claude Code: {server_command('mcptb-serve')} {socket_arg}   (in another terminal)\n"
+        f"    or register it:        claude mcp add --scope user mcptb -- {server_command()} {socket_arg}\n"
+        f"  OpenAI SDK, curl:        base URL {url}/v1\n"
+        f"  Anthropic, Claude Code:  base URL {url} (no /v1), ANTHROPIC_BASE_URL\n"
+        f'  litellm:                 model="openai/any", api_base="{url}/v1"'
     )
+
+
+def print_banner(url: str, socket: str) -> None:
+    print(banner(url, socket), flush=True)
