@@ -1,0 +1,189 @@
+"""The docs match the code: every fenced block of README.md and docs/*.md is run, checked, or skipped
+for a stated reason (tests/_doc_blocks.py has the marks, docs/tested-docs.md the design).
+
+- ``run`` python blocks execute as written in a fresh interpreter against a live relay and worker that
+  the test starts (in-process, on both backends; a scripted model answers ``echo: <text>``); the only
+  change made to them is the relay's address (``127.0.0.1:8000`` becomes the test relay's port). They
+  must print the answer, and must not make litellm fetch its cost map (the blocks set what prevents it;
+  the test does not). ``run`` sh blocks run with bash, the same address change, and a 20 s limit.
+- ``config`` blocks are parsed and checked against what the code accepts (flags, tool names, frames).
+- Facts the prose states that the code decides: the modules in docs/architecture.md, the default
+  socket path, the model ids the examples use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import yaml
+
+from mcp_server.cli import parse_args as server_args
+from mcp_server.serve import TOOLS, claude_arguments
+from shared_protocol import RelayFrameDecoder, WorkerFrameDecoder, default_socket_path
+from shared_protocol._codec import ProtocolError
+
+from _doc_blocks import ROOT, Block, all_blocks, problem
+from conftest import mcp_worker
+
+BLOCKS = all_blocks()
+RUN = [b for b in BLOCKS if b.kind == "run"]
+CONFIG = [b for b in BLOCKS if b.kind == "config"]
+DEFAULT_ADDRESS = re.compile(r"(127\.0\.0\.1|localhost):8000")
+
+
+def test_every_block_in_the_docs_is_marked_run_config_skip_or_text():
+    problems = [p for p in map(problem, BLOCKS) if p is not None]
+    assert not problems, "\n".join(problems)
+
+
+def test_skipped_blocks_name_tests_that_exist():
+    named = {(b.where, m) for b in BLOCKS if b.kind == "skip" for m in re.findall(r"tests/[\w/]+\.py", b.arg)}
+    assert [(where, test) for where, test in named if not (ROOT / test).exists()] == []
+
+
+@pytest.mark.parametrize("block", RUN, ids=[b.where for b in RUN])
+async def test_run_blocks_work_as_written_against_a_live_relay(block: Block, relay, backend, tmp_path):
+    program = DEFAULT_ADDRESS.sub("127.0.0.1:" + relay.url.rsplit(":", 1)[1], block.text)
+    if block.lang == "python":
+        (tmp_path / "snippet.py").write_text(program)
+        command = [sys.executable, str(tmp_path / "snippet.py")]
+    else:
+        command = ["bash", "-euo", "pipefail", "-c", program]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MCPTB_", "LITELLM_"))}
+    async with mcp_worker(relay, backend):
+        with anyio.fail_after(60 if "litellm" in program else 20):
+            done = await anyio.run_process(command, cwd=tmp_path, env=environ, check=False)
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert done.returncode == 0, f"{block.where} failed:\n{out}\n{err}"
+    assert "echo: Hello!" in out, f"{block.where}: the answer is not printed:\n{out}\n{err}"
+    assert "model cost map" not in err, f"{block.where}: litellm fetched its cost map:\n{err}"
+
+
+def _check_server_command(command: str, args: list[str]) -> None:
+    assert Path(command).name == "mcptb-server", command
+    server_args(args)  # the flags mcptb-server accepts (a usage error exits)
+
+
+def _vscode_mcp(text: str) -> None:
+    server = json.loads(text)["servers"]["mcptb"]
+    assert server["type"] == "stdio"
+    _check_server_command(server["command"], server.get("args", []))
+
+
+def _claude_mcp_json(text: str) -> None:
+    server = json.loads(text)["mcpServers"]["mcptb"]
+    _check_server_command(server["command"], server.get("args", []))
+
+
+def _claude_settings(text: str) -> None:
+    assert json.loads(text)["permissions"]["allow"] == list(TOOLS)
+
+
+def _codex(text: str) -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads(text)
+    provider = config["model_providers"][config["model_provider"]]
+    assert provider["base_url"] == "http://127.0.0.1:8000/v1" and provider["wire_api"] == "responses"
+    assert provider["env_key"]
+
+
+def _litellm_proxy(text: str) -> None:
+    config = yaml.safe_load(text)
+    for deployment in config["model_list"]:
+        params = deployment["litellm_params"]
+        prefix = params["model"].split("/", 1)[0]
+        assert prefix in ("openai", "hosted_vllm", "anthropic"), params["model"]
+        # the relay's OpenAI APIs are under /v1; Anthropic clients add /v1/messages to the root themselves
+        assert params["api_base"].endswith("/v1") == (prefix != "anthropic"), params
+    assert config["litellm_settings"]["num_retries"] == 0
+
+
+def _protocol_exchange(text: str) -> None:
+    decoders = {"worker → relay": WorkerFrameDecoder(), "relay → worker": RelayFrameDecoder()}
+    for line in text.splitlines():
+        direction, frame = line[:14], line[14:].strip()
+        frames = list(decoders[direction].feed(frame.encode() + b"\n"))
+        assert len(frames) == 1 and not isinstance(frames[0], ProtocolError), (line, frames)
+
+
+def _mcptb_serve_command(text: str) -> None:
+    """The command the README says mcptb-serve runs has the flags mcptb-serve passes."""
+    shown = shlex.split(text.replace("\\\n", " ").replace("[your arguments]", ""))
+    real = claude_arguments("claude", "/s.sock", [], {})
+    assert shown[0] == "MCP_CONNECTION_NONBLOCKING=0" and shown[1] == "claude"
+    flags = [a for a in shown if a.startswith("--")]
+    assert flags == [a for a in real if a.startswith("--")], (flags, real)
+    for flag in ("--tools", "--allowedTools"):
+        assert shown[shown.index(flag) + 1] == real[real.index(flag) + 1], flag
+
+
+CHECKS: dict[str, Any] = {
+    "vscode-mcp": _vscode_mcp,
+    "claude-mcp-json": _claude_mcp_json,
+    "claude-settings": _claude_settings,
+    "codex": _codex,
+    "litellm-proxy": _litellm_proxy,
+    "protocol-exchange": _protocol_exchange,
+    "mcptb-serve-command": _mcptb_serve_command,
+}
+
+
+@pytest.mark.parametrize("block", CONFIG, ids=[b.where for b in CONFIG])
+def test_config_blocks_are_what_the_code_accepts(block: Block):
+    CHECKS[block.arg](block.text)
+
+
+def _architecture_tables() -> dict[str, set[str]]:
+    """package -> the modules docs/architecture.md names in that package's section."""
+    named: dict[str, set[str]] = {}
+    package = None
+    for line in (ROOT / "docs" / "architecture.md").read_text().splitlines():
+        heading = re.match(r"^## (\w+)/$", line)
+        if heading:
+            package = heading[1]
+        elif line.startswith("## "):
+            package = None
+        elif package:
+            named.setdefault(package, set()).update(re.findall(r"`(\w+\.py)`", line.split(" | ")[0]))
+    return named
+
+
+def test_architecture_names_every_module_and_only_modules_that_exist():
+    named = _architecture_tables()
+    assert set(named) == {"relay", "mcp_server", "shared_protocol"}
+    for package, modules in named.items():
+        present = {p.name for p in (ROOT / package).glob("*.py") if not p.name.startswith("__")}
+        assert sorted(present - modules) == [], f"docs/architecture.md's {package}/ table lacks these"
+        assert sorted(modules - present) == [], f"docs/architecture.md's {package}/ table names missing modules"
+
+
+def test_the_readme_states_the_default_socket_path_the_code_uses(monkeypatch, tmp_path):
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `--socket` |"))
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    uid = str(os.getuid())
+    monkeypatch.delenv("MCPTB_SOCKET", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # gettempdir() reads TMPDIR again
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    assert f"`$XDG_RUNTIME_DIR{default_socket_path()[len(str(runtime)) :]}`" in row
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    fallback = default_socket_path()[len(str(tmp_path)) :].replace(uid, "<uid>")
+    assert f"`$TMPDIR{fallback}`" in row, row
+
+
+def test_examples_name_any_model_or_an_id_the_relay_lists():
+    """Any name goes to any worker (``any`` says so); a listed id comes from the client's name
+    (``claude-code``, ``visual-studio-code``). The examples once named ``vs-code``, which picks nothing."""
+    listed = {"any", "claude-code", "visual-studio-code"}
+    for block in RUN:
+        for name in re.findall(r"""["']?model["']?\s*[=:]\s*["']([^"']+)["']""", block.text):
+            assert name.removeprefix("openai/") in listed, f"{block.where}: model {name!r}"
