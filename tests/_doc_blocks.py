@@ -23,6 +23,8 @@ CONFIG_KINDS = (
     "claude-mcp-json",
     "claude-settings",
     "codex",
+    "codex-mcp",
+    "gemini-settings",
     "litellm-proxy",
     "protocol-exchange",
     "mcptb-serve-command",

@@ -25,6 +25,7 @@ import anyio
 import pytest
 import yaml
 
+from mcp_server._core import MAX_WAIT_SECONDS
 from mcp_server.cli import parse_args as server_args
 from mcp_server.serve import TOOLS, claude_arguments
 from shared_protocol import RelayFrameDecoder, WorkerFrameDecoder, default_socket_path
@@ -95,6 +96,20 @@ def _codex(text: str) -> None:
     assert provider["env_key"]
 
 
+def _codex_mcp(text: str) -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    server = tomllib.loads(text)["mcp_servers"]["mcptb"]
+    _check_server_command(server["command"], server.get("args", []))
+    assert server["required"] is True
+    assert server["tool_timeout_sec"] > MAX_WAIT_SECONDS  # next_request's longest wait fits
+
+
+def _gemini_settings(text: str) -> None:
+    server = json.loads(text)["mcpServers"]["mcptb"]
+    _check_server_command(server["command"], server.get("args", []))
+    assert server["trust"] is True
+
+
 def _litellm_proxy(text: str) -> None:
     config = yaml.safe_load(text)
     for deployment in config["model_list"]:
@@ -130,6 +145,8 @@ CHECKS: dict[str, Any] = {
     "claude-mcp-json": _claude_mcp_json,
     "claude-settings": _claude_settings,
     "codex": _codex,
+    "codex-mcp": _codex_mcp,
+    "gemini-settings": _gemini_settings,
     "litellm-proxy": _litellm_proxy,
     "protocol-exchange": _protocol_exchange,
     "mcptb-serve-command": _mcptb_serve_command,
