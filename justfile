@@ -1,5 +1,6 @@
-# MCP Token Bridge tasks. Every recipe makes its own venv (.venv) and installs what it needs; a second
-# run skips the install when pyproject.toml has not changed.
+# MCP Token Bridge tasks: ./just RECIPE (the wrapper beside this file; it brings just itself) or just RECIPE.
+# Every recipe makes the venv (.venv) and installs what it needs; a second run skips the install when
+# pyproject.toml has not changed.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -38,11 +39,11 @@ bench *ARGS: _dev
 demo: _dev
     {{bin}}/python -m bench.demo
 
+# The venv with uv in it, made by the ./just wrapper (which also copes with a Python without ensurepip)
 _venv:
     #!/usr/bin/env bash
     set -euo pipefail
-    if [ ! -x {{bin}}/python ]; then {{python}} -m venv {{venv}}; fi
-    if [ ! -x {{bin}}/uv ]; then {{bin}}/python -m pip install -q --disable-pip-version-check uv; fi
+    if [ ! -x {{bin}}/python ] || [ ! -x {{bin}}/uv ]; then {{python}} just --mcptb-venv; fi
 
 _runtime: _venv
     #!/usr/bin/env bash
