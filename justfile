@@ -1,6 +1,7 @@
 # MCP Token Bridge tasks: ./just RECIPE (the wrapper beside this file; it brings just itself) or just RECIPE.
 # Every recipe makes the venv (.venv) and installs what it needs; a second run skips the install when
-# pyproject.toml has not changed.
+# pyproject.toml has not changed. relay and serve need only the runtime, demo the runtime and the openai
+# SDK; test, lint, fmt and bench install the test tools too.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -36,7 +37,7 @@ bench *ARGS: _dev
     {{bin}}/python -m bench {{ARGS}}
 
 # Start a relay and a demo MCP client with a canned model, and stream one answer through it (openai SDK)
-demo: _dev
+demo: _demo
     {{bin}}/python -m bench.demo
 
 # The venv with uv in it, made by the ./just wrapper (which also copes with a Python without ensurepip)
@@ -52,6 +53,15 @@ _runtime: _venv
     if [ ! -f "$stamp" ]; then
       {{bin}}/uv pip install --python {{bin}}/python -q -e .
       rm -f {{venv}}/.runtime-*; touch "$stamp"
+    fi
+
+_demo: _runtime
+    #!/usr/bin/env bash
+    set -euo pipefail
+    stamp={{venv}}/.demo-$(cat pyproject.toml | sha1sum | cut -c1-12)
+    if [ ! -f "$stamp" ]; then
+      {{bin}}/uv pip install --python {{bin}}/python -q -e '.[demo]'
+      rm -f {{venv}}/.demo-*; touch "$stamp"
     fi
 
 _dev: _venv
