@@ -140,10 +140,13 @@ def start_relay(
     *args: str,
     env: dict[str, str] | None = None,
     nofile: tuple[int, int] | None = None,
+    command: list[str] | None = None,
 ) -> RelayProcess:
-    """A relay process; ``nofile`` is its (soft, hard) RLIMIT_NOFILE from the start."""
+    """A relay process; ``nofile`` is its (soft, hard) RLIMIT_NOFILE from the start; ``command`` runs
+    another relay than this checkout's (an installed ``mcptb-relay``)."""
+    command = command or [sys.executable, "-m", "relay"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "relay", "--port", "0", "--socket", socket, "--backend", backend, *args],
+        [*command, "--port", "0", "--socket", socket, "--backend", backend, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -203,12 +206,13 @@ async def relay(backend: str) -> AsyncIterator[InProcessRelay]:
         yield served
 
 
-def server_params(socket: str, backend: str, *args: str) -> StdioServerParameters:
+def server_params(socket: str, backend: str, *args: str, command: list[str] | None = None) -> StdioServerParameters:
+    """``mcptb-server`` of this checkout over stdio, or the ``command`` given (an installed one)."""
+    program, *prefix = command or [sys.executable, "-m", "mcp_server"]
     return StdioServerParameters(
-        command=sys.executable,
+        command=program,
         args=[
-            "-m",
-            "mcp_server",
+            *prefix,
             "--socket",
             socket,
             "--backend",
@@ -269,14 +273,17 @@ async def mcp_worker_process(
     sampling_tools: bool = False,
     client_name: str = "pytest-client",
     wait_ready: bool = True,
+    command: list[str] | None = None,
 ) -> AsyncIterator[Worker]:
-    """``mcptb-server`` spawned over stdio by the mcp SDK's ClientSession (2025 handshake)."""
+    """``mcptb-server`` (this checkout's, or ``command``) spawned over stdio by the mcp SDK's
+    ClientSession (2025 handshake)."""
     model = model or ScriptedModel()
     capabilities = types.SamplingCapability(tools=types.SamplingToolsCapability()) if sampling_tools else None
     fd, stderr_path = tempfile.mkstemp(prefix="mcptb-server-", suffix=".log")
     os.close(fd)
     with open(stderr_path, "w") as errlog:
-        async with stdio_client(server_params(relay.socket, backend, *args), errlog=errlog) as (read, write):
+        params = server_params(relay.socket, backend, *args, command=command)
+        async with stdio_client(params, errlog=errlog) as (read, write):
             async with ClientSession(
                 read,
                 write,
