@@ -1,8 +1,9 @@
 """The package as users install it: ``uv build`` makes the sdist and, from it, the wheel; the wheel goes
 into a fresh venv (``uv venv`` + ``uv pip install``, from the registry or uv's cache) and into a uv tool
-environment (``uv tool install``, as the README says), and the installed commands run there, away from
-this checkout: ``--version`` of each, ``mcptb-relay --port 0``, and one request answered through the
-installed ``mcptb-server`` under the tests' stdio MCP client with its scripted sampling model.
+environment (``uv tool install``, as the README says), and ``uvx --from <wheel>`` runs it; the installed
+commands run away from this checkout: ``--version`` of each, ``mcptb-relay --port 0``, and one request
+answered through the installed ``mcptb-server`` under the tests' stdio MCP client with its scripted
+sampling model.
 
 Also checked: the wheel holds relay/, mcp_server/ and shared_protocol/ only (no tests, no bench) with
 the three console scripts, and the fresh venv gets the runtime dependencies only.
@@ -110,13 +111,14 @@ def test_fresh_venv_has_the_runtime_dependencies_only(built: Built) -> None:
     assert where.startswith(str(built.venv)), where
 
 
-@pytest.mark.parametrize("place", ["venv", "uv tool"])
+@pytest.mark.parametrize("place", ["venv", "uv tool install", "uvx"])
 def test_installed_commands_answer_version(built: Built, place: str) -> None:
-    bin_dir = built.venv / "bin" if place == "venv" else built.tool_bin
     for command in COMMANDS:
-        done = subprocess.run(
-            [bin_dir / command, "--version"], cwd=built.work, capture_output=True, text=True, timeout=30
-        )
+        if place == "uvx":  # uvx --from <wheel> <command>: an ephemeral environment, nothing installed
+            argv = [UV, "tool", "run", "--quiet", "--python", sys.executable, "--from", str(built.wheel), command]
+        else:
+            argv = [str((built.venv / "bin" if place == "venv" else built.tool_bin) / command)]
+        done = subprocess.run([*argv, "--version"], cwd=built.work, capture_output=True, text=True, timeout=60)
         assert (done.returncode, done.stdout) == (0, f"{command} {version('mcp-token-bridge')}\n"), done.stderr
 
 
