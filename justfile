@@ -8,6 +8,10 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 python := env_var_or_default("PYTHON", "python3")
 venv := ".venv"
 bin := venv + "/bin"
+# What each install depends on (just's own hashing: macOS has no sha1sum)
+hash_pyproject := sha256_file("pyproject.toml")
+hash_dev := sha256(sha256_file("pyproject.toml") + sha256_file("tests/overrides.txt"))
+hash_node := sha256_file("tests/node/package.json")
 
 # Run the relay (the main job): just relay --port 8000
 relay *ARGS: _runtime
@@ -49,7 +53,7 @@ _venv:
 _runtime: _venv
     #!/usr/bin/env bash
     set -euo pipefail
-    stamp={{venv}}/.runtime-$(cat pyproject.toml | sha1sum | cut -c1-12)
+    stamp={{venv}}/.runtime-{{hash_pyproject}}
     if [ ! -f "$stamp" ]; then
       {{bin}}/uv pip install --python {{bin}}/python -q -e .
       rm -f {{venv}}/.runtime-*; touch "$stamp"
@@ -58,7 +62,7 @@ _runtime: _venv
 _demo: _runtime
     #!/usr/bin/env bash
     set -euo pipefail
-    stamp={{venv}}/.demo-$(cat pyproject.toml | sha1sum | cut -c1-12)
+    stamp={{venv}}/.demo-{{hash_pyproject}}
     if [ ! -f "$stamp" ]; then
       {{bin}}/uv pip install --python {{bin}}/python -q -e '.[demo]'
       rm -f {{venv}}/.demo-*; touch "$stamp"
@@ -67,7 +71,7 @@ _demo: _runtime
 _dev: _venv
     #!/usr/bin/env bash
     set -euo pipefail
-    stamp={{venv}}/.dev-$(cat pyproject.toml tests/overrides.txt | sha1sum | cut -c1-12)
+    stamp={{venv}}/.dev-{{hash_dev}}
     if [ ! -f "$stamp" ]; then
       # litellm pins a certifi newer than some registries carry: tests/overrides.txt relaxes it (tests only)
       {{bin}}/uv pip install --python {{bin}}/python -q --override tests/overrides.txt -e '.[test,lint]'
@@ -79,7 +83,7 @@ _node:
     #!/usr/bin/env bash
     set -euo pipefail
     if ! command -v npm >/dev/null; then echo "npm not found: TypeScript-client tests will be skipped"; exit 0; fi
-    stamp=tests/node/node_modules/.stamp-$(cat tests/node/package.json | sha1sum | cut -c1-12)
+    stamp=tests/node/node_modules/.stamp-{{hash_node}}
     if [ ! -f "$stamp" ]; then
       (cd tests/node && npm install --no-audit --no-fund --loglevel=error)
       touch "$stamp"
