@@ -30,7 +30,7 @@ NODE_BIN = ROOT / "tests" / "node" / "node_modules" / ".bin"
 CODEX = NODE_BIN / "codex"
 GEMINI = NODE_BIN / "gemini"
 SERVE_PROMPT = "Serve MCP Token Bridge requests with the mcptb tools"
-README_COMMAND = "/path/to/mcp-token-bridge/.venv/bin/mcptb-server"
+README_COMMAND = "mcptb-server"
 # what is inherited from the developer's environment stops here
 DROPPED_ENV_PREFIXES = ("OPENAI_", "CODEX_", "MCPTB_", "AZURE_", "XDG_", "GEMINI_", "GOOGLE_", "ANTHROPIC_")
 
