@@ -1,6 +1,7 @@
 """The package as users install it: ``uv build`` makes the sdist and, from it, the wheel; the wheel goes
 into a fresh venv (``uv venv`` + ``uv pip install``, from the registry or uv's cache) and into a uv tool
-environment (``uv tool install``, as the README says), and ``uvx --from <wheel>`` runs it; the installed
+environment (``uv tool install``) and a pipx one (``pipx install``), as the README says, and ``uvx
+--from <wheel>`` runs it; the installed
 commands run away from this checkout: ``--version`` of each, ``mcptb-relay --port 0``, and one request
 answered through the installed ``mcptb-server`` under the tests' stdio MCP client with its scripted
 sampling model.
@@ -44,6 +45,8 @@ class Built:
     """A fresh venv with the wheel installed, made by uv from outside this checkout."""
     tool_bin: Path
     """The bin directory of ``uv tool install <wheel>``."""
+    pipx_bin: Path
+    """The bin directory of ``pipx install <wheel>``."""
     work: Path
 
 
@@ -74,7 +77,17 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     uv_run("pip", "install", "--quiet", "--python", venv / "bin" / "python", wheel, cwd=work)
     tools = {"UV_TOOL_DIR": str(work / "tools"), "UV_TOOL_BIN_DIR": str(work / "tool-bin")}
     uv_run("tool", "install", "--quiet", "--python", sys.executable, wheel, cwd=work, env=tools)
-    yield Built(wheel, sdist, venv, work / "tool-bin", work)
+    pipx = {**os.environ, "PIPX_HOME": str(work / "pipx"), "PIPX_BIN_DIR": str(work / "pipx-bin")}
+    done = subprocess.run(
+        [sys.executable, "-m", "pipx", "install", "--python", sys.executable, str(wheel)],
+        cwd=work,
+        env=pipx,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, f"pipx install:\n{done.stdout}\n{done.stderr}"
+    yield Built(wheel, sdist, venv, work / "tool-bin", work / "pipx-bin", work)
 
 
 def test_wheel_holds_the_three_packages_and_the_console_scripts(built: Built) -> None:
@@ -111,13 +124,14 @@ def test_fresh_venv_has_the_runtime_dependencies_only(built: Built) -> None:
     assert where.startswith(str(built.venv)), where
 
 
-@pytest.mark.parametrize("place", ["venv", "uv tool install", "uvx"])
+@pytest.mark.parametrize("place", ["venv", "uv tool install", "pipx install", "uvx"])
 def test_installed_commands_answer_version(built: Built, place: str) -> None:
     for command in COMMANDS:
         if place == "uvx":  # uvx --from <wheel> <command>: an ephemeral environment, nothing installed
             argv = [UV, "tool", "run", "--quiet", "--python", sys.executable, "--from", str(built.wheel), command]
         else:
-            argv = [str((built.venv / "bin" if place == "venv" else built.tool_bin) / command)]
+            bin_dir = {"venv": built.venv / "bin", "uv tool install": built.tool_bin, "pipx install": built.pipx_bin}
+            argv = [str(bin_dir[place] / command)]
         done = subprocess.run([*argv, "--version"], cwd=built.work, capture_output=True, text=True, timeout=60)
         assert (done.returncode, done.stdout) == (0, f"{command} {version('mcp-token-bridge')}\n"), done.stderr
 
