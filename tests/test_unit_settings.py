@@ -111,3 +111,21 @@ def test_a_body_limit_the_worker_link_cannot_carry_is_refused_at_start():
         timeout=30,
     )
     assert result.returncode == 2 and "--max-body-bytes must be at most" in result.stderr
+
+
+def test_body_memory_smaller_than_one_body_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        relay_args(["--max-body-bytes", "2000000", "--max-body-memory", "1000000"])
+    assert exit_.value.code == 2
+    assert "--max-body-memory (1000000) must be at least --max-body-bytes (2000000)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--head-timeout", "--send-timeout", "--agent-grace", "--max-unread"])
+def test_the_new_limits_must_be_positive(capsys, flag):
+    with pytest.raises(SystemExit):
+        relay_args([flag, "0"])
+    assert flag in capsys.readouterr().err
+
+
+def test_continuation_hold_may_be_zero():
+    assert relay_args(["--continuation-hold", "0"]).continuation_hold == 0
