@@ -242,7 +242,11 @@ async def serve_connection(
             responder = Responder(conn, stream, record, config.send_timeout)
             responder.head_only = request.method == "HEAD"
             admission.enter(slot, "busy")
-            gone = await _run_app(app, request, responder, conn, stream, error_page)
+
+            def answered() -> None:  # the response is whole: the slot may make room from now on
+                admission.enter(slot, "head" if _has_partial(conn) else "idle")
+
+            gone = await _run_app(app, request, responder, conn, stream, error_page, answered)
             access_log(record)
             if gone or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
@@ -268,9 +272,11 @@ async def _run_app(
     conn: h11.Connection,
     stream: anyio.abc.ByteStream,
     error_page: ErrorPage,
+    answered: Callable[[], None],
 ) -> bool:
     """Run the app while watching for the peer closing the connection; True if the connection must
-    close (the peer left, or the app failed)."""
+    close (the peer left, or the app failed). ``answered`` is called as soon as the app has written
+    its whole response (before the watcher is stopped)."""
     gone = False
 
     async def watch(scope: anyio.CancelScope) -> None:
@@ -289,6 +295,8 @@ async def _run_app(
         tg.start_soon(watch, tg.cancel_scope)
         try:
             await app(request, responder)
+            if conn.our_state is h11.DONE:
+                answered()
         except ClientGone:
             gone = True
         except Exception:
