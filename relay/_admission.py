@@ -60,7 +60,9 @@ class Admission:
         return conn
 
     def enter(self, conn: Connection, phase: Phase) -> None:
-        conn.phase, conn.since = phase, self.clock()
+        """``conn`` is in ``phase`` now (no change if it already was: ``since`` stays when it began)."""
+        if conn.phase != phase:
+            conn.phase, conn.since = phase, self.clock()
 
     def disconnect(self, conn: Connection) -> None:
         if conn in self.open:

@@ -56,3 +56,19 @@ def test_bodies_share_the_memory_bound_and_give_it_back_when_received_or_gone():
     assert admission.body_memory == 40
     admission.disconnect(second)  # abandoned mid-body
     assert admission.body_memory == 0
+
+
+def test_entering_the_same_phase_again_keeps_when_it_began():
+    """The HTTP side reports idle when a response is whole and again when it waits for the next request:
+    the connection's place in the idle order is the first."""
+    admission, closed, now = table(limit=2)
+    first = admission.connect(lambda: closed.append("first"))
+    second = admission.connect(lambda: closed.append("second"))
+    assert first and second
+    admission.enter(first, "idle")
+    now[0] = 1
+    admission.enter(second, "idle")
+    now[0] = 2
+    admission.enter(first, "idle")  # the same phase again, later
+    assert admission.connect(lambda: None) is not None
+    assert closed == ["first"]
