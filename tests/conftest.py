@@ -129,6 +129,12 @@ class RelayProcess:
                 self.proc.wait()
 
 
+def rss_mib(pid: int) -> float:
+    """A process's resident set size (VmRSS, Linux), in MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024
+
+
 def short_socket_dir() -> str:
     """Unix socket paths must stay under ~100 bytes, so not under pytest's long tmp_path."""
     return tempfile.mkdtemp(prefix="mcptb-")

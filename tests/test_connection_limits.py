@@ -15,16 +15,10 @@ import pytest
 from _eventually import eventually
 from _http_client import get_json, post
 from _scripted import FixedAnswerModel
-from conftest import chat_body, mcp_worker
+from conftest import chat_body, mcp_worker, rss_mib
 
 PATH = "/v1/chat/completions"
 MiB = 1024 * 1024
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        line = next(line for line in status if line.startswith("VmRSS:"))
-    return int(line.split()[1]) / 1024
 
 
 async def connect(relay: Any) -> anyio.abc.SocketStream:

@@ -34,6 +34,7 @@ from shared_protocol._unix import connect_unix
 
 from _eventually import eventually
 from _http_client import get_json
+from conftest import rss_mib
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/<pid>/status")
 
@@ -41,11 +42,6 @@ STREAMS = 64
 ANSWER = 4 * 1024 * 1024
 PIECE = 4096
 MODEL = "bulk-model"
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        return int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024
 
 
 async def bulk_worker(socket: str, *, task_status: anyio.abc.TaskStatus[None]) -> None:
