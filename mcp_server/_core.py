@@ -21,8 +21,10 @@ Rules:
   reply, the relay re-queues it like any request that has no answer frame yet: see docs/protocol.md.)
 - A reply is accepted once. Its request counts as answered only when its frames were written; a link
   that breaks during the delivery leaves it closed as "link lost", which a retried reply is told.
-- ``next_request`` while the first connection to the relay is still being made waits for it (within
-  ``wait_seconds``); when the relay is known to be unreachable it says so at once.
+- ``next_request`` waits its ``wait_seconds`` whether or not the relay is reachable: a relay that
+  comes back (or starts) during the wait serves it a request; one that does not is reported at the
+  end of the wait with what to run. So an agent that calls it in a loop makes at most one call per
+  wait, never a spin of paid model turns against a relay that is down.
 - Schema-true: a request whose answer format or tool schemas cannot be used is answered with an
   ``unsupported`` error at once; a reply whose content breaks the requested format, or whose tool
   call arguments break the tool's schema, is refused with the validation errors and the request
@@ -273,8 +275,6 @@ class WorkerCore:
         wait = arguments.get("wait_seconds", DEFAULT_WAIT_SECONDS)
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 1 <= wait <= MAX_WAIT_SECONDS:
             return ToolText(f"wait_seconds must be a number from 1 to {MAX_WAIT_SECONDS}.", error=True), []
-        if self.link == "down":
-            return ToolText(self._relay_down()), []
         waiter = self._next_waiter
         self._next_waiter += 1
         self._waiters[waiter] = None
@@ -307,7 +307,7 @@ class WorkerCore:
         """The agent's call ended without a request shown (its wait ran out, or it was cancelled)."""
         frame = self._waiters.pop(waiter, None)
         effects: list[Effect] = [Send(Release(id=frame.id))] if frame is not None and self.link == "up" else []
-        text = NO_REQUEST.format(seconds=seconds) if self.link == "up" else self._relay_down()
+        text = NO_REQUEST.format(seconds=seconds) if self.link == "up" else self._relay_down(seconds)
         return ToolText(text), effects + self._balance()
 
     # --- agent pull: reply ------------------------------------------------------------------
@@ -455,8 +455,8 @@ class WorkerCore:
             "next_request returned."
         )
 
-    def _relay_down(self) -> str:
-        return RELAY_DOWN.format(socket=self.socket_path, error=self.link_error or "not connected yet")
+    def _relay_down(self, seconds: float) -> str:
+        return RELAY_DOWN.format(socket=self.socket_path, seconds=seconds, error=self.link_error or "not connected yet")
 
 
 def _tool_calls(frame: RequestFrame, raw: Any) -> list[tuple[str, dict[str, Any]]] | str:

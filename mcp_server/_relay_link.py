@@ -4,7 +4,9 @@ A thin shell: it decides nothing about requests or slots (that is ``_core``), it
 to its :class:`LinkEvents` and writes what it is given. Rules:
 - The link is opened when the process starts (a 2026-era client never sends
   ``notifications/initialized``) and re-opened with exponential backoff (``--reconnect-max-delay``)
-  whenever the relay goes away, without the MCP client noticing.
+  whenever the relay goes away, without the MCP client noticing. While an agent waits in
+  ``next_request`` the pause is at most :data:`HURRIED_DELAY`, and an agent that starts waiting ends
+  the current pause (:meth:`RelayLink.hurry`): a relay that starts during the wait serves that agent.
 - Frames are encoded when they are queued and written by one writer task per connection, so a frame
   is written whole or not at all: nobody who queues a frame can be cancelled halfway through its write.
 - Without ``--socket`` every connection attempt tries the candidate paths of ``_discovery`` in order
@@ -52,6 +54,8 @@ from ._render import SAME_SOCKET
 log = logging.getLogger("mcptb.server")
 
 RECONNECT_MIN_DELAY = 0.1
+HURRIED_DELAY = 1.0
+"""Longest pause between attempts to reach the relay while an agent waits for a request."""
 WELCOME_TIMEOUT = 10.0
 _DISCONNECTED = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
@@ -66,6 +70,8 @@ class LinkEvents(Protocol):
     def link_failed(self, error: str) -> None: ...
 
     def link_lost(self) -> None: ...
+
+    def agents_waiting(self) -> bool: ...
 
     def frame(self, frame: RequestFrame | Cancel) -> None: ...
 
@@ -84,6 +90,12 @@ class RelayLink:
         self._outbound: MemoryObjectSendStream[_Item] | None = None
         self._closed = anyio.Event()
         """Set when the current connection ends (a fresh one per connection)."""
+        self._hurry = anyio.Event()
+        """Set to end the pause between two connection attempts now."""
+
+    def hurry(self) -> None:
+        """An agent started waiting for a request while the relay is unreachable: try again now."""
+        self._hurry.set()
 
     def send_nowait(self, frame: BaseModel) -> None:
         """Queue a frame on the current connection; dropped when there is none."""
@@ -126,7 +138,10 @@ class RelayLink:
                 if await self._connection(stream):
                     log.warning("lost the relay at %s; reconnecting", self.socket_path)
                     delay = RECONNECT_MIN_DELAY
-            await anyio.sleep(delay * (0.5 + random.random() / 2))
+            pause = min(delay, HURRIED_DELAY) if self.events.agents_waiting() else delay
+            with anyio.move_on_after(pause * (0.5 + random.random() / 2)):
+                await self._hurry.wait()
+            self._hurry = anyio.Event()
             delay = min(delay * 2, self.reconnect_max_delay)
 
     async def _open(self) -> tuple[anyio.abc.SocketStream | None, str]:

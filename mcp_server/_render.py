@@ -119,7 +119,8 @@ SAME_SOCKET = (
 """What to do when the relay is not at this server's socket path (the log line and RELAY_DOWN say it)."""
 
 RELAY_DOWN = (
-    "The MCP Token Bridge relay is not reachable at {socket} ({error}). Ask the user to start it with "
-    "`mcptb-relay` (or `just relay` in the mcp-token-bridge checkout); this server connects by itself "
-    "within seconds. Then call next_request again. Tell the user too: " + SAME_SOCKET + "."
+    "The MCP Token Bridge relay was not reachable at {socket} during this wait ({seconds:g} s; {error}). Ask "
+    "the user to start it with `mcptb-relay` (or `just relay` in the mcp-token-bridge checkout); this server "
+    "connects by itself within a second. Then call next_request again (it waits for the relay). Tell the user "
+    "too: " + SAME_SOCKET + "."
 )

@@ -88,6 +88,9 @@ class Worker:
     def link_lost(self) -> None:
         self.apply(self.core.link_lost())
 
+    def agents_waiting(self) -> bool:
+        return self.core.waiting > 0
+
     def frame(self, frame: RequestFrame | Cancel) -> None:
         if isinstance(frame, RequestFrame):
             self.apply(self.core.request(frame))
@@ -133,6 +136,8 @@ class Worker:
         self.apply(effects)
         if not isinstance(step, Waiting):
             return _result(step)
+        if self.core.link == "down":
+            self.link.hurry()
         wakeup = self._wakeups[step.waiter] = anyio.Event()
         shown = False
         ended: ToolText | None = None

@@ -106,37 +106,56 @@ START_AGENT = (
 
 @dataclass
 class _Unserved:
-    """How long a queued job has had nobody to take it (``Broker.nobody_serving``). An agent between two
-    ``next_request`` calls is away for a moment, so the relay warns only after :data:`WARN_AFTER`
-    seconds and fails the job after ``--agent-grace``; both start over when somebody serves."""
+    """How long a queued job has had nobody to take it (``Broker.unserved``): no worker connected (it
+    waits ``--worker-grace`` for one: a serving session may be starting), or workers that answer only
+    through an agent and no agent serving (an agent between two ``next_request`` calls is away for a
+    moment: it waits ``--agent-grace``). The relay warns after :data:`WARN_AFTER` seconds and fails the
+    job when the grace is over; the clock starts over when the reason changes or somebody serves."""
 
-    since: float | None = None
+    kind: str | None = None
+    since: float = 0.0
     warned: bool = False
 
     def check(self, job: Job, broker: Broker, config: Config, assigned: bool) -> float:
         """Update; raise the job's error once its grace is over; return when to look again."""
-        now = anyio.current_time()
-        why = None if assigned else broker.nobody_serving(job)
-        if why is None:
-            self.since, self.warned = None, False
+        if assigned:
+            self.kind, self.warned = None, False
             return float("inf")
-        if self.since is None:
-            self.since = now
+        refusal = broker.refusal(job.request)  # the workers that came can never serve it (its tools)
+        if refusal is not None:
+            raise refusal
+        now = anyio.current_time()
+        unserved = broker.unserved(job)
+        if unserved is None:
+            self.kind, self.warned = None, False
+            return float("inf")
+        kind, why = unserved
+        if kind != self.kind:
+            self.kind, self.since, self.warned = kind, now, False
+        grace, flag = (config.worker_grace, "worker") if kind == "no_worker" else (config.agent_grace, "agent")
         waited = now - self.since
-        if waited >= config.agent_grace:
-            log.warning("%s: nobody served it for %g s (--agent-grace): %s", job.id, config.agent_grace, why)
-            grace = f"for {config.agent_grace:g} s, relay --agent-grace"
-            raise RelayError("no_agent", f"{why} ({grace}). {START_AGENT}")
-        warn_at = min(WARN_AFTER, config.agent_grace)
+        if waited >= grace:
+            log.warning("%s: nobody served it for %g s (--%s-grace): %s", job.id, grace, flag, why)
+            if kind == "no_worker":
+                raise RelayError(kind, why)
+            raise RelayError(kind, f"{why} (for {grace:g} s, relay --agent-grace). {START_AGENT}")
+        warn_at = min(WARN_AFTER, grace)
         if not self.warned and waited >= warn_at:
             self.warned = True
+            waits_for = "an MCP server to connect" if kind == "no_worker" else "an agent"
             log.warning(
-                "%s waits for an agent: %s; it fails in %g s unless one starts",
+                "%s waits for %s; it fails in %s s unless one %s",
                 job.id,
-                why,
-                config.agent_grace - waited,
+                waits_for,
+                _seconds(grace - waited),
+                "connects" if kind == "no_worker" else f"starts: {why}",
             )
-        return self.since + (config.agent_grace if self.warned else warn_at)
+        return self.since + (grace if self.warned else warn_at)
+
+
+def _seconds(value: float) -> str:
+    """A duration for people: 11.9961 -> 12, 0.25 -> 0.25, 2.5 -> 2.5."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
 
 
 def _timeout(assigned: bool, config: Config, broker: Broker) -> RelayError:

@@ -27,7 +27,7 @@ from shared_protocol import End
 from ._adapter import Adapter, Call, Route
 from ._answer import KeepAlive, follow
 from ._api import APIS, api_for, api_paths
-from ._broker import Broker, Job
+from ._broker import NO_CALLER, Broker, Caller, Job
 from ._collect import Answer
 from ._config import Config
 from ._errors import RelayError, error_headers
@@ -44,6 +44,15 @@ _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cac
 
 IGNORED_TOOLS_HEADER = "x-mcptb-ignored-tools"
 _MAX_IGNORED_LISTED = 20
+
+
+def _caller(request: RequestHead) -> Caller:
+    """What the headers say of who is asking (see :class:`~relay._broker.Caller`)."""
+    agent = request.header("user-agent") or ""
+    session = request.header("x-claude-code-session-id")
+    if not agent.startswith("claude-cli/") and session is None:
+        return NO_CALLER
+    return Caller(claude_code=True, session=session)
 
 
 def ignored_tools_headers(ignored: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -157,23 +166,25 @@ class App:
                 "only answers localhost unless it runs with --api-key.",
             )
 
+    def _offered_key(self, request: RequestHead) -> str | None:
+        auth = request.header("authorization") or ""
+        if auth.lower().startswith("bearer "):
+            return auth[7:].strip()
+        return request.header("x-api-key")
+
     def _has_key(self, request: RequestHead) -> bool:
         """The request carries the relay's key (True when none is configured)."""
         key = self.config.api_key
         if not key:
             return True
-        offered = request.header("x-api-key") or ""
-        auth = request.header("authorization") or ""
-        if auth.lower().startswith("bearer "):
-            offered = auth[7:].strip()
-        return hmac.compare_digest(offered.encode(), key.encode())
+        return hmac.compare_digest((self._offered_key(request) or "").encode(), key.encode())
 
     def _check_key(self, request: RequestHead) -> None:
         if not self._has_key(request):
+            offered = "Incorrect API key provided" if self._offered_key(request) else "Missing API key"
             raise RelayError(
                 "invalid_api_key",
-                "Incorrect API key provided: pass the relay's --api-key as "
-                "'Authorization: Bearer <key>' or 'x-api-key'.",
+                f"{offered}: pass the relay's --api-key as 'Authorization: Bearer <key>' or 'x-api-key'.",
             )
 
     # --- endpoints ----------------------------------------------------------------------------
@@ -242,14 +253,14 @@ class App:
         async def handle(request: HttpRequest, responder: Responder) -> None:
             call = api.parse(request.body, self.store)
             if count_tokens is None:
-                await self.answer(api, call, responder)
+                await self.answer(api, call, responder, _caller(request))
             else:
                 body = count_tokens(estimate(call.request, 0).input_tokens)
                 await self._send_json(responder, 200, body, [USAGE_HEADER, *ignored_tools_headers(call.ignored_tools)])
 
         return handle
 
-    async def answer(self, api: Adapter, call: Call, responder: Responder) -> None:
+    async def answer(self, api: Adapter, call: Call, responder: Responder, caller: Caller) -> None:
         """The one request flow of every API: queue the call, follow its job, accumulate the answer and
         write it as the API's JSON or stream."""
         record = responder.record
@@ -259,7 +270,7 @@ class App:
             log.info("%s: tools left out, the MCP client's model cannot use them: %s", record.request_id, tools)
         if self.config.log_content:
             content_log.info("%s prompt: %s", record.request_id, call.request.model_dump_json())
-        job = self.broker.submit(record.request_id, call.request, self.config.request_timeout)
+        job = self.broker.submit(record.request_id, call.request, self.config.request_timeout, caller)
         # a stream's encoders never read the text back: keep it only to store it or to log it
         keep_text = not call.stream or call.keep is not None or self.config.log_content
         answer = Answer(model=call.request.model or "unknown", keep_text=keep_text)

@@ -51,6 +51,7 @@ from shared_protocol import (
     Start,
     TextDelta,
     WorkerInfo,
+    default_socket_path,
     encode,
 )
 from shared_protocol._neutral import conversation_digests
@@ -103,6 +104,20 @@ class TextBatch:
 JobEvent = Assigned | Requeued | Failed | TextBatch | AnswerFrame
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request, as far as its headers tell: enough to recognise a Claude Code session whose
+    model is this relay asking for an answer that only its own agent could give (it waits for itself)."""
+
+    claude_code: bool = False
+    """The ``user-agent`` is Claude Code's (``claude-cli/...``)."""
+    session: str | None = None
+    """Claude Code's ``x-claude-code-session-id``."""
+
+
+NO_CALLER = Caller()
+
+
 @dataclass(eq=False)
 class Job:
     id: str
@@ -131,6 +146,7 @@ class Job:
     """The worker that answered the conversation this job continues."""
     hold_until: float = 0.0
     """Until when it waits for ``prefer``'s agent rather than go to another worker."""
+    caller: Caller = NO_CALLER
 
     def take(self, batch: TextBatch) -> TextDelta:
         """The follower's side: the batch's text, which no later text will join."""
@@ -159,12 +175,15 @@ class Broker:
         socket_path: str,
         max_unread: int = 8 * 1024 * 1024,
         continuation_hold: float = 0.0,
+        worker_grace: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_queue = max_queue
         self.max_unread = max_unread
         self.continuation_hold = continuation_hold
         """Seconds a continued conversation waits for the agent that answered its earlier turns."""
+        self.worker_grace = worker_grace
+        """Seconds a request waits for a worker to connect when none is (0: refused at submit)."""
         self.clock = clock
         self._answered: OrderedDict[bytes, str] = OrderedDict()
         """Conversations agent workers answered (digest of the request's messages -> worker id), newest
@@ -179,28 +198,15 @@ class Broker:
 
     # --- HTTP side ---------------------------------------------------------------------------
 
-    def submit(self, job_id: str, request: NeutralRequest, timeout: float) -> Job:
+    def submit(self, job_id: str, request: NeutralRequest, timeout: float, caller: Caller = NO_CALLER) -> Job:
         """Queue a request. Raises RelayError when it cannot be served (no worker, queue full...)."""
         if self.stopping is not None:
             raise RelayError("relay_stopping", self.stopping)
-        if not self.workers:
-            raise RelayError(
-                "no_worker",
-                "No MCP server is connected to this relay, so there is no model to answer. Register the bridge's "
-                "MCP server with your MCP client and start the client, e.g. for Claude Code: "
-                f"`claude mcp add mcptb -- {server_command()} --socket {self.socket_path}` "
-                "(VS Code: add it to .vscode/mcp.json). "
-                "GET /health lists connected servers.",
-            )
-        if request.tools and not any(w.info.tools for w in self.workers.values()):
-            names = ", ".join(sorted({w.info.client_name or "unknown client" for w in self.workers.values()}))
-            raise RelayError(
-                "tools_unsupported",
-                f"This request offers tools, but no connected MCP client can use them ({names} does not "
-                "declare sampling.tools and runs mcptb-server --tool-emulation off). Send the request without "
-                "'tools', turn tool emulation on, or serve with an agent (Claude Code).",
-                param="tools",
-            )
+        if not self.workers and not self.worker_grace:
+            raise RelayError("no_worker", self.no_worker_message())
+        refusal = self.refusal(request)
+        if refusal is not None:
+            raise refusal
         if len(self.queue) >= self.max_queue:
             raise RelayError(
                 "queue_full",
@@ -216,7 +222,7 @@ class Broker:
                 "limit of the link between them); send a smaller one (fewer or smaller images, a shorter history).",
             ) from None
         send, receive = anyio.create_memory_object_stream[JobEvent](JOB_EVENT_BUFFER)
-        job = Job(id=job_id, request=request, timeout=timeout, line=line, events_in=send, events=receive)
+        job = Job(id=job_id, request=request, timeout=timeout, line=line, events_in=send, events=receive, caller=caller)
         if any("agent" in w.info.modes for w in self.workers.values()):
             self._find_earlier_turns(job)
         self.queue.append(job)
@@ -406,19 +412,53 @@ class Broker:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             self.cancel(job, "caller gone")
 
-    def nobody_serving(self, job: Job) -> str | None:
-        """For a queued job: why no worker it may go to will take it - each one answers only through an
-        agent (no background sampling) and no agent is serving there - or None."""
+    def unserved(self, job: Job) -> tuple[Literal["no_worker", "no_agent"], str] | None:
+        """For a queued job: why nobody will take it now, or None. ``no_worker``: no MCP server is
+        connected. ``no_agent``: each worker it may go to answers only through an agent (no background
+        sampling) and no agent is serving there."""
+        if not self.workers:
+            return "no_worker", self.no_worker_message()
         fits = [w for w in self.workers.values() if self._fits(job, w)]
         if not fits or any(w.info.concurrency > 0 or w.info.agent != "away" for w in fits):
             return None
         names = ", ".join(sorted({w.info.client_name or "unknown client" for w in fits}))
+        if job.caller.claude_code and all(w.info.client_name == "claude-code" for w in fits):
+            return "no_agent", (
+                f"This request comes from Claude Code, and only Claude Code ({names}) could answer it, through an "
+                "agent that is not serving. If the session that sent it is the one serving the relay (its "
+                "ANTHROPIC_BASE_URL points here), it is waiting for itself: its model is this relay, so its agent "
+                "cannot call next_request until this request is answered. Serve from a session that uses your own "
+                "Claude login (start mcptb-serve without ANTHROPIC_BASE_URL), or point this client at another model"
+            )
         why = (
             f"No agent is serving: the connected MCP client{'s' if len(fits) > 1 else ''} ({names}) cannot sample "
             "in the background, and no agent is waiting in next_request"
         )
         notes = self.sampling_notes(fits)  # a client that declares sampling: say why it cannot
-        return f"{why}. {notes}" if notes else why
+        return "no_agent", f"{why}. {notes}" if notes else why
+
+    def refusal(self, request: NeutralRequest) -> RelayError | None:
+        """Why the connected workers can never serve ``request`` (its tools), or None."""
+        if request.tools and self.workers and not any(w.info.tools for w in self.workers.values()):
+            names = ", ".join(sorted({w.info.client_name or "unknown client" for w in self.workers.values()}))
+            return RelayError(
+                "tools_unsupported",
+                f"This request offers tools, but no connected MCP client can use them ({names} does not "
+                "declare sampling.tools and runs mcptb-server --tool-emulation off). Send the request without "
+                "'tools', turn tool emulation on, or serve with an agent (Claude Code).",
+                param="tools",
+            )
+        return None
+
+    def no_worker_message(self) -> str:
+        waited = f" within {self.worker_grace:g} s (relay --worker-grace)" if self.worker_grace else ""
+        socket = "" if self.socket_path == default_socket_path() else f" --socket {self.socket_path}"
+        return (
+            f"No MCP server connected to this relay{waited}, so there is no model to answer. Serve with Claude "
+            "Code: run `mcptb-serve` (it keeps a session serving). Or register the bridge's MCP server with your "
+            f"MCP client for every directory: `claude mcp add --scope user mcptb -- {server_command()}{socket}` "
+            "(Codex CLI, Gemini CLI, VS Code: README, Serving). GET /health lists connected servers."
+        )
 
     def _eligible(self, job: Job, worker: Worker) -> bool:
         return worker.free_slots > 0 and self._fits(job, worker) and not self._held(job, worker)

@@ -98,6 +98,14 @@ class Config:
             "worker with a free slot (one waiting for a consent click, say)"
         ),
     )
+    worker_grace: float = field(
+        default=10.0,
+        metadata=setting(
+            "seconds a request waits for an MCP server to connect when none is (a serving session that is "
+            "starting or restarting), then 503 saying how to connect one (0 = the 503 at once)",
+            minimum=0,
+        ),
+    )
     agent_grace: float = field(
         default=15.0,
         metadata=_limit(

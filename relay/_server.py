@@ -67,6 +67,7 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
         socket_path=config.socket,
         max_unread=config.max_unread,
         continuation_hold=config.continuation_hold,
+        worker_grace=config.worker_grace,
         clock=anyio.current_time,
     )
     app = App(config, broker)

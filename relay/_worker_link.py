@@ -83,14 +83,7 @@ async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: C
 
         worker = broker.add_worker(hello.worker, queue)
         info = hello.worker
-        log.info(
-            "worker %s connected: %s %s (%s), modes=%s",
-            worker.id,
-            info.client_name or "unknown client",
-            info.client_version or "",
-            info.protocol_version or "era unknown",
-            ",".join(info.modes) or "none",
-        )
+        log.info("worker %s connected: %s", worker.id, describe(info))
         _warn_no_sampling(worker.id, None, info)
         try:
             await stream.send(encode(Welcome(version=PROTOCOL_VERSION, worker_id=worker.id)))
@@ -113,15 +106,15 @@ def _warn_no_sampling(worker_id: str, before: WorkerInfo | None, info: WorkerInf
 
 
 def _log_info(worker_id: str, verb: str, info: WorkerInfo) -> None:
-    log.info(
-        "worker %s %s %s (MCP %s), modes=%s, models=%s",
-        worker_id,
-        verb,
-        " ".join(filter(None, [info.client_name or "unknown client", info.client_version])),
-        info.protocol_version or "era not known yet",
-        ",".join(info.modes) or "none",
-        ",".join(info.models),
-    )
+    log.info("worker %s %s %s", worker_id, verb, describe(info))
+
+
+def describe(info: WorkerInfo) -> str:
+    """A worker for the log: ``claude-code 2.1.197 (MCP 2025-11-25), modes agent, models claude-code``."""
+    client = " ".join(filter(None, [info.client_name, info.client_version])) or "a client not known yet"
+    era = f"MCP {info.protocol_version}" if info.protocol_version else "MCP era not known yet"
+    models = f", models {','.join(info.models)}" if info.models else ""
+    return f"{client} ({era}), modes {','.join(info.modes) or 'none'}{models}"
 
 
 async def _read_hello(stream: anyio.abc.SocketStream, decoder: WorkerFrameDecoder) -> Hello | None:

@@ -148,6 +148,7 @@ async def in_process(
         socket_path=config.socket,
         max_unread=config.max_unread,
         continuation_hold=config.continuation_hold,
+        worker_grace=config.worker_grace,
         clock=anyio.current_time,
     )
     async with anyio.create_task_group() as tg:

@@ -81,10 +81,11 @@ class InProcessRelay:
 
 
 @asynccontextmanager
-async def relay_in_process(**settings: Any) -> AsyncIterator[InProcessRelay]:
-    """A relay serving in this event loop; ``settings`` are :class:`relay._config.Config` fields."""
+async def relay_in_process(socket: str | None = None, **settings: Any) -> AsyncIterator[InProcessRelay]:
+    """A relay serving in this event loop; ``settings`` are :class:`relay._config.Config` fields. Its socket
+    is in a fresh temporary directory unless ``socket`` says where (that directory is then left alone)."""
     directory = tempfile.mkdtemp(prefix="mcptb-")  # short: Unix socket paths must stay under ~100 bytes
-    config = Config(port=0, socket=os.path.join(directory, "relay.sock"), **settings)
+    config = Config(port=0, socket=socket or os.path.join(directory, "relay.sock"), **settings)
     started: dict[str, str] = {}
     listening = anyio.Event()
 

@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from _http_client import post, request
+from _inprocess import relay_in_process
 from _scripted import LONG_ANSWER, MODEL
 from conftest import mcp_worker
 
@@ -128,10 +129,11 @@ async def test_a_body_over_the_limit_is_anthropics_request_too_large(relay_facto
 
 
 async def test_sdk_errors_and_mid_stream_failure(relay, backend):
-    with pytest.raises(anthropic.APIStatusError) as no_worker:
-        await in_thread(
-            client(relay).messages.create, model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}]
-        )
+    async with relay_in_process(worker_grace=0) as lonely:
+        with pytest.raises(anthropic.APIStatusError) as no_worker:
+            await in_thread(
+                client(lonely).messages.create, model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+            )
     assert no_worker.value.status_code == 503
 
     def stream_refused():

@@ -18,6 +18,7 @@ import pytest
 
 from _eventually import eventually
 from _http_client import get_json, post, request
+from _inprocess import relay_in_process
 from _scripted import FixedAnswerModel, ScriptedModel
 from conftest import (
     ROOT,
@@ -68,12 +69,13 @@ async def test_oversized_head_is_431(relay):
     assert response.status == 431
 
 
-async def test_no_worker_connected_is_an_immediate_503_saying_how_to_connect(relay):
-    with anyio.fail_after(5):
-        response = await post(relay.url, PATH, chat_body(stream=True))
+async def test_no_worker_connected_with_no_worker_grace_is_an_immediate_503_saying_how_to_connect(backend):
+    async with relay_in_process(worker_grace=0) as relay:
+        with anyio.fail_after(5):
+            response = await post(relay.url, PATH, chat_body(stream=True))
     assert response.status == 503
     error = error_of(response)
-    assert "claude mcp add" in error["message"] and relay.socket in error["message"]
+    assert "claude mcp add --scope user" in error["message"] and relay.socket in error["message"]
 
 
 async def test_tools_without_sampling_tools_or_emulation_are_refused_before_streaming(relay, backend):
@@ -294,7 +296,7 @@ def test_sigterm_stops_the_relay_cleanly_and_removes_its_socket(relay_process):
 
 
 async def test_errors_that_retrying_cannot_fix_say_so(relay_factory, backend):
-    relay = relay_factory("--max-queue", "1", "--queue-timeout", "30")
+    relay = relay_factory("--max-queue", "1", "--queue-timeout", "30", "--worker-grace", "0")
     bad = await post(relay.url, PATH, b"{")
     no_worker = await post(relay.url, PATH, chat_body())
     too_big = await request(relay.url, "GET", "/health", headers={"x-big": "a" * 70_000})

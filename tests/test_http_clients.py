@@ -15,6 +15,7 @@ import anyio
 import openai
 import pytest
 
+from _inprocess import relay_in_process
 from _scripted import LONG_ANSWER, MODEL
 from conftest import chat_body, litellm, mcp_worker
 
@@ -94,8 +95,11 @@ async def test_openai_stream_helper_accumulates_text_and_tool_calls(relay, backe
 
 
 async def test_openai_sdk_sees_relay_errors_with_their_message(relay, backend):
-    with pytest.raises(openai.InternalServerError) as no_worker:
-        await in_thread(client(relay).chat.completions.create, model="m", messages=[{"role": "user", "content": "x"}])
+    async with relay_in_process(worker_grace=0) as lonely:
+        with pytest.raises(openai.InternalServerError) as no_worker:
+            await in_thread(
+                client(lonely).chat.completions.create, model="m", messages=[{"role": "user", "content": "x"}]
+            )
     assert no_worker.value.status_code == 503 and "claude mcp add" in no_worker.value.message
     with pytest.raises(openai.BadRequestError) as bad:
         await in_thread(client(relay).chat.completions.create, model="m", messages=[])
@@ -168,10 +172,11 @@ async def test_litellm_acompletion_stream_with_tools(relay, backend):
     assert whole.choices[0].finish_reason == "tool_calls" and json.loads(call.function.arguments) == {"city": "Paris"}
 
 
-async def test_litellm_error_mapping(relay):
-    with pytest.raises(litellm().ServiceUnavailableError) as error:
-        await in_thread(litellm().completion, messages=[{"role": "user", "content": "x"}], **litellm_kwargs(relay))
-    assert "No MCP server is connected" in str(error.value)
+async def test_litellm_error_mapping(backend):
+    async with relay_in_process(worker_grace=0) as relay:
+        with pytest.raises(litellm().ServiceUnavailableError) as error:
+            await in_thread(litellm().completion, messages=[{"role": "user", "content": "x"}], **litellm_kwargs(relay))
+    assert "No MCP server connected" in str(error.value)
 
 
 # --- curl -------------------------------------------------------------------------------------

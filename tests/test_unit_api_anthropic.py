@@ -246,7 +246,7 @@ async def test_non_stream_answer_is_a_message():
 
 
 async def test_routing_and_access_errors_use_anthropic_shape():
-    async with in_process() as relay:
+    async with in_process(worker_grace=0) as relay:
         unknown = await relay.post("/v1/messages/batches", body())
         wrong_method = await relay.call("GET", PATH)
         foreign = await relay.post(PATH, body(), headers={"origin": "https://evil.example"})

@@ -253,14 +253,19 @@ def test_a_lost_link_stops_sampling_and_drops_what_it_produces():
     assert core.sampling_done("req_1", [TextDelta(id="req_1", text="late")]) == []
 
 
-def test_next_request_waits_for_the_first_connection_but_not_for_a_relay_known_down():
+def test_next_request_waits_for_the_relay_whether_it_is_connecting_or_known_down():
+    """Issue 15: an agent told at once that the relay is down calls again at once, a paid model turn
+    each time; so every call waits its wait_seconds, and a relay that comes back meanwhile serves it."""
     core = WorkerCore("/run/relay.sock", HELLO)  # still connecting
     step, effects = core.agent_waits({"wait_seconds": 10})
     assert isinstance(step, Waiting) and effects == []
     assert sent(core.link_up(HELLO)) == [Ready(slots=1)]  # the waiting agent's slot, once the link is up
-    core.link_failed("cannot reach the relay at /run/relay.sock: Connection refused")  # e.g. after a restart
-    down, _ = core.agent_waits({"wait_seconds": 10})
-    assert isinstance(down, ToolText) and "not reachable at /run/relay.sock" in down.text
+    core.link_lost()
+    core.link_failed("cannot reach the relay at /run/relay.sock: Connection refused")  # e.g. a restart
+    again, effects = core.agent_waits({"wait_seconds": 10})
+    assert isinstance(again, Waiting) and effects == []  # nothing to announce while the link is down
+    assert sent(core.link_up(HELLO)) == [Ready(slots=2)]  # back: both waiting agents get their slots
+    assert core.request(frame()) == [Wake(step.waiter)]  # the longest-waiting agent
 
 
 def test_a_wait_that_ends_while_the_relay_is_down_says_so():

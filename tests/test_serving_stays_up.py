@@ -1,0 +1,171 @@
+"""Issue 15, in process: a caller waits for a worker that is coming (``--worker-grace``), an agent's
+``next_request`` waits for a relay that is down instead of spinning, and a Claude Code session that
+waits for itself is told so. The relay and mcptb-server run in the test's event loop (asyncio and trio);
+the real Claude Code sessions are in ``test_serve_supervisor.py``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import anyio
+import pytest
+from test_agent_pull import request_id, text_of
+
+from _eventually import eventually
+from _http_client import post
+from _inprocess import relay_in_process, worker_in_process
+from conftest import chat_body, queue_depth, wait_for_workers
+
+pytestmark = pytest.mark.anyio
+
+PATH = "/v1/chat/completions"
+
+
+async def test_a_caller_waits_for_a_worker_that_connects_within_the_grace(backend):
+    """A caller that arrives while a serving session is starting gets its answer, not an instant 503."""
+    async with relay_in_process(worker_grace=20) as relay, anyio.create_task_group() as tg:
+        answers = []
+
+        async def call() -> None:
+            answers.append(await post(relay.url, PATH, chat_body("early bird")))
+
+        tg.start_soon(call)
+        await _eventually_queued(relay)
+        async with worker_in_process(relay.socket):
+            await _eventually(lambda: answers)
+    assert answers[0].status == 200, answers[0].body
+    assert answers[0].json()["choices"][0]["message"]["content"]
+
+
+async def test_with_no_worker_a_request_fails_after_the_grace_naming_mcptb_serve_and_scope_user(backend):
+    async with relay_in_process(worker_grace=0.5) as relay:
+        started = anyio.current_time()
+        response = await post(relay.url, PATH, chat_body())
+        waited = anyio.current_time() - started
+    assert response.status == 503 and response.headers["x-should-retry"] == "false"
+    error = response.json()["error"]
+    assert error["code"] == "no_worker" and waited >= 0.5
+    assert "within 0.5 s (relay --worker-grace)" in error["message"]
+    assert "`mcptb-serve`" in error["message"] and "claude mcp add --scope user mcptb -- " in error["message"]
+    assert "nobody served it for 0.5 s (--worker-grace)" in relay.log
+
+
+async def test_a_worker_grace_of_zero_is_the_503_at_once(backend):
+    async with relay_in_process(worker_grace=0) as relay:
+        started = anyio.current_time()
+        response = await post(
+            relay.url, "/v1/messages", b'{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}'
+        )
+        assert anyio.current_time() - started < 0.5
+    assert response.status == 503 and response.json()["error"]["type"] == "overloaded_error"
+    assert "mcptb-serve" in response.json()["error"]["message"]
+
+
+async def test_a_stream_waiting_for_a_worker_sends_keepalives_then_its_error_event(backend):
+    async with relay_in_process(worker_grace=1.2, keepalive_interval=0.2) as relay:
+        response = await post(relay.url, PATH, chat_body(stream=True))
+    events = response.sse_events
+    assert response.status == 200 and sum(e.startswith(":") for e in events) >= 3, events
+    assert '"code":"no_worker"' in events[-2] and events[-1] == "data: [DONE]"
+
+
+async def test_a_caller_that_hangs_up_stops_waiting_for_a_worker(backend):
+    async with relay_in_process(worker_grace=30) as relay:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(post, relay.url, PATH, chat_body())
+            await _eventually_queued(relay)
+            tg.cancel_scope.cancel()  # the caller hangs up
+        await _eventually(lambda: _queue_is_empty(relay))
+        async with worker_in_process(relay.socket) as worker:
+            await wait_for_workers(relay, 1)
+            assert worker.model.requests == []  # nothing reached the model for the caller that left
+
+
+async def test_a_waiting_request_with_tools_is_refused_when_the_worker_that_comes_cannot_use_them(backend):
+    body = chat_body(tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
+    async with relay_in_process(worker_grace=20) as relay, anyio.create_task_group() as tg:
+        answers = []
+
+        async def call() -> None:
+            answers.append(await post(relay.url, PATH, body))
+
+        tg.start_soon(call)
+        await _eventually_queued(relay)
+        async with worker_in_process(relay.socket, "--tool-emulation", "off"):
+            await _eventually(lambda: answers)
+    assert answers[0].status == 400 and answers[0].json()["error"]["code"] == "tools_unsupported"
+
+
+async def test_a_claude_code_request_waiting_for_its_own_session_is_told_so(backend):
+    """The serving Claude Code's own model is this relay: its request waits for an agent that can only
+    be itself. After the agent grace its 503 says so (not "run /mcp__mcptb__serve", which it just did)."""
+    headers = {"user-agent": "claude-cli/2.1.330 (external, cli)", "x-claude-code-session-id": "3f9c"}
+    body = b'{"model":"claude-sonnet-4-5","max_tokens":50,"messages":[{"role":"user","content":"serve"}]}'
+    async with relay_in_process(agent_grace=0.5) as relay:
+        async with worker_in_process(relay.socket, sampling=False, client_name="claude-code"):
+            await wait_for_workers(relay, 1, sampling=False)
+            response = await post(relay.url, "/v1/messages", body, headers)
+            other = await post(relay.url, "/v1/messages", body)  # curl, say: the usual advice
+    message = response.json()["error"]["message"]
+    assert response.status == 503 and response.headers["x-should-retry"] == "false"
+    assert "waiting for itself" in message and "ANTHROPIC_BASE_URL" in message
+    assert "waiting for itself" not in other.json()["error"]["message"]
+    assert "mcptb-serve" in other.json()["error"]["message"]
+
+
+async def test_next_request_with_no_relay_waits_its_wait_then_says_what_to_run(backend):
+    """Issue 15: with the relay down it answered at once and an agent that did as told spun (20 paid
+    turns in 24 s). Now each call takes its wait_seconds, so a loop makes one call per wait."""
+    socket = os.path.join(tempfile.mkdtemp(prefix="mcptb-"), "relay.sock")
+    async with worker_in_process(socket, sampling=False, client_name="claude-code") as worker:
+        started = anyio.current_time()
+        texts = [text_of(await worker.session.call_tool("next_request", {"wait_seconds": 1.5})) for _ in range(2)]
+        elapsed = anyio.current_time() - started
+    assert elapsed >= 3.0, elapsed
+    for text in texts:
+        assert f"not reachable at {socket} during this wait (1.5 s;" in text and "mcptb-relay" in text
+    assert worker.stderr.count("cannot reach the relay") == 1  # the link's warning, once
+
+
+async def test_next_request_serves_a_request_when_the_relay_starts_during_the_wait(backend):
+    directory = tempfile.mkdtemp(prefix="mcptb-")
+    socket = os.path.join(directory, "relay.sock")
+    # the link backs off to 5 s between attempts (the default): the waiting agent hurries it
+    async with worker_in_process(
+        socket, "--reconnect-max-delay", "5", sampling=False, client_name="claude-code"
+    ) as worker:
+        with anyio.fail_after(20):
+            await _eventually(lambda: "cannot reach the relay" in worker.stderr)
+            await anyio.sleep(3)  # the link's pause has grown past a second
+            async with anyio.create_task_group() as tg:
+                pulled: list[str] = []
+
+                async def pull() -> None:
+                    result = await worker.session.call_tool("next_request", {"wait_seconds": 8})
+                    pulled.append(text_of(result))
+
+                tg.start_soon(pull)
+                async with relay_in_process(socket=socket) as relay:
+                    answers = []
+
+                    async def call() -> None:
+                        answers.append(await post(relay.url, PATH, chat_body("were you waiting?")))
+
+                    tg.start_soon(call)
+                    await _eventually(lambda: pulled)
+                    await worker.session.call_tool("reply", {"request_id": request_id(pulled[0]), "content": "yes"})
+                    await _eventually(lambda: answers)
+    assert answers[0].json()["choices"][0]["message"]["content"] == "yes"
+
+
+async def _eventually_queued(relay) -> None:
+    await eventually(lambda: queue_depth(relay, 1), what="the request queued")
+
+
+async def _queue_is_empty(relay) -> bool:
+    return not await queue_depth(relay, 1)
+
+
+async def _eventually(check) -> None:
+    await eventually(check, timeout=15)
