@@ -9,21 +9,20 @@ the ``mcp`` SDK or touches the relay's socket.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import TextIO
+
+from ._commands import beside, server_command
 
 EXIT_TERMINAL = 2
 """The exit status for "started the wrong way" (the status of a usage error, which this is)."""
 
 
 def how_to_start(socket_path: str) -> str:
-    """What to do instead: serve with ``mcptb-serve``, or register the server with an MCP client."""
-    from .serve import server_command
-
-    beside = os.path.join(os.path.dirname(sys.executable), "mcptb-serve")
-    serve = beside if os.access(beside, os.X_OK) else "mcptb-serve"
-    server = " ".join([*server_command(), "--socket", socket_path])
+    """What to do instead: serve with ``mcptb-serve``, or register the server with an MCP client. The
+    registration names the socket only when one was given (``--socket``, ``MCPTB_SOCKET``): without it
+    mcptb-server finds the relay by itself."""
+    serve = beside("mcptb-serve") or "mcptb-serve"
+    server = " ".join([*server_command(), *(["--socket", socket_path] if socket_path else [])])
     return (
         "mcptb-server is an MCP server: an MCP client starts it and speaks MCP on its stdin and stdout, so "
         "started by hand in a terminal it would only wait.\n"

@@ -50,6 +50,7 @@ from shared_protocol import SOCKET_ENV, default_socket_path
 from shared_protocol._settings import env_name, parse_settings, setting
 from shared_protocol._trust import directory_problem
 
+from ._commands import server_command
 from ._discovery import candidates
 from ._serve_text import SERVE_START
 from .cli import ServerOptions
@@ -126,14 +127,6 @@ def default_workdir(environ: Mapping[str, str]) -> str:
 
 def headless(extra: Sequence[str]) -> bool:
     return any(arg in ("-p", "--print") for arg in extra)
-
-
-def server_command() -> list[str]:
-    """``mcptb-server`` of this installation: the script beside this Python, else ``python -m mcp_server``."""
-    beside = os.path.join(os.path.dirname(sys.executable), "mcptb-server")
-    if os.access(beside, os.X_OK):
-        return [beside]
-    return [sys.executable, "-m", "mcp_server"]
 
 
 def mcp_config(socket_path: str, environ: Mapping[str, str]) -> str:

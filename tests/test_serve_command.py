@@ -60,8 +60,9 @@ from test_claude_code import (
     _tool_results,
 )
 
+from mcp_server._commands import server_command
 from mcp_server._serve_text import SERVE_START
-from mcp_server.serve import TOOLS, WAIT_TOOLS, claude_arguments, main, server_command
+from mcp_server.serve import TOOLS, WAIT_TOOLS, claude_arguments, main
 
 from conftest import say
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from mcp_server._terminal import refuse_terminal
+from mcp_server._terminal import EXIT_TERMINAL, refuse_terminal
 from relay._config import server_command
 from relay._server import banner
 
@@ -28,3 +28,21 @@ def test_mcptb_server_runs_when_stdin_is_not_a_terminal():
     err = io.StringIO()
     assert refuse_terminal(io.StringIO(), err, "/s") is None and err.getvalue() == ""
     assert refuse_terminal(None, err, "/s") is None
+
+
+def test_mcptb_server_typed_in_a_terminal_prints_a_registration_line_that_works_as_pasted():
+    """Issue 15: without --socket it printed a line ending in ``--socket `` (no value), which Claude Code
+    shows as "Failed to connect". The line names the socket given, or none (the server finds the relay)."""
+    for given, expected in (("", " ".join(server_command_of_this_install())), ("/s", "--socket /s")):
+        err = io.StringIO()
+        terminal = io.StringIO()
+        terminal.isatty = lambda: True  # type: ignore[method-assign]
+        assert refuse_terminal(terminal, err, given) == EXIT_TERMINAL
+        (line,) = [line for line in err.getvalue().splitlines() if "claude mcp add" in line]
+        assert line.rstrip().endswith(expected) and not line.rstrip().endswith("--socket")
+
+
+def server_command_of_this_install() -> list[str]:
+    from mcp_server._commands import server_command as mcp_server_command
+
+    return mcp_server_command()
