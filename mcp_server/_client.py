@@ -26,6 +26,9 @@ from shared_protocol import WorkerInfo
 
 log = logging.getLogger("mcptb.server")
 
+SESSION_ENV = "CLAUDE_CODE_SESSION_ID"
+"""Where Claude Code (2.1.197 and newer) tells the MCP servers and hooks it starts its session id."""
+
 
 def _is_handshake_era(version: str | None) -> bool:
     """Protocol versions before 2026 use ``initialize`` and allow server-initiated requests."""
@@ -91,6 +94,8 @@ class ClientState:
         return self.settings.model_name or model_id_for(self.name)
 
     def info(self) -> WorkerInfo:
+        """What the relay should know (``session``: Claude Code tells the MCP servers it starts its session
+        id in :data:`SESSION_ENV`)."""
         known = self.settings.model_name or self.name  # no "mcp-client" id before the client is known
         models = ([self.model_id] if known else []) + [m for m in self.models_seen if m != self.model_id]
         return WorkerInfo(
@@ -105,6 +110,7 @@ class ClientState:
             concurrency=self.settings.concurrency if self.can_sample else 0,
             sampling_unavailable=self.sampling_unavailable,
             pid=os.getpid(),
+            session=os.environ.get(SESSION_ENV) or None,
         )
 
     @property

@@ -93,6 +93,10 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
                 return
 
 
+SELF_SERVING_RETRY_AFTER = 300
+"""``retry-after`` on "waiting for itself": Claude Code retries a 503 ten times over minutes even with
+``x-should-retry: false``, but not past a ``retry-after`` over 60 s (its LLM gateway protocol)."""
+
 WARN_AFTER = 3.0
 """Seconds a job waits with nobody serving it before the relay logs a warning (see :class:`_Unserved`)."""
 
@@ -130,6 +134,9 @@ class _Unserved:
             self.kind, self.warned = None, False
             return float("inf")
         kind, why = unserved
+        if kind == "waiting_for_itself":  # nothing can change that by waiting
+            log.warning("%s: %s", job.id, why)
+            raise RelayError(kind, why, retry_after=SELF_SERVING_RETRY_AFTER)
         if kind != self.kind:
             self.kind, self.since, self.warned = kind, now, False
         grace, flag = (config.worker_grace, "worker") if kind == "no_worker" else (config.agent_grace, "agent")

@@ -104,6 +104,17 @@ class TextBatch:
 JobEvent = Assigned | Requeued | Failed | TextBatch | AnswerFrame
 
 
+SELF_SERVING = (
+    "This request comes from the Claude Code session that serves this relay (its x-claude-code-session-id is "
+    "that of the session whose MCP server would answer it): its model is this relay, so its agent cannot call "
+    "next_request until this request is answered - it is waiting for itself"
+)
+SELF_SERVING_FIX = (
+    "Serve from a session that uses your own Claude login (start mcptb-serve, or claude, without "
+    "ANTHROPIC_BASE_URL pointing at this relay), or point this client at another model"
+)
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who sent a request, as far as its headers tell: enough to recognise a Claude Code session whose
@@ -412,23 +423,24 @@ class Broker:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             self.cancel(job, "caller gone")
 
-    def unserved(self, job: Job) -> tuple[Literal["no_worker", "no_agent"], str] | None:
+    def unserved(self, job: Job) -> tuple[Literal["no_worker", "no_agent", "waiting_for_itself"], str] | None:
         """For a queued job: why nobody will take it now, or None. ``no_worker``: no MCP server is
         connected. ``no_agent``: each worker it may go to answers only through an agent (no background
-        sampling) and no agent is serving there."""
+        sampling) and no agent is serving there; ``waiting_for_itself`` when one of those is the Claude Code
+        session that sent the request (its model is this relay: it can serve nothing until answered)."""
         if not self.workers:
             return "no_worker", self.no_worker_message()
         fits = [w for w in self.workers.values() if self._fits(job, w)]
         if not fits or any(w.info.concurrency > 0 or w.info.agent != "away" for w in fits):
             return None
         names = ", ".join(sorted({w.info.client_name or "unknown client" for w in fits}))
+        if job.caller.session is not None and any(w.info.session == job.caller.session for w in fits):
+            return "waiting_for_itself", f"{SELF_SERVING}. {SELF_SERVING_FIX}"
         if job.caller.claude_code and all(w.info.client_name == "claude-code" for w in fits):
             return "no_agent", (
                 f"This request comes from Claude Code, and only Claude Code ({names}) could answer it, through an "
                 "agent that is not serving. If the session that sent it is the one serving the relay (its "
-                "ANTHROPIC_BASE_URL points here), it is waiting for itself: its model is this relay, so its agent "
-                "cannot call next_request until this request is answered. Serve from a session that uses your own "
-                "Claude login (start mcptb-serve without ANTHROPIC_BASE_URL), or point this client at another model"
+                f"ANTHROPIC_BASE_URL points here), it is waiting for itself. {SELF_SERVING_FIX}"
             )
         why = (
             f"No agent is serving: the connected MCP client{'s' if len(fits) > 1 else ''} ({names}) cannot sample "

@@ -60,6 +60,9 @@ class WorkerInfo(BaseModel):
     """Why a client that declares sampling cannot be sampled (it speaks the 2026-07-28 era), in words for
     the caller's error and the relay's log; None when sampling works or was never declared."""
     pid: int | None = None
+    session: str | None = None
+    """The agent session this worker's MCP client runs, when it says (Claude Code's session id, which its
+    requests carry as ``x-claude-code-session-id``): lets the relay tell a session that waits for itself."""
 
 
 class Hello(_Frame):

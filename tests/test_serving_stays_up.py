@@ -97,19 +97,40 @@ async def test_a_waiting_request_with_tools_is_refused_when_the_worker_that_come
     assert answers[0].status == 400 and answers[0].json()["error"]["code"] == "tools_unsupported"
 
 
-async def test_a_claude_code_request_waiting_for_its_own_session_is_told_so(backend):
-    """The serving Claude Code's own model is this relay: its request waits for an agent that can only
-    be itself. After the agent grace its 503 says so (not "run /mcp__mcptb__serve", which it just did)."""
-    headers = {"user-agent": "claude-cli/2.1.330 (external, cli)", "x-claude-code-session-id": "3f9c"}
-    body = b'{"model":"claude-sonnet-4-5","max_tokens":50,"messages":[{"role":"user","content":"serve"}]}'
+CLAUDE_CODE_HEADERS = {"user-agent": "claude-cli/2.1.330 (external, cli)", "x-claude-code-session-id": "3f9c"}
+MESSAGES_BODY = b'{"model":"claude-sonnet-4-5","max_tokens":50,"messages":[{"role":"user","content":"serve"}]}'
+
+
+async def test_a_claude_code_session_waiting_for_itself_is_told_so_at_once(backend, monkeypatch):
+    """Issue 15: a Claude Code session whose ANTHROPIC_BASE_URL is this relay ran /mcp__mcptb__serve and
+    waited for itself for 2 min 40 s, then was told to run /mcp__mcptb__serve. Its MCP server reports the
+    session id Claude Code gives it; a request carrying that session id, which only that session's agent
+    could answer, fails at once saying so, with a retry-after that stops Claude Code's retries."""
+    monkeypatch.setenv("CLAUDE_CODE_SESSION_ID", "3f9c")
+    async with relay_in_process(agent_grace=30) as relay:
+        async with worker_in_process(relay.socket, sampling=False, client_name="claude-code"):
+            await wait_for_workers(relay, 1, sampling=False)
+            started = anyio.current_time()
+            response = await post(relay.url, "/v1/messages", MESSAGES_BODY, CLAUDE_CODE_HEADERS)
+            assert anyio.current_time() - started < 5
+    error = response.json()["error"]
+    assert response.status == 503 and response.headers["retry-after"] == "300"
+    assert error["type"] == "overloaded_error" and "waiting for itself" in error["message"]
+    assert "ANTHROPIC_BASE_URL" in error["message"] and "/mcp__mcptb__serve" not in error["message"]
+
+
+async def test_a_claude_code_request_that_may_be_waiting_for_itself_is_told_so_after_the_grace(backend):
+    """Without a session id to match (another session, or a client that does not say), a Claude Code
+    caller waiting for Claude Code agents is told after the agent grace that it may be waiting for itself."""
     async with relay_in_process(agent_grace=0.5) as relay:
         async with worker_in_process(relay.socket, sampling=False, client_name="claude-code"):
             await wait_for_workers(relay, 1, sampling=False)
-            response = await post(relay.url, "/v1/messages", body, headers)
-            other = await post(relay.url, "/v1/messages", body)  # curl, say: the usual advice
+            response = await post(relay.url, "/v1/messages", MESSAGES_BODY, CLAUDE_CODE_HEADERS)
+            other = await post(relay.url, "/v1/messages", MESSAGES_BODY)  # curl, say: the usual advice
     message = response.json()["error"]["message"]
     assert response.status == 503 and response.headers["x-should-retry"] == "false"
-    assert "waiting for itself" in message and "ANTHROPIC_BASE_URL" in message
+    assert response.json()["error"]["type"] == "overloaded_error"
+    assert "it is waiting for itself" in message and "ANTHROPIC_BASE_URL" in message
     assert "waiting for itself" not in other.json()["error"]["message"]
     assert "mcptb-serve" in other.json()["error"]["message"]
 

@@ -308,6 +308,7 @@ ANTHROPIC_ERRORS = {
     "queue_full": "rate_limit_error",
     "no_worker": "overloaded_error",
     "no_agent": "overloaded_error",
+    "waiting_for_itself": "overloaded_error",
     "worker_lost": "api_error",
     "queue_timeout": "api_error",
     "answer_timeout": "api_error",

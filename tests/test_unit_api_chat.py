@@ -397,6 +397,7 @@ OPENAI_ERRORS: dict[str, tuple[int, str, str | None, bool]] = {
     "queue_full": (429, "rate_limit_error", "queue_full", True),
     "no_worker": (503, "service_unavailable", "no_worker", False),
     "no_agent": (503, "service_unavailable", "no_agent", False),
+    "waiting_for_itself": (503, "service_unavailable", "waiting_for_itself", False),
     "worker_lost": (502, "upstream_error", "worker_lost", False),
     "queue_timeout": (504, "timeout", "timeout", False),
     "answer_timeout": (504, "timeout", "timeout", False),
