@@ -24,10 +24,9 @@ from mcp.server.session import ServerSession
 
 from shared_protocol import WorkerInfo
 
-log = logging.getLogger("mcptb.server")
+from ._record import SESSION_ENV
 
-SESSION_ENV = "CLAUDE_CODE_SESSION_ID"
-"""Where Claude Code (2.1.197 and newer) tells the MCP servers and hooks it starts its session id."""
+log = logging.getLogger("mcptb.server")
 
 
 def _is_handshake_era(version: str | None) -> bool:

@@ -25,6 +25,10 @@ Rules:
   comes back (or starts) during the wait serves it a request; one that does not is reported at the
   end of the wait with what to run. So an agent that calls it in a loop makes at most one call per
   wait, never a spin of paid model turns against a relay that is down.
+- A serving session's tally (:class:`Tally`: ``next_request`` calls, requests shown and characters
+  handed to its agent, replies delivered) is kept here; past ``budget`` characters handed,
+  ``next_request`` takes no more requests and tells the agent to end its turn, so that ``mcptb-serve``
+  starts a fresh session whose context is small again.
 - Schema-true: a request whose answer format or tool schemas cannot be used is answered with an
   ``unsupported`` error at once; a reply whose content breaks the requested format, or whose tool
   call arguments break the tool's schema, is refused with the validation errors and the request
@@ -63,7 +67,8 @@ from shared_protocol import (
     WorkerInfo,
 )
 
-from ._render import NO_REQUEST, RELAY_DOWN, render_request
+from ._record import Tally
+from ._render import BUDGET_SPENT, NO_REQUEST, RELAY_DOWN, render_request
 from ._seen import Seen
 from ._structured import arguments_problem, parse_answer, schema_problem
 
@@ -170,7 +175,9 @@ LinkState = Literal["connecting", "up", "down"]
 
 
 class WorkerCore:
-    def __init__(self, socket_path: str, info: WorkerInfo, capacity: int = 0, model_id: str = "mcp-client") -> None:
+    def __init__(
+        self, socket_path: str, info: WorkerInfo, capacity: int = 0, model_id: str = "mcp-client", budget: int = 0
+    ) -> None:
         self.socket_path = socket_path
         self.info = info
         """What we know about our MCP client now (sent as ``hello``, then as ``update`` on changes)."""
@@ -192,6 +199,9 @@ class WorkerCore:
         self._replying: dict[str, _Replying] = {}
         self._closed: OrderedDict[str, str] = OrderedDict()
         self._seen = Seen()
+        self.budget = budget
+        """Characters handed to the agent after which it is told to end its turn (0: no budget)."""
+        self.tally = Tally()
 
     # --- the client -------------------------------------------------------------------------
 
@@ -275,6 +285,10 @@ class WorkerCore:
         wait = arguments.get("wait_seconds", DEFAULT_WAIT_SECONDS)
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 1 <= wait <= MAX_WAIT_SECONDS:
             return ToolText(f"wait_seconds must be a number from 1 to {MAX_WAIT_SECONDS}.", error=True), []
+        if self.budget and self.tally.handed >= self.budget:
+            self.tally = dataclasses.replace(self.tally, spent=True)
+            return ToolText(BUDGET_SPENT.format(handed=self.tally.handed, budget=self.budget)), []
+        self.tally = dataclasses.replace(self.tally, waits=self.tally.waits + 1)
         waiter = self._next_waiter
         self._next_waiter += 1
         self._waiters[waiter] = None
@@ -291,6 +305,7 @@ class WorkerCore:
         self._shown[frame.id] = frame
         text = render_request(frame, self._seen.refs(frame))
         self._seen.note(frame)
+        self.tally = dataclasses.replace(self.tally, shown=self.tally.shown + 1, handed=self.tally.handed + len(text))
         return Shown(frame, text), [Send(Accepted(id=frame.id))]
 
     def show_again(self, arguments: dict[str, Any]) -> ToolText:
@@ -365,6 +380,7 @@ class WorkerCore:
         if failed is None:
             self._close(request_id, "it was already answered")
             self._seen.replied(replying.frame, replying.message)
+            self.tally = dataclasses.replace(self.tally, served=self.tally.served + 1)
             return ToolText(
                 f"Delivered the reply to {request_id} ({replying.summary}). Call next_request for the next request."
             )

@@ -108,6 +108,12 @@ def render_request(frame: RequestFrame, refs: Refs = NO_REFS) -> str:
     return "\n".join(lines)
 
 
+BUDGET_SPENT = (
+    "This serving session has used its budget ({handed} characters of requests handed to you; mcptb-serve "
+    "--session-budget {budget}). Take no more requests: end your turn now, without calling next_request. A "
+    "fresh session takes over."
+)
+
 NO_REQUEST = (
     "No request yet (waited {seconds:g} s). Call next_request again to keep serving, or stop if the user asked you to."
 )

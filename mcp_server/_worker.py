@@ -9,6 +9,7 @@ The only waiting is the agent's (``next_request``) and the delivery of a reply.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import anyio
@@ -20,6 +21,7 @@ from pydantic import BaseModel
 
 from shared_protocol import Cancel, ErrorFrame, Release, RequestFrame, WorkerInfo
 
+from . import _record as record
 from ._client import ClientState
 from ._core import Effect, Send, StartSampling, StopSampling, ToolText, Waiting, Wake, WorkerCore
 from ._relay_link import RelayLink
@@ -37,13 +39,24 @@ def _result(text: ToolText) -> types.CallToolResult:
 
 class Worker:
     def __init__(
-        self, client: ClientState, socket_path: str | None, sampling_timeout: float, reconnect_max_delay: float
+        self,
+        client: ClientState,
+        socket_path: str | None,
+        sampling_timeout: float,
+        reconnect_max_delay: float,
+        budget: int = 0,
+        record_dir: str | None = None,
     ):
-        """``socket_path`` None: find the relay where a default one listens (``_discovery``)."""
+        """``socket_path`` None: find the relay where a default one listens (``_discovery``). With
+        ``record_dir`` (``mcptb-serve``'s sessions), the core's tally is written there after every tool
+        call that changed it, under the Claude Code session's id."""
         self.client = client
         self.sampling_timeout = sampling_timeout
         self.link = RelayLink(socket_path, reconnect_max_delay, self)
-        self.core = WorkerCore(self.link.socket_path, client.info(), client.capacity, client.model_id)
+        self.core = WorkerCore(self.link.socket_path, client.info(), client.capacity, client.model_id, budget)
+        session = os.environ.get(record.SESSION_ENV)
+        self._record = (record_dir, session) if record_dir and session else None
+        self._recorded = self.core.tally
         self._wakeups: dict[int, anyio.Event] = {}
         self._sampling: dict[str, anyio.CancelScope] = {}
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -129,11 +142,30 @@ class Worker:
 
     # --- agent pull: the two tools ------------------------------------------------------------
 
+    def _write_record(self) -> None:
+        """The serving record, when this server has one and the tally changed."""
+        if self._record is None or self.core.tally == self._recorded:
+            return
+        self._recorded = self.core.tally
+        try:
+            record.write(*self._record, self._recorded)
+        except OSError as exc:
+            log.warning("cannot write the serving record in %s: %s", self._record[0], exc)
+
     async def next_request(
+        self, ctx: ServerRequestContext[Any, Any], arguments: dict[str, Any]
+    ) -> types.CallToolResult:
+        try:
+            return await self._next_request(ctx, arguments)
+        finally:
+            self._write_record()
+
+    async def _next_request(
         self, ctx: ServerRequestContext[Any, Any], arguments: dict[str, Any]
     ) -> types.CallToolResult:
         step, effects = self.core.agent_waits(arguments)
         self.apply(effects)
+        self._write_record()
         if not isinstance(step, Waiting):
             return _result(step)
         if self.core.link == "down":
@@ -186,5 +218,6 @@ class Worker:
             written = await self.link.deliver(step.frames)
         result, effects = self.core.reply_written(step.request_id, written)
         self.apply(effects)
+        self._write_record()
         log.info("%s %s", step.request_id, "answered by the agent" if not result.error else "reply not delivered")
         return _result(result)

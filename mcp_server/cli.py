@@ -77,6 +77,21 @@ class ServerOptions:
     reconnect_max_delay: float = field(
         default=5.0, metadata=setting("longest pause between attempts to reach the relay (default 5 s)", positive=True)
     )
+    session_state: str = field(
+        default="",
+        metadata=setting(
+            "directory where this server keeps its Claude Code session's serving record (requests, characters "
+            "handed to the agent) for mcptb-serve's Stop hook and supervisor; set by mcptb-serve (default: none)"
+        ),
+    )
+    session_budget: int = field(
+        default=0,
+        metadata=setting(
+            "characters of requests handed to the agent after which next_request tells it to end its turn, so "
+            "that mcptb-serve starts a fresh session; set by mcptb-serve (default 0: no budget)",
+            minimum=0,
+        ),
+    )
     backend: str = field(default="asyncio", metadata=setting("async backend", choices=["asyncio", "trio"]))
     log_level: str = field(
         default="info", metadata=setting("stderr log level", choices=["debug", "info", "warning", "error"])
@@ -135,4 +150,11 @@ def worker_from_args(args: ServerOptions) -> Worker:
         tool_emulation=args.tool_emulation == "on",
         repair_rounds=args.repair_rounds,
     )
-    return Worker(ClientState(settings), args.socket or None, args.sampling_timeout, args.reconnect_max_delay)
+    return Worker(
+        ClientState(settings),
+        args.socket or None,
+        args.sampling_timeout,
+        args.reconnect_max_delay,
+        budget=args.session_budget,
+        record_dir=args.session_state or None,
+    )

@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import socket
 import sys
@@ -50,6 +51,8 @@ from shared_protocol import SOCKET_ENV, default_socket_path
 from shared_protocol._settings import env_name, parse_settings, setting
 from shared_protocol._trust import directory_problem
 
+from . import _record as record
+from . import _stop_hook as stop_hook
 from ._commands import server_command
 from ._discovery import candidates
 from ._serve_text import SERVE_START
@@ -80,6 +83,38 @@ class ServeOptions:
         metadata=setting(
             "directory the session runs in (default: $XDG_STATE_HOME/mcp-token-bridge/serve, i.e. "
             "~/.local/state/...: trusted once, no project's CLAUDE.md)"
+        ),
+    )
+    headless: bool = field(
+        default=False,
+        metadata=setting(
+            "serve with claude -p sessions, one after another until stopped (the same as mcptb-serve -- -p); "
+            "headless runs may be billed differently from interactive ones (README: what serving costs)"
+        ),
+    )
+    session_budget: int = field(
+        default=100_000,
+        metadata=setting(
+            "headless: characters of requests handed to a session's agent after which it ends its turn and a "
+            "fresh session takes over, so the context each request pays for stays small (0 = never)",
+            minimum=0,
+        ),
+    )
+    stop_reminders: int = field(
+        default=3,
+        metadata=setting(
+            "times in a row the Stop hook sends an agent that ended its turn back to next_request, when it "
+            "called nothing after the last reminder, before the session may end (a broken session must not "
+            "loop for ever)",
+            positive=True,
+        ),
+    )
+    max_restart_delay: float = field(
+        default=60.0,
+        metadata=setting(
+            "headless: longest pause before restarting a session that failed without serving (the pause "
+            "doubles from 1 s)",
+            positive=True,
         ),
     )
 
@@ -129,24 +164,52 @@ def headless(extra: Sequence[str]) -> bool:
     return any(arg in ("-p", "--print") for arg in extra)
 
 
-def mcp_config(socket_path: str, environ: Mapping[str, str]) -> str:
-    """The ``--mcp-config`` JSON: our server under the name ``mcptb``, with the socket and our settings."""
+@dataclass(frozen=True)
+class Session:
+    """What one serving session is started with, beyond the user's settings."""
+
+    state_dir: str
+    """Where its mcptb-server keeps the serving record the hooks and the supervisor read."""
+    stop_reminders: int
+    budget: int = 0
+    """Characters handed to its agent before it ends its turn (headless sessions; 0 = no budget)."""
+    session_id: str | None = None
+    """Claude Code's ``--session-id`` (headless sessions, whose record the supervisor reads)."""
+
+
+def mcp_config(socket_path: str, environ: Mapping[str, str], session: Session) -> str:
+    """The ``--mcp-config`` JSON: our server under the name ``mcptb``, with the socket, our settings and where
+    to keep the serving record."""
     command, *args = server_command()
     names = {env_name(f.name) for f in dataclasses.fields(ServerOptions)} - {SOCKET_ENV}
     env = {k: v for k, v in environ.items() if k in names}
-    server = {"type": "stdio", "command": command, "args": [*args, "--socket", socket_path], "env": env}
+    args += ["--socket", socket_path, "--session-state", session.state_dir]
+    if session.budget:
+        args += ["--session-budget", str(session.budget)]
+    server = {"type": "stdio", "command": command, "args": args, "env": env}
     return json.dumps({"mcpServers": {SERVER_NAME: server}})
 
 
-def claude_arguments(claude: str, socket_path: str, extra: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+def claude_arguments(
+    claude: str, socket_path: str, extra: Sequence[str], environ: Mapping[str, str], session: Session
+) -> list[str]:
     """The whole command line. The prompt comes first and a flag without a value right before ``extra``:
     ``--mcp-config``, ``--tools`` and ``--allowedTools`` take several values, and a positional argument
-    after one of them would be read as one more."""
+    after one of them would be read as one more. The hooks that keep the session serving come as
+    ``--settings`` (nothing is written to the user's configuration). A headless session gets its id
+    (the supervisor reads its record) and keeps no transcript (each one would hold every request)."""
+    hook = shlex.join(stop_hook.command(session.state_dir, session.stop_reminders))
+    own = ["--session-id", session.session_id] if session.session_id else []
+    if session.session_id and "--no-session-persistence" not in extra:
+        own.append("--no-session-persistence")
     return [
         claude,
         SERVE_START,
         "--mcp-config",
-        mcp_config(socket_path, environ),
+        mcp_config(socket_path, environ, session),
+        "--settings",
+        json.dumps(stop_hook.settings(hook)),
+        *own,
         "--tools",
         "" if headless(extra) else WAIT_TOOLS,
         "--allowedTools",
@@ -184,8 +247,69 @@ def relay_warning(socket_path: str) -> str | None:
     return None
 
 
+def base_urls(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Where the serving session would get ``ANTHROPIC_BASE_URL`` from: (where, url) pairs."""
+    found = []
+    if environ.get("ANTHROPIC_BASE_URL"):
+        found.append(("the environment", environ["ANTHROPIC_BASE_URL"]))
+    home = environ.get("HOME") or os.path.expanduser("~")
+    user_settings = os.path.join(home, ".claude", "settings.json")
+    try:
+        with open(user_settings, encoding="utf-8") as source:
+            url = (json.load(source).get("env") or {}).get("ANTHROPIC_BASE_URL")
+        if isinstance(url, str) and url:
+            found.append((user_settings, url))
+    except (OSError, ValueError, AttributeError):
+        pass
+    return found
+
+
+def is_this_relay(url: str, socket_path: str, environ: Mapping[str, str]) -> bool:
+    """``url`` is the relay listening on ``socket_path`` (or a relay whose socket it does not show): asked
+    over HTTP, on loopback only, in two seconds at most."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return False
+    key = environ.get("ANTHROPIC_AUTH_TOKEN") or environ.get("ANTHROPIC_API_KEY") or ""
+    root = url.rstrip("/").removesuffix("/v1")
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(root + "/health", headers={"authorization": f"Bearer {key}"}), timeout=2
+        ) as answer:
+            health = json.load(answer)
+        if "socket" in health:
+            return bool(os.path.abspath(str(health["socket"])) == socket_path)
+        with urllib.request.urlopen(root + "/", timeout=2) as answer:
+            return bool(json.load(answer).get("name") == "mcp-token-bridge")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def self_serving(environ: Mapping[str, str], socket_path: str) -> str | None:
+    """Why the session would wait for itself (its model would be the relay it serves), or None."""
+    for where, url in base_urls(environ):
+        if is_this_relay(url, socket_path, environ):
+            return (
+                f"ANTHROPIC_BASE_URL in {where} is {url}, the relay this session would serve: its model would be "
+                "that relay, so every request would wait for the session itself. Start mcptb-serve without it "
+                "(env -u ANTHROPIC_BASE_URL mcptb-serve, or remove it from that settings file): the serving "
+                "session must use your own Claude login."
+            )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     options, extra = parse_args(sys.argv[1:] if argv is None else argv, os.environ)
+    if options.headless and not headless(extra):
+        extra = ["-p", *extra]
+    if "--settings" in extra:
+        sys.exit(
+            "mcptb-serve: --settings is mcptb-serve's own (the hooks that keep the session serving); put your "
+            "settings in ~/.claude/settings.json instead."
+        )
     found = find_claude(options.claude)
     claude = os.path.abspath(found) if found else None  # absolute: the session runs in --workdir
     if claude is None:
@@ -195,22 +319,37 @@ def main(argv: Sequence[str] | None = None) -> None:
             "or pass its path with --claude PATH."
         )
     socket_path = os.path.abspath(options.socket)
+    itself = self_serving(os.environ, socket_path)
+    if itself:
+        sys.exit(f"mcptb-serve: {itself}")
     warning = relay_warning(socket_path)
     if warning:
         print(f"mcptb-serve: warning: {warning}.", file=sys.stderr, flush=True)
+    state_dir = os.path.join(options.workdir, "sessions")
     try:
         os.makedirs(options.workdir, mode=0o700, exist_ok=True)
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
         os.chdir(options.workdir)
     except OSError as exc:
         sys.exit(
             f"mcptb-serve: cannot use {options.workdir} as the session's directory ({exc.strerror or exc}); "
             "pass another with --workdir"
         )
+    record.prune(state_dir)
     env = dict(os.environ)
     # claude -p connects MCP servers in the background by default, and its first model request would go
     # out before mcptb-server has started, without our tools; wait for the server unless told otherwise
     env.setdefault("MCP_CONNECTION_NONBLOCKING", "0")
-    os.execve(claude, claude_arguments(claude, socket_path, extra, os.environ), env)
+    if headless(extra):
+        from ._supervisor import supervise
+
+        def command(session_id: str) -> list[str]:
+            session = Session(state_dir, options.stop_reminders, options.session_budget, session_id)
+            return claude_arguments(claude, socket_path, extra, os.environ, session)
+
+        sys.exit(supervise(command, env, state_dir, options.max_restart_delay))
+    session = Session(state_dir, options.stop_reminders)
+    os.execve(claude, claude_arguments(claude, socket_path, extra, os.environ, session), env)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import json
 import os
 import pty
 import select
+import signal
 import stat
 import struct
 import subprocess
@@ -62,7 +63,7 @@ from test_claude_code import (
 
 from mcp_server._commands import server_command
 from mcp_server._serve_text import SERVE_START
-from mcp_server.serve import TOOLS, WAIT_TOOLS, claude_arguments, main
+from mcp_server.serve import TOOLS, WAIT_TOOLS, Session, claude_arguments, main
 
 from conftest import say
 
@@ -259,13 +260,16 @@ async def test_a_user_scope_registration_with_default_tools_serves_after_tool_se
 
 @pytest.fixture
 def stub_claude(tmp_path: Path) -> Path:
-    """A ``claude`` that prints the arguments and the one variable mcptb-serve sets, as JSON."""
+    """A ``claude`` that prints the arguments and the one variable mcptb-serve sets, as JSON; with
+    ``STUB_STOP_SUPERVISOR`` set (headless runs), it then stops mcptb-serve's supervisor (its parent) as
+    Ctrl-C would, so that one session is run."""
     stub = tmp_path / "bin" / "claude"
     stub.parent.mkdir()
     stub.write_text(
-        f"#!{sys.executable}\nimport json, os, sys\n"
+        f"#!{sys.executable}\nimport json, os, signal, sys\n"
         "print(json.dumps({'argv': sys.argv[1:], 'cwd': os.getcwd(),"
-        " 'nonblocking': os.environ.get('MCP_CONNECTION_NONBLOCKING')}))\n"
+        " 'nonblocking': os.environ.get('MCP_CONNECTION_NONBLOCKING')}), flush=True)\n"
+        "if os.environ.get('STUB_STOP_SUPERVISOR'): os.kill(os.getppid(), signal.SIGINT)\n"
     )
     stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
     return stub
@@ -294,7 +298,8 @@ def test_the_headless_command_line(stub_claude, run_serve):
     the serving directory, made private."""
     done = run_serve(
         "--claude", str(stub_claude), "--socket", "/nowhere/relay.sock", "--", "-p", "--model", "m",
-        env={"MCPTB_BACKEND": "trio", "MCPTB_API_KEY": "secret", "MCPTB_SOCKET": "/elsewhere.sock"},
+        env={"MCPTB_BACKEND": "trio", "MCPTB_API_KEY": "secret", "MCPTB_SOCKET": "/elsewhere.sock",
+             "STUB_STOP_SUPERVISOR": "1"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
@@ -306,11 +311,22 @@ def test_the_headless_command_line(stub_claude, run_serve):
     (name,) = config["mcpServers"]
     server = config["mcpServers"][name]
     assert name == SERVER_NAME
-    assert [server["command"], *server["args"]] == [*server_command(), "--socket", "/nowhere/relay.sock"]
+    workdir = run_serve.home / ".local" / "state" / "mcp-token-bridge" / "serve"
+    assert [server["command"], *server["args"]] == [
+        *server_command(), "--socket", "/nowhere/relay.sock", "--session-state", str(workdir / "sessions"),
+        "--session-budget", "100000",
+    ]  # fmt: skip
     assert server["env"] == {"MCPTB_BACKEND": "trio"}  # no key on a command line others can read
     assert seen["nonblocking"] == "0"
-    workdir = run_serve.home / ".local" / "state" / "mcp-token-bridge" / "serve"
     assert seen["cwd"] == str(workdir) and stat.S_IMODE(workdir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((workdir / "sessions").stat().st_mode) == 0o700
+    # the hooks that keep it serving, on the command line only; a session id the supervisor knows
+    hooks = json.loads(argv[argv.index("--settings") + 1])["hooks"]
+    assert hooks["Stop"] == hooks["UserPromptSubmit"]
+    assert "mcp_server._stop_hook --state" in hooks["Stop"][0]["hooks"][0]["command"]
+    assert argv[argv.index("--session-id") + 1] and "--no-session-persistence" in argv
+    assert not (run_serve.home / ".claude").exists()
+    assert "mcptb-serve: session 1 ended after" in done.stderr and done.stderr.rstrip().endswith("stopping.")
     assert "no relay is listening on /nowhere/relay.sock" in done.stderr and "mcptb-relay" in done.stderr
 
 
@@ -327,17 +343,18 @@ def test_the_interactive_command_line_keeps_only_the_tools_that_wait(stub_claude
 def test_relative_paths_still_hold_in_the_serving_directory(stub_claude, run_serve):
     done = run_serve("--claude", os.path.relpath(stub_claude, ROOT), "--socket", "here/relay.sock")
     assert done.returncode == 0, done.stderr
-    config = json.loads(json.loads(done.stdout)["argv"][2])
-    assert config["mcpServers"][SERVER_NAME]["args"][-1] == str(ROOT / "here" / "relay.sock")
+    args = json.loads(json.loads(done.stdout)["argv"][2])["mcpServers"][SERVER_NAME]["args"]
+    assert args[args.index("--socket") + 1] == str(ROOT / "here" / "relay.sock")
     refused = run_serve("--claude", str(stub_claude), "--workdir", "/proc/mcptb-serve")
     assert refused.returncode == 1 and "cannot use /proc/mcptb-serve as the session's directory" in refused.stderr
 
 
 def test_the_default_socket_is_the_relays(stub_claude, run_serve):
     done = run_serve("--claude", str(stub_claude), env={"MCPTB_SOCKET": "/tmp/mcptb-test-x/relay.sock"})
-    config = json.loads(json.loads(done.stdout)["argv"][2])
-    assert config["mcpServers"][SERVER_NAME]["args"][-2:] == ["--socket", "/tmp/mcptb-test-x/relay.sock"]
-    assert claude_arguments("c", "/s", [], {})[1:] == claude_arguments("c", "/s", [], {"MCPTB_PORT": "1"})[1:]
+    args = json.loads(json.loads(done.stdout)["argv"][2])["mcpServers"][SERVER_NAME]["args"]
+    assert args[args.index("--socket") + 1] == "/tmp/mcptb-test-x/relay.sock"
+    session = Session("/state", 3)
+    assert claude_arguments("c", "/s", [], {}, session) == claude_arguments("c", "/s", [], {"MCPTB_PORT": "1"}, session)
 
 
 def test_no_warning_when_the_relay_listens(stub_claude, run_serve, relay):
@@ -361,3 +378,83 @@ def test_version_a_usage_error_and_the_console_script(run_serve):
     assert getattr(importlib.import_module(module), function) is main
     wrong = run_serve("-p")
     assert wrong.returncode == 2 and "unrecognized arguments: -p" in wrong.stderr
+
+
+def test_mcptb_serve_refuses_a_session_whose_model_would_be_the_relay_it_serves(stub_claude, run_serve, relay):
+    """Issue 15: with ANTHROPIC_BASE_URL at the relay it serves, the session waited for itself and
+    mcptb-serve said nothing for 90 s. Now it refuses at once, in one line, wherever the variable is."""
+    from_env = run_serve("--claude", str(stub_claude), "--socket", relay.socket, env={"ANTHROPIC_BASE_URL": relay.url})
+    assert from_env.returncode == 1 and from_env.stdout == ""  # claude never started
+    assert (
+        f"ANTHROPIC_BASE_URL in the environment is {relay.url}, the relay this session would serve" in from_env.stderr
+    )
+    assert "env -u ANTHROPIC_BASE_URL mcptb-serve" in from_env.stderr and len(from_env.stderr.splitlines()) == 1
+    settings = run_serve.home / ".claude" / "settings.json"
+    settings.parent.mkdir()
+    settings.write_text(json.dumps({"env": {"ANTHROPIC_BASE_URL": relay.url + "/"}}))
+    from_settings = run_serve("--claude", str(stub_claude), "--socket", relay.socket)
+    assert from_settings.returncode == 1 and f"ANTHROPIC_BASE_URL in {settings} is" in from_settings.stderr
+    settings.unlink()
+    elsewhere = run_serve(
+        "--claude", str(stub_claude), "--socket", relay.socket, env={"ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
+    )
+    assert elsewhere.returncode == 0 and json.loads(elsewhere.stdout)["argv"][0] == SERVE_START
+
+
+def test_mcptb_serve_keeps_its_own_settings(stub_claude, run_serve):
+    refused = run_serve("--claude", str(stub_claude), "--", "--settings", "{}")
+    assert refused.returncode == 1 and "--settings is mcptb-serve's own" in refused.stderr
+
+
+def test_the_supervisor_restarts_a_failing_session_with_backoff_and_stops_on_sigint(tmp_path, run_serve):
+    """A ``claude`` that exits at once without serving is restarted after 1 s, then 2 s; the third run
+    stops the supervisor, which says so and exits 0."""
+    stub = tmp_path / "claude"
+    count = tmp_path / "runs"
+    stub.write_text(
+        f"#!{sys.executable}\nimport os, signal, sys\n"
+        f"runs = open({str(count)!r}, 'a+'); runs.write('x'); runs.flush(); runs.seek(0)\n"
+        "if len(runs.read()) == 3: os.kill(os.getppid(), signal.SIGTERM)\n"
+        "sys.exit(3)\n"
+    )
+    stub.chmod(0o755)
+    started = time.monotonic()
+    done = run_serve("--claude", str(stub), "--headless", "--workdir", str(tmp_path / "w"))
+    lines = [line for line in done.stderr.splitlines() if "ended after" in line]
+    assert done.returncode == 0 and count.read_text() == "xxx", done.stderr
+    assert [line.split(";")[-1].strip() for line in lines] == [
+        "next one in 1 s.", "next one in 2 s.", "stopping."
+    ]  # fmt: skip
+    assert "Claude Code exited with status 3" in lines[0] and time.monotonic() - started >= 3
+
+
+def test_sigint_stops_the_supervised_session_and_leaves_no_process_behind(tmp_path):
+    """The session's processes (Claude Code and the mcptb-server it started) go with it."""
+    stub = tmp_path / "claude"
+    child_pid = tmp_path / "child"
+    stub.write_text(
+        f"#!{sys.executable}\nimport subprocess, time\n"
+        "child = subprocess.Popen(['sleep', '300'])\n"
+        f"open({str(child_pid)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(300)\n"
+    )
+    stub.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCPTB_")}
+    env |= {"HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    serve = subprocess.Popen(
+        _serve_command("--claude", str(stub), "--headless", "--workdir", str(tmp_path / "w"), "--socket", "/no/s"),
+        env=env, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not (child_pid.exists() and child_pid.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        grandchild = int(child_pid.read_text())
+        serve.send_signal(signal.SIGINT)
+        _, stderr = serve.communicate(timeout=30)
+    finally:
+        kill_group(serve.pid)
+    assert serve.returncode == 0 and stderr.rstrip().endswith("stopping."), stderr
+    assert "killed by signal 15" in stderr
+    with pytest.raises(ProcessLookupError):
+        os.kill(grandchild, 0)
