@@ -27,7 +27,7 @@ import yaml
 
 from mcp_server._core import MAX_WAIT_SECONDS
 from mcp_server.cli import parse_args as server_args
-from mcp_server.serve import TOOLS, claude_arguments
+from mcp_server.serve import TOOLS, Session, claude_arguments
 from shared_protocol import RelayFrameDecoder, WorkerFrameDecoder, default_socket_path
 from shared_protocol._codec import ProtocolError
 
@@ -132,7 +132,7 @@ def _protocol_exchange(text: str) -> None:
 def _mcptb_serve_command(text: str) -> None:
     """The command the README says mcptb-serve runs has the flags mcptb-serve passes."""
     shown = shlex.split(text.replace("\\\n", " ").replace("[your arguments]", ""))
-    real = claude_arguments("claude", "/s.sock", [], {})
+    real = claude_arguments("claude", "/s.sock", [], {}, Session("/state", 3))
     assert shown[0] == "MCP_CONNECTION_NONBLOCKING=0" and shown[1] == "claude"
     flags = [a for a in shown if a.startswith("--")]
     assert flags == [a for a in real if a.startswith("--")], (flags, real)
