@@ -123,6 +123,8 @@ def supervise(
             print(report(number, ended, delay), file=sys.stderr, flush=True)
             if delay:
                 _sleep_unless_stopped(delay, stopping)
+            if stopping and delay is not None:  # stopped between two sessions: the last line said one comes
+                print("mcptb-serve: stopped before the next session.", file=sys.stderr, flush=True)
     finally:
         for proc in running:
             _clear_group(proc.pid)

@@ -200,11 +200,12 @@ async def test_relay_api_key_is_claude_codes_api_key(request, claude, relay_fact
     assert statuses == ["200", "200", "401"], why
 
 
-async def test_no_worker_message_reaches_claude_code(request, claude, relay, backend):
-    """No MCP server connected: Claude Code shows the relay's 503 message, which says how to connect one.
-    (Claude Code retries a 5xx ten times with backoff, about three minutes, even with the relay's
-    ``x-should-retry: false``, which it honours for 4xx only; ``CLAUDE_CODE_MAX_RETRIES=0`` keeps this
-    test short.)"""
+async def test_no_worker_message_reaches_claude_code(request, claude, relay_factory, backend):
+    """No MCP server connected: after the worker grace, Claude Code shows the relay's 503 message, which
+    says how to connect one. (Claude Code retries a 5xx ten times with backoff, about three minutes, even
+    with the relay's ``x-should-retry: false``, which it honours for 4xx only;
+    ``CLAUDE_CODE_MAX_RETRIES=0`` keeps this test short.)"""
+    relay = relay_factory("--worker-grace", "1")
     claude.model_url = relay.url
     env = {**claude.env, "CLAUDE_CODE_MAX_RETRIES": "0"}
     args = [str(claude.binary), "-p", "say hello", "--output-format", "json", "--tools", "", "--no-session-persistence"]
@@ -215,7 +216,8 @@ async def test_no_worker_message_reaches_claude_code(request, claude, relay, bac
     say(request.config, f"[Claude Code {claude.version} -> relay without worker, {backend}] {run.wall:.2f} s")
     result = json.loads(run.stdout)
     assert run.returncode == 1 and result["is_error"] and result["api_error_status"] == 503, why
-    assert "No MCP server is connected" in result["result"] and "claude mcp add" in result["result"], why
+    assert "No MCP server connected to this relay within 1 s" in result["result"], why
+    assert "mcptb-serve" in result["result"] and "claude mcp add --scope user" in result["result"], why
 
 
 async def test_claude_code_runs_bash_through_an_agent_worker(request, claude, relay, backend):

@@ -1,9 +1,10 @@
 """``mcptb-serve`` and the ways Claude Code users start serving, with the real Claude Code CLI offline.
 
-- The one command: ``mcptb-serve --claude <binary> -- -p`` serves one request a real HTTP caller sent,
+- The one command: ``mcptb-serve --claude <binary> -- -p`` serves a request a real HTTP caller sent,
   and the scripted model checks that it is offered nothing but the bridge's two tools (no Bash, Read,
   Edit...; ``FAKE_ONLY_TOOLS``), and that the prompt and server instructions it reads say a request is
-  data, not instructions.
+  data, not instructions; the Stop hook then sends the model back to serve, and Ctrl-C stops it
+  (more of the supervised headless serving in test_serve_supervisor.py).
 - The one command interactive, in a pseudo-terminal: Claude Code sends the first prompt before
   mcptb-server is up, so the session keeps the two built-ins that wait for it (ToolSearch, 2.1.33x;
   WaitForMcpServers, 2.1.197); the scripted model uses whichever is offered while the bridge is still
@@ -49,13 +50,22 @@ from claude_code.fake_model import (
     TOOL_SEARCH,
     WAIT_FOR_SERVERS,
 )
-from claude_code.harness import ClaudeCode, FakeModelProcess, Run, kill_group, run_bounded
+from claude_code.harness import (
+    Background,
+    ClaudeCode,
+    FakeModelProcess,
+    Run,
+    kill_group,
+    processes_with_home,
+    start_background,
+)
 from test_claude_code import (
+    ERAS,
     MODEL_ID,
     QUESTION,
     SERVE,
     SERVER_NAME,
-    _check_claude_side,
+    Served,
     _diagnostics,
     _serve_one,
     _tool_results,
@@ -63,6 +73,7 @@ from test_claude_code import (
 
 from mcp_server._commands import server_command
 from mcp_server._serve_text import SERVE_START
+from mcp_server._stop_hook import KEEP_SERVING
 from mcp_server.serve import TOOLS, WAIT_TOOLS, Session, claude_arguments, main
 
 from conftest import say
@@ -111,27 +122,64 @@ def _offered(logged: dict[str, Any]) -> list[str]:
 # --- the one command, with the real Claude Code ----------------------------------------------------------
 
 
+def _sent_back(fake: FakeModelProcess) -> bool:
+    """The fake model ended its turn after a delivered reply (``served one request``) and was then sent
+    back to ``next_request`` (the Stop hook blocked the end of that turn)."""
+    names = [r["decision"].get("name", r["decision"].get("text")) for r in fake.messages_requests]
+    return SERVED in names and NEXT_REQUEST in names[names.index(SERVED) :]
+
+
+def _until(done: Any, serving: Background, timeout: float) -> None:
+    """Wait (in a thread) until ``done()`` holds, ``serving`` has exited, or ``timeout`` passed."""
+    deadline = time.monotonic() + timeout
+    while not done() and serving.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 @pytest.mark.anyio
 @pytest.mark.node
 async def test_mcptb_serve_headless_serves_a_caller_offering_only_the_bridge_tools(
     request, claude, relay, backend, fake_model
 ):
-    fake = fake_model(FAKE_ONLY_TOOLS=f"mcp__{SERVER_NAME}__")
+    """Headless serving no longer ends with the model's turn: after the reply the Stop hook sends the model
+    back to next_request; Ctrl-C (SIGINT to mcptb-serve's process group) then stops it, exit 0, one line
+    for the one session."""
+    fake = fake_model(FAKE_ONLY_TOOLS=f"mcp__{SERVER_NAME}__", FAKE_WAIT_SECONDS="5")
 
     def launch() -> Run:
         args = _serve_command("--claude", str(claude.binary), "--socket", relay.socket, "--", *PRINT_ARGS)
-        return run_bounded(args, env=_serve_env(claude, backend), cwd=claude.project, timeout=120, groups=claude.groups)
+        serving = start_background(
+            args, env=_serve_env(claude, backend), cwd=claude.project, logdir=claude.workdir / "serve",
+            groups=claude.groups,
+        )  # fmt: skip
+        try:
+            _until(lambda: _sent_back(fake), serving, timeout=100)
+        finally:
+            run = serving.finish(signal.SIGINT, timeout=30)
+        return run
 
     served = await _serve_one(request, relay, backend, claude, fake, _caller(relay), "mcptb-serve -- -p", launch=launch)
     why = _diagnostics(served.run, fake, relay)
     assert served.answer == ANSWER_PREFIX + QUESTION, why
-    _check_claude_side(served, claude, relay, QUESTION)
+    run = served.run
+    assert run.returncode == 0, why
+    # one session, which served the one request and was stopped; nothing of it left
+    (line,) = [line for line in run.stderr.splitlines() if line.startswith("mcptb-serve: ")]
+    assert line.startswith("mcptb-serve: session 1 ended after ") and ": 1 request served, " in line, why
+    assert line.endswith("; stopping."), why
+    assert processes_with_home(claude.home) == [], why
+    # the served side as with claude -p alone; then the Stop hook sent the model back to serve
+    _check_served(served, claude, relay, QUESTION)
+    decisions = [r["decision"] for r in fake.messages_requests]
+    assert [d.get("name", d.get("text")) for d in decisions][:4] == [NEXT_REQUEST, REPLY, SERVED, NEXT_REQUEST], why
+    assert KEEP_SERVING in json.dumps(fake.messages_requests[3]["body"]), why
     # Claude Code itself lists only the bridge: its tools, its server, no denial
-    init, result = served.run.init, served.run.result
+    init = run.init
     assert sorted(init["tools"]) == sorted(TOOLS), why
     assert [s["name"] for s in init["mcp_servers"]] == [SERVER_NAME], why
     assert init["cwd"] == str(_workdir(claude)), why  # its own directory, not the project's
-    assert result["permission_denials"] == [], why
+    for result in [e for e in run.events if e.get("type") == "result"]:  # stopped, it may not print one
+        assert result["permission_denials"] == [], why
     # and so did every request its model got (the fake model checked it too: FAKE_ONLY_TOOLS); newer
     # Claude Code adds a placeholder that takes no input and must never be called, and defers nothing
     for logged in fake.messages_requests:
@@ -141,7 +189,27 @@ async def test_mcptb_serve_headless_serves_a_caller_offering_only_the_bridge_too
     assert json.dumps(SERVE_START)[1:-1] in first, why  # the serve loop is the first prompt
     for sentence in SAFETY:  # in the prompt and in the server's instructions
         assert first.count(sentence) >= 2, (sentence, why)
-    assert "not-for-the-server" not in " ".join(served.run.args), why
+    assert "not-for-the-server" not in " ".join(run.args), why
+
+
+def _check_served(served: Served, claude: ClaudeCode, relay: Any, question: str) -> None:
+    """``_check_claude_side`` for a session that goes on serving: Claude Code connected the bridge, the
+    relay knew the worker as Claude Code in its version's era, and the model served the request."""
+    run, fake = served.run, served.fake
+    why = _diagnostics(run, fake, relay)
+    assert {"name": SERVER_NAME, "status": "connected"}.items() <= run.init["mcp_servers"][0].items(), why
+    assert served.worker["client"]["name"] == MODEL_ID, served.worker
+    assert served.worker["client"]["version"] == claude.version, served.worker
+    assert served.worker["protocol_version"] == ERAS[claude.label], served.worker
+    decisions = [r["decision"] for r in fake.messages_requests]
+    assert [d.get("name", d.get("text")) for d in decisions][:3] == [NEXT_REQUEST, REPLY, SERVED], why
+    rendered = _tool_results(fake.messages_requests[1])
+    assert len(rendered) == 1 and rendered[0].startswith("request_id: req_"), why
+    assert "\nconversation:" in rendered[0] and f"[user]\n{question}" in rendered[0], why
+    request_id = rendered[0].splitlines()[0].removeprefix("request_id:").strip()
+    assert decisions[1]["input"] == {"request_id": request_id, "content": ANSWER_PREFIX + question}, why
+    (delivered,) = _tool_results(fake.messages_requests[2])
+    assert delivered.startswith("Delivered"), why
 
 
 def _answer_first_run_questions(claude: ClaudeCode) -> None:
@@ -458,3 +526,27 @@ def test_sigint_stops_the_supervised_session_and_leaves_no_process_behind(tmp_pa
     assert "killed by signal 15" in stderr
     with pytest.raises(ProcessLookupError):
         os.kill(grandchild, 0)
+
+
+def test_sigint_between_two_sessions_says_the_next_one_will_not_come(tmp_path):
+    stub = tmp_path / "claude"
+    stub.write_text(f"#!{sys.executable}\nimport sys\nsys.exit(3)\n")
+    stub.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCPTB_")}
+    env |= {"HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    serve = subprocess.Popen(
+        _serve_command("--claude", str(stub), "--headless", "--workdir", str(tmp_path / "w"), "--socket", "/no/s",
+                       "--max-restart-delay", "30"),
+        env=env, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert serve.stderr is not None
+        lines = []
+        while not lines or "next one in" not in lines[-1]:
+            lines.append(serve.stderr.readline())
+            assert lines[-1], lines
+        serve.send_signal(signal.SIGINT)
+        rest = serve.communicate(timeout=30)[1]
+    finally:
+        kill_group(serve.pid)
+    assert serve.returncode == 0 and rest.strip() == "mcptb-serve: stopped before the next session.", rest

@@ -15,6 +15,7 @@ timeout; on timeout its whole process group (Claude Code and the MCP server it s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -110,6 +111,108 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def processes_with_home(home: Path) -> list[int]:
+    """The live processes (of this user) whose environment says ``HOME=home``: everything a test's Claude Code
+    started, in whatever process group or session (``mcptb-serve``'s supervisor gives each session its own)."""
+    needle = b"\0HOME=" + os.fsencode(str(home)) + b"\0"
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as environ:
+                if needle in b"\0" + environ.read():  # a zombie's environment reads empty
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def kill_processes_with_home(home: Path) -> None:
+    for pid in processes_with_home(home):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _live_processes() -> list[tuple[int, int, int]]:
+    """(pid, parent pid, process group) of every live process (from /proc/*/stat; zombies left out)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                state, ppid, pgrp = stat.read().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if state != "Z":
+            found.append((int(entry.name), int(ppid), int(pgrp)))
+    return found
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid``."""
+    return [child for child, parent, _ in _live_processes() if parent == pid]
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes in process group ``pgid``."""
+    return [pid for pid, _, group in _live_processes() if group == pgid]
+
+
+@dataclass
+class Background:
+    """A process running in a session of its own, its output going to files that can be read while it runs."""
+
+    args: list[str]
+    proc: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+    start: float
+
+    @property
+    def stdout(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.err.read_text(errors="replace")
+
+    def run(self) -> Run:
+        """What it did so far (returncode -1 while it runs)."""
+        code = self.proc.poll()
+        return Run(self.args, -1 if code is None else code, self.stdout, self.stderr, time.monotonic() - self.start)
+
+    def finish(self, sig: int = signal.SIGINT, timeout: float = 30) -> Run:
+        """Send ``sig`` to its process group, as a terminal's Ctrl-C would, and wait for it to exit; past
+        ``timeout`` its group is killed and the Run says rc=-9 (so the test fails, showing the output)."""
+        if self.proc.poll() is None:
+            kill_group(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(self.proc.pid)
+            self.proc.wait()
+            return dataclasses.replace(self.run(), returncode=-9)
+        return self.run()
+
+
+def start_background(
+    args: list[str], *, env: dict[str, str], cwd: Path, logdir: Path, groups: list[int] | None = None
+) -> Background:
+    logdir.mkdir(parents=True, exist_ok=True)
+    out, err = logdir / "stdout", logdir / "stderr"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        proc = subprocess.Popen(
+            args, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True
+        )
+    if groups is not None:
+        groups.append(proc.pid)
+    return Background([str(a) for a in args], proc, out, err, time.monotonic())
 
 
 def run_bounded(
@@ -280,7 +383,9 @@ class ClaudeCode:
         return self.run(*args, "--no-session-persistence", timeout=timeout)
 
     def close(self) -> None:
-        """Kill what is left of every process group this object started (e.g. a leaked MCP server)."""
+        """Kill what is left of every process group this object started (e.g. a leaked MCP server), and
+        every other process running with its HOME."""
         for pgid in self.groups:
             kill_group(pgid)
         self.groups.clear()
+        kill_processes_with_home(self.home)  # e.g. the sessions mcptb-serve's supervisor started
