@@ -3,11 +3,12 @@ session that its mcptb-server writes (the worker's :class:`~mcp_server._core.Tal
 hook (``_stop_hook``) and the headless supervisor (``_supervisor``) read; the hook keeps its own notes
 beside it.
 
-Rules: the directory is private (0700, ours, no symlink: ``shared_protocol._trust``), made by
-``mcptb-serve``; a file is named after the session id Claude Code gives both the MCP server and the
-hooks (``CLAUDE_CODE_SESSION_ID``, also passed as ``--session-id``); it is replaced whole (write to a
-temporary file, then rename), so a reader sees the old record or the new one, never half of one; a
-missing or unreadable record reads as "nothing yet". No prompt or answer text is ever written here.
+Rules: the directory is private (0700), made by ``mcptb-serve``; a file is named after the session key
+``mcptb-serve`` puts in the session's environment (:data:`SERVE_SESSION_ENV`; a headless session's is
+also its ``--session-id``), which Claude Code hands on to both the MCP server and the hooks; it is
+replaced whole (write to a temporary file, then rename), so a reader sees the old record or the new
+one, never half of one; a missing or unreadable record reads as "nothing yet". No prompt or answer
+text is ever written here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,6 +25,15 @@ T = TypeVar("T")
 
 SESSION_ENV = "CLAUDE_CODE_SESSION_ID"
 """Where Claude Code (2.1.197 and newer) tells the MCP servers and hooks it starts its session id."""
+SERVE_SESSION_ENV = "MCPTB_SERVE_SESSION"
+"""The record's name, set by ``mcptb-serve`` in the session's environment, which Claude Code hands on to
+its MCP servers and hooks: it stays the same when Claude Code's own session id changes (``/clear``)."""
+
+
+def session_key(environ: Mapping[str, str], claude_session: str | None) -> str | None:
+    """The name of this session's record: ``mcptb-serve``'s, else Claude Code's session id."""
+    return environ.get(SERVE_SESSION_ENV) or claude_session or None
+
 
 STALE_SECONDS = 7 * 24 * 3600
 """Records untouched this long are removed when ``mcptb-serve`` starts (sessions long gone)."""

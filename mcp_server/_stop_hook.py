@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         event = None
     if not isinstance(event, dict):
         return 0  # not from Claude Code: nothing to decide
-    session = str(event.get("session_id") or os.environ.get(record.SESSION_ENV) or "")
+    session = record.session_key(os.environ, str(event.get("session_id") or "") or os.environ.get(record.SESSION_ENV))
     if not session:
         return 0
     tally = record.read(args.state, session, Tally) or Tally()

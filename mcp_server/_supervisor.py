@@ -110,7 +110,12 @@ def supervise(
             number += 1
             session = str(uuid.uuid4())
             started = time.monotonic()
-            proc = subprocess.Popen(command(session), env=dict(env), stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                command(session),
+                env={**env, record.SERVE_SESSION_ENV: session},
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             running.append(proc)
             status = _wait(proc, stopping)
             running.clear()

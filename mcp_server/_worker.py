@@ -54,7 +54,7 @@ class Worker:
         self.sampling_timeout = sampling_timeout
         self.link = RelayLink(socket_path, reconnect_max_delay, self)
         self.core = WorkerCore(self.link.socket_path, client.info(), client.capacity, client.model_id, budget)
-        session = os.environ.get(record.SESSION_ENV)
+        session = record.session_key(os.environ, os.environ.get(record.SESSION_ENV))
         self._record = (record_dir, session) if record_dir and session else None
         self._recorded = self.core.tally
         self._wakeups: dict[int, anyio.Event] = {}

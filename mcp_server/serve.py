@@ -43,6 +43,7 @@ import shlex
 import shutil
 import socket
 import sys
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -349,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         sys.exit(supervise(command, env, state_dir, options.max_restart_delay))
     session = Session(state_dir, options.stop_reminders)
+    env[record.SERVE_SESSION_ENV] = str(uuid.uuid4())  # names the record, whatever Claude Code's session id
     os.execve(claude, claude_arguments(claude, socket_path, extra, os.environ, session), env)
 
 

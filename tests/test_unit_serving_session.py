@@ -161,3 +161,21 @@ def test_the_hook_module_needs_neither_mcp_nor_pydantic():
     code = "import sys, mcp_server._stop_hook; print(sorted(m for m in ('mcp', 'pydantic') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_the_record_is_named_by_mcptb_serve_so_a_new_claude_code_session_id_does_not_lose_it(tmp_path):
+    """After /clear Claude Code has a new session id, but its MCP server (started before) and the hooks
+    share mcptb-serve's key: the hook still finds what the agent did."""
+    state = str(tmp_path)
+    record.write(state, "serve-key", Tally(waits=1, served=1))
+    record.write(state, "serve-key", on_prompt("serve again, please", Tally()), "hook")  # it served since
+    event = {"hook_event_name": "Stop", "session_id": "after-clear", "last_assistant_message": "done"}
+    env = {"PATH": "/usr/bin:/bin", "MCPTB_SERVE_SESSION": "serve-key"}
+    done = subprocess.run(
+        command(state, 3), input=json.dumps(event), capture_output=True, text=True, cwd=ROOT, timeout=30, env=env
+    )
+    assert json.loads(done.stdout)["decision"] == "block", done.stderr
+    notes = record.read(state, "serve-key", Notes, "hook")
+    assert notes is not None and notes.waits_at_block == 1 and notes.blocks == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["serve-key.hook.json", "serve-key.record.json"]
+    assert record.session_key({}, "claude-id") == "claude-id" and record.session_key({}, None) is None
