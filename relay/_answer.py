@@ -44,6 +44,7 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
     start_by = float("inf")  # while assigned and not started: when to move it to another worker
     assigned = False
     unserved = _Unserved()
+    keepalive_at = loop() + config.keepalive_interval  # after this much silence towards the caller
     while True:
         event: JobEvent | None = None
         if loop() >= start_by:
@@ -54,7 +55,7 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
         if not assigned and job.hold_until > loop():  # waiting for the agent that has the earlier turns
             look_again = min(look_again, job.hold_until)
         wake = min(
-            config.keepalive_interval,
+            max(0.0, keepalive_at - loop()),
             max(0.0, deadline - loop()),
             max(0.0, start_by - loop()),
             max(0.0, look_again - loop()),
@@ -69,7 +70,8 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
                 raise _timeout(assigned, config, broker)
             if not assigned and job.prefer is not None:
                 broker.pump()  # a hold may have ended
-            if loop() < start_by:
+            if loop() >= keepalive_at and loop() < start_by:
+                keepalive_at = loop() + config.keepalive_interval
                 yield KEEPALIVE
             continue
         if isinstance(event, Assigned):
@@ -86,8 +88,10 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
         elif isinstance(event, ErrorFrame):
             raise RelayError(event.code, event.message)
         elif isinstance(event, TextBatch):
+            keepalive_at = loop() + config.keepalive_interval
             yield job.take(event)
         else:
+            keepalive_at = loop() + config.keepalive_interval
             yield event
             if isinstance(event, End):
                 return

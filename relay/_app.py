@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +25,7 @@ import anyio
 from shared_protocol import End
 
 from ._adapter import Adapter, Call, Route
-from ._answer import KeepAlive, follow
+from ._answer import AnswerEvent, KeepAlive, follow
 from ._api import APIS, api_for, api_paths
 from ._broker import NO_CALLER, Broker, Caller, Job
 from ._collect import Answer
@@ -44,6 +44,13 @@ _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cac
 
 IGNORED_TOOLS_HEADER = "x-mcptb-ignored-tools"
 _MAX_IGNORED_LISTED = 20
+
+
+async def _then(first: list[AnswerEvent], rest: AsyncIterator[AnswerEvent]) -> AsyncIterator[AnswerEvent]:
+    for event in first:
+        yield event
+    async for event in rest:
+        yield event
 
 
 def _caller(request: RequestHead) -> Caller:
@@ -308,9 +315,16 @@ class App:
     async def _stream(self, api: Adapter, call: Call, job: Job, answer: Answer, responder: Responder) -> None:
         encoder = api.stream_encoder(call)
         headers = _SSE_HEADERS + ignored_tools_headers(call.ignored_tools)
+        events = follow(job, self.broker, self.config)
+        held: list[AnswerEvent] = []
+        if not self.broker.workers:
+            # Nothing can answer yet (a serving session may be starting): the status line waits for the
+            # first event, at most one keep-alive interval, so that a worker grace that runs out first is
+            # a real 503 rather than an error event after a 200.
+            held.append(await anext(events))
         await responder.start(200, headers, encoder.first(answer))
         try:
-            async for event in follow(job, self.broker, self.config):
+            async for event in _then(held, events):
                 if isinstance(event, KeepAlive):
                     await responder.write(api.keepalive)
                     continue

@@ -22,20 +22,24 @@ pytestmark = pytest.mark.anyio
 PATH = "/v1/chat/completions"
 
 
-async def test_a_caller_waits_for_a_worker_that_connects_within_the_grace(backend):
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_caller_waits_for_a_worker_that_connects_within_the_grace(backend, stream):
     """A caller that arrives while a serving session is starting gets its answer, not an instant 503."""
     async with relay_in_process(worker_grace=20) as relay, anyio.create_task_group() as tg:
         answers = []
 
         async def call() -> None:
-            answers.append(await post(relay.url, PATH, chat_body("early bird")))
+            answers.append(await post(relay.url, PATH, chat_body("early bird", stream=stream)))
 
         tg.start_soon(call)
         await _eventually_queued(relay)
         async with worker_in_process(relay.socket):
             await _eventually(lambda: answers)
     assert answers[0].status == 200, answers[0].body
-    assert answers[0].json()["choices"][0]["message"]["content"]
+    if stream:
+        assert answers[0].sse_events[-1] == "data: [DONE]" and "echo: early bird" in answers[0].body.decode()
+    else:
+        assert answers[0].json()["choices"][0]["message"]["content"] == "echo: early bird"
 
 
 async def test_with_no_worker_a_request_fails_after_the_grace_naming_mcptb_serve_and_scope_user(backend):
@@ -60,6 +64,18 @@ async def test_a_worker_grace_of_zero_is_the_503_at_once(backend):
         assert anyio.current_time() - started < 0.5
     assert response.status == 503 and response.json()["error"]["type"] == "overloaded_error"
     assert "mcptb-serve" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("path", [PATH, "/v1/messages", "/v1/responses"])
+async def test_a_stream_whose_worker_grace_runs_out_before_a_keepalive_gets_a_real_503(backend, path):
+    """The status line waits (at most one keep-alive interval) while no MCP server is connected, so that
+    clients that map statuses (litellm, the SDKs) see the 503, not an error event after a 200."""
+    body = b'{"model":"m","max_tokens":5,"stream":true,"input":"hi","messages":[{"role":"user","content":"hi"}]}'
+    async with relay_in_process(worker_grace=0.5, keepalive_interval=5) as relay:
+        response = await post(relay.url, path, body)
+    assert response.status == 503, response.body
+    assert "no_worker" in response.body.decode() or "overloaded_error" in response.body.decode()
+    assert "mcptb-serve" in response.body.decode()
 
 
 async def test_a_stream_waiting_for_a_worker_sends_keepalives_then_its_error_event(backend):
