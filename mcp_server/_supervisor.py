@@ -68,12 +68,12 @@ class Backoff:
         return min(delay, self.max_delay)
 
 
-def report(number: int, ended: Ended, delay: float | None) -> str:
-    """The line printed when a session ends (``delay`` None: the supervisor is stopping)."""
+def report(number: int, ended: Ended, delay: float | None, name: str = "Claude Code") -> str:
+    """The line printed when a session ends (``delay`` None: the supervisor is stopping); ``name``: the CLI."""
     if ended.status < 0:
-        exit_text = f"Claude Code was killed by signal {-ended.status}"
+        exit_text = f"{name} was killed by signal {-ended.status}"
     else:
-        exit_text = f"Claude Code exited with status {ended.status}"
+        exit_text = f"{name} exited with status {ended.status}"
     why = "; ".join(filter(None, [ended.why, exit_text]))
     t = ended.tally
     served = f"{t.served} request{'' if t.served == 1 else 's'} served, {t.handed:,} characters handed to the agent"
@@ -91,6 +91,7 @@ def supervise(
     env: Mapping[str, str],
     state_dir: str,
     max_restart_delay: float,
+    name: str = "Claude Code",
 ) -> int:
     """Run ``command(session_id)`` again and again until SIGINT or SIGTERM; returns the exit status."""
     stopping: list[float] = []
@@ -125,7 +126,7 @@ def supervise(
             record.remove(state_dir, session)
             ended = Ended(status, time.monotonic() - started, tally, notes.ended if notes else "")
             delay = None if stopping else backoff.after(ended)
-            print(report(number, ended, delay), file=sys.stderr, flush=True)
+            print(report(number, ended, delay, name), file=sys.stderr, flush=True)
             if delay:
                 _sleep_unless_stopped(delay, stopping)
             if stopping and delay is not None:  # stopped between two sessions: the last line said one comes

@@ -1,12 +1,20 @@
-"""``mcptb-serve``: one command that starts a Claude Code session dedicated to serving the relay.
+"""``mcptb-serve``: one command that starts a Claude Code session dedicated to serving the relay, and
+keeps it serving until the user stops it.
 
 The session gets our MCP server directly (``--mcp-config`` with ``--strict-mcp-config``: nothing to
 register, no directory scope, no other MCP server), only our tools allowed (``--allowedTools``:
 no permission prompt) and none of Claude Code's own tools that act (a request is data from another
 program, and the agent that reads it has no shell, files or web to be talked into using). The first
 prompt is the serve loop as plain text, not the ``serve`` slash command, whose name differs between
-Claude Code versions. Arguments after ``--`` go to ``claude`` unchanged and last, so ``mcptb-serve --
--p`` serves headless until the model ends its turn.
+Claude Code versions. Arguments after ``--`` go to ``claude`` unchanged and last.
+
+It keeps serving: the session gets a ``UserPromptSubmit`` and a ``Stop`` hook on its command line
+(``--settings``; ``_stop_hook`` decides), and its mcptb-server keeps a serving record the hook reads
+(``--session-state``, named by ``MCPTB_SERVE_SESSION`` in the session's environment). Headless
+(``--headless``, or ``-- -p``) is supervised (``_supervisor``): ``claude -p`` sessions one after another,
+each rotated once ``--session-budget`` characters were handed to its agent. ``--cli codex`` serves with
+``codex exec`` sessions the same way (``-c`` overrides, the same hook). Before it starts, it refuses a
+session whose ``ANTHROPIC_BASE_URL`` is the relay it would serve (it would wait for itself).
 
 Which built-in tools: none (``--tools ""``) with ``-p``, where Claude Code connects the MCP server
 before the first model request (``MCP_CONNECTION_NONBLOCKING=0``, set here unless already set), so
@@ -27,7 +35,7 @@ passed to it explicitly (``--socket``), and the ``MCPTB_*`` variables of its own
 environment go into its configuration (only those: the JSON is on Claude Code's command line, which
 other users can read, and ``MCPTB_API_KEY`` is not a setting of mcptb-server).
 
-Claude Code replaces this process (``os.execve``): it owns the terminal, gets its signals (Ctrl-C, a
+An interactive Claude Code replaces this process (``os.execve``): it owns the terminal, gets its signals (Ctrl-C, a
 window resize, job control) straight from the kernel and exits with its own status; there is nothing
 to clean up afterwards, so a parent that forwards signals would only add a process and a way to get
 them wrong. Checks happen before: a missing ``claude`` is an error that says how to install it; a
@@ -39,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -62,15 +71,28 @@ from .cli import ServerOptions
 SERVER_NAME = "mcptb"
 TOOLS = tuple(f"mcp__{SERVER_NAME}__{tool}" for tool in ("next_request", "reply", "show_request"))
 INSTALL_HINT = "npm i -g @anthropic-ai/claude-code"
+CODEX_HINT = "npm i -g @openai/codex"
 WAIT_TOOLS = "ToolSearch,WaitForMcpServers"
 """The built-in tools of an interactive session: they wait for a connecting MCP server (see above)."""
 
 
 @dataclass(frozen=True)
 class ServeOptions:
+    cli: str = field(
+        default="claude",
+        metadata=setting(
+            "the agent CLI that serves: Claude Code, or Codex CLI (headless only: codex exec sessions); both "
+            "are kept serving by a Stop hook",
+            choices=["claude", "codex"],
+        ),
+    )
     claude: str = field(
         default="claude",
         metadata=setting("the Claude Code CLI to run: a path, or a name looked up on PATH (default claude)"),
+    )
+    codex: str = field(
+        default="codex",
+        metadata=setting("with --cli codex, the Codex CLI to run: a path, or a name on PATH (default codex)"),
     )
     socket: str = field(
         default="",
@@ -220,8 +242,74 @@ def claude_arguments(
     ]
 
 
+CODEX_OFF = (
+    "shell_tool", "unified_exec", "multi_agent", "image_generation", "view_image", "sleep_tool", "tool_suggest",
+    "apps", "goals",
+)  # fmt: skip
+"""Codex CLI's features that give its agent tools of its own (0.171): all off in a serving session."""
+
+
+_CODEX_SERVER = re.compile(r'^\s*\[\s*mcp_servers\s*\.\s*(?:"([^"]+)"|([A-Za-z0-9_-]+))', re.MULTILINE)
+
+
+def codex_servers(environ: Mapping[str, str]) -> list[str]:
+    """The MCP servers the user's Codex configuration names (``[mcp_servers.NAME]`` tables in
+    ``$CODEX_HOME/config.toml``, default ``~/.codex``), other than ours."""
+    home = environ.get("CODEX_HOME") or os.path.join(environ.get("HOME") or os.path.expanduser("~"), ".codex")
+    try:
+        with open(os.path.join(home, "config.toml"), encoding="utf-8") as source:
+            text = source.read()
+    except OSError:
+        return []
+    names = dict.fromkeys(quoted or bare for quoted, bare in _CODEX_SERVER.findall(text))
+    # ``-c`` splits its key at every dot and takes no quotes: a name it cannot spell is left as it is
+    return [name for name in names if name != SERVER_NAME and re.fullmatch(r"[A-Za-z0-9_-]+", name)]
+
+
+def codex_arguments(
+    codex: str, socket_path: str, extra: Sequence[str], environ: Mapping[str, str], session: Session, key: str
+) -> list[str]:
+    """The Codex CLI command line: ``codex exec`` (no session files, any directory); our server and the
+    hooks as ``-c`` overrides (nothing written to
+    ``~/.codex``), which Codex runs only with ``--dangerously-bypass-hook-trust`` (it trusts hooks from
+    its own files or by a stored hash; this session's are ours); its own tools off; the serve loop as the
+    prompt, last. The user's other MCP servers are turned off for the session (``enabled=false``; Codex
+    has no strict mode). Codex hands its MCP servers a minimal environment: the server's settings and the
+    record's ``key`` go in its ``env`` table."""
+    command, *args = server_command()
+    args += ["--socket", socket_path, "--session-state", session.state_dir]
+    if session.budget:
+        args += ["--session-budget", str(session.budget)]
+    names = {env_name(f.name) for f in dataclasses.fields(ServerOptions)} - {SOCKET_ENV}
+    env = {k: v for k, v in environ.items() if k in names} | {record.SERVE_SESSION_ENV: key}
+    hook = json.dumps(shlex.join(stop_hook.command(session.state_dir, session.stop_reminders)))
+    hooks = f'[{{hooks=[{{type="command",command={hook}}}]}}]'
+    overrides = [
+        f"mcp_servers.{SERVER_NAME}.command={json.dumps(command)}",
+        f"mcp_servers.{SERVER_NAME}.args={json.dumps(args)}",
+        f"mcp_servers.{SERVER_NAME}.env={{{','.join(f'{json.dumps(k)}={json.dumps(v)}' for k, v in env.items())}}}",
+        f"mcp_servers.{SERVER_NAME}.required=true",
+        f"mcp_servers.{SERVER_NAME}.tool_timeout_sec=620",
+        f"hooks.Stop={hooks}",
+        f"hooks.UserPromptSubmit={hooks}",
+        'web_search="disabled"',
+        *(f"mcp_servers.{name}.enabled=false" for name in codex_servers(environ)),
+    ]
+    return [
+        codex,
+        "exec",
+        "--skip-git-repo-check",
+        "--ephemeral",
+        "--dangerously-bypass-hook-trust",
+        *(flag for feature in CODEX_OFF for flag in ("--disable", feature)),
+        *(flag for override in overrides for flag in ("-c", override)),
+        *extra,
+        SERVE_START,
+    ]
+
+
 def find_claude(name: str) -> str | None:
-    """The executable ``--claude`` names: a path as given, a bare name on PATH."""
+    """The executable ``--claude`` (or ``--codex``) names: a path as given, a bare name on PATH."""
     if os.sep in name:
         return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
     return shutil.which(name)
@@ -304,23 +392,33 @@ def self_serving(environ: Mapping[str, str], socket_path: str) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     options, extra = parse_args(sys.argv[1:] if argv is None else argv, os.environ)
-    if options.headless and not headless(extra):
+    codex = options.cli == "codex"
+    if options.headless and not codex and not headless(extra):
         extra = ["-p", *extra]
-    if "--settings" in extra:
+    supervised = options.headless or (not codex and headless(extra))
+    if codex and not supervised:
+        sys.exit(
+            "mcptb-serve: --cli codex serves headless (add --headless): codex exec sessions one after another, "
+            "each kept serving by a Stop hook. An interactive Codex session is not driven yet; in one, ask its "
+            "agent to serve (README: Serve with Codex CLI)."
+        )
+    if "--settings" in extra and not codex:
         sys.exit(
             "mcptb-serve: --settings is mcptb-serve's own (the hooks that keep the session serving); put your "
             "settings in ~/.claude/settings.json instead."
         )
-    found = find_claude(options.claude)
-    claude = os.path.abspath(found) if found else None  # absolute: the session runs in --workdir
-    if claude is None:
-        where = "on PATH" if os.sep not in options.claude else "there"
+    name, flag, hint = ("Codex CLI", "codex", CODEX_HINT) if codex else ("Claude Code", "claude", INSTALL_HINT)
+    wanted = options.codex if codex else options.claude
+    found = find_claude(wanted)
+    program = os.path.abspath(found) if found else None  # absolute: the session runs in --workdir
+    if program is None:
+        where = "on PATH" if os.sep not in wanted else "there"
         sys.exit(
-            f"mcptb-serve: Claude Code ({options.claude}) was not found {where}. Install it with `{INSTALL_HINT}`, "
-            "or pass its path with --claude PATH."
+            f"mcptb-serve: {name} ({wanted}) was not found {where}. Install it with `{hint}`, or pass its path "
+            f"with --{flag} PATH."
         )
     socket_path = os.path.abspath(options.socket)
-    itself = self_serving(os.environ, socket_path)
+    itself = None if codex else self_serving(os.environ, socket_path)
     if itself:
         sys.exit(f"mcptb-serve: {itself}")
     warning = relay_warning(socket_path)
@@ -341,17 +439,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     # claude -p connects MCP servers in the background by default, and its first model request would go
     # out before mcptb-server has started, without our tools; wait for the server unless told otherwise
     env.setdefault("MCP_CONNECTION_NONBLOCKING", "0")
-    if headless(extra):
+
+    def arguments(session: Session, key: str) -> list[str]:
+        assert program is not None
+        if codex:
+            return codex_arguments(program, socket_path, extra, os.environ, session, key)
+        return claude_arguments(program, socket_path, extra, os.environ, session)
+
+    if supervised:
         from ._supervisor import supervise
 
         def command(session_id: str) -> list[str]:
             session = Session(state_dir, options.stop_reminders, options.session_budget, session_id)
-            return claude_arguments(claude, socket_path, extra, os.environ, session)
+            return arguments(session, session_id)
 
-        sys.exit(supervise(command, env, state_dir, options.max_restart_delay))
-    session = Session(state_dir, options.stop_reminders)
-    env[record.SERVE_SESSION_ENV] = str(uuid.uuid4())  # names the record, whatever Claude Code's session id
-    os.execve(claude, claude_arguments(claude, socket_path, extra, os.environ, session), env)
+        sys.exit(supervise(command, env, state_dir, options.max_restart_delay, name))
+    key = str(uuid.uuid4())
+    env[record.SERVE_SESSION_ENV] = key  # names the record, whatever the CLI's own session id
+    os.execve(program, arguments(Session(state_dir, options.stop_reminders), key), env)
 
 
 if __name__ == "__main__":

@@ -550,3 +550,36 @@ def test_sigint_between_two_sessions_says_the_next_one_will_not_come(tmp_path):
     finally:
         kill_group(serve.pid)
     assert serve.returncode == 0 and rest.strip() == "mcptb-serve: stopped before the next session.", rest
+
+
+def test_the_codex_command_line(tmp_path, run_serve):
+    """``--cli codex --headless``: codex exec with our server and hooks as -c overrides, Codex's own tools
+    and the user's other MCP servers off, the serve loop last; interactive Codex is refused, saying so."""
+    config = run_serve.home / ".codex" / "config.toml"
+    config.parent.mkdir()
+    config.write_text(
+        '[mcp_servers.files]\ncommand = "x"\n[mcp_servers.files.env]\nA = "1"\n[mcp_servers."web-search"]\n'
+        'command = "y"\n[mcp_servers.mcptb]\ncommand = "old"\n[mcp_servers."dotted.name"]\ncommand = "z"\n'
+    )
+    stub = tmp_path / "codex"
+    stub.write_text(
+        f"#!{sys.executable}\nimport json, os, signal, sys\nprint(json.dumps(sys.argv[1:]), flush=True)\n"
+        "os.kill(os.getppid(), signal.SIGINT)\n"
+    )
+    stub.chmod(0o755)
+    done = run_serve("--cli", "codex", "--codex", str(stub), "--headless", "--socket", "/no/relay.sock",
+                     env={"MCPTB_BACKEND": "trio"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    argv = json.loads(done.stdout.splitlines()[0])
+    assert argv[:4] == ["exec", "--skip-git-repo-check", "--ephemeral", "--dangerously-bypass-hook-trust"]
+    assert argv[-1] == SERVE_START
+    overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "-c"]
+    assert "mcp_servers.files.enabled=false" in overrides and "mcp_servers.web-search.enabled=false" in overrides
+    assert not any("mcptb.enabled" in o or "dotted" in o for o in overrides)
+    assert 'web_search="disabled"' in overrides and "--disable" in argv and "shell_tool" in argv
+    env = next(o for o in overrides if o.startswith("mcp_servers.mcptb.env="))
+    assert '"MCPTB_BACKEND"="trio"' in env and '"MCPTB_SERVE_SESSION"=' in env
+    assert any(o.startswith("hooks.Stop=") and "mcp_server._stop_hook" in o for o in overrides)
+    assert "Codex CLI exited with status 0" in done.stderr or "Codex CLI was killed" in done.stderr
+    interactive = run_serve("--cli", "codex", "--codex", str(stub))
+    assert interactive.returncode == 1 and "--cli codex serves headless (add --headless)" in interactive.stderr

@@ -3,7 +3,7 @@ Gemini API (Gemini CLI, ``GOOGLE_GEMINI_BASE_URL``), played by one deterministic
 
 :class:`ServingAgent` sees the conversation as calls and results of the bridge's tools by their bare
 names (``next_request``, ``reply``) and decides, like ``claude_code/fake_model.py`` does for Claude Code:
-no tool result yet -> call ``next_request`` (with ``next_args``, ``{}`` by default: the model relies on
+no tool result yet, or a user message after the last one (a Stop hook's reminder) -> call ``next_request`` (with ``next_args``, ``{}`` by default: the model relies on
 the default wait); a request -> ``reply`` with ``claude-code answered: <last user text>`` (the prefix is
 shared with the Claude Code fake); ``Delivered`` -> the text ``served one request``; no request yet ->
 ``next_request`` again, at most ``max_polls`` calls in all, then the text ``gave up: <that result>``; a
@@ -37,7 +37,7 @@ Decision = dict[str, Any]
 
 @dataclass(frozen=True)
 class Step:
-    kind: str  # "call" or "result"
+    kind: str  # "call", "result", or "prompt" (a user message after the first: a Stop hook's reminder)
     tool: str  # the bridge tool's bare name, or the name as sent for anything else
     text: str = ""
     error: bool = False
@@ -50,7 +50,7 @@ class ServingAgent:
 
     def decide(self, steps: list[Step]) -> Decision:
         results = [s for s in steps if s.kind == "result"]
-        if not results:
+        if not results or steps[-1].kind == "prompt":
             return {"kind": "call", "name": NEXT_REQUEST, "args": dict(self.next_args)}
         last = results[-1]
         if last.error:
@@ -113,7 +113,9 @@ def responses_steps(body: dict[str, Any]) -> tuple[list[Step], str | None]:
     names: dict[str, str] = {}
     steps: list[Step] = []
     for item in body.get("input") or []:
-        if item.get("type") == "function_call":
+        if item.get("type") == "message" and item.get("role") == "user" and steps:
+            steps.append(Step("prompt", "user"))
+        elif item.get("type") == "function_call":
             name = item.get("name", "") if item.get("namespace") == namespace else item.get("name", "?")
             names[item.get("call_id", "")] = name
             steps.append(Step("call", name))
