@@ -317,10 +317,11 @@ class App:
         headers = _SSE_HEADERS + ignored_tools_headers(call.ignored_tools)
         events = follow(job, self.broker, self.config)
         held: list[AnswerEvent] = []
-        if not self.broker.workers:
-            # Nothing can answer yet (a serving session may be starting): the status line waits for the
-            # first event, at most one keep-alive interval, so that a worker grace that runs out first is
-            # a real 503 rather than an error event after a 200.
+        if self.broker.unserved(job) is not None:
+            # Nobody can take it yet (no MCP server connected, no agent serving, or the caller is the
+            # session that would serve it): the status line waits for the first event, at most one
+            # keep-alive interval, so that a grace that runs out first is a real 503 (and "waiting for
+            # itself" one at once), not an error event after a 200.
             held.append(await anext(events))
         await responder.start(200, headers, encoder.first(answer))
         try:

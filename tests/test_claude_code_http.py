@@ -273,3 +273,30 @@ async def test_claude_code_runs_bash_through_an_agent_worker(request, claude, re
     )
     assert run.returncode == 0 and run.result["result"] == FINAL, why
     assert served.count("tool") == 1 and served.count("answer") == 1, why
+
+
+async def test_a_claude_code_session_whose_model_is_the_relay_it_serves_is_told_at_once(
+    request, claude, relay, backend
+):
+    """Issue 15: such a session waited for itself for 2 min 40 s (eleven retries), then was told to run
+    /mcp__mcptb__serve, which it had just done. Its mcptb-server reports the session id Claude Code gives
+    it; the session's own request carries it, so the relay refuses it at once, and the ``retry-after``
+    over 60 s stops Claude Code's retries (no CLAUDE_CODE_MAX_RETRIES here)."""
+    from mcp_server.serve import TOOLS, Session, mcp_config
+
+    claude.model_url = relay.url
+    config = mcp_config(relay.socket, {"MCPTB_BACKEND": backend}, Session("/nowhere", 3))
+    args = [str(claude.binary), "-p", "/mcp__mcptb__serve", "--mcp-config", config, "--strict-mcp-config",
+            "--allowedTools", ",".join(TOOLS), "--tools", "", "--output-format", "json", "--no-session-persistence"]  # fmt: skip
+    env = {**claude.env, "MCP_CONNECTION_NONBLOCKING": "0"}
+    run = await anyio.to_thread.run_sync(
+        lambda: run_bounded(args, env=env, cwd=claude.project, timeout=120, groups=claude.groups)
+    )
+    why = run.describe() + "\n--- relay log ---\n" + relay.log
+    say(request.config, f"[Claude Code {claude.version} -> the relay it serves, {backend}] {run.wall:.2f} s")
+    result = json.loads(run.stdout)
+    assert run.returncode == 1 and result["is_error"] and result["api_error_status"] == 503, why
+    assert "waiting for itself" in result["result"] and "ANTHROPIC_BASE_URL" in result["result"], why
+    assert run.wall < 30, why  # not ten retries
+    posts = [line for line in relay.log_lines if "POST /v1/messages" in line]
+    assert len(posts) == 1 and " status=503 " in posts[0], why  # a real status, even for a stream; no retry

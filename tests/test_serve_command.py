@@ -60,12 +60,11 @@ from claude_code.harness import (
     start_background,
 )
 from test_claude_code import (
-    ERAS,
     MODEL_ID,
     QUESTION,
     SERVE,
     SERVER_NAME,
-    Served,
+    _check_claude_side,
     _diagnostics,
     _serve_one,
     _tool_results,
@@ -169,7 +168,7 @@ async def test_mcptb_serve_headless_serves_a_caller_offering_only_the_bridge_too
     assert line.endswith("; stopping."), why
     assert processes_with_home(claude.home) == [], why
     # the served side as with claude -p alone; then the Stop hook sent the model back to serve
-    _check_served(served, claude, relay, QUESTION)
+    _check_claude_side(served, claude, relay, QUESTION, finished=False)
     decisions = [r["decision"] for r in fake.messages_requests]
     assert [d.get("name", d.get("text")) for d in decisions][:4] == [NEXT_REQUEST, REPLY, SERVED, NEXT_REQUEST], why
     assert KEEP_SERVING in json.dumps(fake.messages_requests[3]["body"]), why
@@ -190,26 +189,6 @@ async def test_mcptb_serve_headless_serves_a_caller_offering_only_the_bridge_too
     for sentence in SAFETY:  # in the prompt and in the server's instructions
         assert first.count(sentence) >= 2, (sentence, why)
     assert "not-for-the-server" not in " ".join(run.args), why
-
-
-def _check_served(served: Served, claude: ClaudeCode, relay: Any, question: str) -> None:
-    """``_check_claude_side`` for a session that goes on serving: Claude Code connected the bridge, the
-    relay knew the worker as Claude Code in its version's era, and the model served the request."""
-    run, fake = served.run, served.fake
-    why = _diagnostics(run, fake, relay)
-    assert {"name": SERVER_NAME, "status": "connected"}.items() <= run.init["mcp_servers"][0].items(), why
-    assert served.worker["client"]["name"] == MODEL_ID, served.worker
-    assert served.worker["client"]["version"] == claude.version, served.worker
-    assert served.worker["protocol_version"] == ERAS[claude.label], served.worker
-    decisions = [r["decision"] for r in fake.messages_requests]
-    assert [d.get("name", d.get("text")) for d in decisions][:3] == [NEXT_REQUEST, REPLY, SERVED], why
-    rendered = _tool_results(fake.messages_requests[1])
-    assert len(rendered) == 1 and rendered[0].startswith("request_id: req_"), why
-    assert "\nconversation:" in rendered[0] and f"[user]\n{question}" in rendered[0], why
-    request_id = rendered[0].splitlines()[0].removeprefix("request_id:").strip()
-    assert decisions[1]["input"] == {"request_id": request_id, "content": ANSWER_PREFIX + question}, why
-    (delivered,) = _tool_results(fake.messages_requests[2])
-    assert delivered.startswith("Delivered"), why
 
 
 def _answer_first_run_questions(claude: ClaudeCode) -> None:

@@ -78,6 +78,14 @@ async def test_a_stream_whose_worker_grace_runs_out_before_a_keepalive_gets_a_re
     assert "mcptb-serve" in response.body.decode()
 
 
+async def test_a_stream_nobody_serves_gets_a_real_503_when_the_agent_grace_ends_before_a_keepalive(backend):
+    async with relay_in_process(agent_grace=0.5, keepalive_interval=5) as relay:
+        async with worker_in_process(relay.socket, sampling=False, client_name="claude-code"):
+            await wait_for_workers(relay, 1, sampling=False)
+            response = await post(relay.url, PATH, chat_body(stream=True))
+    assert response.status == 503 and response.json()["error"]["code"] == "no_agent", response.body
+
+
 async def test_a_stream_waiting_for_a_worker_sends_keepalives_then_its_error_event(backend):
     async with relay_in_process(worker_grace=1.2, keepalive_interval=0.2) as relay:
         response = await post(relay.url, PATH, chat_body(stream=True))
@@ -128,7 +136,10 @@ async def test_a_claude_code_session_waiting_for_itself_is_told_so_at_once(backe
             await wait_for_workers(relay, 1, sampling=False)
             started = anyio.current_time()
             response = await post(relay.url, "/v1/messages", MESSAGES_BODY, CLAUDE_CODE_HEADERS)
+            stream_body = MESSAGES_BODY.replace(b'"max_tokens"', b'"stream":true,"max_tokens"')
+            streamed = await post(relay.url, "/v1/messages", stream_body, CLAUDE_CODE_HEADERS)
             assert anyio.current_time() - started < 5
+    assert streamed.status == 503 and streamed.json()["error"]["type"] == "overloaded_error"  # not a 200
     error = response.json()["error"]
     assert response.status == 503 and response.headers["retry-after"] == "300"
     assert error["type"] == "overloaded_error" and "waiting for itself" in error["message"]
