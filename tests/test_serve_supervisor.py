@@ -229,7 +229,9 @@ async def test_headless_serving_outlives_ended_turns_a_killed_claude_and_a_relay
     sessions = [_session_of(_serving_requests(fake, f"question {n}")[0]) for n in range(1, 7)]
     assert len(set(sessions[:3])) == len(set(sessions[3:])) == 1 and sessions[0] != sessions[3], why
     names = _names(fake)
-    assert names.count(SERVED) >= 5, why
+    # the turns the model ended after q1, q2, q4 and q5 (q3's session may be killed and q6's stopped
+    # before the model ends that turn), and after the idle poll
+    assert names.count(SERVED) >= 4 and GAVE_UP in names, why
     kept = [r for r in fake.messages_requests if KEEP_SERVING in json.dumps(r["body"]["messages"][-2:])]
     assert len(kept) >= 5 and all(r["decision"].get("name") == NEXT_REQUEST for r in kept), why
     say(request.config, f"[Claude Code {claude.version}, {backend}, supervised headless] " + "; ".join(marks))
