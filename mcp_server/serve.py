@@ -81,8 +81,8 @@ class ServeOptions:
     cli: str = field(
         default="claude",
         metadata=setting(
-            "the agent CLI that serves: Claude Code, or Codex CLI (headless only: codex exec sessions); both "
-            "are kept serving by a Stop hook",
+            "the agent CLI that serves: Claude Code, or Codex CLI (--headless: codex exec sessions); both are "
+            "kept serving by a Stop hook",
             choices=["claude", "codex"],
         ),
     )
@@ -269,8 +269,8 @@ def codex_servers(environ: Mapping[str, str]) -> list[str]:
 def codex_arguments(
     codex: str, socket_path: str, extra: Sequence[str], environ: Mapping[str, str], session: Session, key: str
 ) -> list[str]:
-    """The Codex CLI command line: ``codex exec`` (no session files, any directory); our server and the
-    hooks as ``-c`` overrides (nothing written to
+    """The Codex CLI command line: the interactive ``codex``, or ``codex exec`` for a headless session (no
+    session files, any directory); our server and the hooks as ``-c`` overrides (nothing written to
     ``~/.codex``), which Codex runs only with ``--dangerously-bypass-hook-trust`` (it trusts hooks from
     its own files or by a stored hash; this session's are ours); its own tools off; the serve loop as the
     prompt, last. The user's other MCP servers are turned off for the session (``enabled=false``; Codex
@@ -295,11 +295,10 @@ def codex_arguments(
         'web_search="disabled"',
         *(f"mcp_servers.{name}.enabled=false" for name in codex_servers(environ)),
     ]
+    headless_mode = ["exec", "--skip-git-repo-check", "--ephemeral"] if session.session_id else []
     return [
         codex,
-        "exec",
-        "--skip-git-repo-check",
-        "--ephemeral",
+        *headless_mode,
         "--dangerously-bypass-hook-trust",
         *(flag for feature in CODEX_OFF for flag in ("--disable", feature)),
         *(flag for override in overrides for flag in ("-c", override)),
@@ -396,12 +395,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     if options.headless and not codex and not headless(extra):
         extra = ["-p", *extra]
     supervised = options.headless or (not codex and headless(extra))
-    if codex and not supervised:
-        sys.exit(
-            "mcptb-serve: --cli codex serves headless (add --headless): codex exec sessions one after another, "
-            "each kept serving by a Stop hook. An interactive Codex session is not driven yet; in one, ask its "
-            "agent to serve (README: Serve with Codex CLI)."
-        )
     if "--settings" in extra and not codex:
         sys.exit(
             "mcptb-serve: --settings is mcptb-serve's own (the hooks that keep the session serving); put your "

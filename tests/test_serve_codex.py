@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ import pytest
 from agent_clis.harness import CODEX, Desktop, clean_env, skip_reason, start_default_relay
 from agent_clis.scripted_apis import NEXT_REQUEST, ScriptedApis, ServingAgent
 from claude_code.fake_model import ANSWER_PREFIX, SERVED
-from claude_code.harness import processes_with_home, start_background
+from claude_code.harness import kill_group, processes_with_home, start_background
 
 from mcp_server._stop_hook import KEEP_SERVING
 
@@ -52,15 +54,11 @@ async def test_codex_headless_keeps_serving_across_ended_turns_and_stops_on_sigi
         pytest.skip(reason)
     relay = start_default_relay(backend, desktop.relay_env())
     apis = ScriptedApis(ServingAgent(next_args={"wait_seconds": 3}, max_polls=2))
-    (desktop.home / ".codex").mkdir(parents=True, exist_ok=True)
-    (desktop.home / ".codex" / "config.toml").write_text(
-        'model = "mcptb-test"\nmodel_provider = "scripted"\ncheck_for_update_on_startup = false\n'
-        '[analytics]\nenabled = false\n[history]\npersistence = "none"\n'
-        f'[model_providers.scripted]\nname = "scripted"\nbase_url = "{apis.url}/v1"\n'
-        'wire_api = "responses"\nenv_key = "SCRIPTED_KEY"\nrequest_max_retries = 0\nstream_max_retries = 0\n'
-        # a server of the user's own, which the serving session must not offer its agent
-        f'[mcp_servers."my-files"]\ncommand = "{sys.executable}"\nargs = ["-m", "mcp_server", "--socket", "/no/s"]\n'
-    )
+    _configure_codex(desktop.home, apis)
+    with open(desktop.home / ".codex" / "config.toml", "a") as config:  # a server of the user's own, which
+        config.write(  # the serving session must not offer its agent
+            f'[mcp_servers."my-files"]\ncommand = "{sys.executable}"\nargs = ["-m", "mcp_server", "--socket", "/no/s"]\n'
+        )
     env = clean_env(desktop.home) | {"SCRIPTED_KEY": "x", "PYTHONPATH": str(ROOT), "MCPTB_BACKEND": backend}
     args = [sys.executable, "-m", "mcp_server.serve", "--cli", "codex", "--codex", str(CODEX), "--headless",
             "--socket", relay.socket]  # fmt: skip
@@ -107,3 +105,121 @@ async def test_codex_headless_keeps_serving_across_ended_turns_and_stops_on_sigi
     assert int(LINE.match(lines[0])[1]) == 3, why  # type: ignore[index]
     assert run.returncode == 0, why
     assert processes_with_home(desktop.home) == [], why
+
+
+async def test_codex_interactive_keeps_serving_across_ended_turns_and_esc_stops_it(request, desktop, backend, tmp_path):
+    """``mcptb-serve --cli codex`` on a pseudo-terminal: the interactive Codex session serves callers across
+    turns its model ended (the Stop hook sends it back), and Esc, while its agent waits in next_request,
+    stops serving: no more model requests, a caller gets 503 no_agent, the session stays open."""
+    reason = skip_reason(CODEX, "Codex CLI")
+    if reason is not None:
+        say(request.config, f"*** {reason} ***")
+        pytest.skip(reason)
+    relay = start_default_relay(backend, desktop.relay_env(), "--agent-grace", "2")
+    apis = ScriptedApis(ServingAgent(next_args={"wait_seconds": 3}, max_polls=2))
+    _configure_codex(desktop.home, apis)
+    env = clean_env(desktop.home) | {"SCRIPTED_KEY": "x", "PYTHONPATH": str(ROOT), "MCPTB_BACKEND": backend}
+    env["TERM"] = "xterm-256color"
+    args = [sys.executable, "-m", "mcp_server.serve", "--cli", "codex", "--codex", str(CODEX), "--socket", relay.socket]
+    terminal = Terminal(args, env, tmp_path)
+    try:
+        answers = []
+        for i in range(3):
+            with anyio.fail_after(60):
+                answers.append(await post(relay.url, "/v1/chat/completions", chat_body(f"question {i}")))
+            await eventually(lambda: _model_said(apis, SERVED) > len(answers) - 1, timeout=30)
+        waiting = await eventually(lambda: _waiting_in_next_request(relay), timeout=30)
+        before = len(apis.requests)
+        terminal.press(b"\x1b")
+        await eventually(lambda: _agent_away(relay), timeout=30, what="the agent away after Esc")
+        refused = await post(relay.url, "/v1/chat/completions", chat_body("after Esc"))
+        await anyio.sleep(1)  # would the model be asked again? (a Stop hook that fired would send it back)
+        after = len(apis.requests)
+        alive = terminal.alive()
+    finally:
+        screen = terminal.close()
+        relay.stop()
+        apis.close()
+    why = (
+        f"--- screen ---\n{screen[-3000:]}\n--- relay ---\n{''.join(relay.log_lines)[-4000:]}\n--- model ---\n"
+        + "\n".join(f"{r['n']} {r.get('decision')}" for r in apis.requests)
+    )
+    assert [a.json()["choices"][0]["message"]["content"] for a in answers] == [
+        f"{ANSWER_PREFIX}question {i}" for i in range(3)
+    ], why
+    assert waiting, why
+    assert refused.status == 503 and refused.json()["error"]["code"] == "no_agent", why
+    assert after == before and alive, why
+    assert not any("after Esc" in json.dumps(r["body"]) for r in apis.requests), why
+
+
+def _configure_codex(home: Path, apis: ScriptedApis) -> None:
+    (home / ".codex").mkdir(parents=True, exist_ok=True)
+    (home / ".codex" / "config.toml").write_text(
+        'model = "mcptb-test"\nmodel_provider = "scripted"\ncheck_for_update_on_startup = false\n'
+        '[analytics]\nenabled = false\n[history]\npersistence = "none"\n'
+        f'[model_providers.scripted]\nname = "scripted"\nbase_url = "{apis.url}/v1"\n'
+        'wire_api = "responses"\nenv_key = "SCRIPTED_KEY"\nrequest_max_retries = 0\nstream_max_retries = 0\n'
+    )
+
+
+def _model_said(apis: ScriptedApis, text: str) -> int:
+    return sum(r.get("decision", {}).get("text") == text for r in apis.requests)
+
+
+async def _workers(relay: Any) -> list[dict[str, Any]]:
+    from _http_client import get_json
+
+    workers: list[dict[str, Any]] = (await get_json(relay.url + "/health"))["workers"]
+    return workers
+
+
+async def _waiting_in_next_request(relay: Any) -> bool:
+    return any(w["free_slots"] > 0 for w in await _workers(relay))
+
+
+async def _agent_away(relay: Any) -> bool:
+    return all(w.get("agent") == "away" for w in await _workers(relay))
+
+
+class Terminal:
+    """A program on a pseudo-terminal (120x40) in a session of its own; what it drew is read in a thread."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        import fcntl
+        import pty
+        import struct
+        import termios
+        import threading
+
+        self.controller, terminal = pty.openpty()
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        self.proc = subprocess.Popen(
+            args, env=env, cwd=cwd, stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True
+        )
+        os.close(terminal)
+        self.screen = bytearray()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.controller, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.screen += data
+
+    def press(self, keys: bytes) -> None:
+        os.write(self.controller, keys)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> str:
+        kill_group(self.proc.pid)
+        self.proc.wait()
+        os.close(self.controller)
+        return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", self.screen.decode("utf-8", "replace"))

@@ -533,7 +533,7 @@ def test_sigint_between_two_sessions_says_the_next_one_will_not_come(tmp_path):
 
 def test_the_codex_command_line(tmp_path, run_serve):
     """``--cli codex --headless``: codex exec with our server and hooks as -c overrides, Codex's own tools
-    and the user's other MCP servers off, the serve loop last; interactive Codex is refused, saying so."""
+    and the user's other MCP servers off, the serve loop last; without --headless, the interactive codex."""
     config = run_serve.home / ".codex" / "config.toml"
     config.parent.mkdir()
     config.write_text(
@@ -543,11 +543,11 @@ def test_the_codex_command_line(tmp_path, run_serve):
     stub = tmp_path / "codex"
     stub.write_text(
         f"#!{sys.executable}\nimport json, os, signal, sys\nprint(json.dumps(sys.argv[1:]), flush=True)\n"
-        "os.kill(os.getppid(), signal.SIGINT)\n"
+        "if os.environ.get('STUB_STOP_SUPERVISOR'): os.kill(os.getppid(), signal.SIGINT)\n"
     )
     stub.chmod(0o755)
     done = run_serve("--cli", "codex", "--codex", str(stub), "--headless", "--socket", "/no/relay.sock",
-                     env={"MCPTB_BACKEND": "trio"})  # fmt: skip
+                     env={"MCPTB_BACKEND": "trio", "STUB_STOP_SUPERVISOR": "1"})  # fmt: skip
     assert done.returncode == 0, done.stderr
     argv = json.loads(done.stdout.splitlines()[0])
     assert argv[:4] == ["exec", "--skip-git-repo-check", "--ephemeral", "--dangerously-bypass-hook-trust"]
@@ -560,5 +560,6 @@ def test_the_codex_command_line(tmp_path, run_serve):
     assert '"MCPTB_BACKEND"="trio"' in env and '"MCPTB_SERVE_SESSION"=' in env
     assert any(o.startswith("hooks.Stop=") and "mcp_server._stop_hook" in o for o in overrides)
     assert "Codex CLI exited with status 0" in done.stderr or "Codex CLI was killed" in done.stderr
-    interactive = run_serve("--cli", "codex", "--codex", str(stub))
-    assert interactive.returncode == 1 and "--cli codex serves headless (add --headless)" in interactive.stderr
+    interactive = run_serve("--cli", "codex", "--codex", str(stub), "--socket", "/no/relay.sock")
+    argv = json.loads(interactive.stdout.splitlines()[0])  # the stub replaced mcptb-serve: no supervisor
+    assert argv[0] == "--dangerously-bypass-hook-trust" and argv[-1] == SERVE_START and "exec" not in argv
