@@ -17,7 +17,7 @@ hash_node := sha256_file("tests/node/package.json")
 relay *ARGS: _runtime
     {{bin}}/mcptb-relay {{ARGS}}
 
-# Serve relay requests from a dedicated Claude Code session (only the bridge's tools): just serve [-- -p]
+# Serve relay requests from a dedicated Claude Code session that keeps serving: just serve [--headless | --cli codex]
 serve *ARGS: _runtime
     {{bin}}/mcptb-serve {{ARGS}}
 
