@@ -21,8 +21,14 @@ relay *ARGS: _runtime
 serve *ARGS: _runtime
     {{bin}}/mcptb-serve {{ARGS}}
 
-# Run the whole test suite (lint and types first, then asyncio and trio, real processes, real clients)
-test *ARGS: _dev _node lint
+# The fast tier, after every change: lint and types, then every module's logic in process on asyncio and
+# trio (tests marked `real`, which start programs, are left to test-all)
+test *ARGS: _dev lint
+    {{bin}}/python -m pytest -m "not real" {{ARGS}}
+
+# Everything, as CI runs it: lint and types, then both tiers (real processes, the Claude Code, Codex and
+# Gemini CLIs, node, the litellm proxy, installs)
+test-all *ARGS: _dev _node lint
     {{bin}}/python -m pytest {{ARGS}}
 
 # ruff (lint + format check) and mypy

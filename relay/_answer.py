@@ -16,7 +16,7 @@ import anyio
 
 from shared_protocol import End, ErrorFrame, Start, TextDelta, ToolCall
 
-from ._broker import Assigned, Broker, Failed, Job, JobEvent, Requeued, TextBatch
+from ._broker import Assigned, Broker, Failed, Job, JobEvent, Requeued, TextBatch, WorkersChanged
 from ._config import Config
 from ._errors import RelayError
 
@@ -74,6 +74,8 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
                 keepalive_at = loop() + config.keepalive_interval
                 yield KEEPALIVE
             continue
+        if isinstance(event, WorkersChanged):
+            continue  # look again at who could serve it (the loop's top)
         if isinstance(event, Assigned):
             assigned = True
             deadline = loop() + config.request_timeout

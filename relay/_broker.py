@@ -90,6 +90,12 @@ class Failed:
     error: RelayError
 
 
+@dataclass(frozen=True)
+class WorkersChanged:
+    """A worker connected or said more about itself: a queued job's follower looks again at who could
+    serve it (a request with tools that the newcomer can never serve is refused at once)."""
+
+
 @dataclass(eq=False)
 class TextBatch:
     """Text frames that arrived one after another, as one event: a worker may send thousands of tiny
@@ -101,7 +107,9 @@ class TextBatch:
     taken: bool = False
 
 
-JobEvent = Assigned | Requeued | Failed | TextBatch | AnswerFrame
+WORKERS_CHANGED = WorkersChanged()
+
+JobEvent = Assigned | Requeued | Failed | WorkersChanged | TextBatch | AnswerFrame
 
 
 SELF_SERVING = (
@@ -256,11 +264,13 @@ class Broker:
     def add_worker(self, info: WorkerInfo, send: Callable[[bytes], bool]) -> Worker:
         worker = Worker(id="w_" + secrets.token_hex(6), info=info, send=send)
         self.workers[worker.id] = worker
+        self._workers_changed()
         return worker
 
     def update_worker(self, worker: Worker, info: WorkerInfo) -> None:
         worker.info = info
         self._pump()
+        self._workers_changed()
 
     def grant(self, worker: Worker, slots: int) -> None:
         worker.free_slots = min(worker.free_slots + slots, MAX_SLOTS)
@@ -511,6 +521,10 @@ class Broker:
         self.queue.appendleft(job)
         self._emit(job, Requeued())
         self._pump()
+
+    def _workers_changed(self) -> None:
+        for job in self.queue:
+            self._emit(job, WORKERS_CHANGED)
 
     def _emit(self, job: Job, event: JobEvent) -> None:
         try:

@@ -93,6 +93,37 @@ def fake_model(tmp_path: Path) -> Iterator[Callable[..., FakeModelProcess]]:
             fake.stop()
 
 
+REAL_FIXTURES = frozenset(
+    {"relay_factory", "relay_process", "mcp_worker_process", "claude", "fake_model", "proxy", "desktop_relay",
+     "stub_claude", "run_serve"}
+)  # fmt: skip
+"""Fixtures that start real programs: a test that uses one is in the full tier (``real``)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The two tiers: a test is ``real`` when it is marked so, uses a fixture that starts a program, or
+    needs node; ``./just test`` runs the others (``-m "not real"``), ``./just test-all`` everything."""
+    for item in items:
+        if REAL_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("node"):
+            item.add_marker(pytest.mark.real)
+
+
+@pytest.fixture(autouse=True)
+def _programs_only_in_the_full_tier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test of the fast tier that starts a program fails, saying to mark it ``real`` (or, better, to test
+    the logic in process): the fast tier stays fast because nothing in it can start one."""
+    if request.node.get_closest_marker("real"):
+        return
+
+    def refuse(self: Any, args: Any, *rest: Any, **kwargs: Any) -> None:
+        raise AssertionError(
+            f"{request.node.nodeid} starts a program ({args!r}): test it in process, or mark it "
+            "@pytest.mark.real (the full tier, ./just test-all)"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)

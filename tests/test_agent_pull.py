@@ -393,7 +393,7 @@ async def test_a_server_on_another_socket_than_the_relay_names_its_path_and_the_
     elsewhere = os.path.join(os.path.dirname(relay.socket), "default.sock")
     async with worker_in_process(elsewhere, sampling=False, client_name="claude-code") as worker:
         await eventually(lambda: "cannot reach the relay" in worker.stderr, what="the link's warning")
-        result = await worker.session.call_tool("next_request", {"wait_seconds": 5})
+        result = await worker.session.call_tool("next_request", {"wait_seconds": 1})
     for text in (worker.stderr, text_of(result)):
         assert f"cannot reach the relay at {elsewhere}" in text
         assert "the same --socket (or MCPTB_SOCKET)" in text and "banner" in text
@@ -416,7 +416,7 @@ async def test_models_name_the_agent_worker_and_route_to_it(relay, backend):
             pulled = {}
 
             async def pull(name, session):
-                pulled[name] = text_of(await session.call_tool("next_request", {"wait_seconds": 3}))
+                pulled[name] = text_of(await session.call_tool("next_request", {"wait_seconds": 1}))
 
             async with anyio.create_task_group() as agents:
                 agents.start_soon(pull, "claude", claude)
@@ -441,6 +441,7 @@ async def test_one_agent_leaving_does_not_disturb_another(relay, backend):
     assert caller.response.json()["choices"][0]["message"]["content"] == "pong"
 
 
+@pytest.mark.real
 async def test_a_2026_era_client_serves_as_an_agent(relay, backend):
     params = server_params(relay.socket, backend)
     async with (
@@ -473,6 +474,7 @@ async def test_serve_prompt_and_instructions_tell_the_loop(relay, backend):
         assert "Use no tool of your own for a request" in text
 
 
+@pytest.mark.real
 async def test_a_request_held_by_an_agent_whose_client_dies_goes_to_another_agent(relay, backend):
     async with agent_process(relay, backend) as first, anyio.create_task_group() as tg:
         await wait_for_workers(relay, 1, sampling=False)

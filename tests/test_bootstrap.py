@@ -1,7 +1,7 @@
 """``./just``, the README's first command, on the Python it is hardest on: one like Debian's or Ubuntu's
 without the python3-venv package, whose ``python3 -m venv`` makes the venv but fails to put pip in it
 (no ensurepip). The wrapper then makes the venv ``--without-pip``, fetches pip's wheel from the index
-(sha256 checked) and installs with it. ``.ci/run`` runs the ordinary path (``./just test`` on a clean
+(sha256 checked) and installs with it. ``.ci/run`` runs the ordinary path (``./just test-all`` on a clean
 clone) on every submission; this is the fallback.
 
 A stand-in plays that Python: it runs the real one, except that ``-m venv`` without ``--without-pip``
@@ -17,7 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT
+
+pytestmark = pytest.mark.real
 
 NO_ENSUREPIP_PYTHON = f"""#!{sys.executable}
 import os, subprocess, sys

@@ -1,7 +1,7 @@
 """The real Codex CLI as a Responses client of the relay, offline: ``codex exec`` -> ``POST /v1/responses``
 (streamed) -> relay -> mcptb-server -> MCP sampling with tools -> a scripted model.
 
-Codex (``@openai/codex``, a dev dependency in tests/node/package.json; ``just test`` installs it) runs
+Codex (``@openai/codex``, a dev dependency in tests/node/package.json; ``just test-all`` installs it) runs
 with its own ``CODEX_HOME`` and ``HOME``, so the user's ``~/.codex`` is never read or written, and a
 config.toml whose custom provider is the relay (``wire_api = "responses"``, the key from an
 environment variable), no update check, no analytics, no history, ``--ephemeral``. Its model name

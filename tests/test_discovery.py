@@ -35,7 +35,7 @@ from _eventually import eventually
 from _http_client import get_json, post
 from conftest import ROOT, chat_body, start_relay
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
 
 @pytest.fixture

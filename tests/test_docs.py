@@ -51,6 +51,7 @@ def test_skipped_blocks_name_tests_that_exist():
 
 
 @pytest.mark.parametrize("block", RUN, ids=[b.where for b in RUN])
+@pytest.mark.real
 async def test_run_blocks_work_as_written_against_a_live_relay(block: Block, relay, backend, tmp_path):
     program = DEFAULT_ADDRESS.sub("127.0.0.1:" + relay.url.rsplit(":", 1)[1], block.text)
     if block.lang == "python":

@@ -90,6 +90,7 @@ async def _answered_by_sampling(relay: Any, model: ScriptedModel, client_name: s
     assert len(model.requests) == 1
 
 
+@pytest.mark.real
 async def test_fastmcp4_client_falls_back_to_the_handshake_and_samples_in_the_background(relay, backend, tmp_path):
     assert fastmcp_version.startswith("4.")
     stderr = tmp_path / "server.log"
@@ -105,6 +106,7 @@ async def test_fastmcp4_client_falls_back_to_the_handshake_and_samples_in_the_ba
     assert f"fastmcp {fastmcp_version} declares MCP sampling and opened with MCP 2026-07-28" in stderr.read_text()
 
 
+@pytest.mark.real
 async def test_sdk_auto_client_as_fast_agent_uses_it_falls_back_and_samples(relay, backend):
     model = ScriptedModel()
     params = server_params(relay.socket, backend)
@@ -119,6 +121,7 @@ async def test_sdk_auto_client_as_fast_agent_uses_it_falls_back_and_samples(rela
         await _answered_by_sampling(relay, model, "fast-agent-mcp")
 
 
+@pytest.mark.real
 async def test_fastmcp4_client_with_mode_agent_keeps_the_2026_era(relay, backend):
     async def scenario() -> None:
         async with fastmcp_client(relay.socket, backend, ScriptedModel(), "--mode", "agent") as client:
@@ -130,6 +133,7 @@ async def test_fastmcp4_client_with_mode_agent_keeps_the_2026_era(relay, backend
     await on_asyncio(scenario)
 
 
+@pytest.mark.real
 async def test_fastmcp4_client_pinned_to_2026_is_warned_about_and_callers_get_the_real_cause(backend, tmp_path):
     stderr = tmp_path / "server.log"
     async with relay_in_process(keepalive_interval=0.5, agent_grace=0.5) as relay:

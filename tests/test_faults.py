@@ -109,6 +109,7 @@ async def test_foreign_host_and_origin_are_refused(relay):
     assert local.status == 200
 
 
+@pytest.mark.real
 def test_non_loopback_bind_without_api_key_is_refused():
     result = subprocess.run(
         [sys.executable, "-m", "relay", "--host", "0.0.0.0", "--port", "0"],
@@ -232,6 +233,7 @@ async def test_queue_full_is_429_with_retry_after(relay_factory, backend):
     assert error_of(response)["type"] == "rate_limit_error"
 
 
+@pytest.mark.real
 async def test_worker_killed_before_answering_gets_its_request_requeued(relay, backend):
     async with mcp_worker_process(relay, backend) as first:
         pid = (await get_json(relay.url + "/health"))["workers"][0]["pid"]
@@ -279,6 +281,7 @@ async def test_many_concurrent_callers_each_get_their_own_answer(relay, backend)
     assert answers == {i: f"echo: caller {i}" for i in range(24)}
 
 
+@pytest.mark.real
 async def test_worker_process_exits_cleanly_when_its_client_closes(relay, backend):
     async with mcp_worker_process(relay, backend):
         pid = (await get_json(relay.url + "/health"))["workers"][0]["pid"]
@@ -309,6 +312,7 @@ async def test_errors_that_retrying_cannot_fix_say_so(relay_factory, backend):
     assert full.status == 429 and "x-should-retry" not in full.headers
 
 
+@pytest.mark.real
 def test_a_port_in_use_is_named_with_what_to_do(backend):
     with socket.socket() as taken, tempfile.TemporaryDirectory(prefix="mcptb-") as directory:
         taken.bind(("127.0.0.1", 0))

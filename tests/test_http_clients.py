@@ -183,6 +183,7 @@ async def test_litellm_error_mapping(backend):
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+@pytest.mark.real
 async def test_curl_stream_and_non_stream(relay, backend):
     def curl(body: bytes) -> str:
         result = subprocess.run(

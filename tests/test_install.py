@@ -31,6 +31,8 @@ import uv
 from _http_client import post
 from conftest import ROOT, chat_body, mcp_worker_process, short_socket_dir, start_relay
 
+pytestmark = pytest.mark.real
+
 COMMANDS = ("mcptb-relay", "mcptb-server", "mcptb-serve")
 PACKAGES = {"relay", "mcp_server", "shared_protocol"}
 NOT_RUNTIME = {"pytest", "hypothesis", "openai", "litellm", "anthropic", "openai-agents", "fastmcp", "ruff", "mypy"}

@@ -13,7 +13,7 @@ part of the path. Every request body is Claude Code's (``tests/golden/claude_cod
 the second one with a tool_result history as in the wire contract's §4.2. Workers with native sampling
 tools and workers whose tools are emulated in the prompt (``mcp_server/_emulation.py``).
 
-Skipped, loudly, when ``litellm[proxy]`` is not installed (``just test`` installs it).
+Skipped, loudly, when ``litellm[proxy]`` is not installed (``just test-all`` installs it).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from claude_code.scripted_sampling import ANSWER_PREFIX, BASH_COMMAND, BASH_OUTP
 from _eventually import eventually
 from conftest import RelayProcess, mcp_worker, no_workers, say, short_socket_dir, start_relay
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
 GOLDEN = Path(__file__).parent / "golden"
 MASTER_KEY = "sk-proxy-master"
@@ -102,7 +102,7 @@ def _proxy_skip_reason() -> str | None:
     missing = [name for name in ("litellm", "fastapi", "uvicorn", "backoff") if importlib.util.find_spec(name) is None]
     if missing:
         return (
-            f"SKIPPED: litellm[proxy] is not installed (missing {', '.join(missing)}; run `just test`, or "
+            f"SKIPPED: litellm[proxy] is not installed (missing {', '.join(missing)}; run `just test-all`, or "
             "uv pip install --override tests/overrides.txt -e '.[test]') - the litellm proxy tests did not run"
         )
     if not LITELLM.is_file():

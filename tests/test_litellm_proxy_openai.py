@@ -46,7 +46,7 @@ from test_litellm_proxy import (
 
 from conftest import RelayProcess, mcp_worker, say, short_socket_dir, start_relay
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
 MASTER_KEY = "sk-test"
 UPSTREAM_MODEL = "bridged-model"

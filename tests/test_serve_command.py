@@ -475,6 +475,7 @@ def test_the_supervisor_restarts_a_failing_session_with_backoff_and_stops_on_sig
     assert "Claude Code exited with status 3" in lines[0] and time.monotonic() - started >= 3
 
 
+@pytest.mark.real
 def test_sigint_stops_the_supervised_session_and_leaves_no_process_behind(tmp_path):
     """The session's processes (Claude Code and the mcptb-server it started) go with it."""
     stub = tmp_path / "claude"
@@ -507,6 +508,7 @@ def test_sigint_stops_the_supervised_session_and_leaves_no_process_behind(tmp_pa
         os.kill(grandchild, 0)
 
 
+@pytest.mark.real
 def test_sigint_between_two_sessions_says_the_next_one_will_not_come(tmp_path):
     stub = tmp_path / "claude"
     stub.write_text(f"#!{sys.executable}\nimport sys\nsys.exit(3)\n")

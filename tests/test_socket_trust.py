@@ -25,7 +25,7 @@ import pytest
 
 from conftest import ROOT, mcp_worker_process, say
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
 OTHER_UID = 65534  # nobody
 IMPOSTOR = """

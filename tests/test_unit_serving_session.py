@@ -71,6 +71,7 @@ def test_the_user_asking_to_stop_and_a_spent_budget_end_the_turn():
     assert block is None and after.ended == "its budget was spent"
 
 
+@pytest.mark.real
 def test_the_hook_as_claude_code_runs_it(tmp_path):
     """stdin JSON as Claude Code 2.1.197 and 2.1.33x send it; stdout a block decision or nothing."""
     session = "01a80a5c-0000-4000-8000-000000000001"
@@ -156,6 +157,7 @@ def test_records_are_replaced_whole_and_read_back(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.real
 def test_the_hook_module_needs_neither_mcp_nor_pydantic():
     """It runs at every end of a turn: it must start fast."""
     code = "import sys, mcp_server._stop_hook; print(sorted(m for m in ('mcp', 'pydantic') if m in sys.modules))"
@@ -163,6 +165,7 @@ def test_the_hook_module_needs_neither_mcp_nor_pydantic():
     assert done.stdout.strip() == "[]", done.stderr
 
 
+@pytest.mark.real
 def test_the_record_is_named_by_mcptb_serve_so_a_new_claude_code_session_id_does_not_lose_it(tmp_path):
     """After /clear Claude Code has a new session id, but its MCP server (started before) and the hooks
     share mcptb-serve's key: the hook still finds what the agent did."""

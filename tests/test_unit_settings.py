@@ -81,6 +81,7 @@ def test_mcptb_server_settings_from_flags_and_environment(monkeypatch):
         ("MCPTB_MAX_BODY_BYTES", "lots", "MCPTB_MAX_BODY_BYTES='lots': 'lots' is not an integer"),
     ],
 )
+@pytest.mark.real
 def test_mcptb_relay_refuses_a_bad_environment_value_in_one_line(variable, value, message):
     result = subprocess.run(
         [sys.executable, "-m", "relay", "--port", "0"],
@@ -102,6 +103,7 @@ def test_relay_settings_from_flags_and_environment(monkeypatch):
     assert (config.queue_timeout, config.log_content, config.max_queue) == (2.5, True, 3)
 
 
+@pytest.mark.real
 def test_a_body_limit_the_worker_link_cannot_carry_is_refused_at_start():
     result = subprocess.run(
         [sys.executable, "-m", "relay", "--port", "0", "--max-body-bytes", str(64 << 20)],

@@ -80,6 +80,7 @@ async def test_first_frame_must_be_hello(relay):
     assert frame.type == "refused" and frame.code == "bad_hello"
 
 
+@pytest.mark.real
 def test_mcp_server_writes_nothing_but_json_rpc_on_stdout(tmp_path):
     messages = [
         {
@@ -117,6 +118,7 @@ def test_mcp_server_writes_nothing_but_json_rpc_on_stdout(tmp_path):
     assert "cannot reach the relay" in stderr and "mcptb-relay" in stderr
 
 
+@pytest.mark.real
 async def test_a_2026_era_client_is_recognised_and_stays_connected_without_sampling(relay, backend):
     params = server_params(relay.socket, backend)
     async with Client(
@@ -238,6 +240,7 @@ async def test_a_stuck_worker_does_not_take_everything(relay_factory, backend):
     assert "moving it to another worker" in relay.log
 
 
+@pytest.mark.real
 async def test_mcptb_server_started_by_hand_in_a_terminal_says_how_to_start_it_and_exits(relay, backend):
     """stdin (and stdout) a real pseudo-terminal, as when typed at a shell prompt: instead of waiting
     silently for MCP and counting as a worker, it says on stderr who starts it and how, and exits 2."""

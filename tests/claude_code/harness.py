@@ -1,6 +1,6 @@
 """Drive the real Claude Code CLI offline: an isolated HOME, the scripted fake model, bounded runs.
 
-Claude Code is installed by npm into ``tests/node`` (``just test`` does it): the newest release as
+Claude Code is installed by npm into ``tests/node`` (``just test-all`` does it): the newest release as
 ``@anthropic-ai/claude-code`` and 2.1.197 (the last that speaks MCP's 2025 handshake era) under the alias
 ``claude-code-2025``. Each package's postinstall copies the native binary over ``bin/claude.exe``; where
 that did not happen, :func:`skip_reason` says why the tests cannot run.
