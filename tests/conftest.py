@@ -25,6 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import anyio
 import mcp_types as types
 import pytest
 from claude_code.harness import ClaudeCode, FakeModelProcess, skip_reason, start_fake_model
@@ -369,3 +370,8 @@ async def get_health(relay: RelayProcess | InProcessRelay) -> dict[str, Any]:
 
 def chat_body(text: str = "hello", **extra: Any) -> bytes:
     return json.dumps({"model": "test-model", "messages": [{"role": "user", "content": text}], **extra}).encode()
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """A blocking call (a synchronous SDK) in a worker thread, so that the relay in this event loop runs."""
+    return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 
 import anthropic
-import anyio
 import pytest
 
 from _http_client import post, request
 from _inprocess import relay_in_process
 from _scripted import LONG_ANSWER, MODEL
-from conftest import mcp_worker
+from conftest import in_thread, mcp_worker
 
 pytestmark = pytest.mark.anyio
 
@@ -31,10 +30,6 @@ TOOLS = [
 
 def client(relay) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=relay.url, api_key="unused", max_retries=0, timeout=30)
-
-
-async def in_thread(fn, *args, **kwargs):
-    return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 
 
 def body(text: str = "hello", **extra) -> bytes:

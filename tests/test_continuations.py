@@ -22,7 +22,7 @@ import pytest
 from _http_client import get_json
 from _inprocess import relay_in_process
 from _scripted import MODEL, ScriptedModel
-from conftest import ROOT, mcp_worker, say
+from conftest import ROOT, in_thread, mcp_worker, say
 
 pytestmark = pytest.mark.anyio
 
@@ -60,10 +60,6 @@ def shape(params: types.CreateMessageRequestParams) -> list[tuple[str, list[str]
 
 PAIRED = [("user", ["text"]), ("assistant", ["text", "tool_use"]), ("user", ["tool_result"])]
 """What the model must get on a tool loop's second turn: the call, then its result."""
-
-
-async def in_thread(fn, *args, **kwargs):
-    return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 
 
 async def stored(relay) -> int:

@@ -11,13 +11,12 @@ import json
 import shutil
 import subprocess
 
-import anyio
 import openai
 import pytest
 
 from _inprocess import relay_in_process
 from _scripted import LONG_ANSWER, MODEL
-from conftest import chat_body, litellm, mcp_worker
+from conftest import chat_body, in_thread, litellm, mcp_worker
 
 pytestmark = pytest.mark.anyio
 
@@ -35,10 +34,6 @@ TOOLS = [
 
 def client(relay) -> openai.OpenAI:
     return openai.OpenAI(base_url=relay.url + "/v1", api_key="unused", max_retries=0, timeout=30)
-
-
-async def in_thread(fn, *args, **kwargs):
-    return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 
 
 # --- openai SDK -------------------------------------------------------------------------------

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 
-import anyio
 import openai
 import pytest
 
 from _scripted import LONG_ANSWER, MODEL
-from conftest import mcp_worker
+from conftest import in_thread, mcp_worker
 
 pytestmark = pytest.mark.anyio
 
@@ -29,10 +28,6 @@ TOOLS = [
 
 def client(relay) -> openai.OpenAI:
     return openai.OpenAI(base_url=relay.url + "/v1", api_key="unused", max_retries=0, timeout=30)
-
-
-async def in_thread(fn, *args, **kwargs):
-    return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 
 
 async def test_sdk_create_non_stream_and_stream(relay, backend):

@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 
 import anthropic
-import anyio
 import mcp_types as types
 import openai
 import pydantic
 import pytest
 
 from _scripted import MODEL, FixedAnswerModel
-from conftest import litellm, mcp_worker
+from conftest import in_thread, litellm, mcp_worker
 
 pytestmark = pytest.mark.anyio
 
@@ -27,10 +26,6 @@ class Person(pydantic.BaseModel):
 
 VALID = '{"name": "Ada", "age": 36}'
 INVALID = '{"name": "Ada"}'  # misses age
-
-
-async def in_thread(fn, *args, **kwargs):
-    return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 
 
 def openai_client(relay) -> openai.OpenAI:
