@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,13 +44,6 @@ _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cac
 
 IGNORED_TOOLS_HEADER = "x-mcptb-ignored-tools"
 _MAX_IGNORED_LISTED = 20
-
-
-async def _then(first: list[AnswerEvent], rest: AsyncIterator[AnswerEvent]) -> AsyncIterator[AnswerEvent]:
-    for event in first:
-        yield event
-    async for event in rest:
-        yield event
 
 
 def _caller(request: RequestHead) -> Caller:
@@ -316,28 +309,34 @@ class App:
         encoder = api.stream_encoder(call)
         headers = _SSE_HEADERS + ignored_tools_headers(call.ignored_tools)
         events = follow(job, self.broker, self.config)
-        held: list[AnswerEvent] = []
-        if self.broker.unserved(job) is not None:
+        first: AnswerEvent | None = None
+        if job.state == "queued" and self.broker.unserved(job) is not None:
             # Nobody can take it yet (no MCP server connected, no agent serving, or the caller is the
             # session that would serve it): the status line waits for the first event, at most one
             # keep-alive interval, so that a grace that runs out first is a real 503 (and "waiting for
             # itself" one at once), not an error event after a 200.
-            held.append(await anext(events))
+            first = await anext(events)
         await responder.start(200, headers, encoder.first(answer))
+
+        async def write(event: AnswerEvent) -> None:
+            if isinstance(event, KeepAlive):
+                await responder.write(api.keepalive)
+                return
+            answer.add(event)
+            if isinstance(event, End):
+                self._log_answer(job.id, answer)
+                self._keep(call, answer)
+                data = encoder.finish(answer, estimate(call.request, answer.chars))
+            else:
+                data = encoder.event(event, answer)
+            if data:
+                await responder.write(data)
+
         try:
-            async for event in _then(held, events):
-                if isinstance(event, KeepAlive):
-                    await responder.write(api.keepalive)
-                    continue
-                answer.add(event)
-                if isinstance(event, End):
-                    self._log_answer(job.id, answer)
-                    self._keep(call, answer)
-                    data = encoder.finish(answer, estimate(call.request, answer.chars))
-                else:
-                    data = encoder.event(event, answer)
-                if data:
-                    await responder.write(data)
+            if first is not None:
+                await write(first)
+            async for event in events:
+                await write(event)
         except RelayError as error:
             log.warning("%s: failed mid-stream: %s %s", job.id, error.shape.status, error.message)
             responder.record.outcome = f"{error.shape.status}:{error.kind}"  # the status line said 200
