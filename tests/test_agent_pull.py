@@ -19,7 +19,7 @@ from mcp_server.cli import parse_args, worker_from_args
 
 from _eventually import eventually
 from _http_client import get_json, post
-from _inprocess import worker_in_process
+from _inprocess import relay_in_process, worker_in_process
 from conftest import chat_body, mcp_worker, mcp_worker_process, server_params, wait_for_workers
 
 pytestmark = pytest.mark.anyio
@@ -167,35 +167,37 @@ async def test_next_request_times_out_with_a_clear_text_and_closes_its_slot(rela
         assert bad.is_error and "wait_seconds" in text_of(bad)
 
 
-async def test_with_no_agent_serving_a_request_fails_after_the_grace_saying_how_to_start_one(relay_factory, backend):
+async def test_with_no_agent_serving_a_request_fails_after_the_grace_saying_how_to_start_one(backend):
     """Issue 11 (never silent): an agent-only server is connected but nobody serves: the caller gets a
     503 after --agent-grace (not 300 s of silence), and the relay log says why while it waits."""
-    relay = relay_factory("--agent-grace", "1")
-    async with agent(relay, backend):
-        health = await wait_for_workers(relay, 1, sampling=False)
-        assert health["workers"][0]["agent"] == "away"
-        response = await post(relay.url, PATH, chat_body("anyone?"))
-    assert response.status == 503 and response.headers["x-should-retry"] == "false"
-    error = response.json()["error"]
-    assert error["code"] == "no_agent"
-    assert "No agent is serving" in error["message"] and "mcptb-serve" in error["message"]
-    assert "nobody served it for 1 s" in relay.log
+    async with relay_in_process(agent_grace=1) as relay:
+        async with agent(relay, backend):
+            health = await wait_for_workers(relay, 1, sampling=False)
+            assert health["workers"][0]["agent"] == "away"
+            response = await post(relay.url, PATH, chat_body("anyone?"))
+        assert response.status == 503 and response.headers["x-should-retry"] == "false"
+        error = response.json()["error"]
+        assert error["code"] == "no_agent"
+        assert "No agent is serving" in error["message"] and "mcptb-serve" in error["message"]
+        assert "nobody served it for 1 s" in relay.log
 
 
-async def test_an_agent_that_comes_back_within_the_grace_gets_the_request(relay_factory, backend):
-    relay = relay_factory("--agent-grace", "5")
-    async with agent(relay, backend) as session, anyio.create_task_group() as tg:
-        await wait_for_workers(relay, 1, sampling=False)
-        caller = Caller(relay, chat_body("still there?"))
-        tg.start_soon(caller.run)
-        await eventually(lambda: "waits for an agent" in relay.log, timeout=10, what="the relay noticing nobody serves")
-        pulled = text_of(await session.call_tool("next_request", {"wait_seconds": 10}))
-        health = await get_json(relay.url + "/health")
-        assert health["workers"][0]["agent"] == "serving"  # working on the request it was shown
-        await session.call_tool("reply", {"request_id": request_id(pulled), "content": "yes"})
-        await caller.done()
-    assert caller.response.status == 200
-    assert caller.response.json()["choices"][0]["message"]["content"] == "yes"
+async def test_an_agent_that_comes_back_within_the_grace_gets_the_request(backend):
+    async with relay_in_process(agent_grace=5) as relay:
+        async with agent(relay, backend) as session, anyio.create_task_group() as tg:
+            await wait_for_workers(relay, 1, sampling=False)
+            caller = Caller(relay, chat_body("still there?"))
+            tg.start_soon(caller.run)
+            await eventually(
+                lambda: "waits for an agent" in relay.log, timeout=10, what="the relay noticing nobody serves"
+            )
+            pulled = text_of(await session.call_tool("next_request", {"wait_seconds": 10}))
+            health = await get_json(relay.url + "/health")
+            assert health["workers"][0]["agent"] == "serving"  # working on the request it was shown
+            await session.call_tool("reply", {"request_id": request_id(pulled), "content": "yes"})
+            await caller.done()
+        assert caller.response.status == 200
+        assert caller.response.json()["choices"][0]["message"]["content"] == "yes"
 
 
 async def test_a_wait_survives_a_relay_restart(relay_factory, backend):

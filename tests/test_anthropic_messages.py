@@ -117,10 +117,10 @@ async def test_claude_codes_probes_head_root_and_count_tokens_with_its_query(rel
     assert counted.status == 200 and counted.json() == {"input_tokens": 100}
 
 
-async def test_a_body_over_the_limit_is_anthropics_request_too_large(relay_factory):
-    relay = relay_factory("--max-body-bytes", "500")
-    too_big = await post(relay.url, PATH, body("x" * 1000))
-    assert too_big.status == 413 and too_big.json()["error"]["type"] == "request_too_large"
+async def test_a_body_over_the_limit_is_anthropics_request_too_large(backend):
+    async with relay_in_process(max_body_bytes=500) as relay:
+        too_big = await post(relay.url, PATH, body("x" * 1000))
+        assert too_big.status == 413 and too_big.json()["error"]["type"] == "request_too_large"
 
 
 async def test_sdk_errors_and_mid_stream_failure(relay, backend):

@@ -45,23 +45,25 @@ def error_of(response) -> dict:
 # --- refused before answering (bad requests: test_unit_api_chat.py) ----------------------------
 
 
-async def test_oversized_body_is_413(relay_factory):
-    relay = relay_factory("--max-body-bytes", "1000")
-    response = await post(relay.url, PATH, chat_body("x" * 2000))
-    assert response.status == 413
-    assert "--max-body-bytes" in error_of(response)["message"]
+async def test_oversized_body_is_413(backend):
+    async with relay_in_process(max_body_bytes=1000) as relay:
+        response = await post(relay.url, PATH, chat_body("x" * 2000))
+        assert response.status == 413
+        assert "--max-body-bytes" in error_of(response)["message"]
 
 
-async def test_oversized_chunked_body_is_413(relay_factory):
-    relay = relay_factory("--max-body-bytes", "1000")
-    body = chat_body("x" * 3000)
-    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + 500]), body[i : i + 500]) for i in range(0, len(body), 500))
-    head = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ntransfer-encoding: chunked\r\n"
-        b"content-type: application/json\r\n\r\n"
-    )
-    response = await request(relay.url, raw_head=head, body=chunked + b"0\r\n\r\n")
-    assert response.status == 413
+async def test_oversized_chunked_body_is_413(backend):
+    async with relay_in_process(max_body_bytes=1000) as relay:
+        body = chat_body("x" * 3000)
+        chunked = b"".join(
+            b"%x\r\n%s\r\n" % (len(body[i : i + 500]), body[i : i + 500]) for i in range(0, len(body), 500)
+        )
+        head = (
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ntransfer-encoding: chunked\r\n"
+            b"content-type: application/json\r\n\r\n"
+        )
+        response = await request(relay.url, raw_head=head, body=chunked + b"0\r\n\r\n")
+        assert response.status == 413
 
 
 async def test_oversized_head_is_431(relay):
@@ -90,14 +92,16 @@ async def test_tools_without_sampling_tools_or_emulation_are_refused_before_stre
 # --- access control ---------------------------------------------------------------------------
 
 
-async def test_api_key_is_required_when_configured(relay_factory):
-    relay = relay_factory("--api-key", "sekrit")
-    assert (await request(relay.url, "GET", "/v1/models")).status == 401
-    wrong = await request(relay.url, "GET", "/v1/models", headers={"authorization": "Bearer nope"})
-    assert wrong.status == 401 and error_of(wrong)["type"] == "authentication_error"
-    assert (await request(relay.url, "GET", "/v1/models", headers={"authorization": "Bearer sekrit"})).status == 200
-    assert (await request(relay.url, "GET", "/v1/models", headers={"x-api-key": "sekrit"})).status == 200
-    assert (await request(relay.url, "GET", "/health")).status == 200
+async def test_api_key_is_required_when_configured(backend):
+    async with relay_in_process(api_key="sekrit") as relay:
+        missing = await request(relay.url, "GET", "/v1/models")
+        assert missing.status == 401 and error_of(missing)["message"].startswith("Missing API key: pass")
+        wrong = await request(relay.url, "GET", "/v1/models", headers={"authorization": "Bearer nope"})
+        assert wrong.status == 401 and error_of(wrong)["type"] == "authentication_error"
+        assert error_of(wrong)["message"].startswith("Incorrect API key provided")
+        assert (await request(relay.url, "GET", "/v1/models", headers={"authorization": "Bearer sekrit"})).status == 200
+        assert (await request(relay.url, "GET", "/v1/models", headers={"x-api-key": "sekrit"})).status == 200
+        assert (await request(relay.url, "GET", "/health")).status == 200
 
 
 async def test_foreign_host_and_origin_are_refused(relay):
@@ -122,14 +126,14 @@ def test_non_loopback_bind_without_api_key_is_refused():
     assert "--api-key" in result.stderr
 
 
-async def test_connections_over_the_limit_get_503(relay_factory):
-    relay = relay_factory("--max-connections", "1")
-    async with await anyio.connect_tcp("127.0.0.1", relay.port):  # holds the only slot once accepted
+async def test_connections_over_the_limit_get_503(backend):
+    async with relay_in_process(max_connections=1) as relay:
+        async with await anyio.connect_tcp("127.0.0.1", relay.port):  # holds the only slot once accepted
 
-        async def refused() -> bool:
-            return (await request(relay.url, "GET", "/health")).status == 503
+            async def refused() -> bool:
+                return (await request(relay.url, "GET", "/health")).status == 503
 
-        await eventually(refused, what="a second connection refused with 503")
+            await eventually(refused, what="a second connection refused with 503")
 
 
 async def test_keep_alive_serves_several_requests_on_one_connection(relay):
@@ -208,29 +212,29 @@ async def test_keep_alive_comments_flow_while_the_model_thinks(relay, backend):
     assert events[0].startswith("data: ") and events[1] == ": keep-alive"
 
 
-async def test_client_without_sampling_stays_connected_and_its_requests_wait_then_time_out(relay_factory, backend):
-    relay = relay_factory("--queue-timeout", "1")
-    async with mcp_worker(relay, backend, sampling=False, wait_ready=False):
-        health = await wait_for_workers(relay, 1, sampling=False)
-        assert health["workers"][0]["modes"] == ["agent"]
-        response = await post(relay.url, PATH, chat_body("anyone?"))
-        assert response.status == 504
-        assert "No MCP server or agent picked up" in error_of(response)["message"]
-        assert len((await get_json(relay.url + "/health"))["workers"]) == 1
+async def test_client_without_sampling_stays_connected_and_its_requests_wait_then_time_out(backend):
+    async with relay_in_process(queue_timeout=1) as relay:
+        async with mcp_worker(relay, backend, sampling=False, wait_ready=False):
+            health = await wait_for_workers(relay, 1, sampling=False)
+            assert health["workers"][0]["modes"] == ["agent"]
+            response = await post(relay.url, PATH, chat_body("anyone?"))
+            assert response.status == 504
+            assert "No MCP server or agent picked up" in error_of(response)["message"]
+            assert len((await get_json(relay.url + "/health"))["workers"]) == 1
 
 
-async def test_queue_full_is_429_with_retry_after(relay_factory, backend):
-    relay = relay_factory("--max-queue", "1", "--queue-timeout", "30")
-    async with mcp_worker(relay, backend, sampling=False, wait_ready=False):
-        await wait_for_workers(relay, 1, sampling=False)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(post, relay.url, PATH, chat_body("first", stream=True))
-            await eventually(lambda: queue_depth(relay, 1), what="one request queued")
-            response = await post(relay.url, PATH, chat_body("second"))
-            tg.cancel_scope.cancel()
-    assert response.status == 429
-    assert response.headers["retry-after"] == "1"
-    assert error_of(response)["type"] == "rate_limit_error"
+async def test_queue_full_is_429_with_retry_after(backend):
+    async with relay_in_process(max_queue=1, queue_timeout=30) as relay:
+        async with mcp_worker(relay, backend, sampling=False, wait_ready=False):
+            await wait_for_workers(relay, 1, sampling=False)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(post, relay.url, PATH, chat_body("first", stream=True))
+                await eventually(lambda: queue_depth(relay, 1), what="one request queued")
+                response = await post(relay.url, PATH, chat_body("second"))
+                tg.cancel_scope.cancel()
+        assert response.status == 429
+        assert response.headers["retry-after"] == "1"
+        assert error_of(response)["type"] == "rate_limit_error"
 
 
 @pytest.mark.real
@@ -298,18 +302,18 @@ def test_sigterm_stops_the_relay_cleanly_and_removes_its_socket(relay_process):
     assert not os.path.exists(relay.socket)
 
 
-async def test_errors_that_retrying_cannot_fix_say_so(relay_factory, backend):
-    relay = relay_factory("--max-queue", "1", "--queue-timeout", "30", "--worker-grace", "0")
-    bad = await post(relay.url, PATH, b"{")
-    no_worker = await post(relay.url, PATH, chat_body())
-    too_big = await request(relay.url, "GET", "/health", headers={"x-big": "a" * 70_000})
-    assert [r.headers.get("x-should-retry") for r in (bad, no_worker, too_big)] == ["false"] * 3
-    async with mcp_worker(relay, backend, sampling=False, wait_ready=False), anyio.create_task_group() as tg:
-        tg.start_soon(post, relay.url, PATH, chat_body("first", stream=True))
-        await eventually(lambda: queue_depth(relay, 1), what="one request queued")
-        full = await post(relay.url, PATH, chat_body("second"))
-        tg.cancel_scope.cancel()
-    assert full.status == 429 and "x-should-retry" not in full.headers
+async def test_errors_that_retrying_cannot_fix_say_so(backend):
+    async with relay_in_process(max_queue=1, queue_timeout=30, worker_grace=0) as relay:
+        bad = await post(relay.url, PATH, b"{")
+        no_worker = await post(relay.url, PATH, chat_body())
+        too_big = await request(relay.url, "GET", "/health", headers={"x-big": "a" * 70_000})
+        assert [r.headers.get("x-should-retry") for r in (bad, no_worker, too_big)] == ["false"] * 3
+        async with mcp_worker(relay, backend, sampling=False, wait_ready=False), anyio.create_task_group() as tg:
+            tg.start_soon(post, relay.url, PATH, chat_body("first", stream=True))
+            await eventually(lambda: queue_depth(relay, 1), what="one request queued")
+            full = await post(relay.url, PATH, chat_body("second"))
+            tg.cancel_scope.cancel()
+        assert full.status == 429 and "x-should-retry" not in full.headers
 
 
 @pytest.mark.real
@@ -435,14 +439,14 @@ async def test_expect_100_continue_is_answered_before_the_body(relay_process, ba
     assert b"HTTP/1.1 200 " in rest
 
 
-async def test_expect_100_continue_with_a_body_over_the_limit_gets_the_413_at_once(relay_factory):
-    relay = relay_factory("--max-body-bytes", "1000")
-    head = (
-        f"POST {PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-        "Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n"
-    ).encode()
-    answer = await _head_then_answer(relay, head)
-    assert answer.startswith(b"HTTP/1.1 413 "), answer
+async def test_expect_100_continue_with_a_body_over_the_limit_gets_the_413_at_once(backend):
+    async with relay_in_process(max_body_bytes=1000) as relay:
+        head = (
+            f"POST {PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            "Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n"
+        ).encode()
+        answer = await _head_then_answer(relay, head)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer
 
 
 async def test_callers_leaving_in_the_middle_of_large_answers_never_cut_a_frame(relay_process, backend):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 
 from _http_client import request
+from _inprocess import relay_in_process
 from conftest import chat_body, mcp_worker
 
 pytestmark = pytest.mark.anyio
@@ -61,9 +62,9 @@ async def test_unparsable_host_or_origin_is_a_403_not_a_500(relay_process, heade
     assert "Traceback" not in relay_process.log and "internal error" not in relay_process.log
 
 
-async def test_with_a_key_health_shows_only_its_status_without_it(relay_factory):
-    relay = relay_factory("--api-key", "sekrit")
-    rebinding = await request(relay.url, "GET", "/health", headers={"host": "evil.example"})
-    assert rebinding.status == 200 and rebinding.json() == {"status": "ok"}
-    keyed = await request(relay.url, "GET", "/health", headers={"authorization": "Bearer sekrit"})
-    assert {"socket", "workers", "queue_depth"} <= set(keyed.json())
+async def test_with_a_key_health_shows_only_its_status_without_it(backend):
+    async with relay_in_process(api_key="sekrit") as relay:
+        rebinding = await request(relay.url, "GET", "/health", headers={"host": "evil.example"})
+        assert rebinding.status == 200 and rebinding.json() == {"status": "ok"}
+        keyed = await request(relay.url, "GET", "/health", headers={"authorization": "Bearer sekrit"})
+        assert {"socket", "workers", "queue_depth"} <= set(keyed.json())
