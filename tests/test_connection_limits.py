@@ -14,6 +14,7 @@ import pytest
 
 from _eventually import eventually
 from _http_client import get_json, post
+from _inprocess import relay_in_process
 from _scripted import FixedAnswerModel
 from conftest import chat_body, mcp_worker, rss_mib
 
@@ -115,113 +116,113 @@ async def test_unauthenticated_30_mib_bodies_do_not_grow_the_relay(relay_factory
     assert grown < 64, f"the relay grew by {grown:.0f} MiB"
 
 
-async def test_a_client_that_sends_its_whole_body_before_reading_gets_the_early_401(relay_factory):
+async def test_a_client_that_sends_its_whole_body_before_reading_gets_the_early_401(backend):
     """The 401 goes out on the head; the relay then drains the body instead of resetting the
     connection, so a client that writes everything first (http.client, curl) still reads it."""
-    relay = relay_factory("--api-key", "k")
-    body = b"x" * (8 * MiB)  # more than the kernel's socket buffers hold
-    async with await connect(relay) as stream:
-        with anyio.fail_after(10):
-            await stream.send(post_head(len(body)) + body)
-        head = await read_head(stream)
-    assert b" 401 " in head.split(b"\r\n")[0], head
+    async with relay_in_process(api_key="k") as relay:
+        body = b"x" * (8 * MiB)  # more than the kernel's socket buffers hold
+        async with await connect(relay) as stream:
+            with anyio.fail_after(10):
+                await stream.send(post_head(len(body)) + body)
+            head = await read_head(stream)
+        assert b" 401 " in head.split(b"\r\n")[0], head
 
 
-async def test_bodies_in_flight_share_max_body_memory(relay_factory, backend):
-    relay = relay_factory("--max-body-bytes", str(4 * MiB), "--max-body-memory", str(4 * MiB))
-    async with mcp_worker(relay, backend):
-        body = chat_body("x" * (3 * MiB))
-        async with await connect(relay) as first:
-            await first.send(post_head(len(body)) + body[:MiB])  # 3 MiB reserved, 1 MiB sent so far
-            await anyio.sleep(0.2)
-            async with await connect(relay) as second:
-                await second.send(post_head(len(body)) + body)
-                refused = await read_until_closed(second)
-            assert b" 503 " in refused.split(b"\r\n")[0] and b"retry-after: 1" in refused.lower(), refused
-            assert b"--max-body-memory" in refused
-            await first.send(body[MiB:])
-            assert b" 200 " in (await read_head(first)).split(b"\r\n")[0]
-        third = await post(relay.url, PATH, body)  # the share came back
-    assert third.status == 200
+async def test_bodies_in_flight_share_max_body_memory(backend):
+    async with relay_in_process(max_body_bytes=4 * MiB, max_body_memory=4 * MiB) as relay:
+        async with mcp_worker(relay, backend):
+            body = chat_body("x" * (3 * MiB))
+            async with await connect(relay) as first:
+                await first.send(post_head(len(body)) + body[:MiB])  # 3 MiB reserved, 1 MiB sent so far
+                await anyio.sleep(0.2)
+                async with await connect(relay) as second:
+                    await second.send(post_head(len(body)) + body)
+                    refused = await read_until_closed(second)
+                assert b" 503 " in refused.split(b"\r\n")[0] and b"retry-after: 1" in refused.lower(), refused
+                assert b"--max-body-memory" in refused
+                await first.send(body[MiB:])
+                assert b" 200 " in (await read_head(first)).split(b"\r\n")[0]
+            third = await post(relay.url, PATH, body)  # the share came back
+        assert third.status == 200
 
 
 # --- 6: whole deadlines; idle and dripping connections make room ----------------------------------------
 
 
-async def test_a_head_dripped_a_byte_at_a_time_gets_408_at_its_whole_deadline(relay_factory):
-    relay = relay_factory("--head-timeout", "1")
-    head = post_head(2)
-    async with await connect(relay) as stream:
-        answer = b""
-        with anyio.fail_after(10):
-            for byte in head:
-                try:
-                    await stream.send(bytes([byte]))
-                except (anyio.BrokenResourceError, OSError):
-                    break
-                with anyio.move_on_after(0.2):
-                    answer += await stream.receive()
-                if answer:
-                    break
-    assert answer.startswith(b"HTTP/1.1 408 "), answer
+async def test_a_head_dripped_a_byte_at_a_time_gets_408_at_its_whole_deadline(backend):
+    async with relay_in_process(head_timeout=1) as relay:
+        head = post_head(2)
+        async with await connect(relay) as stream:
+            answer = b""
+            with anyio.fail_after(10):
+                for byte in head:
+                    try:
+                        await stream.send(bytes([byte]))
+                    except (anyio.BrokenResourceError, OSError):
+                        break
+                    with anyio.move_on_after(0.2):
+                        answer += await stream.receive()
+                    if answer:
+                        break
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
 
 
-async def test_a_body_dripped_slowly_gets_408_at_its_whole_deadline(relay_factory):
-    relay = relay_factory("--read-timeout", "1")
-    async with await connect(relay) as stream:
-        await stream.send(post_head(1000))
-        answer = b""
-        with anyio.fail_after(10):
-            while not answer:
-                await stream.send(b" ")
-                with anyio.move_on_after(0.2):
-                    answer += await stream.receive()
-    assert answer.startswith(b"HTTP/1.1 408 "), answer
+async def test_a_body_dripped_slowly_gets_408_at_its_whole_deadline(backend):
+    async with relay_in_process(read_timeout=1) as relay:
+        async with await connect(relay) as stream:
+            await stream.send(post_head(1000))
+            answer = b""
+            with anyio.fail_after(10):
+                while not answer:
+                    await stream.send(b" ")
+                    with anyio.move_on_after(0.2):
+                        answer += await stream.receive()
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
 
 
-async def test_dripping_heads_make_room_for_a_healthy_caller(relay_factory):
-    relay = relay_factory("--max-connections", "4")
-    drips = [await connect(relay) for _ in range(4)]
-    try:
-        for stream in drips:
-            await stream.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-        await anyio.sleep(1.2)  # past HEAD_GRACE: a real client sends its head at once
-        health = await get_json(relay.url + "/health")
-        assert health["status"] == "ok"
-        assert await closed_by_relay(drips[0])  # the oldest drip made room
-    finally:
-        for stream in drips:
-            await stream.aclose()
+async def test_dripping_heads_make_room_for_a_healthy_caller(backend):
+    async with relay_in_process(max_connections=4) as relay:
+        drips = [await connect(relay) for _ in range(4)]
+        try:
+            for stream in drips:
+                await stream.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            await anyio.sleep(1.2)  # past HEAD_GRACE: a real client sends its head at once
+            health = await get_json(relay.url + "/health")
+            assert health["status"] == "ok"
+            assert await closed_by_relay(drips[0])  # the oldest drip made room
+        finally:
+            for stream in drips:
+                await stream.aclose()
 
 
-async def test_idle_keep_alive_connections_make_room_for_a_new_caller(relay_factory):
-    relay = relay_factory("--max-connections", "2")
-    idle = [await connect(relay) for _ in range(2)]
-    try:
-        for stream in idle:
-            await stream.send(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            assert b" 200 " in await read_head(stream)
-        health = await get_json(relay.url + "/health")  # a third connection: served, not 503
-        assert health["status"] == "ok"
-        assert await closed_by_relay(idle[0])
-    finally:
-        for stream in idle:
-            await stream.aclose()
+async def test_idle_keep_alive_connections_make_room_for_a_new_caller(backend):
+    async with relay_in_process(max_connections=2) as relay:
+        idle = [await connect(relay) for _ in range(2)]
+        try:
+            for stream in idle:
+                await stream.send(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                assert b" 200 " in await read_head(stream)
+            health = await get_json(relay.url + "/health")  # a third connection: served, not 503
+            assert health["status"] == "ok"
+            assert await closed_by_relay(idle[0])
+        finally:
+            for stream in idle:
+                await stream.aclose()
 
 
-async def test_connections_receiving_bodies_are_not_closed_to_make_room(relay_factory):
-    relay = relay_factory("--max-connections", "2")
-    uploads = [await connect(relay) for _ in range(2)]
-    try:
-        for stream in uploads:
-            await stream.send(post_head(100) + b'{"model"')
-        await anyio.sleep(1.2)
-        async with await connect(relay) as extra:
-            await extra.send(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            assert b" 503 " in (await read_head(extra)).split(b"\r\n")[0]
-    finally:
-        for stream in uploads:
-            await stream.aclose()
+async def test_connections_receiving_bodies_are_not_closed_to_make_room(backend):
+    async with relay_in_process(max_connections=2) as relay:
+        uploads = [await connect(relay) for _ in range(2)]
+        try:
+            for stream in uploads:
+                await stream.send(post_head(100) + b'{"model"')
+            await anyio.sleep(1.2)
+            async with await connect(relay) as extra:
+                await extra.send(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                assert b" 503 " in (await read_head(extra)).split(b"\r\n")[0]
+        finally:
+            for stream in uploads:
+                await stream.aclose()
 
 
 # --- 7: slow readers ------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from shared_protocol._unix import connect_unix
 
 from _eventually import eventually
 from _http_client import get_json, post
+from _inprocess import relay_in_process
 from conftest import ROOT, chat_body, mcp_worker, server_params, wait_for_workers
 
 pytestmark = pytest.mark.anyio
@@ -209,35 +210,35 @@ async def test_thousands_of_one_character_deltas_in_one_write_all_reach_the_call
     assert text == answer
 
 
-async def test_a_stuck_worker_does_not_take_everything(relay_factory, backend):
+async def test_a_stuck_worker_does_not_take_everything(backend):
     """A worker that grants 100 slots and never answers (in real life: VS Code waiting for a consent
     click nobody gives) connected first, a healthy one beside it: requests spread by requests in
     flight, and the stuck worker's ones move to the healthy worker after --start-timeout."""
-    relay = relay_factory("--start-timeout", "1")
-    async with await connect_unix(relay.socket) as stuck, anyio.create_task_group() as tg:
-        await stuck.send(encode(Hello(version=PROTOCOL_VERSION, worker=WorkerInfo(client_name="stuck"))))
-        await read_frames(stuck, 1)
-        await stuck.send(encode(Ready(slots=100)))
-        async with mcp_worker(relay, backend, wait_ready=False) as healthy:
-            await wait_for_workers(relay, 2, sampling=False)
-            answers: dict[int, str] = {}
+    async with relay_in_process(start_timeout=1) as relay:
+        async with await connect_unix(relay.socket) as stuck, anyio.create_task_group() as tg:
+            await stuck.send(encode(Hello(version=PROTOCOL_VERSION, worker=WorkerInfo(client_name="stuck"))))
+            await read_frames(stuck, 1)
+            await stuck.send(encode(Ready(slots=100)))
+            async with mcp_worker(relay, backend, wait_ready=False) as healthy:
+                await wait_for_workers(relay, 2, sampling=False)
+                answers: dict[int, str] = {}
 
-            async def call(i: int) -> None:
-                response = await post(relay.url, "/v1/chat/completions", chat_body(f"caller {i}"))
-                answers[i] = response.json()["choices"][0]["message"]["content"]
+                async def call(i: int) -> None:
+                    response = await post(relay.url, "/v1/chat/completions", chat_body(f"caller {i}"))
+                    answers[i] = response.json()["choices"][0]["message"]["content"]
 
-            for i in range(6):
-                tg.start_soon(call, i)
-            await eventually(lambda: len(answers) == 6, timeout=20, what="all six answers")
-            assert len(healthy.model.requests) == 6
-        frames, decoder = [], RelayFrameDecoder()
-        with anyio.fail_after(10):
-            while not any(f.type == "cancel" for f in frames):
-                frames += list(decoder.feed(await stuck.receive()))
-        cancels = [f for f in frames if f.type == "cancel"]
-    assert answers == {i: f"echo: caller {i}" for i in range(6)}
-    assert cancels and "relay --start-timeout" in cancels[0].reason
-    assert "moving it to another worker" in relay.log
+                for i in range(6):
+                    tg.start_soon(call, i)
+                await eventually(lambda: len(answers) == 6, timeout=20, what="all six answers")
+                assert len(healthy.model.requests) == 6
+            frames, decoder = [], RelayFrameDecoder()
+            with anyio.fail_after(10):
+                while not any(f.type == "cancel" for f in frames):
+                    frames += list(decoder.feed(await stuck.receive()))
+            cancels = [f for f in frames if f.type == "cancel"]
+        assert answers == {i: f"echo: caller {i}" for i in range(6)}
+        assert cancels and "relay --start-timeout" in cancels[0].reason
+        assert "moving it to another worker" in relay.log
 
 
 @pytest.mark.real
