@@ -13,6 +13,7 @@ text is ever written here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -64,9 +65,14 @@ def write(directory: str, session: str, value: Any, kind: str = "record") -> Non
     """Replace the file with ``value`` (a dataclass) as JSON."""
     target = path(directory, session, kind)
     temporary = f"{target}.{os.getpid()}.tmp"
-    with open(temporary, "w", encoding="utf-8") as out:
-        json.dump(dataclasses.asdict(value), out)
-    os.replace(temporary, target)
+    try:
+        with open(temporary, "w", encoding="utf-8") as out:
+            json.dump(dataclasses.asdict(value), out)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def read(directory: str, session: str, cls: type[T], kind: str = "record") -> T | None:
@@ -97,7 +103,7 @@ def prune(directory: str, now: float | None = None) -> None:
         return
     for entry in entries:
         try:
-            if entry.name.endswith(".json") and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+            if entry.name.endswith((".json", ".tmp")) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
                 os.unlink(entry.path)
         except OSError:
             pass

@@ -118,6 +118,8 @@ def supervise(
                 start_new_session=True,
             )
             running.append(proc)
+            if stopping:  # the stop came between the check and here: this group was not told
+                _signal_group(proc.pid, signal.SIGTERM)
             status = _wait(proc, stopping)
             running.clear()
             _clear_group(proc.pid)

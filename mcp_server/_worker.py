@@ -56,6 +56,8 @@ class Worker:
         self.core = WorkerCore(self.link.socket_path, client.info(), client.capacity, client.model_id, budget)
         session = record.session_key(os.environ, os.environ.get(record.SESSION_ENV))
         self._record = (record_dir, session) if record_dir and session else None
+        if self._record is not None:  # restarted within the session: count on from its record
+            self.core.tally = record.read(*self._record, record.Tally) or self.core.tally
         self._recorded = self.core.tally
         self._wakeups: dict[int, anyio.Event] = {}
         self._sampling: dict[str, anyio.CancelScope] = {}

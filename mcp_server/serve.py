@@ -57,7 +57,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
-from shared_protocol import SOCKET_ENV, default_socket_path
+from shared_protocol import default_socket_path
 from shared_protocol._settings import env_name, parse_settings, setting
 from shared_protocol._trust import directory_problem
 
@@ -200,12 +200,20 @@ class Session:
     """Claude Code's ``--session-id`` (headless sessions, whose record the supervisor reads)."""
 
 
+def server_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``MCPTB_*`` variables of mcptb-server's own settings, for its configuration; not the socket and
+    not the session's record and budget, which mcptb-serve decides (a budget left in the environment
+    would end an interactive session for good)."""
+    ours = {"socket", "session_state", "session_budget"}
+    names = {env_name(f.name) for f in dataclasses.fields(ServerOptions) if f.name not in ours}
+    return {k: v for k, v in environ.items() if k in names}
+
+
 def mcp_config(socket_path: str, environ: Mapping[str, str], session: Session) -> str:
     """The ``--mcp-config`` JSON: our server under the name ``mcptb``, with the socket, our settings and where
     to keep the serving record."""
     command, *args = server_command()
-    names = {env_name(f.name) for f in dataclasses.fields(ServerOptions)} - {SOCKET_ENV}
-    env = {k: v for k, v in environ.items() if k in names}
+    env = server_settings(environ)
     args += ["--socket", socket_path, "--session-state", session.state_dir]
     if session.budget:
         args += ["--session-budget", str(session.budget)]
@@ -266,6 +274,11 @@ def codex_servers(environ: Mapping[str, str]) -> list[str]:
     return [name for name in names if name != SERVER_NAME and re.fullmatch(r"[A-Za-z0-9_-]+", name)]
 
 
+def toml_value(value: object) -> str:
+    """A TOML value for ``-c`` (JSON without ``\\u`` escapes is TOML: strings, arrays)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 def codex_arguments(
     codex: str, socket_path: str, extra: Sequence[str], environ: Mapping[str, str], session: Session, key: str
 ) -> list[str]:
@@ -280,14 +293,13 @@ def codex_arguments(
     args += ["--socket", socket_path, "--session-state", session.state_dir]
     if session.budget:
         args += ["--session-budget", str(session.budget)]
-    names = {env_name(f.name) for f in dataclasses.fields(ServerOptions)} - {SOCKET_ENV}
-    env = {k: v for k, v in environ.items() if k in names} | {record.SERVE_SESSION_ENV: key}
-    hook = json.dumps(shlex.join(stop_hook.command(session.state_dir, session.stop_reminders)))
+    env = server_settings(environ) | {record.SERVE_SESSION_ENV: key}
+    hook = toml_value(shlex.join(stop_hook.command(session.state_dir, session.stop_reminders)))
     hooks = f'[{{hooks=[{{type="command",command={hook}}}]}}]'
     overrides = [
-        f"mcp_servers.{SERVER_NAME}.command={json.dumps(command)}",
-        f"mcp_servers.{SERVER_NAME}.args={json.dumps(args)}",
-        f"mcp_servers.{SERVER_NAME}.env={{{','.join(f'{json.dumps(k)}={json.dumps(v)}' for k, v in env.items())}}}",
+        f"mcp_servers.{SERVER_NAME}.command={toml_value(command)}",
+        f"mcp_servers.{SERVER_NAME}.args={toml_value(args)}",
+        f"mcp_servers.{SERVER_NAME}.env={{{','.join(f'{toml_value(k)}={toml_value(v)}' for k, v in env.items())}}}",
         f"mcp_servers.{SERVER_NAME}.required=true",
         f"mcp_servers.{SERVER_NAME}.tool_timeout_sec=620",
         f"hooks.Stop={hooks}",
@@ -417,11 +429,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     warning = relay_warning(socket_path)
     if warning:
         print(f"mcptb-serve: warning: {warning}.", file=sys.stderr, flush=True)
-    state_dir = os.path.join(options.workdir, "sessions")
+    workdir = os.path.abspath(options.workdir)  # the session runs there: every path must hold from it
+    state_dir = os.path.join(workdir, "sessions")
     try:
-        os.makedirs(options.workdir, mode=0o700, exist_ok=True)
+        os.makedirs(workdir, mode=0o700, exist_ok=True)
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
-        os.chdir(options.workdir)
+        os.chdir(workdir)
     except OSError as exc:
         sys.exit(
             f"mcptb-serve: cannot use {options.workdir} as the session's directory ({exc.strerror or exc}); "

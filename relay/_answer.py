@@ -43,15 +43,20 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
     deadline = loop() + config.queue_timeout
     start_by = float("inf")  # while assigned and not started: when to move it to another worker
     assigned = False
-    unserved = _Unserved()
-    keepalive_at = loop() + config.keepalive_interval  # after this much silence towards the caller
+    opened = loop()
+    unserved = _Unserved(opened=opened)
+    keepalive_at = opened + config.keepalive_interval  # after this much silence towards the caller
     while True:
         event: JobEvent | None = None
         if loop() >= start_by:
             reason = f"not started within {config.start_timeout:g} s (relay --start-timeout); moved to another worker"
             moved = broker.move_unstarted(job, reason)
             start_by = float("inf") if moved else loop() + config.start_timeout  # no other worker: try later
-        look_again = unserved.check(job, broker, config, assigned)
+        look_again = unserved.check(job, broker, config, assigned)  # first: a grace ends before a keep-alive
+        if loop() >= keepalive_at and loop() < start_by:
+            keepalive_at = loop() + config.keepalive_interval
+            yield KEEPALIVE
+            continue
         if not assigned and job.hold_until > loop():  # waiting for the agent that has the earlier turns
             look_again = min(look_again, job.hold_until)
         wake = min(
@@ -70,9 +75,6 @@ async def follow(job: Job, broker: Broker, config: Config) -> AsyncIterator[Answ
                 raise _timeout(assigned, config, broker)
             if not assigned and job.prefer is not None:
                 broker.pump()  # a hold may have ended
-            if loop() >= keepalive_at and loop() < start_by:
-                keepalive_at = loop() + config.keepalive_interval
-                yield KEEPALIVE
             continue
         if isinstance(event, WorkersChanged):
             continue  # look again at who could serve it (the loop's top)
@@ -122,19 +124,24 @@ class _Unserved:
     moment: it waits ``--agent-grace``). The relay warns after :data:`WARN_AFTER` seconds and fails the
     job when the grace is over; the clock starts over when the reason changes or somebody serves."""
 
+    opened: float = 0.0
+    """When following began: a reason found at the first look counts from there (so a grace equal to the
+    keep-alive interval ends first, and a stream's status line can still say 503)."""
+    first: bool = True
     kind: str | None = None
     since: float = 0.0
     warned: bool = False
 
     def check(self, job: Job, broker: Broker, config: Config, assigned: bool) -> float:
         """Update; raise the job's error once its grace is over; return when to look again."""
+        now = anyio.current_time()
+        start, self.first = self.opened if self.first else now, False
         if assigned:
             self.kind, self.warned = None, False
             return float("inf")
         refusal = broker.refusal(job.request)  # the workers that came can never serve it (its tools)
         if refusal is not None:
             raise refusal
-        now = anyio.current_time()
         unserved = broker.unserved(job)
         if unserved is None:
             self.kind, self.warned = None, False
@@ -144,7 +151,7 @@ class _Unserved:
             log.warning("%s: %s", job.id, why)
             raise RelayError(kind, why, retry_after=SELF_SERVING_RETRY_AFTER)
         if kind != self.kind:
-            self.kind, self.since, self.warned = kind, now, False
+            self.kind, self.since, self.warned = kind, start, False
         grace, flag = (config.worker_grace, "worker") if kind == "no_worker" else (config.agent_grace, "agent")
         waited = now - self.since
         if waited >= grace:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import shlex
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -441,11 +442,14 @@ class Broker:
         if not self.workers:
             return "no_worker", self.no_worker_message()
         fits = [w for w in self.workers.values() if self._fits(job, w)]
+        # the caller's own session cannot serve it (it waits for this answer): only the others count
+        own = [w for w in fits if job.caller.session is not None and w.info.session == job.caller.session]
+        fits = [w for w in fits if w not in own]
+        if own and not fits:
+            return "waiting_for_itself", f"{SELF_SERVING}. {SELF_SERVING_FIX}"
         if not fits or any(w.info.concurrency > 0 or w.info.agent != "away" for w in fits):
             return None
         names = ", ".join(sorted({w.info.client_name or "unknown client" for w in fits}))
-        if job.caller.session is not None and any(w.info.session == job.caller.session for w in fits):
-            return "waiting_for_itself", f"{SELF_SERVING}. {SELF_SERVING_FIX}"
         if job.caller.claude_code and all(w.info.client_name == "claude-code" for w in fits):
             return "no_agent", (
                 f"This request comes from Claude Code, and only Claude Code ({names}) could answer it, through an "
@@ -474,11 +478,12 @@ class Broker:
 
     def no_worker_message(self) -> str:
         waited = f" within {self.worker_grace:g} s (relay --worker-grace)" if self.worker_grace else ""
-        socket = "" if self.socket_path == default_socket_path() else f" --socket {self.socket_path}"
+        socket = "" if self.socket_path == default_socket_path() else f" --socket {shlex.quote(self.socket_path)}"
+        command = shlex.quote(server_command())
         return (
             f"No MCP server connected to this relay{waited}, so there is no model to answer. Serve with Claude "
             "Code: run `mcptb-serve` (it keeps a session serving). Or register the bridge's MCP server with your "
-            f"MCP client for every directory: `claude mcp add --scope user mcptb -- {server_command()}{socket}` "
+            f"MCP client for every directory: `claude mcp add --scope user mcptb -- {command}{socket}` "
             "(Codex CLI, Gemini CLI, VS Code: README, Serving). GET /health lists connected servers."
         )
 

@@ -565,3 +565,19 @@ def test_the_codex_command_line(tmp_path, run_serve):
     interactive = run_serve("--cli", "codex", "--codex", str(stub), "--socket", "/no/relay.sock")
     argv = json.loads(interactive.stdout.splitlines()[0])  # the stub replaced mcptb-serve: no supervisor
     assert argv[0] == "--dangerously-bypass-hook-trust" and argv[-1] == SERVE_START and "exec" not in argv
+
+
+def test_relative_workdir_and_a_leftover_budget_variable_cannot_break_the_hooks(stub_claude, run_serve, tmp_path):
+    """A relative --workdir is made absolute before the session moves there (the record and the hook's
+    --state must name the same place); MCPTB_SESSION_BUDGET is mcptb-serve's to pass (headless only), so an
+    interactive session never inherits a budget that would end it for good."""
+    workdir = os.path.relpath(tmp_path / "w", ROOT)
+    done = run_serve("--claude", str(stub_claude), "--workdir", workdir, env={"MCPTB_SESSION_BUDGET": "5000"})
+    assert done.returncode == 0, done.stderr
+    argv = json.loads(done.stdout)["argv"]
+    server = json.loads(argv[argv.index("--mcp-config") + 1])["mcpServers"][SERVER_NAME]
+    state = server["args"][server["args"].index("--session-state") + 1]
+    assert state == str(tmp_path / "w" / "sessions") and os.path.isdir(state)
+    hook = json.loads(argv[argv.index("--settings") + 1])["hooks"]["Stop"][0]["hooks"][0]["command"]
+    assert f"--state {state}" in hook
+    assert "--session-budget" not in server["args"] and "MCPTB_SESSION_BUDGET" not in server["env"]

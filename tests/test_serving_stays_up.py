@@ -217,3 +217,25 @@ async def _queue_is_empty(relay) -> bool:
 
 async def _eventually(check) -> None:
     await eventually(check, timeout=15)
+
+
+async def test_with_the_default_equal_grace_and_keepalive_a_stream_still_gets_its_real_503(backend):
+    """--agent-grace and --keepalive-interval are both 15 s by default: the grace ends first."""
+    async with relay_in_process(agent_grace=1, keepalive_interval=1) as relay:
+        async with worker_in_process(relay.socket, sampling=False, client_name="claude-code"):
+            await wait_for_workers(relay, 1, sampling=False)
+            response = await post(relay.url, PATH, chat_body(stream=True))
+    assert response.status == 503 and response.json()["error"]["code"] == "no_agent", response.body
+
+
+async def test_an_mcp_server_restarted_within_a_session_counts_on_from_its_record(backend, monkeypatch, tmp_path):
+    """The Stop hook compares the record's counts with its notes: a server that started again from zero
+    would look like an agent that stopped calling next_request."""
+    from mcp_server import _record as record
+    from mcp_server._record import Tally
+    from mcp_server.cli import parse_args, worker_from_args
+
+    monkeypatch.setenv("MCPTB_SERVE_SESSION", "s1")
+    record.write(str(tmp_path), "s1", Tally(waits=40, shown=12, handed=9000, served=12))
+    worker = worker_from_args(parse_args(["--socket", "/nowhere.sock", "--session-state", str(tmp_path)]))
+    assert worker.core.tally == Tally(waits=40, shown=12, handed=9000, served=12)

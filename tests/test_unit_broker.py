@@ -270,3 +270,18 @@ def test_no_hold_when_the_agent_that_answered_is_away_or_gone():
     broker.grant(first.handle, 1)
     broker.submit("b", conversation("turn 0", "answer", "turn 1"), 5)
     assert first.requests() == ["b"]
+
+
+def test_a_callers_own_session_is_waiting_for_itself_only_when_no_other_worker_could_serve_it():
+    """The coding session that calls the relay may have the bridge registered too (its own worker, away
+    while it waits for this answer); another session's agent between two calls is only away a moment."""
+    from relay._broker import Caller
+
+    broker = Broker(max_queue=10, socket_path="/s")
+    FakeWorker(broker, modes=["agent"], agent="away", session="coding", client_name="claude-code")
+    job = broker.submit("a", neutral(), 5, Caller(claude_code=True, session="coding"))
+    assert broker.unserved(job)[0] == "waiting_for_itself"
+    FakeWorker(broker, modes=["agent"], agent="away", session="serving", client_name="claude-code")
+    assert broker.unserved(job)[0] == "no_agent"  # the serving session comes back to next_request soon
+    FakeWorker(broker, modes=["agent"], agent="serving", session="other", client_name="claude-code")
+    assert broker.unserved(job) is None
