@@ -125,6 +125,18 @@ def _programs_only_in_the_full_tier(request: pytest.FixtureRequest, monkeypatch:
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
+@pytest.fixture
+def desktop(tmp_path: Path) -> Iterator[Any]:
+    """A home and a runtime directory as a desktop session has them (``agent_clis/harness.py``)."""
+    from agent_clis.harness import Desktop
+
+    made = Desktop.make(tmp_path / "home")
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -67,15 +66,6 @@ def need(request: pytest.FixtureRequest, name: str) -> None:
     if reason is not None:
         say(request.config, f"*** {reason} ***")
         pytest.skip(reason)
-
-
-@pytest.fixture
-def desktop(tmp_path: Path) -> Any:
-    made = Desktop.make(tmp_path / "home")
-    try:
-        yield made
-    finally:
-        made.cleanup()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from typing import Any
 
 import anyio
 import pytest
-from agent_clis.harness import CODEX, Desktop, clean_env, skip_reason, start_default_relay
+from agent_clis.harness import CODEX, clean_env, skip_reason, start_default_relay
 from agent_clis.scripted_apis import NEXT_REQUEST, ScriptedApis, ServingAgent
 from claude_code.fake_model import ANSWER_PREFIX, SERVED
 from claude_code.harness import kill_group, processes_with_home, start_background
@@ -36,15 +36,6 @@ from conftest import ROOT, chat_body, say
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
 LINE = re.compile(r"^mcptb-serve: session 1 ended after \S+: (\d+) requests? served, [\d,]+ characters handed")
-
-
-@pytest.fixture
-def desktop(tmp_path: Path) -> Any:
-    made = Desktop.make(tmp_path / "home")
-    try:
-        yield made
-    finally:
-        made.cleanup()
 
 
 async def test_codex_headless_keeps_serving_across_ended_turns_and_stops_on_sigint(request, desktop, backend, tmp_path):
