@@ -24,6 +24,8 @@ from relay._errors import error_headers
 from relay._http import HttpRequest, RequestLog
 from shared_protocol import AnswerFrame, NeutralRequest, RelayFrameDecoder, RequestFrame, WorkerInfo
 
+from _sse import split
+
 
 @dataclass
 class Result:
@@ -41,7 +43,7 @@ class Result:
 
     @property
     def sse_events(self) -> list[str]:
-        return [e for e in self.body.decode().split("\n\n") if e]
+        return split(self.body)
 
 
 class FakeResponder:

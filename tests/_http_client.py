@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 import anyio
 import h11
 
+from _sse import split
+
 
 @dataclass
 class Response:
@@ -26,7 +28,7 @@ class Response:
     @property
     def sse_events(self) -> list[str]:
         """The SSE events (text between blank lines), in order."""
-        return [e for e in self.body.decode().split("\n\n") if e]
+        return split(self.body)
 
 
 async def request(

@@ -20,6 +20,7 @@ from mcp_server.cli import parse_args, worker_from_args
 from _eventually import eventually
 from _http_client import get_json, post
 from _inprocess import relay_in_process, worker_in_process
+from _sse import data_of
 from conftest import chat_body, mcp_worker, mcp_worker_process, server_params, wait_for_workers
 
 pytestmark = pytest.mark.anyio
@@ -109,12 +110,12 @@ async def test_agent_pulls_a_request_and_its_reply_streams_back(relay, backend):
         delivered = await session.call_tool("reply", {"request_id": rid, "content": "42"})
         assert not delivered.is_error and text_of(delivered).startswith("Delivered")
         await caller.done()
-    events = caller.response.sse_events
-    chunks = [json.loads(e.removeprefix("data: ")) for e in events if e.startswith("data: {")]
+    datas = data_of(caller.response.body)
+    chunks = [json.loads(d) for d in datas[:-1]]
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == "42"
     assert chunks[1]["model"] == "claude-code"
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
-    assert events[-1] == "data: [DONE]"
+    assert datas[-1] == "[DONE]"
 
 
 async def test_streaming_caller_gets_role_chunk_and_keep_alives_before_the_agent_answers(relay, backend):

@@ -43,6 +43,7 @@ from claude_code.harness import BINARIES, ClaudeCode, Run, run_bounded, skip_rea
 from claude_code.scripted_sampling import ANSWER_PREFIX, BASH_COMMAND, BASH_OUTPUT, MODEL, ToolThenAnswerModel
 
 from _eventually import eventually
+from _sse import named_events
 from conftest import RelayProcess, mcp_worker, no_workers, say, short_socket_dir, start_relay
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
@@ -241,17 +242,7 @@ def claude_code_body(backend: str, *, stream: bool = True, history: bool = False
 
 def parse_sse(data: bytes) -> list[tuple[str, dict[str, Any]]]:
     """``event:``/``data:`` pairs in order (comments skipped); every data must be the event's type."""
-    events = []
-    for frame in data.decode().replace("\r\n", "\n").split("\n\n"):
-        lines = [line for line in frame.split("\n") if line and not line.startswith(":")]
-        if not lines:
-            continue
-        fields = dict(line.split(": ", 1) for line in lines)
-        assert set(fields) == {"event", "data"}, frame
-        payload = json.loads(fields["data"])
-        assert payload["type"] == fields["event"], frame
-        events.append((fields["event"], payload))
-    return events
+    return named_events(data)
 
 
 def assemble(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:

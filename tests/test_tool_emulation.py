@@ -11,6 +11,7 @@ import pytest
 
 from _http_client import get_json, post
 from _scripted import MODEL, FixedAnswerModel
+from _sse import data_of
 from conftest import chat_body, mcp_worker
 
 pytestmark = pytest.mark.anyio
@@ -38,7 +39,7 @@ def body(*, stream: bool = False, **extra) -> bytes:
 
 
 def stream_chunks(response) -> list[dict]:
-    datas = [e.removeprefix("data: ") for e in response.sse_events if e.startswith("data: ")]
+    datas = data_of(response.body)
     assert datas[-1] == "[DONE]"
     return [json.loads(d) for d in datas[:-1]]
 

@@ -30,6 +30,7 @@ import pytest
 
 from _eventually import eventually
 from _http_client import get_json, post
+from _sse import data_of
 from conftest import ROOT, RelayProcess, no_workers, say, wait_for_workers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
@@ -213,10 +214,6 @@ async def ts_sdk_worker(relay: RelayProcess, backend: str, *server_args: str) ->
         os.unlink(stderr_path)
 
 
-def _data_events(events: list[str]) -> list[str]:
-    return [e.removeprefix("data: ") for e in events if e.startswith("data: ")]
-
-
 def _texts(message: dict[str, Any]) -> list[str]:
     """The text blocks of a sampling message as the TS client received it (one block or a list)."""
     content = message["content"]
@@ -283,7 +280,7 @@ async def test_stream_is_answered_by_the_typescript_sdk_client(relay, backend):
 
     assert response.status == 200, response.body
     assert response.headers["content-type"] == "text/event-stream"
-    datas = _data_events(response.sse_events)
+    datas = data_of(response.body)
     assert datas[-1] == "[DONE]"
     chunks = [json.loads(d) for d in datas[:-1]]
     # the first chunk leaves before the worker answers, so it can only name the model that was asked for;

@@ -19,6 +19,7 @@ from relay._usage import UsageEstimate
 from shared_protocol import End, ErrorFrame, Start, TextDelta, ToolCall
 
 from _app_driver import in_process
+from _sse import named_events
 
 pytestmark = pytest.mark.anyio
 
@@ -45,14 +46,7 @@ def body(text: str = "hello", **extra) -> dict:
 
 
 def events_of(data: bytes) -> list[tuple[str, dict]]:
-    out = []
-    for frame in data.decode().split("\n\n"):
-        if not frame:
-            continue
-        lines = frame.split("\n")
-        assert lines[0].startswith("event: ") and lines[1].startswith("data: "), frame
-        out.append((lines[0][7:], json.loads(lines[1][6:])))
-    return out
+    return named_events(data, comments=False)
 
 
 def error_of(response) -> dict:

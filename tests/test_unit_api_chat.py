@@ -21,6 +21,7 @@ from relay._usage import UsageEstimate
 from shared_protocol import End, Start, TextDelta, ToolCall
 
 from _app_driver import in_process
+from _sse import data_of
 from conftest import chat_body
 
 pytestmark = pytest.mark.anyio
@@ -41,13 +42,7 @@ def shape(value):
 
 
 def sse_json(data: bytes) -> list:
-    events = [e for e in data.decode().split("\n\n") if e]
-    assert all(e.startswith("data: ") for e in events)
-    return [e.removeprefix("data: ") for e in events]
-
-
-def data_events(events: list[str]) -> list[str]:
-    return [e.removeprefix("data: ") for e in events if e.startswith("data: ")]
+    return data_of(data, only_data=True)
 
 
 def text_answer(text: str, stop: str = "endTurn") -> list:
@@ -303,7 +298,7 @@ async def test_stream_follows_the_wire_contract():
     assert response.headers["cache-control"] == "no-cache" and response.headers["x-mcptb-usage"] == "estimated"
     events = response.sse_events
     assert all(e.startswith("data: ") for e in events), events  # never event:/id:/retry:
-    datas = data_events(events)
+    datas = data_of(response.body)
     assert datas[-1] == "[DONE]"
     chunks = [json.loads(d) for d in datas[:-1]]
     for chunk in chunks:
@@ -324,7 +319,7 @@ async def test_stream_follows_the_wire_contract():
 async def test_stream_without_include_usage_has_no_usage_chunk():
     async with in_process(text_answer("echo: hi")) as relay:
         response = await relay.post(PATH, chat_body("hi", stream=True))
-    chunks = [json.loads(d) for d in data_events(response.sse_events)[:-1]]
+    chunks = [json.loads(d) for d in data_of(response.body)[:-1]]
     assert all(c["choices"] for c in chunks)
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
@@ -333,7 +328,7 @@ async def test_text_that_arrived_together_goes_out_in_one_frame_not_one_per_char
     script = [Start(id="-", model=MODEL), *[TextDelta(id="-", text="x")] * 1000, End(id="-", stop_reason="endTurn")]
     async with in_process(script) as relay:
         response = await relay.post(PATH, chat_body("LONG please", stream=True))
-    contents = [json.loads(d)["choices"][0]["delta"].get("content") for d in data_events(response.sse_events)[1:-2]]
+    contents = [json.loads(d)["choices"][0]["delta"].get("content") for d in data_of(response.body)[1:-2]]
     assert contents == ["x" * 1000]
 
 
@@ -347,7 +342,7 @@ async def test_streamed_tool_call_sends_name_once_with_whole_arguments():
     body = chat_body("weather?", tools=TOOLS, stream=True, stream_options={"include_usage": True})
     async with in_process(script) as relay:
         response = await relay.post(PATH, body)
-    chunks = [json.loads(d) for d in data_events(response.sse_events)[:-1]]
+    chunks = [json.loads(d) for d in data_of(response.body)[:-1]]
     calls = [
         c["choices"][0]["delta"]["tool_calls"]
         for c in chunks

@@ -17,6 +17,7 @@ from relay._usage import UsageEstimate
 from shared_protocol import End, ErrorFrame, Start, TextDelta, ToolCall
 
 from _app_driver import in_process
+from _sse import named_events
 
 pytestmark = pytest.mark.anyio
 
@@ -45,12 +46,7 @@ def text_answer(text: str, stop: str = "endTurn") -> list:
 
 
 def events_of(data: bytes) -> list[tuple[str, dict]]:
-    out = []
-    for frame in data.decode().split("\n\n"):
-        if frame and not frame.startswith(":"):
-            name, payload = frame.split("\n")
-            out.append((name.removeprefix("event: "), json.loads(payload.removeprefix("data: "))))
-    return out
+    return named_events(data)
 
 
 async def test_the_body_litellms_proxy_sends_is_understood():
