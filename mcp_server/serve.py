@@ -158,10 +158,11 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[ServeOp
         ours,
         environ,
         prog="mcptb-serve",
-        description="Start a Claude Code session that serves MCP Token Bridge requests: mcptb-server given to "
-        "it directly, only its tools allowed, Claude Code's own tools off, the serve loop started. "
-        "Arguments after -- go to claude unchanged (mcptb-serve -- -p: serve headless until the model ends "
-        "its turn). Every flag can also be set as an environment variable MCPTB_<FLAG>.",
+        description="Start a Claude Code (or Codex) session that serves MCP Token Bridge requests until you "
+        "stop it: mcptb-server given to it directly, only its tools allowed, the CLI's own tools off, the serve "
+        "loop started and kept going by a Stop hook (Esc stops serving). --headless runs supervised claude -p "
+        "(or codex exec) sessions one after another. Arguments after -- go to the CLI unchanged (mcptb-serve "
+        "-- -p is --headless). Every flag can also be set as an environment variable MCPTB_<FLAG>.",
         defaults={"socket": found_socket(), "workdir": default_workdir(environ)},
         version=_version(),
     )
