@@ -18,14 +18,13 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import mcp_types as types
 import pytest
-from agent_clis.harness import Desktop, clean_env, start_default_relay
+from agent_clis.harness import clean_env, start_default_relay
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from mcp_server import _discovery
@@ -36,15 +35,6 @@ from _http_client import get_json, post
 from conftest import ROOT, chat_body, start_relay
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
-
-
-@pytest.fixture
-def desktop(tmp_path: Path) -> Iterator[Desktop]:
-    made = Desktop.make(tmp_path / "home")
-    try:
-        yield made
-    finally:
-        made.cleanup()
 
 
 def minimal_server(home: Path, backend: str) -> StdioServerParameters:
