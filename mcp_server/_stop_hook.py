@@ -1,4 +1,5 @@
-"""``mcptb-serve``'s Claude Code hooks: a serving session keeps serving until the user stops it.
+"""``mcptb-serve``'s hooks (Claude Code's, which Codex CLI shares): a serving session keeps serving until the
+user stops it.
 
 ``mcptb-serve`` hands the session two command hooks on its command line (``--settings``; nothing is
 written to the user's configuration), both this module: ``UserPromptSubmit`` notes where each prompt

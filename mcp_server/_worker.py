@@ -49,7 +49,7 @@ class Worker:
     ):
         """``socket_path`` None: find the relay where a default one listens (``_discovery``). With
         ``record_dir`` (``mcptb-serve``'s sessions), the core's tally is written there after every tool
-        call that changed it, under the Claude Code session's id."""
+        call that changed it, named by the session's key (``_record.session_key``)."""
         self.client = client
         self.sampling_timeout = sampling_timeout
         self.link = RelayLink(socket_path, reconnect_max_delay, self)

@@ -210,15 +210,20 @@ def server_settings(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k in names}
 
 
-def mcp_config(socket_path: str, environ: Mapping[str, str], session: Session) -> str:
-    """The ``--mcp-config`` JSON: our server under the name ``mcptb``, with the socket, our settings and where
-    to keep the serving record."""
+def server_launch(socket_path: str, session: Session) -> tuple[str, list[str]]:
+    """mcptb-server's command and arguments for a session: the socket, where its record goes, its budget."""
     command, *args = server_command()
-    env = server_settings(environ)
     args += ["--socket", socket_path, "--session-state", session.state_dir]
     if session.budget:
         args += ["--session-budget", str(session.budget)]
-    server = {"type": "stdio", "command": command, "args": args, "env": env}
+    return command, args
+
+
+def mcp_config(socket_path: str, environ: Mapping[str, str], session: Session) -> str:
+    """The ``--mcp-config`` JSON: our server under the name ``mcptb``, with the socket, our settings and where
+    to keep the serving record."""
+    command, args = server_launch(socket_path, session)
+    server = {"type": "stdio", "command": command, "args": args, "env": server_settings(environ)}
     return json.dumps({"mcpServers": {SERVER_NAME: server}})
 
 
@@ -290,10 +295,7 @@ def codex_arguments(
     prompt, last. The user's other MCP servers are turned off for the session (``enabled=false``; Codex
     has no strict mode). Codex hands its MCP servers a minimal environment: the server's settings and the
     record's ``key`` go in its ``env`` table."""
-    command, *args = server_command()
-    args += ["--socket", socket_path, "--session-state", session.state_dir]
-    if session.budget:
-        args += ["--session-budget", str(session.budget)]
+    command, args = server_launch(socket_path, session)
     env = server_settings(environ) | {record.SERVE_SESSION_ENV: key}
     hook = toml_value(shlex.join(stop_hook.command(session.state_dir, session.stop_reminders)))
     hooks = f'[{{hooks=[{{type="command",command={hook}}}]}}]'
