@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ import pytest
 from agent_clis.harness import CODEX, clean_env, skip_reason, start_default_relay
 from agent_clis.scripted_apis import NEXT_REQUEST, ScriptedApis, ServingAgent
 from claude_code.fake_model import ANSWER_PREFIX, SERVED
-from claude_code.harness import kill_group, processes_with_home, start_background
+from claude_code.harness import Terminal, processes_with_home, start_background
 
 from mcp_server._stop_hook import KEEP_SERVING
 
@@ -121,14 +119,15 @@ async def test_codex_interactive_keeps_serving_across_ended_turns_and_esc_stops_
             await eventually(lambda: _model_said(apis, SERVED) > len(answers) - 1, timeout=30)
         waiting = await eventually(lambda: _waiting_in_next_request(relay), timeout=30)
         before = len(apis.requests)
-        terminal.press(b"\x1b")
+        terminal.send(b"\x1b")
         await eventually(lambda: _agent_away(relay), timeout=30, what="the agent away after Esc")
         refused = await post(relay.url, "/v1/chat/completions", chat_body("after Esc"))
         await anyio.sleep(1)  # would the model be asked again? (a Stop hook that fired would send it back)
         after = len(apis.requests)
-        alive = terminal.alive()
+        alive = terminal.proc.poll() is None
     finally:
-        screen = terminal.close()
+        terminal.close()
+        screen = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", terminal.screen.decode("utf-8", "replace"))
         relay.stop()
         apis.close()
     why = (
@@ -171,46 +170,3 @@ async def _waiting_in_next_request(relay: Any) -> bool:
 
 async def _agent_away(relay: Any) -> bool:
     return all(w.get("agent") == "away" for w in await _workers(relay))
-
-
-class Terminal:
-    """A program on a pseudo-terminal (120x40) in a session of its own; what it drew is read in a thread."""
-
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
-        import fcntl
-        import pty
-        import struct
-        import termios
-        import threading
-
-        self.controller, terminal = pty.openpty()
-        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-        self.proc = subprocess.Popen(
-            args, env=env, cwd=cwd, stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True
-        )
-        os.close(terminal)
-        self.screen = bytearray()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                data = os.read(self.controller, 65536)
-            except OSError:
-                return
-            if not data:
-                return
-            self.screen += data
-
-    def press(self, keys: bytes) -> None:
-        os.write(self.controller, keys)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def close(self) -> str:
-        kill_group(self.proc.pid)
-        self.proc.wait()
-        os.close(self.controller)
-        return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", self.screen.decode("utf-8", "replace"))

@@ -19,17 +19,10 @@ The scripted model (tests/claude_code/fake_model.py) ends its turn after every d
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
 import re
-import select
 import signal
-import struct
-import subprocess
-import termios
-import threading
 import time
 from functools import partial
 from typing import Any
@@ -43,6 +36,7 @@ from claude_code.harness import (
     ClaudeCode,
     FakeModelProcess,
     Run,
+    Terminal,
     children,
     group_members,
     processes_with_home,
@@ -285,49 +279,6 @@ async def test_a_session_whose_budget_is_spent_hands_over_to_a_fresh_one(
 # --- interactive, on a pseudo-terminal -------------------------------------------------------------------
 
 
-class Terminal:
-    """``args`` on a pseudo-terminal (120x40) in a session of its own; a thread keeps reading the screen."""
-
-    def __init__(self, args: list[str], env: dict[str, str], claude: ClaudeCode) -> None:
-        self.controller, terminal = pty.openpty()
-        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-        self.proc = subprocess.Popen(
-            args, env=env, cwd=claude.project, stdin=terminal, stdout=terminal, stderr=terminal,
-            start_new_session=True,
-        )  # fmt: skip
-        claude.groups.append(self.proc.pid)
-        os.close(terminal)
-        self.screen = b""
-        self._closed = False
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        while not self._closed:
-            ready, _, _ = select.select([self.controller], [], [], 0.1)
-            if ready:
-                try:
-                    data = os.read(self.controller, 65536)
-                except OSError:  # the terminal closed: the session ended
-                    return
-                if not data:
-                    return
-                self.screen += data
-
-    def send(self, data: bytes) -> None:
-        os.write(self.controller, data)
-
-    def close(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.proc.wait()
-        self._closed = True
-        self._reader.join(5)
-        os.close(self.controller)
-
-
 async def test_an_interactive_session_serves_turn_after_turn_until_esc(
     request, claude, relay_factory, backend, fake_model
 ):
@@ -336,7 +287,7 @@ async def test_an_interactive_session_serves_turn_after_turn_until_esc(
     _answer_first_run_questions(claude)
     relay = relay_factory("--keepalive-interval", "0.5", "--worker-grace", "30", "--agent-grace", "3")
     args = _serve_command("--claude", str(claude.binary), "--socket", relay.socket)
-    terminal = Terminal(args, _serve_env(claude, backend) | {"TERM": "xterm-256color"}, claude)
+    terminal = Terminal(args, _serve_env(claude, backend) | {"TERM": "xterm-256color"}, claude.project, claude.groups)
     answers: list[str] = []
     workers: list[dict[str, Any]] = []
     refused: openai.APIStatusError | None = None

@@ -16,15 +16,20 @@ timeout; on timeout its whole process group (Claude Code and the MCP server it s
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import functools
 import json
 import os
+import pty
 import re
 import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import termios
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,6 +218,50 @@ def start_background(
     if groups is not None:
         groups.append(proc.pid)
     return Background([str(a) for a in args], proc, out, err, time.monotonic())
+
+
+class Terminal:
+    """``args`` on a pseudo-terminal (120x40) in a session of its own; a thread keeps reading the screen."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, groups: list[int] | None = None) -> None:
+        self.controller, terminal = pty.openpty()
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        self.proc = subprocess.Popen(
+            args, env=env, cwd=cwd, stdin=terminal, stdout=terminal, stderr=terminal,
+            start_new_session=True,
+        )  # fmt: skip
+        if groups is not None:
+            groups.append(self.proc.pid)
+        os.close(terminal)
+        self.screen = b""
+        self._closed = False
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._closed:
+            ready, _, _ = select.select([self.controller], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(self.controller, 65536)
+                except OSError:  # the terminal closed: the session ended
+                    return
+                if not data:
+                    return
+                self.screen += data
+
+    def send(self, data: bytes) -> None:
+        os.write(self.controller, data)
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+        self._closed = True
+        self._reader.join(5)
+        os.close(self.controller)
 
 
 def run_bounded(
