@@ -1,5 +1,6 @@
 """What a slow, silent, hostile or greedy HTTP client can hold (hardening 4, 6, 7 and the many-headers
-case of 10), through the real relay process on both backends: the key and Host are checked on the
+case of 10), through the relay on both backends (in process; a real process where its open-file limit or
+memory is the point): the key and Host are checked on the
 head before a body byte is read, bodies in flight share one memory bound, heads and bodies have
 whole deadlines, idle and dripping connections make room for new ones, and a caller that stops
 reading is cut after --send-timeout."""
@@ -11,6 +12,8 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
+
+from relay import _admission
 
 from _eventually import eventually
 from _http_client import get_json, post
@@ -150,7 +153,7 @@ async def test_bodies_in_flight_share_max_body_memory(backend):
 
 
 async def test_a_head_dripped_a_byte_at_a_time_gets_408_at_its_whole_deadline(backend):
-    async with relay_in_process(head_timeout=1) as relay:
+    async with relay_in_process(head_timeout=0.5) as relay:
         head = post_head(2)
         async with await connect(relay) as stream:
             answer = b""
@@ -160,7 +163,7 @@ async def test_a_head_dripped_a_byte_at_a_time_gets_408_at_its_whole_deadline(ba
                         await stream.send(bytes([byte]))
                     except (anyio.BrokenResourceError, OSError):
                         break
-                    with anyio.move_on_after(0.2):
+                    with anyio.move_on_after(0.05):  # a byte well within any per-read timeout
                         answer += await stream.receive()
                     if answer:
                         break
@@ -168,25 +171,33 @@ async def test_a_head_dripped_a_byte_at_a_time_gets_408_at_its_whole_deadline(ba
 
 
 async def test_a_body_dripped_slowly_gets_408_at_its_whole_deadline(backend):
-    async with relay_in_process(read_timeout=1) as relay:
+    async with relay_in_process(read_timeout=0.5) as relay:
         async with await connect(relay) as stream:
             await stream.send(post_head(1000))
             answer = b""
             with anyio.fail_after(10):
                 while not answer:
                     await stream.send(b" ")
-                    with anyio.move_on_after(0.2):
+                    with anyio.move_on_after(0.05):
                         answer += await stream.receive()
         assert answer.startswith(b"HTTP/1.1 408 "), answer
 
 
-async def test_dripping_heads_make_room_for_a_healthy_caller(backend):
+@pytest.fixture
+def short_head_grace(monkeypatch: pytest.MonkeyPatch) -> float:
+    """The admission core's HEAD_GRACE (which its unit tests cover with a fake clock) made short, so
+    that these tests of the wiring do not wait a second."""
+    monkeypatch.setattr(_admission, "HEAD_GRACE", 0.1)
+    return 0.1
+
+
+async def test_dripping_heads_make_room_for_a_healthy_caller(backend, short_head_grace):
     async with relay_in_process(max_connections=4) as relay:
         drips = [await connect(relay) for _ in range(4)]
         try:
             for stream in drips:
                 await stream.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-            await anyio.sleep(1.2)  # past HEAD_GRACE: a real client sends its head at once
+            await anyio.sleep(2 * short_head_grace)  # past HEAD_GRACE: a real client sends its head at once
             health = await get_json(relay.url + "/health")
             assert health["status"] == "ok"
             assert await closed_by_relay(drips[0])  # the oldest drip made room
@@ -210,13 +221,13 @@ async def test_idle_keep_alive_connections_make_room_for_a_new_caller(backend):
                 await stream.aclose()
 
 
-async def test_connections_receiving_bodies_are_not_closed_to_make_room(backend):
+async def test_connections_receiving_bodies_are_not_closed_to_make_room(backend, short_head_grace):
     async with relay_in_process(max_connections=2) as relay:
         uploads = [await connect(relay) for _ in range(2)]
         try:
             for stream in uploads:
                 await stream.send(post_head(100) + b'{"model"')
-            await anyio.sleep(1.2)
+            await anyio.sleep(2 * short_head_grace)
             async with await connect(relay) as extra:
                 await extra.send(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                 assert b" 503 " in (await read_head(extra)).split(b"\r\n")[0]

@@ -392,18 +392,18 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("case", list(HOSTILE))
-async def test_hostile_json_is_a_400_naming_the_field_and_the_link_survives(relay_process, backend, case):
+async def test_hostile_json_is_a_400_naming_the_field_and_the_link_survives(relay, backend, case):
     body, param, fragment = HOSTILE[case]
-    async with mcp_worker(relay_process, backend):
-        response = await post(relay_process.url, PATH, body)
+    async with mcp_worker(relay, backend):
+        response = await post(relay.url, PATH, body)
         assert response.status == 400, response.body[:300]
         error = error_of(response)
         assert fragment in error["message"], error
         if param is not None:
             assert error["param"] == param, error
-        after = await post(relay_process.url, PATH, chat_body("still here?"))  # the worker link survived
+        after = await post(relay.url, PATH, chat_body("still here?"))  # the worker link survived
     assert after.json()["choices"][0]["message"]["content"] == "echo: still here?"
-    assert "Traceback" not in relay_process.log and "internal error" not in relay_process.log
+    assert "Traceback" not in relay.log and "internal error" not in relay.log
 
 
 async def _head_then_answer(relay, head: bytes) -> bytes:
@@ -417,14 +417,14 @@ async def _head_then_answer(relay, head: bytes) -> bytes:
         return received
 
 
-async def test_expect_100_continue_is_answered_before_the_body(relay_process, backend):
+async def test_expect_100_continue_is_answered_before_the_body(relay, backend):
     body = chat_body("continue")
     head = (
         f"POST {PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
     ).encode()
-    async with mcp_worker(relay_process, backend):
-        async with await anyio.connect_tcp("127.0.0.1", relay_process.port) as stream:
+    async with mcp_worker(relay, backend):
+        async with await anyio.connect_tcp("127.0.0.1", relay.port) as stream:
             await stream.send(head)
             interim = b""
             with anyio.fail_after(10):  # without the interim answer this waits until the relay's read timeout

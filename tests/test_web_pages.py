@@ -1,4 +1,4 @@
-"""What a web page in the user's browser can do to the relay (the real relay process, both backends).
+"""What a web page in the user's browser can do to the relay (the relay in process, both backends).
 
 - ``Origin: null`` (a sandboxed iframe of any site) is a foreign origin;
 - a POST with an ``Origin`` and a CORS-safelisted content type (``text/plain`` and kin, which a page
@@ -31,18 +31,18 @@ PATH = "/v1/chat/completions"
         {"origin": "null", "content-type": "text/plain;charset=UTF-8"},
     ],
 )
-async def test_a_post_a_page_can_send_without_preflight_is_refused(relay_process, backend, headers):
-    async with mcp_worker(relay_process, backend) as worker:
-        response = await request(relay_process.url, "POST", PATH, chat_body("drive my model"), headers=headers)
+async def test_a_post_a_page_can_send_without_preflight_is_refused(relay, backend, headers):
+    async with mcp_worker(relay, backend) as worker:
+        response = await request(relay.url, "POST", PATH, chat_body("drive my model"), headers=headers)
     assert response.status == 403, response.body
     assert response.json()["error"]["code"] == "forbidden_origin"
     assert worker.model.requests == []  # nothing reached the model
 
 
-async def test_a_local_page_sending_json_still_works(relay_process, backend):
+async def test_a_local_page_sending_json_still_works(relay, backend):
     headers = {"origin": "http://localhost:3000", "content-type": "application/json"}
-    async with mcp_worker(relay_process, backend):
-        response = await request(relay_process.url, "POST", PATH, chat_body("hi"), headers=headers)
+    async with mcp_worker(relay, backend):
+        response = await request(relay.url, "POST", PATH, chat_body("hi"), headers=headers)
     assert response.status == 200, response.body
 
 
@@ -55,11 +55,11 @@ async def test_a_local_page_sending_json_still_works(relay_process, backend):
         ({"origin": "["}, "forbidden_origin"),
     ],
 )
-async def test_unparsable_host_or_origin_is_a_403_not_a_500(relay_process, headers, code):
-    response = await request(relay_process.url, "GET", "/v1/models", headers=headers)
+async def test_unparsable_host_or_origin_is_a_403_not_a_500(relay, headers, code):
+    response = await request(relay.url, "GET", "/v1/models", headers=headers)
     assert response.status == 403, response.body
     assert response.json()["error"]["code"] == code
-    assert "Traceback" not in relay_process.log and "internal error" not in relay_process.log
+    assert "Traceback" not in relay.log and "internal error" not in relay.log
 
 
 async def test_with_a_key_health_shows_only_its_status_without_it(backend):
