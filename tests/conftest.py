@@ -96,7 +96,7 @@ def fake_model(tmp_path: Path) -> Iterator[Callable[..., FakeModelProcess]]:
 
 REAL_FIXTURES = frozenset(
     {"relay_factory", "relay_process", "mcp_worker_process", "claude", "fake_model", "proxy", "desktop_relay",
-     "stub_claude", "run_serve"}
+     "stub_claude", "run_serve", "litellm_proxies"}
 )  # fmt: skip
 """Fixtures that start real programs: a test that uses one is in the full tier (``real``)."""
 
@@ -241,6 +241,24 @@ def relay_factory(backend: str) -> Iterator[Any]:
         relay.stop()
     for d in dirs:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def litellm_proxies(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The real litellm proxies and their relays, once per session (tests/_litellm_proxy.py); skipped,
+    loudly, when litellm[proxy] is not installed."""
+    from _litellm_proxy import running_proxies, skip_reason
+
+    reason = skip_reason()
+    if reason is not None:
+        say(request.config, f"*** {reason} ***")
+        pytest.skip(reason)
+    with running_proxies(tmp_path_factory.mktemp("litellm-proxy")) as proxies:
+        say(
+            request.config,
+            f"[litellm proxies] ready in {max(proxies.default.startup, proxies.chat_flag.startup):.1f} s",
+        )
+        yield proxies
 
 
 @pytest.fixture

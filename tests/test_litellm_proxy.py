@@ -6,8 +6,8 @@ scripted model (:class:`claude_code.scripted_sampling.ToolThenAnswerModel`): it 
 when the last user turn has no tool_result, and quotes the tool_result when there is one.
 
 The proxy (``litellm --config``, no database, ``num_retries: 0``, a master key) takes 10-20 s to start
-on a small machine, so one proxy serves the whole module, with one deployment per relay: a module-scoped
-relay on asyncio and one on trio (each test runs on both backends, and its worker on the test's
+on a small machine, so one serves the whole session (tests/_litellm_proxy.py), with one deployment per
+relay: a relay on asyncio and one on trio (each test runs on both backends, and its worker on the test's
 backend), both started with ``--api-key`` = the deployments' ``api_key``, so the proxy's key handling is
 part of the path. Every request body is Claude Code's (``tests/golden/claude_code_2_1_request.json``),
 the second one with a tool_result history as in the wire contract's §4.2. Workers with native sampling
@@ -18,18 +18,9 @@ Skipped, loudly, when ``litellm[proxy]`` is not installed (``just test-all`` ins
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import importlib.util
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,18 +34,13 @@ from claude_code.harness import BINARIES, ClaudeCode, Run, run_bounded, skip_rea
 from claude_code.scripted_sampling import ANSWER_PREFIX, BASH_COMMAND, BASH_OUTPUT, MODEL, ToolThenAnswerModel
 
 from _eventually import eventually
+from _litellm_proxy import MASTER_KEY, UPSTREAM_MODEL, Proxies, Proxy
 from _sse import named_events
-from conftest import RelayProcess, mcp_worker, no_workers, say, short_socket_dir, start_relay
+from conftest import RelayProcess, mcp_worker, no_workers, say
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
 GOLDEN = Path(__file__).parent / "golden"
-MASTER_KEY = "sk-proxy-master"
-RELAY_KEY = "sk-relay-secret"
-UPSTREAM_MODEL = "bridged-model"  # what the relay sees: the deployment's model without "anthropic/"
-BACKENDS = ("asyncio", "trio")
-STARTUP_TIMEOUT = 120.0
-LITELLM = Path(sys.executable).parent / "litellm"
 HISTORY_OUTPUT = "README.md\nsetup.py\nsrc"
 CLAUDE_CODE_HEADERS = {
     "anthropic-version": "2023-06-01",
@@ -65,135 +51,18 @@ CLAUDE_CODE_HEADERS = {
 }
 
 
-# --- the proxy and its relays (module scope) ---------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Proxy:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    relays: dict[str, RelayProcess]
-    startup: float
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: the proxy and its children
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
-def _proxy_skip_reason() -> str | None:
-    """Cheap checks only: importing litellm costs seconds (the proxy itself says what else is missing)."""
-    missing = [name for name in ("litellm", "fastapi", "uvicorn", "backoff") if importlib.util.find_spec(name) is None]
-    if missing:
-        return (
-            f"SKIPPED: litellm[proxy] is not installed (missing {', '.join(missing)}; run `just test-all`, or "
-            "uv pip install --override tests/overrides.txt -e '.[test]') - the litellm proxy tests did not run"
-        )
-    if not LITELLM.is_file():
-        return f"SKIPPED: the litellm proxy command is not installed at {LITELLM} - the proxy tests did not run"
-    return None
-
-
-def _config(relays: dict[str, RelayProcess]) -> dict[str, Any]:
-    """One deployment per relay (``bridge-<backend>``), and one more per relay for error tests
-    (``errors-<backend>``) so a router cooldown after an error cannot touch the other tests."""
-    deployments = [
-        {
-            "model_name": f"{group}-{backend}",
-            "litellm_params": {"model": f"anthropic/{UPSTREAM_MODEL}", "api_base": relay.url, "api_key": RELAY_KEY},
-        }
-        for backend, relay in relays.items()
-        for group in ("bridge", "errors")
-    ]
-    return {
-        "model_list": deployments,
-        "general_settings": {"master_key": MASTER_KEY},
-        "litellm_settings": {"num_retries": 0, "request_timeout": 60},
-    }
-
-
-def _wait_until_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the litellm proxy exited with {proc.returncode}:\n{log_path.read_text()[-5000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health/liveliness", timeout=2).status_code == 200:
-                return
-        time.sleep(0.25)
-    raise AssertionError(f"the litellm proxy was not ready within {timeout} s:\n{log_path.read_text()[-5000:]}")
-
-
-@pytest.fixture(scope="module")
-def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    reason = _proxy_skip_reason()
-    if reason is not None:
-        say(request.config, f"*** {reason} ***")
-        pytest.skip(reason)
-    workdir = tmp_path_factory.mktemp("litellm-proxy")
-    dirs = [short_socket_dir() for _ in BACKENDS]
-    relays: dict[str, RelayProcess] = {}
-    try:
-        for backend, d in zip(BACKENDS, dirs, strict=True):
-            relays[backend] = start_relay(backend, os.path.join(d, "relay.sock"), "--api-key", RELAY_KEY)
-        config = workdir / "config.yaml"
-        config.write_text(json.dumps(_config(relays), indent=2))  # JSON is YAML
-        port = _free_port()
-        log_path = workdir / "proxy.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "DATABASE_URL"))}
-        env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # do not fetch the cost map from the internet
-        started = time.monotonic()
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [str(LITELLM), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=workdir,
-                env=env,
-                start_new_session=True,
-            )
-        url = f"http://127.0.0.1:{port}"
-        running = Proxy(url, proc, log_path, relays, 0.0)
-        try:
-            _wait_until_ready(url, proc, log_path, STARTUP_TIMEOUT)
-        except BaseException:
-            running.stop()
-            raise
-        running.startup = time.monotonic() - started
-        say(request.config, f"[litellm proxy] ready in {running.startup:.1f} s at {url}")
-        try:
-            yield running
-        finally:
-            running.stop()
-    finally:
-        for relay in relays.values():
-            relay.stop()
-        for d in dirs:
-            shutil.rmtree(d, ignore_errors=True)
+# --- the session's proxy and this module's relays ---------------------------------------------------
 
 
 @pytest.fixture
-def relay(proxy: Proxy, backend: str) -> RelayProcess:
-    """The module's relay for this test's backend (the relay fixture of conftest is per test)."""
-    return proxy.relays[backend]
+def proxy(litellm_proxies: Proxies) -> Proxy:
+    return litellm_proxies.default
+
+
+@pytest.fixture
+def relay(litellm_proxies: Proxies, backend: str) -> RelayProcess:
+    """The session's relay behind the ``anthropic/`` deployments, for this test's backend."""
+    return litellm_proxies.relays[backend]["anthropic"]
 
 
 # --- request bodies and the Anthropic stream -----------------------------------------------------------

@@ -10,50 +10,31 @@ deployments whose ``api_base`` is ``<relay>/v1`` (the wire contract's §4.1).
 - a model group of two deployments, each a relay with its own worker: both get traffic, and when one
   relay stops the proxy keeps answering from the other.
 
-Two proxies (default settings and the chat-completions flag) start once per module, side by side (10-20
-s each on a small machine); the relays are module-scoped too, one set per backend, and each test's worker
-runs on the test's backend. Which relay endpoint a request reached is read from the relay's access log.
-The proxy-starting pieces come from tests/test_litellm_proxy.py.
+Two proxies (default settings and the chat-completions flag) start once per test session, side by side
+(10-20 s each on a small machine; tests/_litellm_proxy.py); the relays too, one set per backend, and each
+test's worker runs on the test's backend. Which relay endpoint a request reached is read from the relay's
+access log.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import openai
 import pytest
-from test_litellm_proxy import (
-    GOLDEN,
-    LITELLM,
-    Proxy,
-    _free_port,
-    _proxy_skip_reason,
-    _wait_until_ready,
-    assemble,
-    parse_sse,
-)
+from test_litellm_proxy import GOLDEN, assemble, parse_sse
 
-from conftest import RelayProcess, mcp_worker, say, short_socket_dir, start_relay
+from _litellm_proxy import COOLDOWN_TIME, MASTER_KEY, REQUEST_TIMEOUT, Proxies, Proxy
+from conftest import RelayProcess, mcp_worker, say
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real]
 
-MASTER_KEY = "sk-test"
-UPSTREAM_MODEL = "bridged-model"
-BACKENDS = ("asyncio", "trio")
-STARTUP_TIMEOUT = 120.0
-REQUEST_TIMEOUT = 60.0
-COOLDOWN_TIME = 5  # router_settings.cooldown_time of the default proxy (the team test waits this long)
 HEADERS = {
     "anthropic-version": "2023-06-01",
     "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14",
@@ -61,117 +42,14 @@ HEADERS = {
     "user-agent": "claude-cli/2.1.197 (external, sdk-cli)",
     "x-api-key": MASTER_KEY,
 }
-RELAY_NAMES = ("main", "team-a", "team-b")
-TEAM_KEY = "sk-team-relay"  # the team relays run with --api-key (as a relay on another machine must)
 
 
-# --- the proxies and their relays (module scope) ------------------------------------------------------
-
-
-def _deployment(name: str, model: str, relay: RelayProcess, api_key: str = "anything") -> dict[str, Any]:
-    return {
-        "model_name": name,
-        "litellm_params": {"model": model, "api_base": relay.url + "/v1", "api_key": api_key},
-    }
-
-
-def default_config(relays: dict[str, dict[str, RelayProcess]]) -> dict[str, Any]:
-    """Per backend: ``resp-<b>`` (openai/), ``vllm-<b>`` (hosted_vllm/), and ``team-<b>``: two openai/
-    deployments with the same model_name, on two relays that want the deployments' ``api_key``."""
-    deployments = []
-    for backend, mine in relays.items():
-        deployments.append(_deployment(f"resp-{backend}", f"openai/{UPSTREAM_MODEL}", mine["main"]))
-        deployments.append(_deployment(f"vllm-{backend}", f"hosted_vllm/{UPSTREAM_MODEL}", mine["main"]))
-        deployments.append(_deployment(f"team-{backend}", f"openai/{UPSTREAM_MODEL}", mine["team-a"], TEAM_KEY))
-        deployments.append(_deployment(f"team-{backend}", f"openai/{UPSTREAM_MODEL}", mine["team-b"], TEAM_KEY))
-    return {
-        "model_list": deployments,
-        "general_settings": {"master_key": MASTER_KEY},
-        "litellm_settings": {"num_retries": 0, "request_timeout": REQUEST_TIMEOUT},
-        "router_settings": {"cooldown_time": COOLDOWN_TIME},
-    }
-
-
-def chat_flag_config(relays: dict[str, dict[str, RelayProcess]]) -> dict[str, Any]:
-    """Per backend: ``chat-<b>`` (openai/) with the chat-completions flag."""
-    return {
-        "model_list": [
-            _deployment(f"chat-{backend}", f"openai/{UPSTREAM_MODEL}", mine["main"]) for backend, mine in relays.items()
-        ],
-        "general_settings": {"master_key": MASTER_KEY},
-        "litellm_settings": {
-            "num_retries": 0,
-            "request_timeout": REQUEST_TIMEOUT,
-            "use_chat_completions_url_for_anthropic_messages": True,
-        },
-    }
-
-
-def _launch(workdir: Path, name: str, config: dict[str, Any]) -> Proxy:
-    path = workdir / f"{name}.yaml"
-    path.write_text(json.dumps(config, indent=2))  # JSON is YAML
-    port = _free_port()
-    log_path = workdir / f"{name}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "DATABASE_URL"))}
-    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # do not fetch the cost map from the internet
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(LITELLM), "--config", str(path), "--host", "127.0.0.1", "--port", str(port)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-            env=env,
-            start_new_session=True,
-        )
-    return Proxy(f"http://127.0.0.1:{port}", proc, log_path, {}, 0.0)
-
-
-@dataclass
-class Setup:
-    default: Proxy
-    chat_flag: Proxy
-    relays: dict[str, dict[str, RelayProcess]]
-
-
-@pytest.fixture(scope="module")
-def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    reason = _proxy_skip_reason()
-    if reason is not None:
-        say(request.config, f"*** {reason} ***")
-        pytest.skip(reason)
-    workdir = tmp_path_factory.mktemp("litellm-proxy-openai")
-    dirs: list[str] = []
-    relays: dict[str, dict[str, RelayProcess]] = {}
-    proxies: list[Proxy] = []
-    try:
-        for backend in BACKENDS:
-            relays[backend] = {}
-            for name in RELAY_NAMES:
-                dirs.append(short_socket_dir())
-                key = ("--api-key", TEAM_KEY) if name.startswith("team-") else ()
-                relays[backend][name] = start_relay(backend, os.path.join(dirs[-1], "relay.sock"), *key)
-        started = time.monotonic()
-        proxies.append(_launch(workdir, "default", default_config(relays)))
-        proxies.append(_launch(workdir, "chat-flag", chat_flag_config(relays)))
-        for proxy in proxies:
-            _wait_until_ready(proxy.url, proxy.proc, proxy.log_path, STARTUP_TIMEOUT)
-            proxy.startup = time.monotonic() - started
-        say(request.config, f"[litellm proxies] both ready in {max(p.startup for p in proxies):.1f} s")
-        yield Setup(proxies[0], proxies[1], relays)
-    finally:
-        for proxy in proxies:
-            proxy.stop()
-        for mine in relays.values():
-            for relay in mine.values():
-                relay.stop()
-        for d in dirs:
-            shutil.rmtree(d, ignore_errors=True)
+# --- the session's proxies and relays ---------------------------------------------------------------
 
 
 @pytest.fixture
-def relay(setup: Setup, backend: str) -> RelayProcess:
-    return setup.relays[backend]["main"]
+def relay(litellm_proxies: Proxies, backend: str) -> RelayProcess:
+    return litellm_proxies.relays[backend]["main"]
 
 
 # --- requests and checks -----------------------------------------------------------------------------
@@ -283,9 +161,9 @@ async def check_claude_code_stream(
 
 
 @pytest.mark.parametrize("thinking", [False, True], ids=["plain", "thinking-enabled"])
-async def test_openai_deployment_uses_responses(request, setup, relay, backend, thinking):
+async def test_openai_deployment_uses_responses(request, litellm_proxies, relay, backend, thinking):
     await check_claude_code_stream(
-        request, setup.default, relay, backend, f"resp-{backend}", "/v1/responses", thinking=thinking
+        request, litellm_proxies.default, relay, backend, f"resp-{backend}", "/v1/responses", thinking=thinking
     )
 
 
@@ -293,9 +171,9 @@ async def test_openai_deployment_uses_responses(request, setup, relay, backend, 
 
 
 @pytest.mark.parametrize("thinking", [False, True], ids=["plain", "thinking-enabled"])
-async def test_hosted_vllm_deployment_uses_chat_completions(request, setup, relay, backend, thinking):
+async def test_hosted_vllm_deployment_uses_chat_completions(request, litellm_proxies, relay, backend, thinking):
     await check_claude_code_stream(
-        request, setup.default, relay, backend, f"vllm-{backend}", "/v1/chat/completions", thinking=thinking
+        request, litellm_proxies.default, relay, backend, f"vllm-{backend}", "/v1/chat/completions", thinking=thinking
     )
 
 
@@ -304,12 +182,12 @@ async def test_hosted_vllm_deployment_uses_chat_completions(request, setup, rela
     [(False, "/v1/chat/completions"), (True, "/v1/responses")],
     ids=["plain", "thinking-enabled"],
 )
-async def test_chat_completions_flag(request, setup, relay, backend, thinking, endpoint):
+async def test_chat_completions_flag(request, litellm_proxies, relay, backend, thinking, endpoint):
     """With the flag, openai/ goes to chat/completions, except thinking: enabled (still /v1/responses,
     and litellm's stream then ends with an extra empty text block)."""
     await check_claude_code_stream(
         request,
-        setup.chat_flag,
+        litellm_proxies.chat_flag,
         relay,
         backend,
         f"chat-{backend}",
@@ -320,8 +198,8 @@ async def test_chat_completions_flag(request, setup, relay, backend, thinking, e
 
 
 @pytest.mark.parametrize("deployment", ["resp", "vllm"])
-async def test_openai_sdk_chat_completions_through_the_proxy(request, setup, relay, backend, deployment):
-    proxy = setup.default
+async def test_openai_sdk_chat_completions_through_the_proxy(request, litellm_proxies, relay, backend, deployment):
+    proxy = litellm_proxies.default
     client = openai.OpenAI(base_url=proxy.url + "/v1", api_key=MASTER_KEY, max_retries=0, timeout=REQUEST_TIMEOUT)
 
     def stream() -> list[Any]:
@@ -351,9 +229,9 @@ async def test_openai_sdk_chat_completions_through_the_proxy(request, setup, rel
 # --- 3. two relays behind one model group ------------------------------------------------------------
 
 
-async def test_two_relays_share_a_model_group_and_one_can_stop(request, setup, backend):
-    proxy = setup.default
-    a, b = setup.relays[backend]["team-a"], setup.relays[backend]["team-b"]
+async def test_two_relays_share_a_model_group_and_one_can_stop(request, litellm_proxies, backend):
+    proxy = litellm_proxies.default
+    a, b = litellm_proxies.relays[backend]["team-a"], litellm_proxies.relays[backend]["team-b"]
     model = f"team-{backend}"
     since = [len(a.log_lines), len(b.log_lines)]
 
