@@ -46,6 +46,10 @@ fmt: _dev
 bench *ARGS: _dev
     {{bin}}/python -m bench {{ARGS}}
 
+# Regenerate the settings tables of docs/settings.md from the settings' declarations (tests/_settings_doc.py)
+settings-doc: _runtime
+    {{bin}}/python tests/_settings_doc.py
+
 # Start a relay and a demo MCP client with a canned model, and stream one answer through it (openai SDK)
 demo: _demo
     {{bin}}/python -m bench.demo

@@ -34,7 +34,8 @@ class ServerOptions:
             f"the relay's Unix socket (default: found by itself; it tries the path the last relay started with "
             f"defaults recorded in {POINTER_HELP}, then where such a relay listens in this environment "
             f"({DEFAULT_SOCKET_HELP}), /run/user/<uid>/mcp-token-bridge/relay.sock and "
-            "/tmp/mcp-token-bridge-<uid>/relay.sock)"
+            "/tmp/mcp-token-bridge-<uid>/relay.sock)",
+            shown_default="found by itself",
         ),
     )
     mode: str = field(
@@ -71,7 +72,8 @@ class ServerOptions:
     model_name: str | None = field(
         default=None,
         metadata=setting(
-            "model id this worker serves under in /v1/models (default: from the client's name, e.g. claude-code)"
+            "model id this worker serves under in /v1/models (default: from the client's name, e.g. claude-code)",
+            shown_default="from the client's name",
         ),
     )
     reconnect_max_delay: float = field(

@@ -98,14 +98,16 @@ class ServeOptions:
         default="",
         metadata=setting(
             "the relay's Unix socket, passed to mcptb-server (default: where a running relay is found, as "
-            "mcptb-server finds it, else the per-user path the relay uses)"
+            "mcptb-server finds it, else the per-user path the relay uses)",
+            shown_default="the relay's, as mcptb-server finds it",
         ),
     )
     workdir: str = field(
         default="",
         metadata=setting(
             "directory the session runs in (default: $XDG_STATE_HOME/mcp-token-bridge/serve, i.e. "
-            "~/.local/state/...: trusted once, no project's CLAUDE.md)"
+            "~/.local/state/...: trusted once, no project's CLAUDE.md)",
+            shown_default="$XDG_STATE_HOME/mcp-token-bridge/serve",
         ),
     )
     headless: bool = field(

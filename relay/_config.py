@@ -38,11 +38,16 @@ class Config:
         default="",
         metadata=setting(
             f"Unix socket the MCP servers connect to (default: {DEFAULT_SOCKET_HELP}; that path is recorded in "
-            f"{POINTER_HELP}, where mcptb-server finds it)"
+            f"{POINTER_HELP}, where mcptb-server finds it)",
+            shown_default="a per-user private path",
         ),
     )
     api_key: str | None = field(
-        default=None, metadata=setting("require this key (Authorization: Bearer ... or x-api-key) on every API request")
+        default=None,
+        metadata=setting(
+            "require this key (Authorization: Bearer ... or x-api-key) on every API request; without it, /health "
+            "shows only its status"
+        ),
     )
     backend: str = field(default="asyncio", metadata=setting("async backend", choices=["asyncio", "trio"]))
     log_level: str = field(default="info", metadata=setting("log level", choices=["debug", "info", "warning", "error"]))
@@ -51,9 +56,18 @@ class Config:
     max_header_bytes: int = field(default=64 * 1024, metadata=_limit("largest request head accepted (431 above)"))
     max_body_bytes: int = field(
         default=32 * 1024 * 1024,
-        metadata=_limit("largest request body accepted (413 above); default 32 MiB, room for images"),
+        metadata=_limit(
+            f"largest request body accepted (413 above); default 32 MiB, room for images; at most "
+            f"{MAX_BODY_BYTES >> 20} MiB, so that a request fits one line of the link to the MCP servers"
+        ),
     )
-    max_connections: int = field(default=256, metadata=_limit("simultaneous HTTP connections (503 above)"))
+    max_connections: int = field(
+        default=256,
+        metadata=_limit(
+            "simultaneous HTTP connections; at the limit an idle or dripping one is closed to make room, else "
+            "503 (lowered at start to fit the open-file limit)"
+        ),
+    )
     max_queue: int = field(default=256, metadata=_limit("requests waiting for a worker (429 above)"))
     max_workers: int = field(
         default=64, metadata=_limit("connections on the worker socket (MCP servers, counted before their hello)")

@@ -24,10 +24,23 @@ _KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "tru
 
 
 def setting(
-    help: str, *, choices: Sequence[str] = (), positive: bool = False, minimum: float | None = None
+    help: str,
+    *,
+    choices: Sequence[str] = (),
+    positive: bool = False,
+    minimum: float | None = None,
+    shown_default: str | None = None,
 ) -> dict[str, Any]:
-    """The metadata of one setting's field: ``field(default=..., metadata=setting(...))``."""
-    return {"help": help, "choices": tuple(choices), "positive": positive, "minimum": minimum}
+    """The metadata of one setting's field: ``field(default=..., metadata=setting(...))``. ``shown_default``
+    is the default in words, for a field whose real default is computed at start (the socket path): the
+    settings reference (docs/settings.md, generated from these fields) shows it instead of the field's."""
+    return {
+        "help": help,
+        "choices": tuple(choices),
+        "positive": positive,
+        "minimum": minimum,
+        "shown_default": shown_default,
+    }
 
 
 def env_name(name: str) -> str:

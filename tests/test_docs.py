@@ -8,11 +8,12 @@ for a stated reason (tests/_doc_blocks.py has the marks, docs/tested-docs.md the
   the test does not). ``run`` sh blocks run with bash, the same address change, and a 20 s limit.
 - ``config`` blocks are parsed and checked against what the code accepts (flags, tool names, frames).
 - Facts the prose states that the code decides: the modules in docs/architecture.md, the default
-  socket path, the model ids the examples use.
+  socket path, the model ids the examples use, the settings tables (generated: tests/_settings_doc.py).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -31,7 +32,9 @@ from mcp_server.serve import TOOLS, Session, claude_arguments
 from shared_protocol import RelayFrameDecoder, WorkerFrameDecoder, default_socket_path
 from shared_protocol._codec import ProtocolError
 
-from _doc_blocks import ROOT, Block, all_blocks, problem
+from _doc_blocks import ROOT, Block, all_blocks, doc_files, problem
+from _settings_doc import COMMAND as SETTINGS_COMMAND
+from _settings_doc import generate as settings_tables
 from conftest import mcp_worker
 
 BLOCKS = all_blocks()
@@ -183,8 +186,12 @@ def test_architecture_names_every_module_and_only_modules_that_exist():
         assert sorted(modules - present) == [], f"docs/architecture.md's {package}/ table names missing modules"
 
 
-def test_the_readme_states_the_default_socket_path_the_code_uses(monkeypatch, tmp_path):
-    row = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `--socket` |"))
+SOCKET_PATH = re.compile(r"(\$XDG_RUNTIME_DIR|\$TMPDIR|<tempdir>)(/[\w<>-][\w<>.-]*)*/relay\.sock")
+
+
+def test_the_docs_state_the_default_socket_path_the_code_uses(monkeypatch, tmp_path):
+    """Every ``$XDG_RUNTIME_DIR/.../relay.sock`` and ``$TMPDIR/.../relay.sock`` (or ``<tempdir>/...``) in the
+    docs, the generated settings tables (the --help texts) included, is what default_socket_path() makes."""
     runtime = tmp_path / "run"
     runtime.mkdir()
     uid = str(os.getuid())
@@ -192,10 +199,19 @@ def test_the_readme_states_the_default_socket_path_the_code_uses(monkeypatch, tm
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr("tempfile.tempdir", None)  # gettempdir() reads TMPDIR again
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    assert f"`$XDG_RUNTIME_DIR{default_socket_path()[len(str(runtime)) :]}`" in row
+    in_runtime = default_socket_path()[len(str(runtime)) :]
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     fallback = default_socket_path()[len(str(tmp_path)) :].replace(uid, "<uid>")
-    assert f"`$TMPDIR{fallback}`" in row, row
+    expected = {"$XDG_RUNTIME_DIR": in_runtime, "$TMPDIR": fallback, "<tempdir>": fallback}
+    wrong, in_settings = [], set()
+    for path in doc_files():
+        for match in SOCKET_PATH.finditer(html.unescape(path.read_text())):
+            if match[0] != match[1] + expected[match[1]]:
+                wrong.append(f"{path.relative_to(ROOT)}: {match[0]}, not {match[1] + expected[match[1]]}")
+            if path.name == "settings.md":
+                in_settings.add(match[1])
+    assert wrong == []
+    assert in_settings >= {"$XDG_RUNTIME_DIR", "<tempdir>"}, "docs/settings.md's --socket rows name no default path"
 
 
 def test_examples_name_any_model_or_an_id_the_relay_lists():
@@ -205,3 +221,9 @@ def test_examples_name_any_model_or_an_id_the_relay_lists():
     for block in RUN:
         for name in re.findall(r"""["']?model["']?\s*[=:]\s*["']([^"']+)["']""", block.text):
             assert name.removeprefix("openai/") in listed, f"{block.where}: model {name!r}"
+
+
+def test_the_settings_reference_is_what_the_declarations_generate():
+    """docs/settings.md's tables come from the settings' one declaration (tests/_settings_doc.py)."""
+    text = (ROOT / "docs" / "settings.md").read_text()
+    assert text == settings_tables(text), f"docs/settings.md is not what the settings declare: run {SETTINGS_COMMAND}"
