@@ -1,4 +1,5 @@
-"""The fenced blocks of README.md and docs/*.md, each with the mark that says how the tests treat it.
+"""The fenced blocks of README.md, CONTRIBUTING.md and docs/*.md, each with the mark that says how the tests
+treat it.
 
 A mark is an HTML comment (invisible on GitHub) on the last non-blank line before the opening fence:
 
@@ -55,7 +56,7 @@ class Block:
 
 
 def doc_files() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def blocks_of(path: Path) -> list[Block]:

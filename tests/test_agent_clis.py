@@ -3,7 +3,7 @@
 calls ``next_request``, then ``reply``.
 
 Set up as a user would (``agent_clis/harness.py``): the relay on its default socket path in a desktop
-environment (``XDG_RUNTIME_DIR`` set), each CLI configured with the README's snippet, which starts
+environment (``XDG_RUNTIME_DIR`` set), each CLI configured with docs/serving.md's snippet, which starts
 mcptb-server without ``--socket``; the CLI passes it its own minimal environment, and it finds the relay
 by itself. Codex runs ``codex exec`` under its default approval policy and sandbox (the tools'
 annotations are what lets it run them), Gemini ``gemini --skip-trust -p`` with ``"trust": true``.
@@ -47,9 +47,10 @@ from claude_code.harness import Run
 
 from mcp_server._core import DEFAULT_WAIT_SECONDS
 
+from _doc_blocks import all_blocks
 from _eventually import eventually
 from _http_client import get_json, post
-from conftest import ROOT, RelayProcess, chat_body, say
+from conftest import RelayProcess, chat_body, say
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
@@ -239,10 +240,12 @@ async def test_an_idle_next_request_ends_within_each_clients_default_timeout(
         )
 
 
-def test_the_readme_shows_the_configurations_these_tests_run():
-    readme = (ROOT / "README.md").read_text()
-    assert readme_codex() in readme
-    assert readme_gemini() in readme
+def test_the_docs_show_the_configurations_these_tests_run():
+    """The docs' ``config codex-mcp`` and ``config gemini-settings`` blocks (docs/serving.md) are what
+    these tests write."""
+    written = {"codex-mcp": [readme_codex()], "gemini-settings": [readme_gemini()]}
+    shown = {kind: [b.text for b in all_blocks() if b.kind == "config" and b.arg == kind] for kind in written}
+    assert shown == written
 
 
 class UnannotatedCodex(CodexCli):

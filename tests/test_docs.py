@@ -1,5 +1,5 @@
-"""The docs match the code: every fenced block of README.md and docs/*.md is run, checked, or skipped
-for a stated reason (tests/_doc_blocks.py has the marks, docs/tested-docs.md the design).
+"""The docs match the code: every fenced block of README.md, CONTRIBUTING.md and docs/*.md is run,
+checked, or skipped for a stated reason (tests/_doc_blocks.py has the marks, docs/tested-docs.md the design).
 
 - ``run`` python blocks execute as written in a fresh interpreter against a live relay and worker that
   the test starts (in-process, on both backends; a scripted model answers ``echo: <text>``); the only
@@ -134,7 +134,7 @@ def _protocol_exchange(text: str) -> None:
 
 
 def _mcptb_serve_command(text: str) -> None:
-    """The command the README says mcptb-serve runs has the flags mcptb-serve passes."""
+    """The command docs/serving.md says mcptb-serve runs has the flags mcptb-serve passes."""
     shown = shlex.split(text.replace("\\\n", " ").replace("[your arguments]", ""))
     real = claude_arguments("claude", "/s.sock", [], {}, Session("/state", 3))
     assert shown[0] == "MCP_CONNECTION_NONBLOCKING=0" and shown[1] == "claude"

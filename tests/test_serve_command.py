@@ -11,7 +11,7 @@
   connecting (or none, when it already is) and serves one request. Claude Code's first-run questions
   (onboarding, the API key, trusting the serving directory) are answered in its config beforehand.
 - A ``claude mcp add --scope user`` registration with Claude Code's default tools and the permission
-  lines of the README (``permissions.allow`` in ``~/.claude/settings.json``): newer Claude Code defers MCP
+  lines of docs/serving.md (``permissions.allow`` in ``~/.claude/settings.json``): newer Claude Code defers MCP
   tools behind ToolSearch, so the scripted model loads them with it first; 2.1.197 has no ToolSearch and
   offers them directly. Started with the prompt ``/mcp__mcptb__serve``, which both versions accept in
   ``claude -p``.
@@ -273,7 +273,7 @@ async def test_a_user_scope_registration_with_default_tools_serves_after_tool_se
     registered: list[Run] = []
 
     def launch() -> Run:
-        # the README's lines: register for every directory, allow the two tools in the user's settings
+        # docs/serving.md's lines: register for every directory, allow the two tools in the user's settings
         command = [*server_command(), "--socket", relay.socket, "--backend", backend, "--reconnect-max-delay", "0.5"]
         registered.append(claude.run("mcp", "add", "--scope", "user", SERVER_NAME, "--", *command, timeout=30))
         settings = claude.home / ".claude" / "settings.json"

@@ -3,7 +3,7 @@
 The relay runs on its *default* socket path, with ``HOME`` and ``XDG_RUNTIME_DIR`` pointing into a test
 directory (so it records its path in that ``HOME``, never in the real one). The CLIs get the same ``HOME``
 and none of the developer's ``XDG_*`` variables; they start mcptb-server without ``--socket`` from the
-configuration the README shows (:data:`CODEX_SNIPPET`, :data:`GEMINI_SNIPPET`; only the command differs:
+configuration docs/serving.md shows (:data:`CODEX_SNIPPET`, :data:`GEMINI_SNIPPET`; only the command differs:
 this checkout's Python with ``-m mcp_server``), so the server has to find the relay by itself, with the
 environment its client gives it (Codex: HOME, PATH, USER, TMPDIR... and no XDG_RUNTIME_DIR).
 """
@@ -40,7 +40,7 @@ CODEX_SNIPPET = """\
 required = true
 tool_timeout_sec = 620
 """
-"""The README's Codex CLI configuration (``~/.codex/config.toml``); ``{command}`` is the command line(s)."""
+"""docs/serving.md's Codex CLI configuration (``~/.codex/config.toml``); ``{command}`` is the command line(s)."""
 
 GEMINI_SNIPPET = """\
 {{
@@ -49,7 +49,7 @@ GEMINI_SNIPPET = """\
   }}
 }}
 """
-"""The README's Gemini CLI configuration (``~/.gemini/settings.json``)."""
+"""docs/serving.md's Gemini CLI configuration (``~/.gemini/settings.json``)."""
 
 
 def readme_codex() -> str:
@@ -182,7 +182,7 @@ class AgentCli:
 @dataclass
 class CodexCli(AgentCli):
     tool_timeout: bool = True
-    """Write the README's ``tool_timeout_sec``; False: leave Codex's default."""
+    """Write docs/serving.md's ``tool_timeout_sec``; False: leave Codex's default."""
 
     def configure(self) -> str:
         python, args = self.server_command()
@@ -201,7 +201,7 @@ class CodexCli(AgentCli):
         return config
 
     def serve(self, timeout: float = 90) -> Run:
-        """The README's ``codex exec`` command (plus --json and --ephemeral for the test), default
+        """docs/serving.md's ``codex exec`` command (plus --json and --ephemeral for the test), default
         approval policy and sandbox."""
         self.configure()
         env = {**clean_env(self.home), "CODEX_HOME": str(self.home / ".codex"), "SCRIPTED_KEY": "unused"}
@@ -222,7 +222,7 @@ class GeminiCli(AgentCli):
         return settings
 
     def serve(self, timeout: float = 90) -> Run:
-        """The README's ``gemini --skip-trust -p`` command (plus ``-o json`` for the test)."""
+        """docs/serving.md's ``gemini --skip-trust -p`` command (plus ``-o json`` for the test)."""
         self.configure()
         env = {**clean_env(self.home), "GOOGLE_GEMINI_BASE_URL": self.model_url, "GEMINI_API_KEY": "unused"}
         command = [str(GEMINI), "--skip-trust", "-p", SERVE_PROMPT, "-o", "json"]
