@@ -37,7 +37,7 @@ HOW_TO_MARK = (
     + "), <!-- snippet: skip REASON --> or <!-- snippet: text -->; see docs/tested-docs.md"
 )
 
-_FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
+FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 _MARK = re.compile(r"^\s*<!--\s*snippet:\s*(?P<kind>\S+)\s*(?P<arg>.*?)\s*-->\s*$")
 
 
@@ -64,7 +64,7 @@ def blocks_of(path: Path) -> list[Block]:
     found: list[Block] = []
     i = 0
     while i < len(lines):
-        opening = _FENCE.match(lines[i])
+        opening = FENCE.match(lines[i])
         if opening is None:
             i += 1
             continue

@@ -9,6 +9,7 @@ checked, or skipped for a stated reason (tests/_doc_blocks.py has the marks, doc
 - ``config`` blocks are parsed and checked against what the code accepts (flags, tool names, frames).
 - Facts the prose states that the code decides: the modules in docs/architecture.md, the default
   socket path, the model ids the examples use, the settings tables (generated: tests/_settings_doc.py).
+- Links: every relative link and #anchor resolves; the README stays short and links every doc.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from mcp_server.serve import TOOLS, Session, claude_arguments
 from shared_protocol import RelayFrameDecoder, WorkerFrameDecoder, default_socket_path
 from shared_protocol._codec import ProtocolError
 
-from _doc_blocks import ROOT, Block, all_blocks, doc_files, problem
+from _doc_blocks import FENCE, ROOT, Block, all_blocks, doc_files, problem
 from _settings_doc import COMMAND as SETTINGS_COMMAND
 from _settings_doc import generate as settings_tables
 from conftest import mcp_worker
@@ -227,3 +228,71 @@ def test_the_settings_reference_is_what_the_declarations_generate():
     """docs/settings.md's tables come from the settings' one declaration (tests/_settings_doc.py)."""
     text = (ROOT / "docs" / "settings.md").read_text()
     assert text == settings_tables(text), f"docs/settings.md is not what the settings declare: run {SETTINGS_COMMAND}"
+
+
+def _outside_fences(path: Path) -> list[tuple[int, str]]:
+    """A doc's lines that are not inside a fenced block, with their numbers."""
+    lines, fence = [], None
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        stripped = line.strip()
+        if fence is None and (opening := FENCE.match(line)):
+            fence = opening["fence"]
+        elif fence is not None and stripped.startswith(fence) and stripped.strip(fence[0]) == "":
+            fence = None
+        elif fence is None:
+            lines.append((number, line))
+    return lines
+
+
+def anchors(path: Path) -> set[str]:
+    """The ``#anchors`` GitHub makes for a doc's headings: the text without markup, lowercase, punctuation
+    but ``-`` and ``_`` dropped, spaces as ``-``; a repeated one gets ``-1``, ``-2``..."""
+    made: set[str] = set()
+    for _, line in _outside_fences(path):
+        heading = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if heading is None:
+            continue
+        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading[1]).lower()
+        slug = re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+        anchor, n = slug, 0
+        while anchor in made:
+            n += 1
+            anchor = f"{slug}-{n}"
+        made.add(anchor)
+    return made
+
+
+def links(path: Path) -> list[tuple[int, str]]:
+    """A doc's Markdown link targets outside code (fenced blocks and inline spans), with their lines."""
+    found = []
+    for number, line in _outside_fences(path):
+        for target in re.findall(r"\]\(([^)\s]*)\)", re.sub(r"`[^`]*`", "", line)):
+            found.append((number, target))
+    return found
+
+
+def test_every_relative_link_and_anchor_in_the_docs_resolves():
+    broken = []
+    for path in doc_files():
+        for number, target in links(path):
+            if re.match(r"^[a-z]+:", target):
+                continue  # https:, mailto:
+            file, _, anchor = target.partition("#")
+            aimed = (path.parent / file).resolve() if file else path
+            where = f"{path.relative_to(ROOT)}:{number}: {target}"
+            if not aimed.exists() or ROOT not in aimed.parents:
+                broken.append(f"{where} (no such file in the repository)")
+            elif anchor and aimed.suffix == ".md" and anchor not in anchors(aimed):
+                broken.append(f"{where} (no heading makes #{anchor} in {aimed.relative_to(ROOT)})")
+    assert broken == [], "\n".join(broken)
+
+
+def test_the_readme_is_short_links_every_doc_and_shows_a_runnable_example_early():
+    """The README reads in five minutes; the rest is one click away (docs/tested-docs.md)."""
+    readme = ROOT / "README.md"
+    assert len(readme.read_bytes()) < 15_000, "README.md has grown past 15,000 bytes: move detail to docs/"
+    first_run = next(b.line for b in RUN if b.path == "README.md")
+    assert first_run < 120, f"README.md's first runnable example starts at line {first_run}"
+    linked = {(ROOT / target.partition("#")[0]).resolve() for _, target in links(readme)}
+    unlinked = [p.relative_to(ROOT) for p in doc_files()[1:] if p.resolve() not in linked]
+    assert unlinked == [], f"README.md links none of these: {unlinked}"
