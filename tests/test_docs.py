@@ -263,12 +263,12 @@ def anchors(path: Path) -> set[str]:
 
 
 def links(path: Path) -> list[tuple[int, str]]:
-    """A doc's Markdown link targets outside code (fenced blocks and inline spans), with their lines."""
-    found = []
-    for number, line in _outside_fences(path):
-        for target in re.findall(r"\]\(([^)\s]*)\)", re.sub(r"`[^`]*`", "", line)):
-            found.append((number, target))
-    return found
+    """A doc's Markdown link targets outside code (fenced blocks, and inline spans, which may run over a
+    line break), with their lines."""
+    kept = dict(_outside_fences(path))
+    text = "\n".join(kept.get(n, "") for n in range(1, len(path.read_text().splitlines()) + 1))
+    text = re.sub(r"`[^`]*`", lambda span: re.sub(r"[^\n]", " ", span[0]), text)  # same lines, no code
+    return [(text.count("\n", 0, m.start()) + 1, m[1]) for m in re.finditer(r"\]\(([^)\s]*)\)", text)]
 
 
 def test_every_relative_link_and_anchor_in_the_docs_resolves():
