@@ -18,25 +18,14 @@ own. An id the store does not hold (never stored, evicted, or from before a rest
 400 ``previous_response_not_found``; with the store off, ``previous_response_id`` is a 400 that says
 so. Never silently dropped.
 
-Streams: ``event:`` + ``data:`` pairs, each with a ``sequence_number``; ``response.created`` and
-``response.in_progress`` at once; per output item ``output_item.added`` ... ``output_item.done``;
-then ``response.completed`` (or ``response.incomplete`` at the token limit) carrying ``output`` and
-``usage``; ``response.failed`` on errors. No ``[DONE]``.
-
-Tools: ``function`` tools, and the function tools of a ``namespace`` (the Codex CLI groups its
-sub-agent and MCP tools so), which the model sees as ``<namespace>__<name>`` (Codex's own flat form)
-and whose calls go back as the bare ``name`` plus ``namespace``, the shape Codex dispatches (a
-function_call input item carrying a ``namespace`` is read back the same way). Other tools
-(web_search, file_search, code_interpreter...: hosted tools that only OpenAI's servers can run, and
-kinds the relay cannot offer a model, such as freeform ``custom`` tools) are accepted and left out,
-named in the ``x-mcptb-ignored-tools`` response header.
+Tools (``_responses_tools``): ``function`` tools and the function tools of a ``namespace`` reach the
+model; hosted tools are accepted and left out, named in the ``x-mcptb-ignored-tools`` response header.
+The answer, whole or streamed, is ``_responses_answer``'s.
 """
 
 from __future__ import annotations
 
 import secrets
-import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,23 +35,20 @@ from shared_protocol import (
     Message,
     NeutralRequest,
     OutputFormat,
-    Start,
     TextBlock,
-    TextDelta,
-    ToolCall,
-    ToolChoice,
     ToolResultBlock,
-    ToolSpec,
     ToolUseBlock,
 )
 
 from . import _sse
 from ._adapter import Call, Route
-from ._collect import Answer, arguments_json
+from ._collect import Answer
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, image_from_url, system_note, tool_arguments
 from ._errors import RelayError, bad_request
-from ._fields import openai_tool_choice, opt, opt_number, output_format, parse_json_object, tool_spec
+from ._fields import opt, opt_number, output_format, parse_json_object
 from ._openai_chat import error_json
+from ._responses_answer import ResponsesStreamEncoder, response_json
+from ._responses_tools import ToolSet, flat_name, tool_choice, tool_set
 from ._store import ConversationStore, Keep, Stored
 from ._usage import UsageEstimate
 
@@ -92,14 +78,14 @@ def parse_request(body: bytes, store: ConversationStore | None = None) -> Call:
     system, messages = _input(data.get("input"), earlier)
     system_text = "\n\n".join(filter(None, [instructions, *system])) or None
     keep_it = opt(data, "store", bool) is not False
-    tools = _tools(data.get("tools"))
+    tools = tool_set(data.get("tools"))
     request = NeutralRequest(
         output_format=_text_format(opt(data, "text", dict)),
         model=model,
         system=system_text,
         messages=messages,
         tools=list(tools.specs),
-        tool_choice=_tool_choice(data.get("tool_choice"), tools),
+        tool_choice=tool_choice(data.get("tool_choice"), tools),
         max_tokens=max_tokens,
         temperature=opt_number(data, "temperature"),
         top_p=opt_number(data, "top_p"),
@@ -241,126 +227,9 @@ def _function_output(item: dict[str, Any], where: str) -> ToolResultBlock:
     return ToolResultBlock(tool_use_id=call_id, content=content)
 
 
-NAMESPACE_DELIMITER = "__"
-
-
-def flat_name(namespace: str, name: str) -> str:
-    """The one name a namespaced tool has for the model: Codex's own flattening (``ToolName::
-    canonical_flat_name``: ``multi_agent_v1`` + ``close_agent`` -> ``multi_agent_v1__close_agent``,
-    stray underscores around the delimiter trimmed), the form OpenAI's models see too."""
-    return namespace.rstrip("_") + NAMESPACE_DELIMITER + name.lstrip("_")
-
-
-@dataclass(frozen=True)
-class ToolSet:
-    """A request's ``tools`` as read: what reaches the model, how calls go back, what was left out."""
-
-    specs: tuple[ToolSpec, ...] = ()
-    """Every function tool, a namespace's under its flat name."""
-    namespaced: Mapping[str, tuple[str, str]] = field(default_factory=dict)
-    """flat name -> (namespace, name), for the calls that go back to the caller."""
-    ignored: tuple[str, ...] = ()
-    """Tools no MCP client can run (hosted ones: web_search, file_search...), by name or else by type."""
-    reported: tuple[dict[str, Any], ...] = ()
-    """The ``tools`` a response reports: those the model got, in the caller's shape."""
-
-    def call_fields(self, flat: str) -> dict[str, str]:
-        """``name`` (and ``namespace``) of a function_call item: a namespaced tool's call carries its
-        bare name and its namespace, as Codex expects (its flat name would be an unsupported call)."""
-        if flat in self.namespaced:
-            namespace, name = self.namespaced[flat]
-            return {"name": name, "namespace": namespace}
-        return {"name": flat}
-
-
 @dataclass(frozen=True)
 class ResponsesCall(Call):
-    tools: ToolSet = ToolSet()
-
-
-def _function(tool: dict[str, Any], name: str, where: str) -> ToolSpec:
-    return tool_spec(name, tool.get("description"), tool.get("parameters"), f"{where}.parameters", tool.get("strict"))
-
-
-def _reported(spec: ToolSpec, name: str) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "name": name,
-        "description": spec.description,
-        "parameters": spec.input_schema,
-        "strict": spec.strict,
-    }
-
-
-def _tools(raw: Any) -> ToolSet:
-    """Function tools, and the function tools of a ``namespace`` (Codex groups its sub-agent and MCP
-    tools so: ``{"type": "namespace", "name", "description", "tools": [...]}``), flattened. Anything
-    else (web_search, file_search, code_interpreter, custom...) is accepted and left out, by name."""
-    if raw is None:
-        return ToolSet()
-    if not isinstance(raw, list):
-        raise bad_request("'tools' must be a list.", param="tools")
-    specs: dict[str, ToolSpec] = {}
-    namespaced: dict[str, tuple[str, str]] = {}
-    ignored: list[str] = []
-    reported: list[dict[str, Any]] = []
-
-    def add(spec: ToolSpec, where: str) -> None:
-        if spec.name in specs:
-            raise bad_request(
-                f"'{where}' is a second tool named {spec.name!r} (a namespace's tools are named "
-                f"<namespace>{NAMESPACE_DELIMITER}<name>).",
-                param=where,
-            )
-        specs[spec.name] = spec
-
-    for i, tool in enumerate(raw):
-        where = f"tools[{i}]"
-        if not isinstance(tool, dict):
-            raise bad_request(f"'{where}' must be an object.", param=where)
-        kind = tool.get("type")
-        if kind == "function":
-            if not isinstance(tool.get("name"), str):
-                raise bad_request(f"'{where}.name' is required.", param=f"{where}.name")
-            spec = _function(tool, tool["name"], where)
-            add(spec, where)
-            reported.append(_reported(spec, spec.name))
-        elif kind == "namespace":
-            namespace, members = tool.get("name"), tool.get("tools")
-            if not isinstance(namespace, str) or not namespace:
-                raise bad_request(f"'{where}.name' is required.", param=f"{where}.name")
-            if not isinstance(members, list):
-                raise bad_request(f"'{where}.tools' must be a list.", param=f"{where}.tools")
-            group: list[dict[str, Any]] = []
-            for j, member in enumerate(members):
-                at = f"{where}.tools[{j}]"
-                if not isinstance(member, dict):
-                    raise bad_request(f"'{at}' must be an object.", param=at)
-                if member.get("type") != "function":
-                    label = member.get("name") if isinstance(member.get("name"), str) else member.get("type")
-                    ignored.append(flat_name(namespace, str(label)))
-                    continue
-                if not isinstance(member.get("name"), str):
-                    raise bad_request(f"'{at}.name' is required.", param=f"{at}.name")
-                flat = flat_name(namespace, member["name"])
-                spec = _function(member, flat, at)
-                add(spec, at)
-                namespaced[flat] = (namespace, member["name"])
-                group.append(_reported(spec, member["name"]))
-            if group:
-                description = tool.get("description")
-                reported.append({"type": "namespace", "name": namespace, "description": description, "tools": group})
-        else:  # web_search, file_search...: only OpenAI's servers run them
-            label = tool.get("name") if isinstance(tool.get("name"), str) else kind
-            ignored.append(str(label))
-    return ToolSet(tuple(specs.values()), namespaced, tuple(ignored), tuple(reported))
-
-
-def _tool_choice(raw: Any, tools: ToolSet) -> ToolChoice | None:
-    """``tool_choice``; a function in a namespace (``{"type": "function", "name", "namespace"}``) by its flat name."""
-    if isinstance(raw, dict) and raw.get("type") == "function" and isinstance(raw.get("namespace"), str):
-        raw = {**raw, "name": flat_name(raw["namespace"], str(raw.get("name")))}
-    return openai_tool_choice(raw, list(tools.specs))
+    tools: ToolSet = field(default_factory=ToolSet)
 
 
 def _text_format(text: dict[str, Any] | None) -> OutputFormat | None:
@@ -373,231 +242,7 @@ def _text_format(text: dict[str, Any] | None) -> OutputFormat | None:
     return output_format(raw.get("type"), raw.get("schema"), raw.get("name"), raw.get("strict"), "text.format")
 
 
-def format_json(wanted: OutputFormat | None) -> dict[str, Any]:
-    """The ``text.format`` a response reports: the one it honoured."""
-    if wanted is None:
-        return {"type": "text"}
-    if wanted.type == "json_object":
-        return {"type": "json_object"}
-    return {
-        "type": "json_schema",
-        "name": wanted.name or "response",
-        "schema": wanted.json_schema,
-        "strict": wanted.strict,
-        "description": None,
-    }
-
-
-# --- answer -----------------------------------------------------------------------------------
-
-
-def _usage(usage: UsageEstimate) -> dict[str, Any]:
-    return {
-        "input_tokens": usage.input_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": usage.output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": usage.input_tokens + usage.output_tokens,
-    }
-
-
-def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
-    content = [{"type": "output_text", "text": text, "annotations": []}] if status == "completed" else []
-    return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
-
-
-def _call_item(item_id: str, call: ToolCall, status: str, tools: ToolSet) -> dict[str, Any]:
-    arguments = arguments_json(call) if status == "completed" else ""
-    return {
-        "id": item_id,
-        "type": "function_call",
-        "status": status,
-        "call_id": call.call_id,
-        **tools.call_fields(call.name),
-        "arguments": arguments,
-    }
-
-
-def _status(answer: Answer) -> tuple[str, dict[str, str] | None]:
-    if answer.stop_reason == "maxTokens" and not answer.tool_calls:
-        return "incomplete", {"reason": "max_output_tokens"}
-    return "completed", None
-
-
-class _Response:
-    """The response object, filled in as the answer arrives."""
-
-    def __init__(
-        self,
-        request: NeutralRequest,
-        tools: ToolSet | None = None,
-        response_id: str | None = None,
-        previous_id: str | None = None,
-        stored: bool = False,
-    ) -> None:
-        self.id = response_id or "resp_" + secrets.token_hex(12)
-        self.created = int(time.time())
-        self.request = request
-        self.tools = tools or ToolSet(reported=tuple(_reported(t, t.name) for t in request.tools))
-        self.previous_id = previous_id
-        self.stored = stored
-        self.output: list[dict[str, Any]] = []
-
-    def body(
-        self,
-        model: str,
-        status: str,
-        usage: dict[str, Any] | None = None,
-        error: dict[str, Any] | None = None,
-        incomplete: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
-        choice = self.request.tool_choice
-        return {
-            "id": self.id,
-            "object": "response",
-            "created_at": self.created,
-            "model": model,
-            "status": status,
-            "error": error,
-            "incomplete_details": incomplete,
-            "instructions": self.request.system,
-            "metadata": {},
-            "parallel_tool_calls": True,
-            "previous_response_id": self.previous_id,
-            "store": self.stored,
-            "temperature": self.request.temperature,
-            "top_p": self.request.top_p,
-            "tool_choice": choice.mode if choice else "auto",
-            "tools": list(self.tools.reported),
-            "text": {"format": format_json(self.request.output_format)},
-            "truncation": "disabled",
-            "reasoning": {"effort": None, "summary": None},
-            "max_output_tokens": self.request.max_tokens,
-            "output": list(self.output),
-            "usage": usage,
-        }
-
-
-def response_json(
-    request: NeutralRequest,
-    answer: Answer,
-    usage: UsageEstimate,
-    tools: ToolSet | None = None,
-    *,
-    response_id: str | None = None,
-    previous_id: str | None = None,
-    stored: bool = False,
-) -> dict[str, Any]:
-    """The response object; ``tools`` (the request's as read, by default its function tools) says
-    how calls go back and what ``tools`` the response reports; ``response_id`` is the id it is stored
-    under (if ``stored``), ``previous_id`` the one it continues."""
-    response = _Response(request, tools, response_id, previous_id, stored)
-    if answer.content:
-        response.output.append(_message_item("msg_" + secrets.token_hex(12), answer.content, "completed"))
-    for call in answer.tool_calls:
-        response.output.append(_call_item("fc_" + secrets.token_hex(12), call, "completed", response.tools))
-    status, incomplete = _status(answer)
-    return response.body(answer.model, status, _usage(usage), incomplete=incomplete)
-
-
-class ResponsesStreamEncoder:
-    """Bytes for each step of a streamed response. Sans-I/O; each step gets the answer so far."""
-
-    def __init__(
-        self,
-        request: NeutralRequest,
-        tools: ToolSet | None = None,
-        response_id: str | None = None,
-        previous_id: str | None = None,
-        stored: bool = False,
-    ) -> None:
-        self._response = _Response(request, tools, response_id, previous_id, stored)
-        self._sequence = 0
-        self._text_item: str | None = None  # id of the open message item
-        self._text: list[str] = []
-
-    def _event(self, kind: str, data: dict[str, Any]) -> bytes:
-        frame = _sse.event(kind, {"sequence_number": self._sequence, **data})
-        self._sequence += 1
-        return frame
-
-    def first(self, answer: Answer) -> bytes:
-        snapshot = self._response.body(answer.model, "in_progress")
-        return self._event("response.created", {"response": snapshot}) + self._event(
-            "response.in_progress", {"response": snapshot}
-        )
-
-    def _close_text(self) -> bytes:
-        if self._text_item is None:
-            return b""
-        item_id, text = self._text_item, "".join(self._text)
-        self._text_item, self._text = None, []
-        index = len(self._response.output)
-        item = _message_item(item_id, text, "completed")
-        self._response.output.append(item)
-        part = {"type": "output_text", "text": text, "annotations": []}
-        where = {"item_id": item_id, "output_index": index, "content_index": 0}
-        return (
-            self._event("response.output_text.done", {**where, "text": text})
-            + self._event("response.content_part.done", {**where, "part": part})
-            + self._event("response.output_item.done", {"output_index": index, "item": item})
-        )
-
-    def event(self, event: Start | TextDelta | ToolCall, answer: Answer) -> bytes:
-        index = len(self._response.output)
-        if isinstance(event, TextDelta) and event.text:
-            out = b""
-            if self._text_item is None:
-                self._text_item = "msg_" + secrets.token_hex(12)
-                out += self._event(
-                    "response.output_item.added",
-                    {"output_index": index, "item": _message_item(self._text_item, "", "in_progress")},
-                )
-                out += self._event(
-                    "response.content_part.added",
-                    {
-                        "item_id": self._text_item,
-                        "output_index": index,
-                        "content_index": 0,
-                        "part": {"type": "output_text", "text": "", "annotations": []},
-                    },
-                )
-            self._text.append(event.text)
-            return out + self._event(
-                "response.output_text.delta",
-                {"item_id": self._text_item, "output_index": index, "content_index": 0, "delta": event.text},
-            )
-        if isinstance(event, ToolCall):
-            out = self._close_text()
-            index = len(self._response.output)
-            item_id = "fc_" + secrets.token_hex(12)
-            arguments = arguments_json(event)
-            tools = self._response.tools
-            done = _call_item(item_id, event, "completed", tools)
-            self._response.output.append(done)
-            where = {"item_id": item_id, "output_index": index}
-            return out + (
-                self._event(
-                    "response.output_item.added",
-                    {"output_index": index, "item": _call_item(item_id, event, "in_progress", tools)},
-                )
-                + self._event("response.function_call_arguments.delta", {**where, "delta": arguments})
-                + self._event("response.function_call_arguments.done", {**where, "arguments": arguments})
-                + self._event("response.output_item.done", {"output_index": index, "item": done})
-            )
-        return b""
-
-    def finish(self, answer: Answer, usage: UsageEstimate) -> bytes:
-        out = self._close_text()
-        status, incomplete = _status(answer)
-        body = self._response.body(answer.model, status, _usage(usage), incomplete=incomplete)
-        return out + self._event(f"response.{status}", {"response": body})
-
-    def error(self, error: RelayError, answer: Answer) -> bytes:
-        failure = {"code": error.shape.code or error.shape.openai_type, "message": error.message}
-        return self._close_text() + self._event(
-            "response.failed", {"response": self._response.body(answer.model, "failed", error=failure)}
-        )
+# --- the adapter ------------------------------------------------------------------------------
 
 
 def _tool_set(call: Call) -> ToolSet | None:

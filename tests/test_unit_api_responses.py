@@ -12,7 +12,8 @@ import pytest
 
 from relay._collect import Answer
 from relay._errors import RelayError
-from relay._responses import parse_request, response_json
+from relay._responses import parse_request
+from relay._responses_answer import response_json
 from relay._usage import UsageEstimate
 from shared_protocol import End, ErrorFrame, Start, TextDelta, ToolCall
 
