@@ -21,14 +21,11 @@ off, ``thread`` is a 400 ``thread_unsupported_request``, on which a tool runner 
 Requests without ``thread`` are never stored. Unlike Anthropic's servers the relay lets two
 requests continue the same message (a branch), instead of answering ``thread_already_continued``.
 
-Stream rules that bite (§6): every event has an ``event:`` line; ``message_start`` carries usage;
-every block event carries ``index``; ``message_delta`` carries ``stop_reason`` and usage; a failure
-after the start is ``event: error``. Keep-alives are ``ping`` events.
+The answer, whole or streamed, and the error shape are ``_anthropic_answer``'s.
 """
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from shared_protocol import (
@@ -37,11 +34,7 @@ from shared_protocol import (
     Message,
     NeutralRequest,
     OutputFormat,
-    Start,
-    StopReason,
     TextBlock,
-    TextDelta,
-    ToolCall,
     ToolChoice,
     ToolResultBlock,
     ToolSpec,
@@ -50,7 +43,8 @@ from shared_protocol import (
 
 from . import _sse
 from ._adapter import Call, Route
-from ._collect import Answer, arguments_json
+from ._anthropic_answer import MessagesStreamEncoder, error_json, message_json, new_id, token_count
+from ._collect import Answer
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, is_base64, system_note
 from ._errors import RelayError, bad_request, not_found
 from ._fields import forced_tool, opt, opt_number, output_format, parse_json_object, tool_spec
@@ -59,13 +53,6 @@ from ._usage import UsageEstimate, estimate
 
 STORE_KEY = "messages:"
 """The store's keys for threads: this prefix and the id of the message a thread continues from."""
-
-STOP_REASON: dict[StopReason, str] = {
-    "endTurn": "end_turn",
-    "maxTokens": "max_tokens",
-    "stopSequence": "stop_sequence",
-    "toolUse": "tool_use",
-}
 
 _IGNORED_BLOCKS = ("thinking", "redacted_thinking")
 
@@ -330,123 +317,7 @@ def _tool_choice(raw: Any, tools: list[ToolSpec]) -> ToolChoice | None:
     raise bad_request("tool_choice: type must be auto, any, tool or none.", param="tool_choice")
 
 
-# --- answer -----------------------------------------------------------------------------------
-
-
-def stop_reason(answer: Answer) -> str:
-    if answer.tool_calls:
-        return "tool_use"
-    return STOP_REASON.get(answer.stop_reason or "endTurn", "end_turn")
-
-
-def new_id() -> str:
-    return "msg_" + secrets.token_hex(12)
-
-
-def message(answer: Answer, usage: UsageEstimate, message_id: str | None = None) -> dict[str, Any]:
-    content: list[dict[str, Any]] = [{"type": "text", "text": answer.content}] if answer.content else []
-    content += [{"type": "tool_use", "id": c.call_id, "name": c.name, "input": c.arguments} for c in answer.tool_calls]
-    return {
-        "id": message_id or new_id(),
-        "type": "message",
-        "role": "assistant",
-        "model": answer.model,
-        "content": content,
-        "stop_reason": stop_reason(answer),
-        "stop_sequence": None,
-        "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
-    }
-
-
-def token_count(input_tokens: int) -> dict[str, Any]:
-    return {"input_tokens": input_tokens}
-
-
-def error_json(error: RelayError) -> dict[str, Any]:
-    """Anthropic's error shape; an error the API defines a code for names it in ``details.error_code``."""
-    body: dict[str, Any] = {"type": error.shape.anthropic_type, "message": error.message}
-    if error.code is not None:
-        body["details"] = {"error_code": error.code}
-    return {"type": "error", "error": body}
-
-
-class MessagesStreamEncoder:
-    """Bytes for each step of a streamed message. Sans-I/O; each step gets the answer so far."""
-
-    def __init__(self, input_tokens: int, message_id: str | None = None) -> None:
-        self.input_tokens = input_tokens
-        self.message_id = message_id or new_id()
-        self._index = -1
-        self._open: str | None = None  # type of the content block being streamed
-
-    def first(self, answer: Answer) -> bytes:
-        return _sse.event(
-            "message_start",
-            {
-                "message": {
-                    "id": self.message_id,
-                    "type": "message",
-                    "role": "assistant",
-                    "model": answer.model,
-                    "content": [],
-                    "stop_reason": None,
-                    "stop_sequence": None,
-                    "usage": {
-                        "input_tokens": self.input_tokens,
-                        "output_tokens": 1,
-                        "cache_creation_input_tokens": 0,
-                        "cache_read_input_tokens": 0,
-                    },
-                }
-            },
-        )
-
-    def _close_block(self) -> bytes:
-        if self._open is None:
-            return b""
-        self._open = None
-        return _sse.event("content_block_stop", {"index": self._index})
-
-    def _open_block(self, block: dict[str, Any]) -> bytes:
-        out = self._close_block()
-        self._index += 1
-        self._open = block["type"]
-        return out + _sse.event("content_block_start", {"index": self._index, "content_block": block})
-
-    def event(self, event: Start | TextDelta | ToolCall, answer: Answer) -> bytes:
-        if isinstance(event, TextDelta) and event.text:
-            out = b"" if self._open == "text" else self._open_block({"type": "text", "text": ""})
-            return out + _sse.event(
-                "content_block_delta",
-                {"index": self._index, "delta": {"type": "text_delta", "text": event.text}},
-            )
-        if isinstance(event, ToolCall):
-            out = self._open_block({"type": "tool_use", "id": event.call_id, "name": event.name, "input": {}})
-            out += _sse.event(
-                "content_block_delta",
-                {
-                    "index": self._index,
-                    "delta": {"type": "input_json_delta", "partial_json": arguments_json(event)},
-                },
-            )
-            return out + self._close_block()
-        return b""
-
-    def finish(self, answer: Answer, usage: UsageEstimate) -> bytes:
-        return (
-            self._close_block()
-            + _sse.event(
-                "message_delta",
-                {
-                    "delta": {"stop_reason": stop_reason(answer), "stop_sequence": None},
-                    "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
-                },
-            )
-            + _sse.event("message_stop", {})
-        )
-
-    def error(self, error: RelayError, answer: Answer) -> bytes:
-        return _sse.event("error", {"error": error_json(error)["error"]})
+# --- the adapter ------------------------------------------------------------------------------
 
 
 class MessagesAdapter:
@@ -466,7 +337,7 @@ class MessagesAdapter:
         return MessagesStreamEncoder(estimate(call.request, 0).input_tokens, call.response_id)
 
     def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
-        return message(answer, usage, call.response_id)
+        return message_json(answer, usage, call.response_id)
 
     def error_json(self, error: RelayError) -> dict[str, Any]:
         return error_json(error)

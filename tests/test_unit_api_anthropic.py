@@ -11,7 +11,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from relay._anthropic import MessagesAdapter, message, parse_request
+from relay._anthropic import MessagesAdapter, parse_request
+from relay._anthropic_answer import message_json
 from relay._api import error_page
 from relay._collect import Answer
 from relay._errors import TABLE, RelayError
@@ -216,7 +217,7 @@ def test_message_has_the_golden_shape():
     golden = json.loads((GOLDEN / "anthropic_nonstream.json").read_text())
     answer = Answer(model=MODEL, text=["Hello world!"], stop_reason="toolUse")
     answer.tool_calls.append(ToolCall(id="r", call_id="toolu_1", name="get_weather", arguments={"location": "Paris"}))
-    ours = message(answer, UsageEstimate(25, 15))
+    ours = message_json(answer, UsageEstimate(25, 15))
     assert list(ours) == list(golden)
     assert {k: v for k, v in ours.items() if k != "id"} == {k: v for k, v in golden.items() if k != "id"} | {
         "content": [golden["content"][0], {**golden["content"][1], "id": "toolu_1"}]
