@@ -16,9 +16,10 @@ import anyio
 
 from shared_protocol import End, ErrorFrame, Start, TextDelta, ToolCall
 
-from ._broker import Assigned, Broker, Failed, Job, JobEvent, Requeued, TextBatch, WorkersChanged
+from ._broker import Broker
 from ._config import Config
 from ._errors import RelayError
+from ._jobs import Assigned, Failed, Job, JobEvent, Requeued, TextBatch, WorkersChanged
 
 log = logging.getLogger("mcptb.relay")
 

@@ -27,12 +27,13 @@ from shared_protocol import End
 from ._adapter import Adapter, Call, Route
 from ._answer import AnswerEvent, KeepAlive, follow
 from ._api import APIS, api_for, api_paths
-from ._broker import NO_CALLER, Broker, Caller, Job
+from ._broker import Broker
 from ._collect import Answer
 from ._config import Config
 from ._errors import RelayError, error_headers
 from ._heap import HeapRelease
 from ._http import HttpRequest, RequestHead, Responder
+from ._jobs import NO_CALLER, Caller, Job
 from ._sse import compact_json
 from ._store import ConversationStore
 from ._usage import USAGE_HEADER, estimate
@@ -47,7 +48,7 @@ _MAX_IGNORED_LISTED = 20
 
 
 def _caller(request: RequestHead) -> Caller:
-    """What the headers say of who is asking (see :class:`~relay._broker.Caller`)."""
+    """What the headers say of who is asking (see :class:`~relay._jobs.Caller`)."""
     agent = request.header("user-agent") or ""
     session = request.header("x-claude-code-session-id")
     if not agent.startswith("claude-cli/") and session is None:

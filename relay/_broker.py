@@ -34,11 +34,9 @@ import shlex
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from shared_protocol import (
     MAX_LINE_BYTES,
@@ -59,6 +57,7 @@ from shared_protocol._neutral import conversation_digests
 
 from ._config import server_command
 from ._errors import RelayError
+from ._jobs import NO_CALLER, WORKERS_CHANGED, Assigned, Caller, Failed, Job, JobEvent, Requeued, TextBatch, Worker
 
 log = logging.getLogger("mcptb.relay")
 
@@ -76,43 +75,6 @@ MAX_ASSIGNMENTS = 2
 """A job is tried on at most this many workers that vanish before starting it."""
 
 
-@dataclass(frozen=True)
-class Assigned:
-    worker_id: str
-
-
-@dataclass(frozen=True)
-class Requeued:
-    """The job's worker handed it back or left before answering; it waits for a worker again."""
-
-
-@dataclass(frozen=True)
-class Failed:
-    error: RelayError
-
-
-@dataclass(frozen=True)
-class WorkersChanged:
-    """A worker connected or said more about itself: a queued job's follower looks again at who could
-    serve it (a request with tools that the newcomer can never serve is refused at once)."""
-
-
-@dataclass(eq=False)
-class TextBatch:
-    """Text frames that arrived one after another, as one event: a worker may send thousands of tiny
-    deltas in one write, and each becomes a part here rather than an event of its own. The follower
-    takes the batch whole (``taken``); text arriving after that starts a new one."""
-
-    request_id: str
-    parts: list[str] = field(default_factory=list)
-    taken: bool = False
-
-
-WORKERS_CHANGED = WorkersChanged()
-
-JobEvent = Assigned | Requeued | Failed | WorkersChanged | TextBatch | AnswerFrame
-
-
 SELF_SERVING = (
     "This request comes from the Claude Code session that serves this relay (its x-claude-code-session-id is "
     "that of the session whose MCP server would answer it): its model is this relay, so its agent cannot call "
@@ -122,69 +84,6 @@ SELF_SERVING_FIX = (
     "Serve from a session that uses your own Claude login (start mcptb-serve, or claude, without "
     "ANTHROPIC_BASE_URL pointing at this relay), or point this client at another model"
 )
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who sent a request, as far as its headers tell: enough to recognise a Claude Code session whose
-    model is this relay asking for an answer that only its own agent could give (it waits for itself)."""
-
-    claude_code: bool = False
-    """The ``user-agent`` is Claude Code's (``claude-cli/...``)."""
-    session: str | None = None
-    """Claude Code's ``x-claude-code-session-id``."""
-
-
-NO_CALLER = Caller()
-
-
-@dataclass(eq=False)
-class Job:
-    id: str
-    request: NeutralRequest
-    timeout: float
-    line: bytes
-    """The request frame, encoded once at submit."""
-    events_in: MemoryObjectSendStream[JobEvent]
-    events: MemoryObjectReceiveStream[JobEvent]
-    state: Literal["queued", "assigned", "started", "done"] = "queued"
-    worker: Worker | None = None
-    worker_id: str = "-"
-    """The last worker the job was assigned to (kept after the job ends, for the log)."""
-    assignments: int = 0
-    batch: TextBatch | None = None
-    """The text batch in the event stream that text may still join (the last event queued, not taken)."""
-    accepted: bool = False
-    """Its worker said a model is working on it (an agent saw it): it is not moved for a slow start."""
-    avoid: set[str] = field(default_factory=set)
-    """Workers this job was taken away from (not started in time): never assigned to them again."""
-    unread: int = 0
-    """Characters of text queued that the caller has not taken yet (bounded by ``Broker.max_unread``)."""
-    conversation: bytes | None = None
-    """Digest of its whole message list, when an agent worker may serve it (see ``Broker._answered``)."""
-    prefer: str | None = None
-    """The worker that answered the conversation this job continues."""
-    hold_until: float = 0.0
-    """Until when it waits for ``prefer``'s agent rather than go to another worker."""
-    caller: Caller = NO_CALLER
-
-    def take(self, batch: TextBatch) -> TextDelta:
-        """The follower's side: the batch's text, which no later text will join."""
-        batch.taken = True
-        text = "".join(batch.parts)
-        self.unread -= len(text)
-        return TextDelta(id=self.id, text=text)
-
-
-@dataclass(eq=False)
-class Worker:
-    id: str
-    info: WorkerInfo
-    send: Callable[[bytes], bool]
-    """Queue an encoded frame for the worker; False if its outbound queue is full (the link is then dropped)."""
-    connected_at: float = field(default_factory=time.time)
-    free_slots: int = 0
-    jobs: dict[str, Job] = field(default_factory=dict)
 
 
 class Broker:

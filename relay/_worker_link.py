@@ -35,8 +35,9 @@ from shared_protocol import (
     encode,
 )
 
-from ._broker import Broker, Worker
+from ._broker import Broker
 from ._config import Config
+from ._jobs import Worker
 from ._socket import stream_peer_uid
 
 log = logging.getLogger("mcptb.relay")

@@ -6,8 +6,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from relay._broker import MAX_ASSIGNMENTS, Assigned, Broker, Failed, TextBatch
+from relay._broker import MAX_ASSIGNMENTS, Broker
 from relay._errors import RelayError
+from relay._jobs import Assigned, Failed, TextBatch
 from shared_protocol import (
     MAX_LINE_BYTES,
     Cancel,
@@ -275,7 +276,7 @@ def test_no_hold_when_the_agent_that_answered_is_away_or_gone():
 def test_a_callers_own_session_is_waiting_for_itself_only_when_no_other_worker_could_serve_it():
     """The coding session that calls the relay may have the bridge registered too (its own worker, away
     while it waits for this answer); another session's agent between two calls is only away a moment."""
-    from relay._broker import Caller
+    from relay._jobs import Caller
 
     broker = Broker(max_queue=10, socket_path="/s")
     FakeWorker(broker, modes=["agent"], agent="away", session="coding", client_name="claude-code")
