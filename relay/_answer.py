@@ -20,6 +20,7 @@ from ._broker import Broker
 from ._config import Config
 from ._errors import RelayError
 from ._jobs import Assigned, Failed, Job, JobEvent, Requeued, TextBatch, WorkersChanged
+from ._unserved import sampling_notes, tools_refusal
 
 log = logging.getLogger("mcptb.relay")
 
@@ -140,7 +141,8 @@ class _Unserved:
         if assigned:
             self.kind, self.warned = None, False
             return float("inf")
-        refusal = broker.refusal(job.request)  # the workers that came can never serve it (its tools)
+        # the workers that came can never serve it (its tools)
+        refusal = tools_refusal(job.request, broker.workers.values())
         if refusal is not None:
             raise refusal
         unserved = broker.unserved(job)
@@ -186,7 +188,7 @@ def _timeout(assigned: bool, config: Config, broker: Broker) -> RelayError:
             f"The MCP client did not finish answering within {config.request_timeout:g} s (relay --request-timeout).",
         )
     waited = f"No MCP server or agent picked up this request within {config.queue_timeout:g} s (relay --queue-timeout)"
-    notes = broker.sampling_notes()
+    notes = sampling_notes(broker.workers.values())
     if notes:  # the real cause: a client declares sampling but speaks the era without it
         return RelayError("queue_timeout", f"{waited}: {notes}. GET /health lists the servers.")
     return RelayError(

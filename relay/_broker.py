@@ -30,11 +30,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-import shlex
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
-from typing import Literal
+from collections.abc import Callable
 
 import anyio
 
@@ -50,14 +48,13 @@ from shared_protocol import (
     Start,
     TextDelta,
     WorkerInfo,
-    default_socket_path,
     encode,
 )
 from shared_protocol._neutral import conversation_digests
 
-from ._config import server_command
 from ._errors import RelayError
 from ._jobs import NO_CALLER, WORKERS_CHANGED, Assigned, Caller, Failed, Job, JobEvent, Requeued, TextBatch, Worker
+from ._unserved import UnservedKind, no_worker_message, nobody_serving, tools_refusal
 
 log = logging.getLogger("mcptb.relay")
 
@@ -73,17 +70,6 @@ MAX_SLOTS = 1024
 
 MAX_ASSIGNMENTS = 2
 """A job is tried on at most this many workers that vanish before starting it."""
-
-
-SELF_SERVING = (
-    "This request comes from the Claude Code session that serves this relay (its x-claude-code-session-id is "
-    "that of the session whose MCP server would answer it): its model is this relay, so its agent cannot call "
-    "next_request until this request is answered - it is waiting for itself"
-)
-SELF_SERVING_FIX = (
-    "Serve from a session that uses your own Claude login (start mcptb-serve, or claude, without "
-    "ANTHROPIC_BASE_URL pointing at this relay), or point this client at another model"
-)
 
 
 class Broker:
@@ -122,8 +108,8 @@ class Broker:
         if self.stopping is not None:
             raise RelayError("relay_stopping", self.stopping)
         if not self.workers and not self.worker_grace:
-            raise RelayError("no_worker", self.no_worker_message())
-        refusal = self.refusal(request)
+            raise RelayError("no_worker", no_worker_message(self.socket_path, self.worker_grace))
+        refusal = tools_refusal(request, self.workers.values())
         if refusal is not None:
             raise refusal
         if len(self.queue) >= self.max_queue:
@@ -333,58 +319,14 @@ class Broker:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             self.cancel(job, "caller gone")
 
-    def unserved(self, job: Job) -> tuple[Literal["no_worker", "no_agent", "waiting_for_itself"], str] | None:
+    def unserved(self, job: Job) -> tuple[UnservedKind, str] | None:
         """For a queued job: why nobody will take it now, or None. ``no_worker``: no MCP server is
         connected. ``no_agent``: each worker it may go to answers only through an agent (no background
         sampling) and no agent is serving there; ``waiting_for_itself`` when one of those is the Claude Code
         session that sent the request (its model is this relay: it can serve nothing until answered)."""
         if not self.workers:
-            return "no_worker", self.no_worker_message()
-        fits = [w for w in self.workers.values() if self._fits(job, w)]
-        # the caller's own session cannot serve it (it waits for this answer): only the others count
-        own = [w for w in fits if job.caller.session is not None and w.info.session == job.caller.session]
-        fits = [w for w in fits if w not in own]
-        if own and not fits:
-            return "waiting_for_itself", f"{SELF_SERVING}. {SELF_SERVING_FIX}"
-        if not fits or any(w.info.concurrency > 0 or w.info.agent != "away" for w in fits):
-            return None
-        names = ", ".join(sorted({w.info.client_name or "unknown client" for w in fits}))
-        if job.caller.claude_code and all(w.info.client_name == "claude-code" for w in fits):
-            return "no_agent", (
-                f"This request comes from Claude Code, and only Claude Code ({names}) could answer it, through an "
-                "agent that is not serving. If the session that sent it is the one serving the relay (its "
-                f"ANTHROPIC_BASE_URL points here), it is waiting for itself. {SELF_SERVING_FIX}"
-            )
-        why = (
-            f"No agent is serving: the connected MCP client{'s' if len(fits) > 1 else ''} ({names}) cannot sample "
-            "in the background, and no agent is waiting in next_request"
-        )
-        notes = self.sampling_notes(fits)  # a client that declares sampling: say why it cannot
-        return "no_agent", f"{why}. {notes}" if notes else why
-
-    def refusal(self, request: NeutralRequest) -> RelayError | None:
-        """Why the connected workers can never serve ``request`` (its tools), or None."""
-        if request.tools and self.workers and not any(w.info.tools for w in self.workers.values()):
-            names = ", ".join(sorted({w.info.client_name or "unknown client" for w in self.workers.values()}))
-            return RelayError(
-                "tools_unsupported",
-                f"This request offers tools, but no connected MCP client can use them ({names} does not "
-                "declare sampling.tools and runs mcptb-server --tool-emulation off). Send the request without "
-                "'tools', turn tool emulation on, or serve with an agent (Claude Code).",
-                param="tools",
-            )
-        return None
-
-    def no_worker_message(self) -> str:
-        waited = f" within {self.worker_grace:g} s (relay --worker-grace)" if self.worker_grace else ""
-        socket = "" if self.socket_path == default_socket_path() else f" --socket {shlex.quote(self.socket_path)}"
-        command = shlex.quote(server_command())
-        return (
-            f"No MCP server connected to this relay{waited}, so there is no model to answer. Serve with Claude "
-            "Code: run `mcptb-serve` (it keeps a session serving). Or register the bridge's MCP server with your "
-            f"MCP client for every directory: `claude mcp add --scope user mcptb -- {command}{socket}` "
-            "(Codex CLI, Gemini CLI, VS Code: README, Serving). GET /health lists connected servers."
-        )
+            return "no_worker", no_worker_message(self.socket_path, self.worker_grace)
+        return nobody_serving(job, [w for w in self.workers.values() if self._fits(job, w)])
 
     def _eligible(self, job: Job, worker: Worker) -> bool:
         return worker.free_slots > 0 and self._fits(job, worker) and not self._held(job, worker)
@@ -446,13 +388,6 @@ class Broker:
         job.events_in.close()
 
     # --- views -------------------------------------------------------------------------------
-
-    def sampling_notes(self, workers: Iterable[Worker] | None = None) -> str:
-        """Why these (default: all connected) clients that declare sampling cannot be sampled (2026-07-28
-        era), each distinct reason once, for the errors of requests nobody picked up; empty if none."""
-        chosen = self.workers.values() if workers is None else workers
-        notes = dict.fromkeys(w.info.sampling_unavailable for w in chosen if w.info.sampling_unavailable)
-        return "; ".join(note for note in notes if note)
 
     @property
     def in_flight(self) -> int:

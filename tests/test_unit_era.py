@@ -15,6 +15,7 @@ from mcp_server._era import EraGate
 from relay._answer import _timeout
 from relay._broker import Broker
 from relay._config import Config
+from relay._unserved import sampling_notes
 
 
 def _meta(caps: dict[str, Any], version: str = "2026-07-28") -> dict[str, Any]:
@@ -102,7 +103,7 @@ def test_a_sampling_client_that_stays_in_2026_tells_the_relay_why_it_has_no_samp
 
 def test_the_relay_collects_each_distinct_note_once():
     broker = Broker(max_queue=8, socket_path="/tmp/x.sock")
-    assert broker.sampling_notes() == ""
+    assert sampling_notes(broker.workers.values()) == ""
     state = ClientState(Settings(concurrency=4, model_name=None, mode="auto"))
     _learn(state, "tools/list", "2026-07-28", types.ClientCapabilities(sampling=types.SamplingCapability()))
     note = state.sampling_unavailable
@@ -110,7 +111,7 @@ def test_the_relay_collects_each_distinct_note_once():
     for _ in range(2):
         broker.add_worker(state.info(), lambda line: True)
     broker.add_worker(ClientState(Settings(concurrency=4, model_name=None, mode="auto")).info(), lambda line: True)
-    assert broker.sampling_notes() == state.sampling_unavailable
+    assert sampling_notes(broker.workers.values()) == state.sampling_unavailable
     waited = _timeout(False, Config(queue_timeout=1.0), broker).message  # the 504 of a request nobody took
     assert waited.startswith(
         f"No MCP server or agent picked up this request within 1 s (relay --queue-timeout): {note}"
