@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 
 import anyio
@@ -50,8 +50,8 @@ from shared_protocol import (
     WorkerInfo,
     encode,
 )
-from shared_protocol._neutral import conversation_digests
 
+from ._affinity import Affinity, conversation_of
 from ._errors import RelayError
 from ._jobs import NO_CALLER, WORKERS_CHANGED, Assigned, Caller, Failed, Job, JobEvent, Requeued, TextBatch, Worker
 from ._unserved import UnservedKind, no_worker_message, nobody_serving, tools_refusal
@@ -61,9 +61,6 @@ log = logging.getLogger("mcptb.relay")
 JOB_EVENT_BUFFER = 4096
 """Events buffered per job before the caller is considered stuck (the job then fails). Text does not
 count frame by frame: consecutive text frames share one :class:`TextBatch`."""
-
-REMEMBERED_CONVERSATIONS = 4096
-"""Conversations remembered for continuation affinity (a digest and a worker id each)."""
 
 MAX_SLOTS = 1024
 """Most free slots one worker may hold: bounds what a confused worker can claim."""
@@ -85,16 +82,14 @@ class Broker:
     ) -> None:
         self.max_queue = max_queue
         self.max_unread = max_unread
+        """Characters of answer text a job may hold that its caller has not read yet (then it fails)."""
         self.continuation_hold = continuation_hold
         """Seconds a continued conversation waits for the agent that answered its earlier turns."""
         self.worker_grace = worker_grace
         """Seconds a request waits for a worker to connect when none is (0: refused at submit)."""
         self.clock = clock
-        self._answered: OrderedDict[bytes, str] = OrderedDict()
-        """Conversations agent workers answered (digest of the request's messages -> worker id), newest
-        last, at most :data:`REMEMBERED_CONVERSATIONS`: a request whose messages start with one of them
-        goes preferably to the same worker, whose agent has that conversation in its context."""
-        """Characters of answer text a job may hold that its caller has not read yet (then it fails)."""
+        self._affinity = Affinity()
+        """Which agent worker answered which conversation (see ``_affinity``)."""
         self.socket_path = socket_path
         self.workers: dict[str, Worker] = {}
         self.queue: deque[Job] = deque()
@@ -274,24 +269,16 @@ class Broker:
     # --- internals ---------------------------------------------------------------------------
 
     def _find_earlier_turns(self, job: Job) -> None:
-        digests = conversation_digests(job.request.messages)
-        job.conversation = digests[-1] if digests else None
-        for digest in reversed(digests[:-1]):
-            worker_id = self._answered.get(digest)
-            if worker_id is not None:
-                job.prefer, job.hold_until = worker_id, self.clock() + self.continuation_hold
-                return
+        job.conversation, worker_id = self._affinity.earlier_turns(job.request.messages)
+        if worker_id is not None:
+            job.prefer, job.hold_until = worker_id, self.clock() + self.continuation_hold
 
     def _remember_answered(self, job: Job, worker: Worker) -> None:
         if job.conversation is None:
-            digests = conversation_digests(job.request.messages)
-            job.conversation = digests[-1] if digests else None
+            job.conversation = conversation_of(job.request.messages)
         if job.conversation is None:
             return
-        self._answered[job.conversation] = worker.id
-        self._answered.move_to_end(job.conversation)
-        while len(self._answered) > REMEMBERED_CONVERSATIONS:
-            self._answered.popitem(last=False)
+        self._affinity.remember(job.conversation, worker.id)
 
     def _held(self, job: Job, worker: Worker) -> bool:
         """``job`` waits for its preferred worker's agent (briefly: it is between two next_request calls)."""

@@ -94,7 +94,7 @@ class Job:
     unread: int = 0
     """Characters of text queued that the caller has not taken yet (bounded by ``Broker.max_unread``)."""
     conversation: bytes | None = None
-    """Digest of its whole message list, when an agent worker may serve it (see ``Broker._answered``)."""
+    """Digest of its whole message list, when an agent worker may serve it (see ``_affinity``)."""
     prefer: str | None = None
     """The worker that answered the conversation this job continues."""
     hold_until: float = 0.0
