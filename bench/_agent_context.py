@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mcp_server._core import Delivery, Waiting, WorkerCore
+from mcp_server._core import WorkerCore
+from mcp_server._effects import Delivery, Waiting
 from mcp_server._render import render_request
 from shared_protocol import (
     ContentBlock,

@@ -67,6 +67,7 @@ from shared_protocol import (
     WorkerInfo,
 )
 
+from ._effects import Delivery, Effect, Send, Shown, StartSampling, StopSampling, ToolText, Waiting, Wake
 from ._record import Tally
 from ._render import BUDGET_SPENT, NO_REQUEST, RELAY_DOWN, render_request
 from ._seen import Seen
@@ -92,73 +93,6 @@ FINISH_REASONS: dict[str, StopReason] = {
     "tool_use": "toolUse",
     "stop_sequence": "stopSequence",
 }
-
-
-# --- effects ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Send:
-    """Write this frame to the relay (dropped if the link is down by the time it is written)."""
-
-    frame: BaseModel
-
-
-@dataclass(frozen=True)
-class Wake:
-    """The agent waiting as ``waiter`` has a request to look at (:meth:`WorkerCore.show`)."""
-
-    waiter: int
-
-
-@dataclass(frozen=True)
-class StartSampling:
-    frame: RequestFrame
-
-
-@dataclass(frozen=True)
-class StopSampling:
-    request_id: str
-    reason: str
-
-
-Effect = Send | Wake | StartSampling | StopSampling
-
-
-# --- what the tool shells get back ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ToolText:
-    """The text a tool call answers with (``error``: an MCP tool error the agent should correct)."""
-
-    text: str
-    error: bool = False
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """``next_request`` registered an agent: wait up to ``seconds`` for a :class:`Wake`."""
-
-    waiter: int
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """``reply`` accepted: write these frames, then report with :meth:`WorkerCore.reply_written`."""
-
-    request_id: str
-    frames: list[BaseModel]
-
-
-@dataclass(frozen=True)
-class Shown:
-    """A request ``next_request`` returns: ``text`` is what the agent reads (with references to what
-    it was shown before, see ``_seen``)."""
-
-    frame: RequestFrame
-    text: str
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from shared_protocol import Cancel, ErrorFrame, Release, RequestFrame, WorkerInf
 
 from . import _record as record
 from ._client import ClientState
-from ._core import Effect, Send, StartSampling, StopSampling, ToolText, Waiting, Wake, WorkerCore
+from ._core import WorkerCore
+from ._effects import Effect, Send, StartSampling, StopSampling, ToolText, Waiting, Wake
 from ._relay_link import RelayLink
 from ._sampling import answer_by_sampling
 

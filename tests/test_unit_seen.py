@@ -4,7 +4,8 @@ call it."""
 
 from __future__ import annotations
 
-from mcp_server._core import Shown, Waiting, WorkerCore
+from mcp_server._core import WorkerCore
+from mcp_server._effects import Shown, Waiting
 from shared_protocol import Message, NeutralRequest, RequestFrame, TextBlock, ToolSpec, ToolUseBlock, WorkerInfo
 
 HELLO = WorkerInfo(modes=["agent"], tools=True)

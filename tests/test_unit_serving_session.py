@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from mcp_server import _record as record
-from mcp_server._core import Waiting, WorkerCore
+from mcp_server._core import WorkerCore
+from mcp_server._effects import Waiting
 from mcp_server._record import Tally
 from mcp_server._serve_text import SERVE_START
 from mcp_server._stop_hook import KEEP_SERVING, STOP_MARKER, Notes, command, on_prompt, on_stop

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from mcp_server._core import Delivery, ToolText, Waiting, WorkerCore
+from mcp_server._core import WorkerCore
+from mcp_server._effects import Delivery, ToolText, Waiting
 from mcp_server._render import render_request
 from mcp_server._structured import arguments_problem, instruction, parse_answer, schema_problem
 from shared_protocol import (

@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-from mcp_server._core import (
-    Delivery,
-    Send,
-    StartSampling,
-    StopSampling,
-    ToolText,
-    Waiting,
-    Wake,
-    WorkerCore,
-)
+from mcp_server._core import WorkerCore
+from mcp_server._effects import Delivery, Send, StartSampling, StopSampling, ToolText, Waiting, Wake
 from shared_protocol import (
     Accepted,
     End,
