@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import mcp_types as types
 
-from ._core import DEFAULT_WAIT_SECONDS, FINISH_REASONS, MAX_WAIT_SECONDS
+from ._core import DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS
+from ._reply import FINISH_REASONS
 from ._serve_text import INSTRUCTIONS as INSTRUCTIONS
 from ._serve_text import SERVE_LOOP as SERVE_LOOP
 

@@ -38,8 +38,6 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
-import json
-import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -48,20 +46,12 @@ from pydantic import BaseModel
 
 from shared_protocol import (
     Accepted,
-    ContentBlock,
-    End,
     ErrorFrame,
     Message,
     NeutralRequest,
     Ready,
     Release,
     RequestFrame,
-    Start,
-    StopReason,
-    TextBlock,
-    TextDelta,
-    ToolCall,
-    ToolUseBlock,
     Update,
     Withdraw,
     WorkerInfo,
@@ -70,8 +60,9 @@ from shared_protocol import (
 from ._effects import Delivery, Effect, Send, Shown, StartSampling, StopSampling, ToolText, Waiting, Wake
 from ._record import Tally
 from ._render import BUDGET_SPENT, NO_REQUEST, RELAY_DOWN, render_request
+from ._reply import read_reply
 from ._seen import Seen
-from ._structured import arguments_problem, parse_answer, schema_problem
+from ._structured import schema_problem
 
 DEFAULT_WAIT_SECONDS = 25
 """How long ``next_request`` waits when the agent does not say: under half of the shortest common MCP
@@ -83,16 +74,6 @@ CLOSED_MEMORY = 1000
 """How many answered or abandoned request ids are remembered, to explain a late reply."""
 MAX_GRANT = 1024
 """Most slots one ``ready`` or ``withdraw`` may carry (the protocol's bound)."""
-
-FINISH_REASONS: dict[str, StopReason] = {
-    "stop": "endTurn",
-    "end_turn": "endTurn",
-    "length": "maxTokens",
-    "max_tokens": "maxTokens",
-    "tool_calls": "toolUse",
-    "tool_use": "toolUse",
-    "stop_sequence": "stopSequence",
-}
 
 
 @dataclass(frozen=True)
@@ -271,38 +252,12 @@ class WorkerCore:
         frame = self._shown.get(request_id)
         if frame is None:
             return ToolText(self._not_open(request_id), error=True)
-        calls = _tool_calls(frame, arguments.get("tool_calls"))
-        if isinstance(calls, str):
-            return ToolText(calls, error=True)
-        stop = _stop_reason(arguments.get("finish_reason"), bool(calls))
-        if stop is None:
-            return ToolText(f"finish_reason must be one of {', '.join(sorted(FINISH_REASONS))}.", error=True)
-        if not content and not calls:
-            return ToolText("Give content (the answer) or tool_calls, or both.", error=True)
-        wanted = frame.request.output_format
-        if wanted is not None and content:
-            content, errors = parse_answer(content, wanted)
-            if errors:
-                return ToolText(
-                    f"Not delivered: the caller of {request_id} asked for its answer as JSON in a given format, "
-                    "and content does not have it:\n- " + "\n- ".join(errors) + "\nThe request is still open: "
-                    "call reply again with content = only the corrected JSON value.",
-                    error=True,
-                )
-        frames: list[BaseModel] = [Start(id=request_id, model=self.model_id)]
-        if content:
-            frames.append(TextDelta(id=request_id, text=content))
-        tool_calls = [
-            ToolCall(id=request_id, call_id="call_" + secrets.token_hex(12), name=name, arguments=args)
-            for name, args in calls
-        ]
-        frames += [*tool_calls, End(id=request_id, stop_reason=stop)]
+        reply = read_reply(frame, content, arguments, self.model_id)
+        if isinstance(reply, str):
+            return ToolText(reply, error=True)
         del self._shown[request_id]
-        summary = f"{len(content)} characters, {len(calls)} tool call{'' if len(calls) == 1 else 's'}"
-        blocks: list[ContentBlock] = [TextBlock(text=content)] if content else []
-        blocks += [ToolUseBlock(id=c.call_id, name=c.name, input=c.arguments) for c in tool_calls]
-        self._replying[request_id] = _Replying(frame, summary, Message(role="assistant", content=blocks))
-        return Delivery(request_id, frames)
+        self._replying[request_id] = _Replying(frame, reply.summary, reply.message)
+        return Delivery(request_id, reply.frames)
 
     def reply_written(self, request_id: str, written: bool) -> tuple[ToolText, list[Effect]]:
         """The shell wrote a :class:`Delivery`'s frames (``written``) or the link ended first."""
@@ -409,38 +364,6 @@ class WorkerCore:
         return RELAY_DOWN.format(socket=self.socket_path, seconds=seconds, error=self.link_error or "not connected yet")
 
 
-def _tool_calls(frame: RequestFrame, raw: Any) -> list[tuple[str, dict[str, Any]]] | str:
-    """The reply's tool calls, each naming a tool the caller offered, with a JSON object of arguments
-    (given as an object or as a JSON string); or what is wrong with them."""
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        return "tool_calls must be a list of {name, arguments}."
-    offered = {tool.name: tool for tool in frame.request.tools}
-    calls = []
-    for i, call in enumerate(raw):
-        name = call.get("name") if isinstance(call, dict) else None
-        if not isinstance(name, str) or name not in offered:
-            have = ", ".join(sorted(offered)) or "none"
-            return f"tool_calls[{i}] names {name!r}, which the caller did not offer (offered: {have})."
-        arguments = call.get("arguments", {})
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments)
-            except json.JSONDecodeError:
-                return f"tool_calls[{i}].arguments is not valid JSON."
-        if not isinstance(arguments, dict):
-            return f"tool_calls[{i}].arguments must be a JSON object."
-        problem = arguments_problem(name, arguments, offered[name].input_schema)
-        if problem is not None:
-            return (
-                f"Not delivered: tool_calls[{i}]: {problem}\n"
-                "The request is still open: call reply again with corrected arguments."
-            )
-        calls.append((name, arguments))
-    return calls
-
-
 def request_problem(request: NeutralRequest) -> str | None:
     """Why this request's answer format or tool schemas cannot be used, or None."""
     wanted = request.output_format
@@ -453,9 +376,3 @@ def request_problem(request: NeutralRequest) -> str | None:
         if problem is not None:
             return problem
     return None
-
-
-def _stop_reason(raw: Any, has_calls: bool) -> StopReason | None:
-    if raw is None:
-        return "toolUse" if has_calls else "endTurn"
-    return FINISH_REASONS.get(raw) if isinstance(raw, str) else None
