@@ -282,7 +282,7 @@ async def test_a_claude_code_session_whose_model_is_the_relay_it_serves_is_told_
     /mcp__mcptb__serve, which it had just done. Its mcptb-server reports the session id Claude Code gives
     it; the session's own request carries it, so the relay refuses it at once, and the ``retry-after``
     over 60 s stops Claude Code's retries (no CLAUDE_CODE_MAX_RETRIES here)."""
-    from mcp_server.serve import TOOLS, Session, mcp_config
+    from mcp_server._serve_session import TOOLS, Session, mcp_config
 
     claude.model_url = relay.url
     config = mcp_config(relay.socket, {"MCPTB_BACKEND": backend}, Session("/nowhere", 3))

@@ -28,8 +28,8 @@ import pytest
 import yaml
 
 from mcp_server._core import MAX_WAIT_SECONDS
+from mcp_server._serve_session import TOOLS, Session, claude_arguments
 from mcp_server.cli import parse_args as server_args
-from mcp_server.serve import TOOLS, Session, claude_arguments
 from shared_protocol import RelayFrameDecoder, WorkerFrameDecoder, default_socket_path
 from shared_protocol._codec import ProtocolError
 

@@ -71,9 +71,10 @@ from test_claude_code import (
 )
 
 from mcp_server._commands import server_command
+from mcp_server._serve_session import TOOLS, WAIT_TOOLS, Session, claude_arguments
 from mcp_server._serve_text import SERVE_START
 from mcp_server._stop_hook import KEEP_SERVING
-from mcp_server.serve import TOOLS, WAIT_TOOLS, Session, claude_arguments, main
+from mcp_server.serve import main
 
 from conftest import say
 
