@@ -1,5 +1,5 @@
 """The serving record of one Claude Code session started by ``mcptb-serve``: a small JSON file per
-session that its mcptb-server writes (the worker's :class:`~mcp_server._core.Tally`) and that the Stop
+session that its mcptb-server writes (the worker's :class:`~mcp_server._record.Tally`) and that the Stop
 hook (``_stop_hook``) and the headless supervisor (``_supervisor``) read; the hook keeps its own notes
 beside it.
 

@@ -23,7 +23,7 @@ import pytest
 from agent_clis.harness import CODEX, clean_env, skip_reason, start_default_relay
 from agent_clis.scripted_apis import NEXT_REQUEST, ScriptedApis, ServingAgent
 from claude_code.fake_model import ANSWER_PREFIX, SERVED
-from claude_code.harness import Terminal, processes_with_home, start_background
+from claude_code.harness import Terminal, processes_left_with_home, start_background
 
 from mcp_server._stop_hook import KEEP_SERVING
 
@@ -93,7 +93,7 @@ async def test_codex_headless_keeps_serving_across_ended_turns_and_stops_on_sigi
     assert len(lines) == 1 and LINE.match(lines[0]) and lines[0].endswith("stopping."), why
     assert int(LINE.match(lines[0])[1]) == 3, why  # type: ignore[index]
     assert run.returncode == 0, why
-    assert processes_with_home(desktop.home) == [], why
+    assert processes_left_with_home(desktop.home) == [], why
 
 
 async def test_codex_interactive_keeps_serving_across_ended_turns_and_esc_stops_it(request, desktop, backend, tmp_path):

@@ -56,7 +56,7 @@ from claude_code.harness import (
     FakeModelProcess,
     Run,
     kill_group,
-    processes_with_home,
+    processes_left_with_home,
     start_background,
 )
 from test_claude_code import (
@@ -167,7 +167,7 @@ async def test_mcptb_serve_headless_serves_a_caller_offering_only_the_bridge_too
     (line,) = [line for line in run.stderr.splitlines() if line.startswith("mcptb-serve: ")]
     assert line.startswith("mcptb-serve: session 1 ended after ") and ": 1 request served, " in line, why
     assert line.endswith("; stopping."), why
-    assert processes_with_home(claude.home) == [], why
+    assert processes_left_with_home(claude.home) == [], why
     # the served side as with claude -p alone; then the Stop hook sent the model back to serve
     _check_claude_side(served, claude, relay, QUESTION, finished=False)
     decisions = [r["decision"] for r in fake.messages_requests]

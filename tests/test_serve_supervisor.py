@@ -39,7 +39,7 @@ from claude_code.harness import (
     Terminal,
     children,
     group_members,
-    processes_with_home,
+    processes_left_with_home,
     start_background,
 )
 from test_claude_code import MODEL_ID, _diagnostics
@@ -216,7 +216,7 @@ async def test_headless_serving_outlives_ended_turns_a_killed_claude_and_a_relay
     assert all(int(m["handed"].replace(",", "")) > 0 for m in lines), why
     assert run.stderr.rstrip().endswith("stopping."), why
     # nothing left: not mcptb-serve, not either session's Claude Code or mcptb-server, no hook
-    assert processes_with_home(claude.home) == [], why
+    assert processes_left_with_home(claude.home) == [], why
     assert group_members(first_claude) == group_members(second_claude) == [], why
     # two Claude Code sessions served, three callers each; every turn the model ended after a reply
     # (and every idle "gave up") was followed by another next_request in that session
@@ -267,7 +267,7 @@ async def test_a_session_whose_budget_is_spent_hands_over_to_a_fresh_one(
     for line in lines[:2]:
         assert line["why"] == "its budget was spent; Claude Code exited with status 0", why
         assert int(line["handed"].replace(",", "")) > 1, why
-    assert processes_with_home(claude.home) == [], why
+    assert processes_left_with_home(claude.home) == [], why
     # the second request went to another Claude Code session, whose context starts afresh
     (one,), (two,) = _serving_requests(fake, "question 1"), _serving_requests(fake, "question 2")
     assert _session_of(one) != _session_of(two), why

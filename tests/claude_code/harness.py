@@ -135,6 +135,15 @@ def processes_with_home(home: Path) -> list[int]:
     return found
 
 
+def processes_left_with_home(home: Path, within: float = 5.0) -> list[int]:
+    """:func:`processes_with_home` once none is left, or after ``within`` seconds: a process in a group of
+    its own (an MCP server, a hook) ends by itself when its parent's pipes close, a moment after it."""
+    deadline = time.monotonic() + within
+    while (found := processes_with_home(home)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
+
+
 def kill_processes_with_home(home: Path) -> None:
     for pid in processes_with_home(home):
         try:
