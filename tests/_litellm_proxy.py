@@ -50,6 +50,9 @@ REQUEST_TIMEOUT = 60.0
 COOLDOWN_TIME = 5
 """router_settings.cooldown_time of the default proxy (the team test waits this long)."""
 LITELLM = Path(sys.executable).parent / "litellm"
+SHORT_GRACE = ("--worker-grace", "1")
+"""Every test starts its worker and waits for it before it asks, so a request that finds none is the
+no-worker test's: its 503 comes after 1 s instead of the default 10."""
 
 
 def skip_reason() -> str | None:
@@ -188,7 +191,7 @@ def running_proxies(workdir: Path) -> Iterator[Proxies]:
                 dirs.append(short_socket_dir())
                 key = {"anthropic": RELAY_KEY, "team-a": TEAM_KEY, "team-b": TEAM_KEY}.get(name)
                 args = ("--api-key", key) if key else ()
-                relays[backend][name] = start_relay(backend, os.path.join(dirs[-1], "relay.sock"), *args)
+                relays[backend][name] = start_relay(backend, os.path.join(dirs[-1], "relay.sock"), *args, *SHORT_GRACE)
         started = time.monotonic()
         proxies.append(_launch(workdir, "default", default_config(relays)))
         proxies.append(_launch(workdir, "chat-flag", chat_flag_config(relays)))
