@@ -27,9 +27,10 @@ test *ARGS: _dev lint
     {{bin}}/python -m pytest -m "not real" {{ARGS}}
 
 # Everything, as CI runs it: lint and types, then both tiers (real processes, the Claude Code, Codex and
-# Gemini CLIs, node, the litellm proxy, installs)
+# Gemini CLIs, node, the litellm proxy, installs), in 4 pytest-xdist workers: most real tests wait on
+# another program, so 4 overlap well on 2 cores (-n 0 runs them one by one)
 test-all *ARGS: _dev _node lint
-    {{bin}}/python -m pytest {{ARGS}}
+    {{bin}}/python -m pytest -n 4 --dist loadgroup {{ARGS}}
 
 # ruff (lint + format check) and mypy
 lint: _dev

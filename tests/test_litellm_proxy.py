@@ -38,7 +38,7 @@ from _litellm_proxy import MASTER_KEY, UPSTREAM_MODEL, Proxies, Proxy
 from _sse import named_events
 from conftest import RelayProcess, mcp_worker, no_workers, say
 
-pytestmark = [pytest.mark.anyio, pytest.mark.real]
+pytestmark = [pytest.mark.anyio, pytest.mark.real, pytest.mark.xdist_group("litellm-proxy")]  # one set of proxies
 
 GOLDEN = Path(__file__).parent / "golden"
 HISTORY_OUTPUT = "README.md\nsetup.py\nsrc"

@@ -33,7 +33,7 @@ from test_litellm_proxy import GOLDEN, assemble, parse_sse
 from _litellm_proxy import COOLDOWN_TIME, MASTER_KEY, REQUEST_TIMEOUT, Proxies, Proxy
 from conftest import RelayProcess, mcp_worker, say
 
-pytestmark = [pytest.mark.anyio, pytest.mark.real]
+pytestmark = [pytest.mark.anyio, pytest.mark.real, pytest.mark.xdist_group("litellm-proxy")]  # one set of proxies
 
 HEADERS = {
     "anthropic-version": "2023-06-01",
