@@ -34,7 +34,7 @@ from claude_code.harness import BINARIES, ClaudeCode, Run, run_bounded, skip_rea
 from claude_code.scripted_sampling import ANSWER_PREFIX, BASH_COMMAND, BASH_OUTPUT, MODEL, ToolThenAnswerModel
 
 from _eventually import eventually
-from _litellm_proxy import MASTER_KEY, UPSTREAM_MODEL, Proxies, Proxy
+from _litellm_proxy import MASTER_KEY, UPSTREAM_MODEL, Proxies, Proxy, posts_logged
 from _sse import named_events
 from conftest import RelayProcess, mcp_worker, no_workers, say
 
@@ -42,6 +42,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.real, pytest.mark.xdist_group("lite
 
 GOLDEN = Path(__file__).parent / "golden"
 HISTORY_OUTPUT = "README.md\nsetup.py\nsrc"
+MESSAGES = "/v1/messages "
 CLAUDE_CODE_HEADERS = {
     "anthropic-version": "2023-06-01",
     "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,mid-conversation-system-2026-04-07",
@@ -175,11 +176,6 @@ async def post_to_proxy(proxy: Proxy, body: dict[str, Any], path: str = "/v1/mes
     return await anyio.to_thread.run_sync(send)
 
 
-def relay_posts(relay: RelayProcess, since: int) -> list[str]:
-    """The relay's access-log lines for POST /v1/messages since log line ``since``."""
-    return [line for line in relay.log_lines[since:] if "mcptb.relay.access" in line and " POST /v1/messages " in line]
-
-
 def diagnostics(proxy: Proxy, relay: RelayProcess, since: int, posted: Posted | None = None) -> str:
     relay_log = "".join(line for line in relay.log_lines[since:] if " GET /health " not in line)
     response = f"--- response {posted.status} ---\n{posted.body[:4000]!r}\n" if posted else ""
@@ -230,7 +226,7 @@ async def test_claude_code_stream_gets_a_tool_use(request, proxy, relay, backend
     assert message["usage"]["output_tokens"] > 0, why
     (params,) = model.requests
     check_sampled_claude_code_request(params, native=sampling_tools)
-    (line,) = relay_posts(relay, since)  # one backend request: no retries
+    (line,) = await posts_logged(relay, since, 1, MESSAGES)  # one backend request: no retries
     assert " status=200 " in line, why
 
 
@@ -288,7 +284,7 @@ async def test_claude_code_non_stream(request, proxy, relay, backend):
     assert text_message["content"] == [{"type": "text", "text": ANSWER_PREFIX + HISTORY_OUTPUT}], why
     assert {"input_tokens", "output_tokens"} <= set(text_message["usage"]), why
     assert [d.kind for d in model.decisions] == ["tool_use", "answer"], why
-    assert len(relay_posts(relay, since)) == 2, why
+    assert len(await posts_logged(relay, since, 2, MESSAGES)) == 2, why
 
 
 async def test_anthropic_sdk_stream_helper_through_the_proxy(proxy, relay, backend):
@@ -351,7 +347,8 @@ async def test_no_worker_error_reaches_the_client_through_the_proxy(request, pro
         error = posted.json()
         assert error["type"] == "error", why
         assert "claude mcp add" in error["error"]["message"], why
-    assert len(relay_posts(relay, since)) == 2 and all(" status=503 " in x for x in relay_posts(relay, since)), why
+    posts = await posts_logged(relay, since, 2, MESSAGES)
+    assert len(posts) == 2 and all(" status=503 " in x for x in posts), why
 
 
 @pytest.mark.node
@@ -383,5 +380,5 @@ async def test_claude_code_cli_through_the_proxy(request, proxy, relay, backend,
     assert run.result["result"] == ANSWER_PREFIX + BASH_OUTPUT and not run.result["is_error"], why
     assert [d.kind for _, d in model.main_requests] == ["tool_use", "answer"], why
     assert model.main_requests[1][1].tool_results == (BASH_OUTPUT,), why
-    posts = relay_posts(relay, since)
+    posts = await posts_logged(relay, since, len(model.requests), MESSAGES)
     assert len(posts) == len(model.requests) and all(" status=200 " in line for line in posts), why

@@ -30,7 +30,7 @@ import openai
 import pytest
 from test_litellm_proxy import GOLDEN, assemble, parse_sse
 
-from _litellm_proxy import COOLDOWN_TIME, MASTER_KEY, REQUEST_TIMEOUT, Proxies, Proxy
+from _litellm_proxy import COOLDOWN_TIME, MASTER_KEY, REQUEST_TIMEOUT, Proxies, Proxy, posts_logged, posts_since
 from conftest import RelayProcess, mcp_worker, say
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real, pytest.mark.xdist_group("litellm-proxy")]  # one set of proxies
@@ -104,11 +104,6 @@ async def post(proxy: Proxy, body: dict[str, Any], path: str = "/v1/messages?bet
     return await anyio.to_thread.run_sync(send)
 
 
-def posts(relay: RelayProcess, since: int) -> list[str]:
-    """The relay's access-log lines for POSTs since log line ``since``."""
-    return [line for line in relay.log_lines[since:] if "mcptb.relay.access" in line and " POST /" in line]
-
-
 def why(proxy: Proxy, relays: list[RelayProcess], since: list[int], posted: Posted | None = None) -> str:
     logs = "".join(
         "".join(line for line in r.log_lines[s:] if " GET /health " not in line)
@@ -153,7 +148,7 @@ async def check_claude_code_stream(
     assert message["usage"]["output_tokens"] > 0, diag
     (params,) = worker.model.requests
     assert [t.name for t in params.tools or []] == ["Bash", "Read", "TodoWrite"]
-    (line,) = posts(relay, since)
+    (line,) = await posts_logged(relay, since, 1)
     assert f" POST {endpoint} " in line and " status=200 " in line, diag
 
 
@@ -222,7 +217,7 @@ async def test_openai_sdk_chat_completions_through_the_proxy(request, litellm_pr
     usage = [c.usage for c in chunks if c.usage is not None]
     assert usage and usage[-1].completion_tokens > 0 and usage[-1].prompt_tokens > 0, diag
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"], diag
-    (line,) = posts(relay, since)
+    (line,) = await posts_logged(relay, since, 1)
     assert " POST /v1/chat/completions " in line and " status=200 " in line, diag
 
 
@@ -239,7 +234,7 @@ async def test_two_relays_share_a_model_group_and_one_can_stop(request, litellm_
         return {"model": model, "max_tokens": 100, "messages": [{"role": "user", "content": f"hi {i}"}]}
 
     def hits(relay: RelayProcess, start: int) -> int:
-        return sum(" status=200 " in line for line in posts(relay, start))
+        return sum(" status=200 " in line for line in posts_since(relay, start))
 
     started = time.monotonic()
     async with mcp_worker(a, backend) as worker_a, mcp_worker(b, backend) as worker_b:
@@ -254,7 +249,7 @@ async def test_two_relays_share_a_model_group_and_one_can_stop(request, litellm_
         diag = why(proxy, [a, b], since)
         assert hits(a, since[0]) and hits(b, since[1]), diag
         assert len(worker_a.model.requests) + len(worker_b.model.requests) == sent
-        assert all(" POST /v1/responses " in line for line in posts(a, since[0]) + posts(b, since[1])), diag
+        assert all(" POST /v1/responses " in line for line in posts_since(a, since[0]) + posts_since(b, since[1])), diag
 
         # relay b stops: requests may fail until the router cools b down, then all go to a
         b.stop()
