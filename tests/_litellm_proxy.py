@@ -34,7 +34,6 @@ from typing import Any
 
 import httpx
 
-from _eventually import eventually
 from conftest import RelayProcess, short_socket_dir, start_relay
 
 MASTER_KEY = "sk-proxy-master"
@@ -208,17 +207,3 @@ def running_proxies(workdir: Path) -> Iterator[Proxies]:
                 relay.stop()
         for d in dirs:
             shutil.rmtree(d, ignore_errors=True)
-
-
-def posts_since(relay: RelayProcess, since: int, path: str = "/") -> list[str]:
-    """The relay's access-log lines for POSTs to ``path`` (a prefix) since log line ``since``."""
-    return [line for line in relay.log_lines[since:] if "mcptb.relay.access" in line and f" POST {path}" in line]
-
-
-async def posts_logged(relay: RelayProcess, since: int, count: int, path: str = "/") -> list[str]:
-    """:func:`posts_since` once it has ``count`` lines, or after 10 s: the relay logs a request after its
-    answer, so a caller can hold the answer before the line is there. (A retry comes before the answer,
-    so a test that then finds more than ``count`` lines has found retries.)"""
-    with contextlib.suppress(AssertionError):
-        await eventually(lambda: len(posts_since(relay, since, path)) >= count, timeout=10)
-    return posts_since(relay, since, path)

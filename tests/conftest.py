@@ -179,6 +179,20 @@ def rss_mib(pid: int) -> float:
         return int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024
 
 
+def posts_since(relay: RelayProcess, since: int, path: str = "/") -> list[str]:
+    """The relay's access-log lines for POSTs to ``path`` (a prefix) since log line ``since``."""
+    return [line for line in relay.log_lines[since:] if "mcptb.relay.access" in line and f" POST {path}" in line]
+
+
+async def posts_logged(relay: RelayProcess, since: int, count: int, path: str = "/") -> list[str]:
+    """:func:`posts_since` once it has ``count`` lines, or after 10 s: the relay logs a request after its
+    answer, so a caller can hold the answer before the line is there. (A retry comes before the answer,
+    so a test that then finds more than ``count`` lines has found retries.)"""
+    with contextlib.suppress(AssertionError):
+        await eventually(lambda: len(posts_since(relay, since, path)) >= count, timeout=10)
+    return posts_since(relay, since, path)
+
+
 def short_socket_dir() -> str:
     """Unix socket paths must stay under ~100 bytes, so not under pytest's long tmp_path."""
     return tempfile.mkdtemp(prefix="mcptb-")

@@ -24,7 +24,7 @@ import pytest
 from claude_code.harness import Run, run_bounded
 from claude_code.scripted_sampling import ANSWER_PREFIX, BASH_COMMAND, BASH_OUTPUT, ToolThenAnswerModel
 
-from conftest import RelayProcess, mcp_worker, say
+from conftest import RelayProcess, mcp_worker, posts_logged, say
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
@@ -145,7 +145,7 @@ async def test_claude_code_runs_bash_through_the_relay(request, claude, relay, b
         assert f'<tool_call id="{tool_uses[0]["id"]}">' in history_text, why
         assert f'<tool_result id="{tool_uses[0]["id"]}" name="Bash">' in history_text, why
     # every /v1/messages Claude Code sent was answered (200) by exactly one sampling request
-    posts = [line for line in relay.log_lines if "mcptb.relay.access" in line and " POST /v1/messages " in line]
+    posts = await posts_logged(relay, 0, len(model.requests), "/v1/messages ")
     assert len(posts) == len(model.requests) and all(" status=200 " in line for line in posts), why
 
 
@@ -192,11 +192,7 @@ async def test_relay_api_key_is_claude_codes_api_key(request, claude, relay_fact
     ), why
     assert "API key" in wrong["result"], why
     assert len(model.requests) == 2 and all(d.kind == "side" for d in model.decisions), why
-    statuses = [
-        line.split(" status=")[1].split()[0]
-        for line in relay.log_lines
-        if "mcptb.relay.access" in line and " POST /v1/messages " in line
-    ]
+    statuses = [line.split(" status=")[1].split()[0] for line in await posts_logged(relay, 0, 3, "/v1/messages ")]
     assert statuses == ["200", "200", "401"], why
 
 

@@ -37,7 +37,7 @@ import pytest
 from claude_code.harness import Run, kill_group, run_bounded
 
 from _scripted import FixedAnswerModel
-from conftest import RelayProcess, mcp_worker, say
+from conftest import RelayProcess, mcp_worker, posts_logged, say
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
@@ -259,7 +259,7 @@ async def test_codex_runs_a_command_and_a_namespaced_tool_through_the_relay(requ
     # the model's answer, quoting the command's output, is Codex's last message
     assert completed(run, "agent_message")[-1]["text"] == ANSWER_PREFIX + OUTPUT, why
     # each of Codex's requests was answered once (200), by one sampling request
-    posts = [line for line in relay.log_lines if "mcptb.relay.access" in line and " POST /v1/responses " in line]
+    posts = await posts_logged(relay, 0, len(model.requests), "/v1/responses ")
     assert len(posts) == len(model.requests) and all(" status=200 " in line for line in posts), why
 
 

@@ -173,7 +173,10 @@ async def test_failure_after_streaming_started_is_an_error_frame_then_done(relay
     assert json.loads(events[-2].removeprefix("data: "))["error"]["code"] == "refused"
     assert events[-1] == "data: [DONE]"
     # the access log tells the stream's real outcome, not only the 200 its status line said
-    (logged,) = [line for line in relay.log.splitlines() if "mcptb.relay.access" in line and " POST " in line]
+    (logged,) = await eventually(  # the line is written after the answer's last byte
+        lambda: [line for line in relay.log.splitlines() if "mcptb.relay.access" in line and " POST " in line],
+        what="the access-log line",
+    )
     assert " status=200 outcome=422:refused " in logged, logged
 
 

@@ -34,9 +34,9 @@ from claude_code.harness import BINARIES, ClaudeCode, Run, run_bounded, skip_rea
 from claude_code.scripted_sampling import ANSWER_PREFIX, BASH_COMMAND, BASH_OUTPUT, MODEL, ToolThenAnswerModel
 
 from _eventually import eventually
-from _litellm_proxy import MASTER_KEY, UPSTREAM_MODEL, Proxies, Proxy, posts_logged
+from _litellm_proxy import MASTER_KEY, UPSTREAM_MODEL, Proxies, Proxy
 from _sse import named_events
-from conftest import RelayProcess, mcp_worker, no_workers, say
+from conftest import RelayProcess, mcp_worker, no_workers, posts_logged, say
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real, pytest.mark.xdist_group("litellm-proxy")]  # one set of proxies
 

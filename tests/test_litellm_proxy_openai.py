@@ -30,8 +30,8 @@ import openai
 import pytest
 from test_litellm_proxy import GOLDEN, assemble, parse_sse
 
-from _litellm_proxy import COOLDOWN_TIME, MASTER_KEY, REQUEST_TIMEOUT, Proxies, Proxy, posts_logged, posts_since
-from conftest import RelayProcess, mcp_worker, say
+from _litellm_proxy import COOLDOWN_TIME, MASTER_KEY, REQUEST_TIMEOUT, Proxies, Proxy
+from conftest import RelayProcess, mcp_worker, posts_logged, posts_since, say
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real, pytest.mark.xdist_group("litellm-proxy")]  # one set of proxies
 
