@@ -22,13 +22,14 @@ serve *ARGS: _runtime
     {{bin}}/mcptb-serve {{ARGS}}
 
 # The fast tier, after every change: lint and types, then every module's logic in process on asyncio and
-# trio (tests marked `real`, which start programs, are left to test-all)
+# trio (tests marked `real`, which start programs, are left to test-all). Both tiers run in 4
+# pytest-xdist workers: most tests wait (on a timeout, another task, another program), so 4 overlap
+# well on 2 cores; -n 0 runs them one by one, in order
 test *ARGS: _dev lint
-    {{bin}}/python -m pytest -m "not real" {{ARGS}}
+    {{bin}}/python -m pytest -n 4 --dist loadgroup -m "not real" {{ARGS}}
 
 # Everything, as CI runs it: lint and types, then both tiers (real processes, the Claude Code, Codex and
-# Gemini CLIs, node, the litellm proxy, installs), in 4 pytest-xdist workers: most real tests wait on
-# another program, so 4 overlap well on 2 cores (-n 0 runs them one by one)
+# Gemini CLIs, node, the litellm proxy, installs)
 test-all *ARGS: _dev _node lint
     {{bin}}/python -m pytest -n 4 --dist loadgroup {{ARGS}}
 
