@@ -72,16 +72,15 @@ def post_head(length: int, **headers: str) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("args", "headers", "status"),
+    ("settings", "headers", "status"),
     [
-        (["--api-key", "k"], {}, b" 401 "),
-        (["--api-key", "k"], {"Authorization": "Bearer wrong"}, b" 401 "),
-        ([], {"Origin": "https://evil.example"}, b" 403 "),
+        ({"api_key": "k"}, {}, b" 401 "),
+        ({"api_key": "k"}, {"Authorization": "Bearer wrong"}, b" 401 "),
+        ({}, {"Origin": "https://evil.example"}, b" 403 "),
     ],
 )
-async def test_a_refused_request_is_answered_on_its_head_without_reading_its_body(relay_factory, args, headers, status):
-    relay = relay_factory(*args)
-    async with await connect(relay) as stream:
+async def test_a_refused_request_is_answered_on_its_head_without_reading_its_body(backend, settings, headers, status):
+    async with relay_in_process(**settings) as relay, await connect(relay) as stream:
         await stream.send(post_head(30 * MiB, **headers))  # announces 30 MiB, sends none of it
         head = await read_head(stream)
     assert head.startswith(b"HTTP/1.1") and status in head.split(b"\r\n")[0], head
@@ -278,14 +277,13 @@ async def _nothing_in_flight(relay: Any) -> dict[str, Any] | None:
 # --- 10: a head of many tiny headers --------------------------------------------------------------------
 
 
-async def test_a_head_of_10000_tiny_headers_gets_its_431(relay_factory):
+async def test_a_head_of_10000_tiny_headers_gets_its_431(backend):
     """Sent whole, then read, as ordinary clients do (http.client, curl): the relay must not reset the
     connection while the rest of the head is still coming."""
-    relay = relay_factory()
     headers = b"".join(b"X-Header-%05d: y\r\n" % i for i in range(10000))
     head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n"
     assert len(head) > 148_000
-    async with await connect(relay) as stream:
+    async with relay_in_process() as relay, await connect(relay) as stream:
         with anyio.fail_after(10):
             for offset in range(0, len(head), 4096):  # as a client's writes reach the socket
                 await stream.send(head[offset : offset + 4096])
