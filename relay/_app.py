@@ -299,6 +299,10 @@ class App:
                 self._idle.set()
             self._heap.answered(answer.chars + job.unread, idle=self.answering == 0)
 
+    def connection_closed(self) -> None:
+        """An HTTP connection ended (its frames, and what a cancelled write still held, are gone)."""
+        self._heap.connection_closed(idle=self.answering == 0)
+
     async def drain(self, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) until no answer is being written."""
         if self.answering:

@@ -102,6 +102,7 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
                 await serve_connection(stream, app, error_page, config, access_log, admission, slot)
             finally:
                 admission.disconnect(slot)
+        app.connection_closed()
 
     async def handle_worker(stream: anyio.abc.SocketStream) -> None:
         nonlocal links

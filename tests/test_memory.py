@@ -123,3 +123,18 @@ def test_the_heap_is_trimmed_only_when_idle_after_enough_answer_text() -> None:
     assert trims == [0]
     heap.answered(RELEASE_AFTER_CHARS - 1, idle=True)  # not enough since the last release
     assert trims == [0]
+
+
+def test_after_a_release_the_next_idle_connection_end_releases_again() -> None:
+    """What a cancelled write still held (its traceback's frame) is garbage only once its connection's
+    frames are gone: so the next connection that ends while idle releases once more, and only once."""
+    trims: list[int] = []
+    heap = HeapRelease(trim=lambda: trims.append)
+    heap.connection_closed(idle=True)  # nothing passed yet: nothing to give back
+    assert trims == []
+    heap.answered(RELEASE_AFTER_CHARS, idle=True)
+    heap.connection_closed(idle=False)  # another answer is being written: later
+    assert trims == [0]
+    heap.connection_closed(idle=True)
+    heap.connection_closed(idle=True)
+    assert trims == [0, 0]
