@@ -39,25 +39,24 @@ class HeapRelease:
         self._trim = trim
         self._since = 0
         """Answer characters since the last release."""
-        self._pending = False
-        """Enough answer text passed for a release; not yet done after the last connection ended."""
+        self._owed = False
+        """A release happened at an answer's end; one more is owed when a connection ends while idle."""
 
     def answered(self, chars: int, idle: bool) -> None:
         """An answer of ``chars`` characters ended; ``idle``: no other answer is being written."""
         self._since += chars
-        if self._since >= RELEASE_AFTER_CHARS:
-            self._pending = True
-        if idle and self._pending:
+        if idle and self._since >= RELEASE_AFTER_CHARS:
+            self._since = 0
             self._release()
-            self._since = 0  # pending stays: the connection's end releases again
+            self._owed = True  # and again once the connection's frames are gone
 
     def connection_closed(self, idle: bool) -> None:
         """A connection ended; ``idle``: no answer is being written. An answer whose write was cancelled
         (its caller left, or was too slow) is still held here by the cancelled write's traceback, in a
         reference cycle with its frame, until the cycle collector runs: so release once more, now that
         the connection's frames are gone."""
-        if idle and self._pending:
-            self._pending = False
+        if idle and self._owed:
+            self._owed = False
             self._release()
 
     def _release(self) -> None:
