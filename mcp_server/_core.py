@@ -257,6 +257,9 @@ class WorkerCore:
             return ToolText(reply, error=True)
         del self._shown[request_id]
         self._replying[request_id] = _Replying(frame, reply.summary, reply.message)
+        # counted as it goes out (taken back if it cannot be): a session stopped the moment its caller
+        # has the answer has it in its record
+        self.tally = dataclasses.replace(self.tally, served=self.tally.served + 1)
         return Delivery(request_id, reply.frames)
 
     def reply_written(self, request_id: str, written: bool) -> tuple[ToolText, list[Effect]]:
@@ -269,10 +272,10 @@ class WorkerCore:
         if failed is None:
             self._close(request_id, "it was already answered")
             self._seen.replied(replying.frame, replying.message)
-            self.tally = dataclasses.replace(self.tally, served=self.tally.served + 1)
             return ToolText(
                 f"Delivered the reply to {request_id} ({replying.summary}). Call next_request for the next request."
             )
+        self.tally = dataclasses.replace(self.tally, served=self.tally.served - 1)  # not delivered after all
         if failed == "link lost":
             self._close(request_id, "the connection to the relay was lost before the reply")
             return ToolText(

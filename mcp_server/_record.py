@@ -51,7 +51,8 @@ class Tally:
     handed: int = 0
     """Characters of those requests, as the agent read them (what its context grew by)."""
     served: int = 0
-    """Replies delivered."""
+    """Replies delivered (counted as each goes out to the relay, so a session stopped the moment its caller
+    has the answer counts it; taken back when it could not be delivered)."""
     spent: bool = False
     """The budget was reached: ``next_request`` told the agent to end its turn."""
 

@@ -217,6 +217,7 @@ class Worker:
         step = self.core.reply(arguments)
         if isinstance(step, ToolText):
             return _result(step)
+        self._write_record()  # the reply is counted as it goes out
         with anyio.CancelScope(shield=True):  # once accepted, the reply is delivered or reported lost
             written = await self.link.deliver(step.frames)
         result, effects = self.core.reply_written(step.request_id, written)

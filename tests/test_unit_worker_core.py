@@ -159,10 +159,11 @@ def test_a_reply_is_accepted_once_and_its_frames_carry_the_model_id():
     assert [type(f) for f in step.frames] == [Start, ToolCall, End]
     assert step.frames[0].model == "team-bot" and step.frames[1].arguments == {"a": 1}
     assert step.frames[2].stop_reason == "toolUse"
+    assert core.tally.served == 1  # counted as it goes out: a session stopped now has it in its record
     again = core.reply({"request_id": "req_2", "content": "twice"})
     assert isinstance(again, ToolText) and again.error and "being delivered" in again.text
     done, _ = core.reply_written("req_2", written=True)
-    assert not done.error and "Delivered the reply to req_2" in done.text
+    assert not done.error and "Delivered the reply to req_2" in done.text and core.tally.served == 1
     late = core.reply({"request_id": "req_2", "content": "twice"})
     assert isinstance(late, ToolText) and "already answered" in late.text
 
@@ -177,6 +178,7 @@ def test_a_reply_whose_link_breaks_mid_delivery_is_not_called_answered():
     core.link_lost()
     result, _ = core.reply_written("req_1", written=False)
     assert result.error and "connection to the relay was lost" in result.text
+    assert core.tally.served == 0  # taken back
     retried = core.reply({"request_id": "req_1", "content": "hello"})
     assert isinstance(retried, ToolText) and "already answered" not in retried.text
     assert "connection to the relay was lost" in retried.text
