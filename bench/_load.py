@@ -7,7 +7,9 @@ sent and thrown away, then ``--requests`` are timed (or as many as fit in ``--ma
 Latency of one request = from just before its bytes are sent to the end of its response body (for a
 stream: the chunked body's end, after ``data: [DONE]``). A response counts as an error unless it is a
 200 carrying the whole answer (and, for a stream, ending with ``data: [DONE]``).
-Prints one JSON object: requests, errors, seconds, rps, p50_ms, p99_ms, first_error.
+``--cpu NAME=PID`` (repeatable): the CPU time (user + system, from ``/proc/PID/stat``) each of these
+processes used during the timed phase, read right before its first request and right after its last.
+Prints one JSON object: requests, errors, seconds, rps, p50_ms, p99_ms, first_error, cpu_seconds.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -38,6 +41,18 @@ class LoadResult(TypedDict):
     p50_ms: float
     p99_ms: float
     first_error: str | None
+    cpu_seconds: dict[str, float]
+    """CPU time (user + system) of each ``--cpu`` process over the timed phase, by its name."""
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (``utime`` and ``stime`` of ``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / _TICK  # fields 14 and 15 of proc(5), from field 3 on
 
 
 @dataclass
@@ -101,7 +116,14 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 async def measure(
-    url: str, concurrency: int, requests: int, warmup: int, max_seconds: float, stream: bool, structured: bool
+    url: str,
+    concurrency: int,
+    requests: int,
+    warmup: int,
+    max_seconds: float,
+    stream: bool,
+    structured: bool,
+    cpu_pids: dict[str, int],
 ) -> LoadResult:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -110,10 +132,12 @@ async def measure(
         await asyncio.gather(*(c.connect() for c in callers))
         warm = Phase(warmup, time.perf_counter() + max_seconds)
         await asyncio.gather(*(c.run(warm) for c in callers))
+        cpu_before = {name: cpu_seconds(pid) for name, pid in cpu_pids.items()}
         timed = Phase(requests, time.perf_counter() + max_seconds)
         started = time.perf_counter()
         await asyncio.gather(*(c.run(timed) for c in callers))
         seconds = time.perf_counter() - started
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in cpu_pids.items()}
     finally:
         for c in callers:
             c.sock.close()
@@ -127,6 +151,7 @@ async def measure(
         p50_ms=percentile(latencies, 0.50) * 1000 if latencies else math.nan,
         p99_ms=percentile(latencies, 0.99) * 1000 if latencies else math.nan,
         first_error=errors[0] if errors else None,
+        cpu_seconds=cpu,
     )
 
 
@@ -139,9 +164,22 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=5.0)
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--structured", action="store_true", help="ask for the answer as JSON with a schema")
+    parser.add_argument(
+        "--cpu", action="append", default=[], metavar="NAME=PID", help="a process whose CPU time to report"
+    )
     args = parser.parse_args()
+    cpu_pids = {name: int(pid) for name, _, pid in (item.partition("=") for item in args.cpu)}
     result = asyncio.run(
-        measure(args.url, args.concurrency, args.requests, args.warmup, args.max_seconds, args.stream, args.structured)
+        measure(
+            args.url,
+            args.concurrency,
+            args.requests,
+            args.warmup,
+            args.max_seconds,
+            args.stream,
+            args.structured,
+            cpu_pids,
+        )
     )
     print(json.dumps(result), flush=True)
 
