@@ -12,7 +12,13 @@ Measured, in this order, on this machine:
    model (``bench._mcp_worker``), and plain requests are compared with requests asking for the answer
    as JSON with a schema (``response_format`` json_schema), which mcptb-server checks before releasing,
    at concurrency 1 and 8, plus the frames of one structured stream;
-6. agent context: the characters ``next_request`` hands a serving agent over a 10-request chat and
+6. the whole path: the relay answered by the real mcptb-server process, which an instant MCP client
+   (``bench._instant_client``) started over stdio as an MCP client does and answers by sampling at
+   once; the same load cells as 3., beside the bare server's figures from 3.;
+7. CPU per request: the CPU time (user + system) of the relay, its worker (the instant one in 3.,
+   mcptb-server in 6.), the instant MCP client and the bare server over each timed phase of 3. and 6.,
+   divided by the requests timed (read from /proc by the load generator);
+8. agent context: the characters ``next_request`` hands a serving agent over a 10-request chat and
    10 Claude-Code-shaped requests, in full and with references (``bench._agent_context``).
 Exits 1 (after printing everything) if any request failed. Child processes are always stopped.
 """
@@ -79,8 +85,15 @@ def time_starts(children: Children, name: str, runs: list[list[str]]) -> list[fl
 
 
 def run_load(
-    server: Server, concurrency: int, stream: bool, args: argparse.Namespace, structured: bool = False
+    server: Server,
+    concurrency: int,
+    stream: bool,
+    args: argparse.Namespace,
+    structured: bool = False,
+    cpu: dict[str, int] | None = None,
 ) -> LoadResult:
+    """One load-generator run; ``cpu``: the processes (name -> pid) whose CPU time over the timed phase
+    to report in the result's ``cpu_seconds``."""
     command = [sys.executable, "-m", "bench._load", server.url, "--concurrency", str(concurrency),
                "--requests", str(args.requests), "--warmup", str(max(100, 4 * concurrency)),
                "--max-seconds", str(args.max_seconds)]  # fmt: skip
@@ -88,6 +101,8 @@ def run_load(
         command.append("--stream")
     if structured:
         command.append("--structured")
+    for name, pid in (cpu or {}).items():
+        command += ["--cpu", f"{name}={pid}"]
     done = subprocess.run(command, capture_output=True, check=False, timeout=2 * args.max_seconds + 60)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr.decode()[-2000:]}")
@@ -114,17 +129,20 @@ def measure(children: Children, tmp: str, args: argparse.Namespace) -> int:
     read_line(worker, "bench._worker", worker_log)  # the relay has welcomed it
 
     cells = []
+    relay_cpu = {"relay": servers["relay"].proc.pid, "worker": worker.pid}
+    bare_cpu = {"bare": servers["bare"].proc.pid}
     for stream in (False, True):
         for concurrency in CONCURRENCY:
             progress(f"load: {'stream' if stream else 'non-stream'}, concurrency {concurrency}")
-            relay = run_load(servers["relay"], concurrency, stream, args)
-            bare = run_load(servers["bare"], concurrency, stream, args)
+            relay = run_load(servers["relay"], concurrency, stream, args, cpu=relay_cpu)
+            bare = run_load(servers["bare"], concurrency, stream, args, cpu=bare_cpu)
             cells.append(_report.Cell(stream, concurrency, relay, bare))
     progress("wire probes")
     wires = {name: (probe(s.url, stream=True), probe(s.url, stream=False)) for name, s in servers.items()}
     rss_end = {name: rss_mib(s.proc.pid) for name, s in servers.items()}
     children.stop(worker)
     structured = measure_structured(children, servers["relay"], socket, tmp, args)
+    whole = measure_whole_path(children, servers["relay"], socket, tmp, args, cells)
     progress("done")
     if sys.stderr.isatty():
         print(file=sys.stderr)
@@ -134,18 +152,22 @@ def measure(children: Children, tmp: str, args: argparse.Namespace) -> int:
         _report.starts(starts),
         _report.memory(rss_start, rss_end),
         _report.load(cells, args.requests, args.max_seconds),
+        _report.whole_path(whole),
+        _report.cpu(cells, whole),
         _report.wire(wires["relay"], wires["bare"]),
         _report.structured(*structured),
         _report.agent_context(_agent_context.measure()),
     ]
     print("\n" + "\n\n".join(sections))
+    checked = [(name, cell, result) for cell in [*cells, *structured[0]]
+               for name, result in (("relay", cell.relay), ("bare", cell.bare))]  # fmt: skip
+    checked += [("whole path", cell, cell.relay) for cell in whole]  # their bare results are the Load cells'
     failed = 0
-    for cell in [*cells, *structured[0]]:
-        for name, result in (("relay", cell.relay), ("bare", cell.bare)):
-            if result["errors"]:
-                failed += 1
-                print(f"\nERRORS ({name}, {cell.mode}, concurrency {cell.concurrency}): {result['errors']} "
-                      f"failed requests; the first: {result['first_error']}")  # fmt: skip
+    for name, cell, result in checked:
+        if result["errors"]:
+            failed += 1
+            print(f"\nERRORS ({name}, {cell.mode}, concurrency {cell.concurrency}): {result['errors']} "
+                  f"failed requests; the first: {result['first_error']}")  # fmt: skip
     return 1 if failed else 0
 
 
@@ -158,11 +180,7 @@ def measure_structured(
     with open(log_path, "wb") as log:
         worker = children.spawn(["-m", "bench._mcp_worker", socket], log)
     read_line(worker, "bench._mcp_worker", log_path)
-    deadline = time.monotonic() + 30
-    while not any(w["free_slots"] >= 64 for w in _health(relay.url)["workers"]):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"mcptb-server did not grant its slots: {_health(relay.url)}")
-        time.sleep(0.05)
+    wait_for_slots(relay, worker.pid)
     cells = [
         _report.Cell(False, concurrency, run_load(relay, concurrency, False, args),
                      run_load(relay, concurrency, False, args, structured=True))
@@ -171,6 +189,38 @@ def measure_structured(
     wire = probe(relay.url, stream=True, structured=True)
     children.stop(worker)
     return cells, wire
+
+
+def measure_whole_path(
+    children: Children, relay: Server, socket: str, tmp: str, args: argparse.Namespace, stand_in: list[_report.Cell]
+) -> list[_report.Cell]:
+    """The load cells through relay + mcptb-server process + instant MCP client (``relay`` slot), each with
+    the bare server's result of the same stand-in cell (``bare`` slot)."""
+    progress("whole path: starting mcptb-server through an instant MCP client")
+    log_path = os.path.join(tmp, "instant-client.log")
+    with open(log_path, "wb") as log:
+        client = children.spawn(["-m", "bench._instant_client", socket], log)
+    server_pid = int(read_line(client, "bench._instant_client", log_path).split()[1])  # "ready <pid>"
+    wait_for_slots(relay, server_pid)
+    cpu = {"relay": relay.proc.pid, "worker": server_pid, "client": client.pid}
+    bare = {(cell.stream, cell.concurrency): cell.bare for cell in stand_in}
+    cells = []
+    for stream in (False, True):
+        for concurrency in CONCURRENCY:
+            progress(f"whole path: {'stream' if stream else 'non-stream'}, concurrency {concurrency}")
+            result = run_load(relay, concurrency, stream, args, cpu=cpu)
+            cells.append(_report.Cell(stream, concurrency, result, bare[(stream, concurrency)]))
+    children.stop(client)  # it ends its mcptb-server before it exits
+    return cells
+
+
+def wait_for_slots(relay: Server, pid: int, slots: int = 64) -> None:
+    """Wait until the relay holds ``slots`` free slots of the worker whose process is ``pid``."""
+    deadline = time.monotonic() + 30
+    while not any(w["pid"] == pid and w["free_slots"] >= slots for w in _health(relay.url)["workers"]):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"mcptb-server (pid {pid}) did not grant its slots: {_health(relay.url)}")
+        time.sleep(0.05)
 
 
 def _health(url: str) -> dict[str, Any]:

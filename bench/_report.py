@@ -4,6 +4,7 @@ spaces apart) for each measurement, from the numbers :mod:`bench.__main__` colle
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from dataclasses import dataclass
 
@@ -73,25 +74,74 @@ def memory(after_start: dict[str, float], after_load: dict[str, float]) -> str:
     return table(title, ["", "after start", "after load"], rows)
 
 
-def load(cells: list[Cell], requests: int, max_seconds: float) -> str:
-    header = ["mode", "conc", "relay req/s", "bare req/s", "ratio", "relay p50", "bare p50", "ratio",
-              "relay p99", "bare p99", "timed", "errors"]  # fmt: skip
+def _load_rows(cells: list[Cell], count_bare_errors: bool) -> list[list[str]]:
     rows = []
     for cell in cells:
         relay, bare = cell.relay, cell.bare
         timed = f"{relay['requests']}" + ("" if relay["requests"] == bare["requests"] else f"/{bare['requests']}")
+        errors = relay["errors"] + (bare["errors"] if count_bare_errors else 0)
         rows.append([
             cell.mode, str(cell.concurrency),
             f"{relay['rps']:.0f}", f"{bare['rps']:.0f}", ratio(relay["rps"], bare["rps"]),
             ms(relay["p50_ms"]), ms(bare["p50_ms"]), ratio(relay["p50_ms"], bare["p50_ms"]),
             ms(relay["p99_ms"]), ms(bare["p99_ms"]),
-            timed, str(relay["errors"] + bare["errors"]),
+            timed, str(errors),
         ])  # fmt: skip
+    return rows
+
+
+def load(cells: list[Cell], requests: int, max_seconds: float) -> str:
+    header = ["mode", "conc", "relay req/s", "bare req/s", "ratio", "relay p50", "bare p50", "ratio",
+              "relay p99", "bare p99", "timed", "errors"]  # fmt: skip
     title = (
         "Load (conc = callers, one keep-alive connection each; p50/p99 = ms until the whole body is read;\n"
         f"  per cell: warm-up of max(100, 4 x conc) requests, then {requests} timed requests "
         f"or {max_seconds:g} s,\n"
         "  whichever ends first; timed = requests answered in that phase; ratio = relay/bare)"
+    )
+    return table(title, header, _load_rows(cells, count_bare_errors=True))
+
+
+def whole_path(cells: list[Cell]) -> str:
+    """The relay answered by the real mcptb-server process and an instant MCP client (the cells' ``relay``
+    slot), beside the bare server's figures of the Load table (their ``bare`` slot)."""
+    header = ["mode", "conc", "path req/s", "bare req/s", "ratio", "path p50", "bare p50", "ratio",
+              "path p99", "bare p99", "timed", "errors"]  # fmt: skip
+    title = (
+        "Whole path (relay -> Unix socket -> the real mcptb-server process, python -m mcp_server --socket\n"
+        "  <tmp>/relay.sock --concurrency 64, default settings -> MCP over its stdin/stdout -> bench._instant_client,\n"
+        "  which started it as an MCP client does (pipes, 2025 handshake, declares sampling) and answers every\n"
+        "  sampling/createMessage at once with the same 1,000 characters; the same load as the Load table;\n"
+        "  bare = the bare server's figures from the Load table; ratio = path/bare; errors = path's)"
+    )
+    return table(title, header, _load_rows(cells, count_bare_errors=False))
+
+
+def cpu(stand_in: list[Cell], whole: list[Cell]) -> str:
+    """CPU milliseconds per timed request of each process, from the cells' ``cpu_seconds``."""
+
+    def per_request(result: LoadResult, name: str) -> float:
+        seconds = result["cpu_seconds"].get(name)
+        return math.nan if seconds is None or not result["requests"] else 1000 * seconds / result["requests"]
+
+    header = ["cells, mode", "conc", "relay", "worker", "client", "path", "bare", "relay/bare", "path/bare"]
+    rows = []
+    for label, cells in (("stand-in", stand_in), ("whole path", whole)):
+        for cell in cells:
+            relay, worker, client = (per_request(cell.relay, name) for name in ("relay", "worker", "client"))
+            path = relay + worker + (0.0 if math.isnan(client) else client)
+            bare = per_request(cell.bare, "bare")
+            rows.append([
+                f"{label}, {cell.mode}", str(cell.concurrency),
+                ms(relay), ms(worker), ms(client), ms(path), ms(bare), ratio(relay, bare), ratio(path, bare),
+            ])  # fmt: skip
+    tick = 1000 / os.sysconf("SC_CLK_TCK")
+    title = (
+        "CPU per request (ms of CPU time, user + system, of each process over a cell's timed phase - its\n"
+        "  /proc/<pid>/stat read right before and right after - divided by the requests timed; clock tick\n"
+        f"  {tick:g} ms; stand-in = the Load cells, worker = bench._worker; whole path = the Whole path cells,\n"
+        "  worker = mcptb-server, client = bench._instant_client; path = relay + worker + client;\n"
+        "  bare = the bare server in the Load cell of the same mode and conc)"
     )
     return table(title, header, rows)
 
