@@ -184,6 +184,15 @@ def posts_since(relay: RelayProcess, since: int, path: str = "/") -> list[str]:
     return [line for line in relay.log_lines[since:] if "mcptb.relay.access" in line and f" POST {path}" in line]
 
 
+async def log_so_far(relay: RelayProcess) -> str:
+    """The relay's log with every line it wrote before now: its stderr is read by a thread, so a line
+    written before the banner may not be in ``relay.log`` yet. A request's access line comes after all
+    of them on the same pipe."""
+    await get_health(relay)
+    await eventually(lambda: " GET /health " in relay.log, what="the relay's log caught up")
+    return relay.log
+
+
 async def posts_logged(relay: RelayProcess, since: int, count: int, path: str = "/") -> list[str]:
     """:func:`posts_since` once it has ``count`` lines, or after 10 s: the relay logs a request after its
     answer, so a caller can hold the answer before the line is there. (A retry comes before the answer,

@@ -18,7 +18,7 @@ from relay._fd_budget import Budget, BudgetError, plan
 
 from _eventually import eventually
 from _http_client import get_json, post
-from conftest import chat_body, mcp_worker
+from conftest import chat_body, log_so_far, mcp_worker
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/limits"), reason="reads /proc/<pid>/limits (Linux)")
 
@@ -40,7 +40,7 @@ def own_limit_at_least(n: int) -> None:
 async def test_the_relay_raises_its_soft_open_file_limit_to_fit_its_limits(relay_factory: Any) -> None:
     relay = relay_factory(nofile=(256, 4096))
     assert open_files_limit(relay.proc.pid) == 256 + 64 + 64  # --max-connections + --max-workers + reserve
-    assert "lowered" not in relay.log
+    assert "lowered" not in await log_so_far(relay)
 
 
 async def test_a_low_hard_limit_lowers_max_connections_and_400_connections_do_not_kill_the_relay(
@@ -48,7 +48,7 @@ async def test_a_low_hard_limit_lowers_max_connections_and_400_connections_do_no
 ) -> None:
     """macOS's default soft limit is 256; here the hard one is too, so the relay cannot raise it."""
     relay = relay_factory(nofile=(256, 256))
-    assert "--max-connections lowered from 256 to 128" in relay.log
+    assert "--max-connections lowered from 256 to 128" in await log_so_far(relay)
     own_limit_at_least(600)
     held = []
     try:
