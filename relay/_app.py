@@ -195,6 +195,7 @@ class App:
             await self._send_json(responder, 200, {"status": "ok"})
             return
         now = time.time()
+        snapshot = self.broker.snapshot()
         workers = [
             {
                 "id": w.id,
@@ -208,10 +209,10 @@ class App:
                 "agent": w.info.agent,
                 "sampling_unavailable": w.info.sampling_unavailable,
                 "free_slots": w.free_slots,
-                "in_flight": len(w.jobs),
+                "in_flight": w.in_flight,
                 "connected_seconds": round(now - w.connected_at, 1),
             }
-            for w in self.broker.workers.values()
+            for w in snapshot.workers
         ]
         await self._send_json(
             responder,
@@ -221,8 +222,8 @@ class App:
                 "uptime_seconds": round(now - self.started, 1),
                 "socket": self.config.socket,
                 "workers": workers,
-                "queue_depth": len(self.broker.queue),
-                "in_flight": self.broker.in_flight,
+                "queue_depth": snapshot.queue_depth,
+                "in_flight": snapshot.in_flight,
                 "stored_conversations": {
                     "count": len(self.store),
                     "bytes": self.store.bytes,
@@ -281,7 +282,7 @@ class App:
             if call.stream:
                 await self._stream(api, call, job, answer, responder)
             else:
-                async for event in follow(job, self.broker, self.config):
+                async for event in follow(job, self.config.keepalive_interval, self.broker.catch_up):
                     if not isinstance(event, KeepAlive):
                         answer.add(event)
                 self._log_answer(record.request_id, answer)
@@ -313,7 +314,7 @@ class App:
     async def _stream(self, api: Adapter, call: Call, job: Job, answer: Answer, responder: Responder) -> None:
         encoder = api.stream_encoder(call)
         headers = _SSE_HEADERS + ignored_tools_headers(call.ignored_tools)
-        events = follow(job, self.broker, self.config)
+        events = follow(job, self.config.keepalive_interval, self.broker.catch_up)
         first: AnswerEvent | None = None
         if job.state == "queued" and self.broker.unserved(job) is not None:
             # Nobody can take it yet (no MCP server connected, no agent serving, or the caller is the

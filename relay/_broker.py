@@ -7,15 +7,9 @@ putting frames into a worker's outbound queue and events into a job's event stre
 
 Rules:
 - Pull-based: a job is assigned only against a slot a worker granted (``ready``), oldest job first,
-  to the eligible worker (see :meth:`Broker._eligible`) with the fewest requests in flight, so a
-  worker that grants many slots and answers none (a client waiting for a consent click) cannot take
-  everything while another idles.
-- A continued conversation (its messages start with those of a request an agent worker answered)
-  goes to that worker when it has a free slot, and waits ``--continuation-hold`` seconds for it while
-  its agent is serving (between two ``next_request`` calls): that agent has the earlier turns in its
-  context and is shown only the new ones. Then any eligible worker takes it.
+  to the worker ``_eligibility`` chooses (least busy, or the one a continued conversation prefers).
 - A job its worker has not started within ``--start-timeout`` moves to another eligible worker, if
-  one has a free slot (:meth:`Broker.move_unstarted`); the first worker is told ``cancel`` and never
+  one has a free slot (on a :meth:`Broker.tick`); the first worker is told ``cancel`` and never
   gets it back.
 - A job assigned but not started goes back to the head of the queue when its worker hands it back
   (``release``, free of charge) or disappears (once; the second loss fails the job: ``worker_lost``).
@@ -24,11 +18,18 @@ Rules:
   reply can never reach the wrong caller.
 - Failures are :class:`~relay._errors.RelayError` kinds (``no_worker``, ``queue_full``...); how a
   caller sees them is decided on the HTTP side (``_errors.TABLE``).
+
+Time is the broker's too: each job carries its deadlines and graces, :meth:`Broker.next_deadline`
+says when the next falls due, and :meth:`Broker.tick` carries out what the clock rules (``_deadlines``)
+decide for each job due: fail it, move it, assign the queue again. One timer task drives it
+(``_timer``); race tests are sequences of calls with a fake clock. A queued job is looked at again at
+once when the workers change.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from collections import deque
@@ -51,10 +52,27 @@ from shared_protocol import (
     encode,
 )
 
+from . import _deadlines
 from ._affinity import Affinity, conversation_of
+from ._agenda import Agenda
+from ._eligibility import choose, eligible, fits
 from ._errors import RelayError
-from ._jobs import NO_CALLER, WORKERS_CHANGED, Assigned, Caller, Failed, Job, JobEvent, Requeued, TextBatch, Worker
-from ._unserved import UnservedKind, no_worker_message, nobody_serving, tools_refusal
+from ._jobs import (
+    NEVER,
+    NO_CALLER,
+    Assigned,
+    Caller,
+    Failed,
+    Job,
+    JobEvent,
+    Requeued,
+    Snapshot,
+    Timing,
+    UnservedKind,
+    Worker,
+    WorkerView,
+)
+from ._unserved import no_worker_message, nobody_serving, tools_refusal
 
 log = logging.getLogger("mcptb.relay")
 
@@ -76,18 +94,17 @@ class Broker:
         max_queue: int,
         socket_path: str,
         max_unread: int = 8 * 1024 * 1024,
-        continuation_hold: float = 0.0,
-        worker_grace: float = 0.0,
+        timing: Timing = NEVER,
         clock: Callable[[], float] = time.monotonic,
+        on_earlier: Callable[[float], None] = lambda at: None,
     ) -> None:
         self.max_queue = max_queue
         self.max_unread = max_unread
         """Characters of answer text a job may hold that its caller has not read yet (then it fails)."""
-        self.continuation_hold = continuation_hold
-        """Seconds a continued conversation waits for the agent that answered its earlier turns."""
-        self.worker_grace = worker_grace
-        """Seconds a request waits for a worker to connect when none is (0: refused at submit)."""
+        self.timing = timing
         self.clock = clock
+        self.agenda = Agenda(on_earlier)
+        """When each job is looked at next (``on_earlier``: the timer must wake sooner)."""
         self._affinity = Affinity()
         """Which agent worker answered which conversation (see ``_affinity``)."""
         self.socket_path = socket_path
@@ -102,8 +119,8 @@ class Broker:
         """Queue a request. Raises RelayError when it cannot be served (no worker, queue full...)."""
         if self.stopping is not None:
             raise RelayError("relay_stopping", self.stopping)
-        if not self.workers and not self.worker_grace:
-            raise RelayError("no_worker", no_worker_message(self.socket_path, self.worker_grace))
+        if not self.workers and not self.timing.worker_grace:
+            raise RelayError("no_worker", no_worker_message(self.socket_path, 0))
         refusal = tools_refusal(request, self.workers.values())
         if refusal is not None:
             raise refusal
@@ -123,10 +140,16 @@ class Broker:
             ) from None
         send, receive = anyio.create_memory_object_stream[JobEvent](JOB_EVENT_BUFFER)
         job = Job(id=job_id, request=request, timeout=timeout, line=line, events_in=send, events=receive, caller=caller)
+        now = self.clock()
         if any("agent" in w.info.modes for w in self.workers.values()):
-            self._find_earlier_turns(job)
+            self._find_earlier_turns(job, now)
+        job.deadline = now + self.timing.queue_timeout
         self.queue.append(job)
         self._pump()
+        if job.state == "queued":
+            verdict = self._review(job, now)
+            if isinstance(verdict, _deadlines.Fail):  # at once (waiting for itself): a status, not an event
+                raise verdict.error
         return job
 
     def cancel(self, job: Job, reason: str) -> None:
@@ -192,14 +215,59 @@ class Broker:
         job = worker.jobs.get(job_id)
         if job is not None:
             job.accepted = True
+            self.agenda.schedule(job, job.deadline)  # it is not moved for a slow start any more
 
-    def move_unstarted(self, job: Job, reason: str) -> bool:
+    # --- time ---------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float:
+        """When :meth:`tick` has something to do next (``inf``: only when something happens)."""
+        return self.agenda.next_deadline()
+
+    def catch_up(self) -> None:
+        """Tick to the broker's clock now (a follower does before it reports silence)."""
+        self.tick(self.clock())
+
+    def tick(self, now: float) -> None:
+        """Fail, move or assign what is due at ``now``."""
+        held = False
+        for job in self.agenda.due(now):
+            verdict = self._review(job, now)
+            held = held or (isinstance(verdict, _deadlines.Later) and verdict.hold_ended)
+        if held:
+            self._pump()
+
+    def _review(self, job: Job, now: float) -> _deadlines.Verdict | None:
+        """Carry out the clock rules' verdict on ``job`` (``_deadlines``) and return it."""
+        if job.state == "done":
+            return None
+        if job.state == "queued":
+            verdict = _deadlines.queued(job, now, self.timing, self.unserved(job), self.workers.values())
+        else:
+            verdict = _deadlines.taken(job, now, self.timing)
+        if isinstance(verdict, _deadlines.Fail):
+            if verdict.error.kind == "waiting_for_itself":
+                log.warning("%s: %s", job.id, verdict.error.message)
+            if job.state == "queued":
+                self.queue.remove(job)
+                self._fail(job, verdict.error)
+            else:
+                self._give_up(job, verdict.error)
+        elif isinstance(verdict, _deadlines.Move):
+            if not self._move_unstarted(job, verdict.reason):
+                job.start_by = now + self.timing.start_timeout  # no other worker can take it: try again later
+                self.agenda.schedule(job, min(job.deadline, job.start_by))
+        else:
+            self.agenda.schedule(job, verdict.at)
+        return verdict
+
+    def _move_unstarted(self, job: Job, reason: str) -> bool:
         """Take an assigned job its worker has not started from it and queue it for another worker;
         False (nothing changes) if no other eligible worker has a free slot."""
         worker = job.worker
         if job.state != "assigned" or worker is None or job.accepted:
             return False
-        others = [w for w in self.workers.values() if w is not worker and self._eligible(job, w)]
+        now = self.clock()
+        others = [w for w in self.workers.values() if w is not worker and eligible(job, w, self.workers, now)]
         if not others:
             return False
         log.warning("%s: worker %s did not start it; moving it to another worker", job.id, worker.id)
@@ -213,6 +281,7 @@ class Broker:
     def remove_worker(self, worker: Worker) -> None:
         if self.workers.pop(worker.id, None) is None:
             return
+        self._workers_changed()
         for job in list(worker.jobs.values()):
             if job.state == "assigned" and job.assignments < MAX_ASSIGNMENTS:
                 log.warning("%s: worker %s left before starting it; re-queued", job.id, worker.id)
@@ -238,40 +307,33 @@ class Broker:
                 frame.id,
             )
             return
-        if isinstance(frame, Start):
-            job.state = "started"
-        elif job.state != "started" and not isinstance(frame, ErrorFrame):
-            # text before start: accept it as an implicit start rather than lose the answer
-            job.state = "started"
+        if job.state == "assigned" and not isinstance(frame, ErrorFrame):
+            if not isinstance(frame, Start):  # out of order: taken as its start rather than lose the answer
+                log.warning("%s: worker %s sent %s before start; taken as started", job.id, worker.id, frame.type)
+            job.move("started")
+            job.start_by = math.inf
+            self.agenda.schedule(job, job.deadline)
         if isinstance(frame, TextDelta):
-            self._add_text(job, frame)
-            return
-        job.batch = None  # later text goes after this frame
-        try:
-            job.events_in.send_nowait(frame)
-        except anyio.WouldBlock:
-            log.warning("%s: caller is not reading its answer; giving up on it", job.id)
-            self.cancel(job, "caller not reading")
-            return
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self.cancel(job, "caller gone")
-            return
-        if isinstance(frame, (End, ErrorFrame)):
+            lost = job.add_text(frame.text, self.max_unread)
+        else:
+            job.batch = None  # later text goes after this frame
+            lost = job.send(frame)
+        if lost is not None:
+            if lost == "caller not reading":
+                log.warning("%s: caller is not reading its answer; giving up on it", job.id)
+            self.cancel(job, lost)
+        elif isinstance(frame, (End, ErrorFrame)):
             worker.jobs.pop(job.id, None)
             self._close(job)
             if isinstance(frame, End) and "agent" in worker.info.modes:
                 self._remember_answered(job, worker)
 
-    def pump(self) -> None:
-        """Assign what can be assigned now (a follower calls it when a job's hold ends)."""
-        self._pump()
-
     # --- internals ---------------------------------------------------------------------------
 
-    def _find_earlier_turns(self, job: Job) -> None:
+    def _find_earlier_turns(self, job: Job, now: float) -> None:
         job.conversation, worker_id = self._affinity.earlier_turns(job.request.messages)
         if worker_id is not None:
-            job.prefer, job.hold_until = worker_id, self.clock() + self.continuation_hold
+            job.prefer, job.hold_until = worker_id, now + self.timing.continuation_hold
 
     def _remember_answered(self, job: Job, worker: Worker) -> None:
         if job.conversation is None:
@@ -280,98 +342,77 @@ class Broker:
             return
         self._affinity.remember(job.conversation, worker.id)
 
-    def _held(self, job: Job, worker: Worker) -> bool:
-        """``job`` waits for its preferred worker's agent (briefly: it is between two next_request calls)."""
-        if job.prefer is None or job.prefer == worker.id or self.clock() >= job.hold_until:
-            return False
-        preferred = self.workers.get(job.prefer)
-        return preferred is not None and preferred.info.agent == "serving" and self._fits(job, preferred)
-
-    def _add_text(self, job: Job, frame: TextDelta) -> None:
-        job.unread += len(frame.text)
-        if job.unread > self.max_unread:
-            log.warning("%s: caller is not reading its answer; giving up on it", job.id)
-            self.cancel(job, "caller not reading")
-            return
-        batch = job.batch
-        if batch is not None and not batch.taken:
-            batch.parts.append(frame.text)
-            return
-        batch = job.batch = TextBatch(job.id, [frame.text])
-        try:
-            job.events_in.send_nowait(batch)
-        except anyio.WouldBlock:
-            log.warning("%s: caller is not reading its answer; giving up on it", job.id)
-            self.cancel(job, "caller not reading")
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self.cancel(job, "caller gone")
-
     def unserved(self, job: Job) -> tuple[UnservedKind, str] | None:
         """For a queued job: why nobody will take it now, or None. ``no_worker``: no MCP server is
         connected. ``no_agent``: each worker it may go to answers only through an agent (no background
         sampling) and no agent is serving there; ``waiting_for_itself`` when one of those is the Claude Code
         session that sent the request (its model is this relay: it can serve nothing until answered)."""
         if not self.workers:
-            return "no_worker", no_worker_message(self.socket_path, self.worker_grace)
-        return nobody_serving(job, [w for w in self.workers.values() if self._fits(job, w)])
-
-    def _eligible(self, job: Job, worker: Worker) -> bool:
-        return worker.free_slots > 0 and self._fits(job, worker) and not self._held(job, worker)
-
-    def _fits(self, job: Job, worker: Worker) -> bool:
-        """Tools need a worker that can use them; a model name some worker serves pins the job to
-        those workers; any other name goes to any worker."""
-        if worker.id in job.avoid:
-            return False
-        if job.request.tools and not worker.info.tools:
-            return False
-        model = job.request.model
-        if model and model not in worker.info.models:
-            return not any(model in w.info.models for w in self.workers.values())
-        return True
+            return "no_worker", no_worker_message(self.socket_path, self.timing.worker_grace)
+        return nobody_serving(job, [w for w in self.workers.values() if fits(job, w, self.workers)])
 
     def _pump(self) -> None:
+        if not self.queue or not any(w.free_slots for w in self.workers.values()):
+            return  # nothing to assign, or nobody to take it
+        now = self.clock()
         for job in list(self.queue):
-            eligible = [w for w in self.workers.values() if self._eligible(job, w)]
-            if not eligible:
-                continue
-            preferred = [w for w in eligible if w.id == job.prefer]
-            worker = preferred[0] if preferred else min(eligible, key=lambda w: len(w.jobs))
-            if not worker.send(job.line):
+            worker = choose(job, self.workers, now)
+            if worker is None or not worker.send(job.line):
                 continue
             self.queue.remove(job)
             worker.free_slots -= 1
             worker.jobs[job.id] = job
             job.worker = worker
             job.worker_id = worker.id
-            job.state = "assigned"
+            job.move("assigned")
             job.assignments += 1
+            job.deadline, job.start_by = now + self.timing.request_timeout, now + self.timing.start_timeout
+            job.nobody, job.warned = None, False
+            self.agenda.schedule(job, job.start_by)
             self._emit(job, Assigned(worker.id))
 
     def _requeue(self, job: Job) -> None:
-        job.state = "queued"
+        job.move("queued")
         job.worker = None
+        job.accepted, job.start_by = False, math.inf
+        now = self.clock()
+        job.deadline = now + self.timing.queue_timeout
         self.queue.appendleft(job)
         self._emit(job, Requeued())
         self._pump()
+        if job.state == "queued":
+            self._review(job, now)
 
     def _workers_changed(self) -> None:
-        for job in self.queue:
-            self._emit(job, WORKERS_CHANGED)
+        """Who could serve a queued job changed: refuse what nobody connected can ever serve (its tools),
+        and look at the rest again (a grace starts over when the reason changes)."""
+        now = self.clock()
+        for job in list(self.queue):
+            refusal = tools_refusal(job.request, self.workers.values())
+            if refusal is not None:
+                self.queue.remove(job)
+                self._fail(job, refusal)
+            else:
+                self._review(job, now)
+
+    def _give_up(self, job: Job, error: RelayError) -> None:
+        """A taken job's time is up: its worker is told to stop, its caller gets ``error``."""
+        if job.worker is not None:
+            job.worker.jobs.pop(job.id, None)
+            job.worker.send(encode(Cancel(id=job.id, reason=f"the relay gave up: {error.message}")))
+        self._fail(job, error)
 
     def _emit(self, job: Job, event: JobEvent) -> None:
-        try:
-            job.events_in.send_nowait(event)
-        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
+        job.send(event)  # a caller that cannot take it is gone or stuck, which its own end deals with
 
     def _fail(self, job: Job, error: RelayError) -> None:
         self._emit(job, Failed(error))
         self._close(job)
 
     def _close(self, job: Job) -> None:
-        job.state = "done"
+        job.move("done")
         job.worker = None
+        self.agenda.drop(job)
         job.events_in.close()
 
     # --- views -------------------------------------------------------------------------------
@@ -379,6 +420,13 @@ class Broker:
     @property
     def in_flight(self) -> int:
         return sum(len(w.jobs) for w in self.workers.values())
+
+    def snapshot(self) -> Snapshot:
+        """What the broker holds now, for ``/health``."""
+        workers = tuple(
+            WorkerView(w.id, w.info, w.free_slots, len(w.jobs), w.connected_at) for w in self.workers.values()
+        )
+        return Snapshot(workers, queue_depth=len(self.queue), in_flight=self.in_flight)
 
     def models(self) -> list[tuple[str, Worker]]:
         seen: dict[str, Worker] = {}

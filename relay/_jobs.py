@@ -4,15 +4,24 @@ A :class:`Job` is one request from submit to its end, a :class:`Worker` one conn
 the jobs it holds, a :class:`Caller` who sent a request as far as its headers tell; :data:`JobEvent` is
 what a job's event stream carries to its follower (``_answer.follow``). Records only: the broker
 (``_broker``) decides and changes them, synchronously; the follower reads a job and takes its text.
+
+A job's state changes only through :meth:`Job.move`, along :data:`TRANSITIONS` (h11's ``_state.py`` is
+the model): queued -> assigned (a worker took it) -> started (its answer began) -> done, back from
+assigned to queued (handed back, moved, or its worker left before starting), and to done from any
+state (answered, failed, cancelled). Any other move is a bug in the relay and raises
+:class:`IllegalMove`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from shared_protocol import AnswerFrame, NeutralRequest, TextDelta, WorkerInfo
@@ -35,12 +44,6 @@ class Failed:
     error: RelayError
 
 
-@dataclass(frozen=True)
-class WorkersChanged:
-    """A worker connected or said more about itself: a queued job's follower looks again at who could
-    serve it (a request with tools that the newcomer can never serve is refused at once)."""
-
-
 @dataclass(eq=False)
 class TextBatch:
     """Text frames that arrived one after another, as one event: a worker may send thousands of tiny
@@ -52,9 +55,35 @@ class TextBatch:
     taken: bool = False
 
 
-WORKERS_CHANGED = WorkersChanged()
+JobEvent = Assigned | Requeued | Failed | TextBatch | AnswerFrame
 
-JobEvent = Assigned | Requeued | Failed | WorkersChanged | TextBatch | AnswerFrame
+
+UnservedKind = Literal["no_worker", "no_agent", "waiting_for_itself"]
+"""Why a queued job has nobody to take it (each a :class:`~relay._errors.RelayError` kind)."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The broker's clock rules, in seconds (the relay's flags of the same names)."""
+
+    queue_timeout: float = math.inf
+    request_timeout: float = math.inf
+    start_timeout: float = math.inf
+    worker_grace: float = 0.0
+    """A request waits this long for a worker when none is connected (0: refused at submit)."""
+    agent_grace: float = math.inf
+    continuation_hold: float = 0.0
+    """A continued conversation waits this long for the agent that answered its earlier turns."""
+
+    @classmethod
+    def of(cls, settings: object) -> Timing:
+        """The rules from an object with fields of the same names (the relay's ``Config``)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
+
+
+NEVER = Timing()
+"""Rules under which nothing times out and nothing waits for a worker (the broker's default: its tests
+set what they test)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +100,21 @@ class Caller:
 NO_CALLER = Caller()
 
 
+JobState = Literal["queued", "assigned", "started", "done"]
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    "queued": frozenset({"assigned", "done"}),
+    "assigned": frozenset({"started", "queued", "done"}),
+    "started": frozenset({"done"}),
+    "done": frozenset(),
+}
+"""The moves a job's state may make (see the module's header)."""
+
+
+class IllegalMove(RuntimeError):
+    """A job was asked to move where :data:`TRANSITIONS` does not go: a bug in the relay, never ignored."""
+
+
 @dataclass(eq=False)
 class Job:
     id: str
@@ -80,7 +124,8 @@ class Job:
     """The request frame, encoded once at submit."""
     events_in: MemoryObjectSendStream[JobEvent]
     events: MemoryObjectReceiveStream[JobEvent]
-    state: Literal["queued", "assigned", "started", "done"] = "queued"
+    state: JobState = "queued"
+    """Changed only by :meth:`move`."""
     worker: Worker | None = None
     worker_id: str = "-"
     """The last worker the job was assigned to (kept after the job ends, for the log)."""
@@ -100,6 +145,46 @@ class Job:
     hold_until: float = 0.0
     """Until when it waits for ``prefer``'s agent rather than go to another worker."""
     caller: Caller = NO_CALLER
+    deadline: float = math.inf
+    """When it fails if still where it is: queued, ``--queue-timeout`` after it was queued; taken, its
+    worker has ``--request-timeout`` to finish."""
+    start_by: float = math.inf
+    """Taken and not started (nor accepted): when it moves to another worker (``--start-timeout``)."""
+    nobody: UnservedKind | None = None
+    """Queued: why nobody will take it (no MCP server, no agent serving), as last seen."""
+    nobody_since: float = 0.0
+    """Since when that has been so (its grace counts from here)."""
+    warned: bool = False
+    """The relay has logged that it waits for nobody."""
+    due: float = math.inf
+    """When the broker looks at it next (the earliest of the times above that apply: ``_agenda``)."""
+
+    def move(self, to: JobState) -> None:
+        if to not in TRANSITIONS[self.state]:
+            raise IllegalMove(f"{self.id}: {self.state} -> {to}")
+        self.state = to
+
+    def send(self, event: JobEvent) -> str | None:
+        """The broker's side: queue ``event`` for the follower; why the job must end if it cannot."""
+        try:
+            self.events_in.send_nowait(event)
+        except anyio.WouldBlock:
+            return "caller not reading"
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return "caller gone"
+        return None
+
+    def add_text(self, text: str, max_unread: int) -> str | None:
+        """The broker's side: answer text, joined to the batch the follower has not taken yet; why the job
+        must end if its caller falls more than ``max_unread`` characters behind, or is gone."""
+        self.unread += len(text)
+        if self.unread > max_unread:
+            return "caller not reading"
+        if self.batch is not None and not self.batch.taken:
+            self.batch.parts.append(text)
+            return None
+        self.batch = TextBatch(self.id, [text])
+        return self.send(self.batch)
 
     def take(self, batch: TextBatch) -> TextDelta:
         """The follower's side: the batch's text, which no later text will join."""
@@ -118,3 +203,23 @@ class Worker:
     connected_at: float = field(default_factory=time.time)
     free_slots: int = 0
     jobs: dict[str, Job] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """One worker as :meth:`~relay._broker.Broker.snapshot` saw it."""
+
+    id: str
+    info: WorkerInfo
+    free_slots: int
+    in_flight: int
+    connected_at: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the broker holds at one moment: its workers, and the jobs queued and in flight."""
+
+    workers: tuple[WorkerView, ...]
+    queue_depth: int
+    in_flight: int

@@ -32,7 +32,9 @@ from ._broker import Broker
 from ._config import Config, server_command
 from ._errors import RelayError, error_headers
 from ._http import RequestLog, Responder, serve_connection
+from ._jobs import Timing
 from ._socket import SocketSetupError, forget_default, listen, record_default
+from ._timer import Timer
 from ._worker_link import refuse_worker, serve_worker
 
 log = logging.getLogger("mcptb.relay")
@@ -62,13 +64,14 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
     if budget.warning:
         log.warning("%s", budget.warning)
     config = dataclasses.replace(config, max_connections=budget.max_connections)
+    timer = Timer()
     broker = Broker(
         max_queue=config.max_queue,
         socket_path=config.socket,
         max_unread=config.max_unread,
-        continuation_hold=config.continuation_hold,
-        worker_grace=config.worker_grace,
-        clock=anyio.current_time,
+        timing=Timing.of(config),
+        clock=timer.clock,
+        on_earlier=timer.earlier,
     )
     app = App(config, broker)
     try:
@@ -125,6 +128,7 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
             await tg.start(
                 _stop_on_signal, tg.cancel_scope, app, config
             )  # before the banner: a SIGTERM then is handled
+            tg.start_soon(timer.run, broker)
             if on_ready:
                 on_ready(url, config.socket)
             for sock in raw_sockets(unix):

@@ -10,18 +10,31 @@ Functions of the workers as they are at the moment; no state.
 
 from __future__ import annotations
 
+import logging
 import shlex
 from collections.abc import Collection, Iterable
-from typing import Literal
 
 from shared_protocol import NeutralRequest, default_socket_path
 
 from ._config import server_command
 from ._errors import RelayError
-from ._jobs import Job, Worker
+from ._jobs import Job, UnservedKind, Worker
 
-UnservedKind = Literal["no_worker", "no_agent", "waiting_for_itself"]
-"""Why a queued job has nobody to take it (each a :class:`~relay._errors.RelayError` kind)."""
+log = logging.getLogger("mcptb.relay")
+
+SELF_SERVING_RETRY_AFTER = 300
+"""``retry-after`` on "waiting for itself": Claude Code retries a 503 ten times over minutes even with
+``x-should-retry: false``, but not past a ``retry-after`` over 60 s (its LLM gateway protocol)."""
+
+WARN_AFTER = 3.0
+"""Seconds a job waits with nobody serving it before the relay logs a warning."""
+
+START_AGENT = (
+    "Start an agent serving: Claude Code: run `mcptb-serve` (or the prompt /mcp__mcptb__serve in a session that "
+    'has the server); Codex CLI: `codex exec "Serve MCP Token Bridge requests with the mcptb tools"`; Gemini CLI: '
+    '`gemini -p "Serve MCP Token Bridge requests with the mcptb tools"` (README: serving). GET /health shows each '
+    "server's agent as serving or away."
+)
 
 SELF_SERVING = (
     "This request comes from the Claude Code session that serves this relay (its x-claude-code-session-id is "
@@ -90,3 +103,46 @@ def sampling_notes(workers: Iterable[Worker]) -> str:
     once, for the errors of requests nobody picked up; empty if none."""
     notes = dict.fromkeys(w.info.sampling_unavailable for w in workers if w.info.sampling_unavailable)
     return "; ".join(note for note in notes if note)
+
+
+def waiting_for_nobody(
+    job: Job, kind: UnservedKind, why: str, grace: float, now: float
+) -> tuple[RelayError | None, float]:
+    """A queued job nobody has taken since ``job.nobody_since`` for the reason ``kind`` (``why``): the error
+    it fails with once ``grace`` is over, else None and when to look again; logs a warning once after
+    :data:`WARN_AFTER` seconds (or the grace, if shorter)."""
+    waited = now - job.nobody_since
+    flag = "worker" if kind == "no_worker" else "agent"
+    if waited >= grace:
+        log.warning("%s: nobody served it for %g s (--%s-grace): %s", job.id, grace, flag, why)
+        if kind == "no_worker":
+            return RelayError(kind, why), now
+        return RelayError(kind, f"{why} (for {grace:g} s, relay --agent-grace). {START_AGENT}"), now
+    warn_at = min(WARN_AFTER, grace)
+    if not job.warned and waited >= warn_at:
+        job.warned = True
+        waits_for = "an MCP server to connect" if kind == "no_worker" else "an agent"
+        log.warning(
+            "%s waits for %s; it fails in %s s unless one %s",
+            job.id,
+            waits_for,
+            _seconds(grace - waited),
+            "connects" if kind == "no_worker" else f"starts: {why}",
+        )
+    return None, job.nobody_since + (grace if job.warned else warn_at)
+
+
+def queue_timeout_error(limit: float, workers: Iterable[Worker]) -> RelayError:
+    waited = f"No MCP server or agent picked up this request within {limit:g} s (relay --queue-timeout)"
+    notes = sampling_notes(workers)
+    if notes:  # the real cause: a client declares sampling but speaks the era without it
+        return RelayError("queue_timeout", f"{waited}: {notes}. GET /health lists the servers.")
+    return RelayError(
+        "queue_timeout",
+        f"{waited}: the connected servers were busy. GET /health lists the servers and their free slots.",
+    )
+
+
+def _seconds(value: float) -> str:
+    """A duration for people: 11.9961 -> 12, 0.25 -> 0.25, 2.5 -> 2.5."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"

@@ -22,6 +22,8 @@ from relay._broker import Broker
 from relay._config import Config
 from relay._errors import error_headers
 from relay._http import HttpRequest, RequestLog
+from relay._jobs import Timing
+from relay._timer import Timer
 from shared_protocol import AnswerFrame, NeutralRequest, RelayFrameDecoder, RequestFrame, WorkerInfo
 
 from _sse import split
@@ -145,15 +147,16 @@ async def in_process(
 ) -> AsyncIterator[Relay]:
     """The app on a real broker; with a ``script``, one worker that answers with it (see :class:`ScriptedWorker`)."""
     config = Config(socket="/tmp/mcptb-test/relay.sock", **settings)
+    timer = Timer()
     broker = Broker(
         max_queue=config.max_queue,
         socket_path=config.socket,
         max_unread=config.max_unread,
-        continuation_hold=config.continuation_hold,
-        worker_grace=config.worker_grace,
-        clock=anyio.current_time,
+        timing=Timing.of(config),
+        on_earlier=timer.earlier,
     )
     async with anyio.create_task_group() as tg:
+        tg.start_soon(timer.run, broker)
         worker = None
         if script is not None:
             worker = ScriptedWorker(broker, script, slots, info or WorkerInfo(client_name="fake", tools=True))

@@ -8,7 +8,7 @@ import pytest
 
 from relay._broker import MAX_ASSIGNMENTS, Broker
 from relay._errors import RelayError
-from relay._jobs import Assigned, Failed, TextBatch
+from relay._jobs import Assigned, Failed, Requeued, TextBatch, Timing
 from shared_protocol import (
     MAX_LINE_BYTES,
     Cancel,
@@ -215,21 +215,31 @@ def test_a_request_too_large_for_the_worker_link_is_refused_at_submit_never_sent
 
 
 def test_an_unstarted_job_moves_to_the_least_busy_worker_but_an_accepted_one_stays():
-    broker = Broker(max_queue=10, socket_path="/s")
+    now = [0.0]
+    broker = Broker(max_queue=10, socket_path="/s", timing=Timing(start_timeout=30), clock=lambda: now[0])
     stuck, healthy = FakeWorker(broker), FakeWorker(broker)
     broker.grant(stuck.handle, 100)
     first = broker.submit("a", neutral(), 5)
     broker.grant(healthy.handle, 1)
     second = broker.submit("b", neutral(), 5)
     assert (stuck.requests(), healthy.requests()) == (["a"], ["b"])  # least in flight, not first connected
-    assert not broker.move_unstarted(first, "slow")  # the healthy worker has no free slot
+    broker.accept(healthy.handle, "b")  # an agent works on it: never moved
+    assert broker.next_deadline() == 30
+    now[0] = 30
+    broker.tick(30)
+    assert first.worker is stuck.handle  # the healthy worker has no free slot: it stays, and is tried again
+    assert broker.next_deadline() == 60
     broker.grant(healthy.handle, 1)
-    assert broker.move_unstarted(first, "slow")
-    assert healthy.requests() == ["b", "a"] and stuck.sent[-1] == Cancel(id="a", reason="slow")
-    assert not broker.move_unstarted(first, "slow")  # it is not handed back to a worker it left
-    broker.accept(healthy.handle, "b")  # an agent works on it
+    now[0] = 60
+    broker.tick(60)
+    moved = "not started within 30 s (relay --start-timeout); moved to another worker"
+    assert healthy.requests() == ["b", "a"] and stuck.sent[-1] == Cancel(id="a", reason=moved)
+    assert first.worker is healthy.handle and drain(first)[-2:] == [Requeued(), Assigned(healthy.handle.id)]
     broker.grant(stuck.handle, 1)
-    assert not broker.move_unstarted(second, "slow") and second.worker is healthy.handle
+    now[0] = 90
+    broker.tick(90)  # not handed back to a worker it left; "b" was accepted
+    assert first.worker is healthy.handle and second.worker is healthy.handle
+    assert stuck.requests() == ["a"]
 
 
 def conversation(*texts: str) -> NeutralRequest:
@@ -242,7 +252,7 @@ def conversation(*texts: str) -> NeutralRequest:
 
 def test_a_continuation_waits_briefly_for_the_agent_that_answered_its_earlier_turns():
     now = [0.0]
-    broker = Broker(max_queue=10, socket_path="/s", continuation_hold=3.0, clock=lambda: now[0])
+    broker = Broker(max_queue=10, socket_path="/s", timing=Timing(continuation_hold=3.0), clock=lambda: now[0])
     first = FakeWorker(broker, modes=["agent"], agent="serving")
     second = FakeWorker(broker, modes=["agent"], agent="serving")
     broker.grant(second.handle, 1)
@@ -255,13 +265,14 @@ def test_a_continuation_waits_briefly_for_the_agent_that_answered_its_earlier_tu
     broker.grant(second.handle, 1)
     assert second.requests() == ["a", "b"]
     broker.submit("c", conversation("turn 0", "answer", "turn 1", "answer", "turn 2"), 5)
+    assert first.requests() == [] and broker.next_deadline() == 3.0
     now[0] = 3.0  # "second" did not come back within the hold
-    broker.pump()
+    broker.tick(3.0)
     assert first.requests() == ["c"]
 
 
 def test_no_hold_when_the_agent_that_answered_is_away_or_gone():
-    broker = Broker(max_queue=10, socket_path="/s", continuation_hold=3.0, clock=lambda: 0.0)
+    broker = Broker(max_queue=10, socket_path="/s", timing=Timing(continuation_hold=3.0), clock=lambda: 0.0)
     first = FakeWorker(broker, modes=["agent"], agent="serving")
     second = FakeWorker(broker, modes=["agent"], agent="serving")
     broker.grant(second.handle, 1)
@@ -279,10 +290,137 @@ def test_a_callers_own_session_is_waiting_for_itself_only_when_no_other_worker_c
     from relay._jobs import Caller
 
     broker = Broker(max_queue=10, socket_path="/s")
+    caller = Caller(claude_code=True, session="coding")
     FakeWorker(broker, modes=["agent"], agent="away", session="coding", client_name="claude-code")
-    job = broker.submit("a", neutral(), 5, Caller(claude_code=True, session="coding"))
-    assert broker.unserved(job)[0] == "waiting_for_itself"
+    with pytest.raises(RelayError) as itself:  # refused at once: nothing can change by waiting
+        broker.submit("a", neutral(), 5, caller)
+    assert itself.value.kind == "waiting_for_itself" and itself.value.retry_after == 300 and not broker.queue
     FakeWorker(broker, modes=["agent"], agent="away", session="serving", client_name="claude-code")
+    job = broker.submit("b", neutral(), 5, caller)
     assert broker.unserved(job)[0] == "no_agent"  # the serving session comes back to next_request soon
     FakeWorker(broker, modes=["agent"], agent="serving", session="other", client_name="claude-code")
     assert broker.unserved(job) is None
+
+
+# --- time: deadlines and graces fall due on tick(now) (fake clock) ---------------------------------------
+
+
+def timed(**timing) -> tuple[Broker, list[float]]:
+    now = [0.0]
+    return Broker(max_queue=10, socket_path="/s", timing=Timing(**timing), clock=lambda: now[0]), now
+
+
+def failure(job) -> RelayError:
+    (failed,) = [e for e in drain(job) if isinstance(e, Failed)]
+    return failed.error
+
+
+def test_a_queued_job_fails_at_its_queue_deadline_counted_again_after_a_requeue():
+    broker, now = timed(queue_timeout=10, request_timeout=100)
+    worker = FakeWorker(broker)
+    job = broker.submit("a", neutral(), 5)
+    assert broker.next_deadline() == 10
+    now[0] = 5
+    broker.grant(worker.handle, 1)
+    broker.release(worker.handle, "a")  # handed back at 5: ten more seconds from here
+    assert job.state == "queued" and broker.next_deadline() == 15
+    broker.tick(14.9)
+    assert job.state == "queued"
+    broker.tick(15)
+    assert job.state == "done" and not broker.queue and failure(job).kind == "queue_timeout"
+    assert broker.next_deadline() == float("inf")
+
+
+def test_a_taken_job_fails_at_its_answer_deadline_and_its_worker_is_told():
+    broker, _ = timed(request_timeout=60, start_timeout=30)
+    worker = FakeWorker(broker)
+    broker.grant(worker.handle, 1)
+    job = broker.submit("a", neutral(), 5)
+    broker.on_answer(worker.handle, Start(id="a", model="m"))  # started: no start deadline any more
+    assert broker.next_deadline() == 60
+    broker.tick(60)
+    error = failure(job)
+    assert error.kind == "answer_timeout" and "60 s (relay --request-timeout)" in error.message
+    assert worker.sent[-1] == Cancel(id="a", reason=f"the relay gave up: {error.message}")
+    assert job.state == "done" and broker.in_flight == 0
+
+
+def test_with_no_worker_a_job_waits_the_worker_grace_and_one_that_connects_takes_it():
+    broker, now = timed(worker_grace=10)
+    first = broker.submit("a", neutral(), 5)
+    second = broker.submit("b", neutral(), 5)
+    assert broker.unserved(first)[0] == "no_worker"
+    assert broker.next_deadline() == 3  # the warning
+    broker.tick(3)
+    assert first.warned and broker.next_deadline() == 10
+    now[0] = 4
+    worker = FakeWorker(broker)  # no slot yet, but somebody to serve it: no grace runs any more
+    broker.tick(10)
+    assert first.state == "queued" and first.nobody is None
+    broker.grant(worker.handle, 2)
+    assert first.state == second.state == "assigned"
+
+
+def test_a_job_nobody_serves_fails_when_its_grace_is_over_with_that_reason():
+    broker, _ = timed(worker_grace=10)
+    job = broker.submit("a", neutral(), 5)
+    broker.tick(10)
+    assert failure(job).kind == "no_worker" and not broker.queue
+
+
+def test_with_no_agent_serving_the_agent_grace_counts_from_when_nobody_serves():
+    broker, now = timed(agent_grace=15)
+    worker = FakeWorker(broker, modes=["agent"], agent="away", client_name="codex")
+    job = broker.submit("a", neutral(), 5)
+    now[0] = 10
+    broker.update_worker(worker.handle, WorkerInfo(modes=["agent"], agent="serving", client_name="codex"))
+    assert job.nobody is None  # an agent serves (it has no slot yet): no grace runs
+    now[0] = 12
+    broker.update_worker(worker.handle, WorkerInfo(modes=["agent"], agent="away", client_name="codex"))
+    broker.tick(26)
+    assert job.state == "queued"  # 15 s from 12, not from 0
+    broker.tick(27)
+    error = failure(job)
+    assert error.kind == "no_agent" and "relay --agent-grace" in error.message
+
+
+def test_a_request_whose_tools_the_worker_that_comes_cannot_use_is_refused_then():
+    broker, _ = timed(worker_grace=10)
+    job = broker.submit("a", neutral(tools=True), 5)
+    FakeWorker(broker, tools=False, client_name="plain")
+    assert failure(job).kind == "tools_unsupported"
+
+
+def test_a_job_state_moves_only_along_the_table():
+    from relay._jobs import IllegalMove
+
+    broker = Broker(max_queue=10, socket_path="/s")
+    FakeWorker(broker)
+    job = broker.submit("a", neutral(), 5)
+    with pytest.raises(IllegalMove, match="queued -> started"):
+        job.move("started")
+    broker.cancel(job, "gone")
+    with pytest.raises(IllegalMove, match="done -> queued"):
+        job.move("queued")
+
+
+def test_text_before_start_is_taken_as_the_start_and_logged(caplog):
+    broker = Broker(max_queue=10, socket_path="/s")
+    worker = FakeWorker(broker)
+    broker.grant(worker.handle, 1)
+    job = broker.submit("a", neutral(), 5)
+    broker.on_answer(worker.handle, TextDelta(id="a", text="early"))
+    assert job.state == "started" and "sent text before start" in caplog.text
+
+
+def test_the_agenda_stays_the_size_of_the_jobs_in_flight():
+    from relay._agenda import REBUILD_SLACK
+
+    broker, _ = timed(queue_timeout=300, request_timeout=600, start_timeout=30)
+    worker = FakeWorker(broker)
+    for i in range(5000):  # each request: queued, taken, started, answered; none ever falls due
+        broker.grant(worker.handle, 1)
+        broker.submit(f"r{i}", neutral(), 5)
+        broker.on_answer(worker.handle, Start(id=f"r{i}", model="m"))
+        broker.on_answer(worker.handle, End(id=f"r{i}", stop_reason="endTurn"))
+    assert len(broker.agenda) == 0 and len(broker.agenda._heap) <= REBUILD_SLACK + 3

@@ -12,10 +12,8 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from mcp_server._client import ClientState, Settings
 from mcp_server._era import EraGate
-from relay._answer import _timeout
 from relay._broker import Broker
-from relay._config import Config
-from relay._unserved import sampling_notes
+from relay._unserved import queue_timeout_error, sampling_notes
 
 
 def _meta(caps: dict[str, Any], version: str = "2026-07-28") -> dict[str, Any]:
@@ -112,7 +110,7 @@ def test_the_relay_collects_each_distinct_note_once():
         broker.add_worker(state.info(), lambda line: True)
     broker.add_worker(ClientState(Settings(concurrency=4, model_name=None, mode="auto")).info(), lambda line: True)
     assert sampling_notes(broker.workers.values()) == state.sampling_unavailable
-    waited = _timeout(False, Config(queue_timeout=1.0), broker).message  # the 504 of a request nobody took
+    waited = queue_timeout_error(1.0, broker.workers.values()).message  # the 504 of a request nobody took
     assert waited.startswith(
         f"No MCP server or agent picked up this request within 1 s (relay --queue-timeout): {note}"
     )
