@@ -1,10 +1,11 @@
 """The broker's agenda: when each job must be looked at again.
 
 A job's next time is ``job.due`` (the earliest of its deadlines that apply, set by the broker through
-:meth:`Agenda.schedule`); the agenda keeps ``(due, order, job)`` entries in a heap. An entry whose time
-is no longer its job's, or whose job has left the agenda, is stale: skipped when it comes up, and the
-heap is rebuilt from the live jobs when stale entries outnumber them, so it stays the size of the jobs
-in flight however fast they come and go. No I/O and no clock of its own: ``on_earlier(at)`` is called
+:meth:`Agenda.schedule`); the agenda keeps ``(due, order, job id)`` entries in a heap and the jobs on it
+by id, so a job that ends is let go at once (an entry holds only its id). An entry whose time is no
+longer its job's, or whose job has left the agenda, is stale: skipped when it comes up, and the heap is
+rebuilt from the live jobs when stale entries outnumber them, so it stays the size of the jobs in
+flight however fast they come and go. No I/O and no clock of its own: ``on_earlier(at)`` is called
 when the earliest time comes before the one :meth:`next_deadline` last gave (the timer that sleeps until
 then must wake sooner), the effect injected by the I/O shell.
 """
@@ -25,33 +26,34 @@ REBUILD_SLACK = 64
 class Agenda:
     def __init__(self, on_earlier: Callable[[float], None] = lambda at: None) -> None:
         self.on_earlier = on_earlier
-        self._heap: list[tuple[float, int, Job]] = []
+        self._heap: list[tuple[float, int, str]] = []
+        """(due, order, job id): an entry holds no job, so a job that ended is freed at once."""
         self._order = itertools.count()
-        self._jobs: set[Job] = set()
+        self._jobs: dict[str, Job] = {}
+        """The jobs on the agenda, by id."""
         self._told = math.inf
         """What :meth:`next_deadline` last answered (the timer sleeps until then)."""
 
     def schedule(self, job: Job, due: float) -> None:
         """Look at ``job`` again at ``due`` (``inf``: only when something happens to it)."""
-        if due == job.due and job in self._jobs:
+        if due == job.due and job.id in self._jobs:
             return
         job.due = due
         if due == math.inf:
-            self._jobs.discard(job)
+            self.drop(job)
             return
-        self._jobs.add(job)
-        heapq.heappush(self._heap, (due, next(self._order), job))
-        if len(self._heap) > 2 * len(self._jobs) + REBUILD_SLACK:
-            self._heap = [(j.due, next(self._order), j) for j in self._jobs]
-            heapq.heapify(self._heap)
+        self._jobs[job.id] = job
+        heapq.heappush(self._heap, (due, next(self._order), job.id))
+        self._compact()
         if due < self._told:
             self._told = due
             self.on_earlier(due)
 
     def drop(self, job: Job) -> None:
-        """``job`` has ended: never look at it again."""
+        """``job`` has ended (or waits for nothing timed): never look at it again."""
         job.due = math.inf
-        self._jobs.discard(job)
+        self._jobs.pop(job.id, None)
+        self._compact()
 
     def next_deadline(self) -> float:
         """The earliest time a job must be looked at (``inf``: none)."""
@@ -63,18 +65,24 @@ class Agenda:
     def due(self, now: float) -> list[Job]:
         """The jobs whose time has come, earliest first, each once; they leave the agenda until scheduled
         again."""
-        found: dict[Job, None] = {}
+        found: dict[str, Job] = {}
         while self._heap and self._heap[0][0] <= now:
             entry = heapq.heappop(self._heap)
             if not self._stale(entry):
-                found[entry[2]] = None
-        for job in found:
+                found[entry[2]] = self._jobs[entry[2]]
+        for job in found.values():
             self.drop(job)
-        return list(found)
+        return list(found.values())
 
     def __len__(self) -> int:
         return len(self._jobs)
 
-    def _stale(self, entry: tuple[float, int, Job]) -> bool:
-        due, _, job = entry
-        return job.due != due or job not in self._jobs
+    def _compact(self) -> None:
+        if len(self._heap) > 2 * len(self._jobs) + REBUILD_SLACK:
+            self._heap = [(j.due, next(self._order), j.id) for j in self._jobs.values()]
+            heapq.heapify(self._heap)
+
+    def _stale(self, entry: tuple[float, int, str]) -> bool:
+        due, _, job_id = entry
+        job = self._jobs.get(job_id)
+        return job is None or job.due != due

@@ -317,10 +317,9 @@ class App:
         events = follow(job, self.config.keepalive_interval, self.broker.catch_up)
         first: AnswerEvent | None = None
         if job.state == "queued" and self.broker.unserved(job) is not None:
-            # Nobody can take it yet (no MCP server connected, no agent serving, or the caller is the
-            # session that would serve it): the status line waits for the first event, at most one
-            # keep-alive interval, so that a grace that runs out first is a real 503 (and "waiting for
-            # itself" one at once), not an error event after a 200.
+            # Nobody can take it yet (no MCP server connected, no agent serving): the status line waits
+            # for the first event, at most one keep-alive interval, so that a grace that runs out first
+            # is a real 503, not an error event after a 200 ("waiting for itself" is refused at submit).
             first = await anext(events)
         await responder.start(200, headers, encoder.first(answer))
 

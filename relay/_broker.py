@@ -149,6 +149,7 @@ class Broker:
         if job.state == "queued":
             verdict = self._review(job, now)
             if isinstance(verdict, _deadlines.Fail):  # at once (waiting for itself): a status, not an event
+                job.events.close()
                 raise verdict.error
         return job
 
@@ -231,7 +232,12 @@ class Broker:
         """Fail, move or assign what is due at ``now``."""
         held = False
         for job in self.agenda.due(now):
-            verdict = self._review(job, now)
+            try:
+                verdict = self._review(job, now)
+            except Exception:  # a bug: that job fails, loudly; the others and the timer go on
+                log.exception("%s: internal error applying its deadlines", job.id)
+                self._fail_bug(job)
+                continue
             held = held or (isinstance(verdict, _deadlines.Later) and verdict.hold_ended)
         if held:
             self._pump()
@@ -281,7 +287,6 @@ class Broker:
     def remove_worker(self, worker: Worker) -> None:
         if self.workers.pop(worker.id, None) is None:
             return
-        self._workers_changed()
         for job in list(worker.jobs.values()):
             if job.state == "assigned" and job.assignments < MAX_ASSIGNMENTS:
                 log.warning("%s: worker %s left before starting it; re-queued", job.id, worker.id)
@@ -296,6 +301,8 @@ class Broker:
                     ),
                 )
         worker.jobs.clear()
+        self._workers_changed()
+        self._pump()  # a job pinned to a model only the departed worker served may go anywhere now
 
     def on_answer(self, worker: Worker, frame: AnswerFrame) -> None:
         job = worker.jobs.get(frame.id) if frame.id else None
@@ -368,7 +375,7 @@ class Broker:
             job.assignments += 1
             job.deadline, job.start_by = now + self.timing.request_timeout, now + self.timing.start_timeout
             job.nobody, job.warned = None, False
-            self.agenda.schedule(job, job.start_by)
+            self.agenda.schedule(job, min(job.deadline, job.start_by))
             self._emit(job, Assigned(worker.id))
 
     def _requeue(self, job: Job) -> None:
@@ -384,16 +391,11 @@ class Broker:
             self._review(job, now)
 
     def _workers_changed(self) -> None:
-        """Who could serve a queued job changed: refuse what nobody connected can ever serve (its tools),
-        and look at the rest again (a grace starts over when the reason changes)."""
+        """Who could serve a queued job changed: look at each again (one whose tools nobody connected can
+        use is refused; a grace starts over when its reason changes)."""
         now = self.clock()
         for job in list(self.queue):
-            refusal = tools_refusal(job.request, self.workers.values())
-            if refusal is not None:
-                self.queue.remove(job)
-                self._fail(job, refusal)
-            else:
-                self._review(job, now)
+            self._review(job, now)
 
     def _give_up(self, job: Job, error: RelayError) -> None:
         """A taken job's time is up: its worker is told to stop, its caller gets ``error``."""
@@ -401,6 +403,15 @@ class Broker:
             job.worker.jobs.pop(job.id, None)
             job.worker.send(encode(Cancel(id=job.id, reason=f"the relay gave up: {error.message}")))
         self._fail(job, error)
+
+    def _fail_bug(self, job: Job) -> None:
+        if job in self.queue:
+            self.queue.remove(job)
+        if job.worker is not None:
+            job.worker.jobs.pop(job.id, None)
+            job.worker.send(encode(Cancel(id=job.id, reason="internal relay error")))
+        if job.state != "done":  # every other state may end
+            self._fail(job, RelayError("relay_bug", "Internal relay error (see the relay's log)."))
 
     def _emit(self, job: Job, event: JobEvent) -> None:
         job.send(event)  # a caller that cannot take it is gone or stuck, which its own end deals with

@@ -1,6 +1,8 @@
 """The broker's clock rules: what is due for one job at a given time, as a verdict the broker carries out.
 
-- Queued: it fails at its deadline (``--queue-timeout``, counted again from each re-queue). While
+- Queued: it fails at its deadline (``--queue-timeout``, counted again from each re-queue), and at
+  once when its tools are ones no connected client can use (the workers changed, or the one it was
+  with left). While
   nobody can take it - no MCP server connected, or only agent-mode servers and no agent serving - it
   waits that reason's grace (``--worker-grace``, ``--agent-grace``), counted from when the reason was
   first seen (it starts over when the reason changes or somebody can serve), with a warning in the log
@@ -10,18 +12,18 @@
 - Taken: it fails at its deadline (``--request-timeout``); not started, nor accepted by an agent, it
   moves to another worker at ``start_by`` (``--start-timeout``).
 
-Pure functions of the job, the time and what the broker says about the workers; they update the job's
-record of who it waits for, nothing else.
+Functions of the job, the time and what the broker says about the workers; they update the job's
+record of who it waits for (and log the wait's warning), nothing else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from ._errors import RelayError
 from ._jobs import Job, Timing, UnservedKind, Worker
-from ._unserved import SELF_SERVING_RETRY_AFTER, queue_timeout_error, waiting_for_nobody
+from ._unserved import SELF_SERVING_RETRY_AFTER, queue_timeout_error, tools_refusal, waiting_for_nobody
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,13 @@ Verdict = Fail | Move | Later
 
 
 def queued(
-    job: Job, now: float, timing: Timing, unserved: tuple[UnservedKind, str] | None, workers: Iterable[Worker]
+    job: Job, now: float, timing: Timing, unserved: tuple[UnservedKind, str] | None, workers: Collection[Worker]
 ) -> Verdict:
     if now >= job.deadline:
         return Fail(queue_timeout_error(timing.queue_timeout, workers))
+    refusal = tools_refusal(job.request, workers)  # the workers connected now can never serve it
+    if refusal is not None:
+        return Fail(refusal)
     at = job.deadline
     if unserved is None:
         job.nobody, job.warned = None, False

@@ -5,7 +5,8 @@ this module says why none does, for the error its caller gets and for the relay'
 connected (the registration line names this relay's socket), a request with tools that no connected
 client can use, workers that answer only through an agent while no agent is serving, and the Claude
 Code session that would serve the request being the one that sent it (it waits for itself).
-Functions of the workers as they are at the moment; no state.
+Functions of the workers as they are at the moment; no state (but a queued job's record of its wait,
+which :func:`waiting_for_nobody` updates with the warning it logs).
 """
 
 from __future__ import annotations

@@ -424,3 +424,89 @@ def test_the_agenda_stays_the_size_of_the_jobs_in_flight():
         broker.on_answer(worker.handle, Start(id=f"r{i}", model="m"))
         broker.on_answer(worker.handle, End(id=f"r{i}", stop_reason="endTurn"))
     assert len(broker.agenda) == 0 and len(broker.agenda._heap) <= REBUILD_SLACK + 3
+
+
+def test_a_request_timeout_shorter_than_the_start_timeout_fires_first():
+    broker, _ = timed(request_timeout=10, start_timeout=30)
+    worker = FakeWorker(broker)
+    broker.grant(worker.handle, 1)
+    job = broker.submit("a", neutral(), 5)  # taken, never started
+    assert broker.next_deadline() == 10
+    broker.tick(10)
+    assert failure(job).kind == "answer_timeout"
+
+
+def test_a_tools_request_whose_worker_left_is_refused_when_only_workers_without_tools_remain():
+    broker, _ = timed(queue_timeout=300)
+    able = FakeWorker(broker, tools=True, client_name="able")
+    FakeWorker(broker, tools=False, client_name="plain")
+    broker.grant(able.handle, 1)
+    job = broker.submit("a", neutral(tools=True), 5)
+    assert job.worker is able.handle
+    broker.remove_worker(able.handle)  # before it started: back in the queue, where nobody can serve it
+    error = failure(job)
+    assert error.kind == "tools_unsupported" and "plain" in error.message and not broker.queue
+
+
+def test_a_job_pinned_to_a_departed_workers_model_goes_to_any_worker_with_a_free_slot():
+    broker = Broker(max_queue=10, socket_path="/s")
+    special = FakeWorker(broker, models=["special"])
+    other = FakeWorker(broker)
+    broker.grant(other.handle, 1)
+    job = broker.submit("a", neutral(model="special"), 5)  # waits for "special"'s slot
+    assert job.state == "queued"
+    broker.remove_worker(special.handle)
+    assert job.worker is other.handle
+
+
+def test_a_job_handed_back_must_be_accepted_again_by_its_next_worker():
+    broker, now = timed(start_timeout=30)
+    first, second, third = FakeWorker(broker), FakeWorker(broker), FakeWorker(broker)
+    broker.grant(first.handle, 1)
+    job = broker.submit("a", neutral(), 5)
+    broker.accept(first.handle, "a")
+    broker.grant(second.handle, 1)
+    broker.release(first.handle, "a")  # handed back: "second" takes it, and has not accepted it
+    assert job.worker is second.handle and not job.accepted
+    broker.grant(third.handle, 1)
+    now[0] = 30
+    broker.tick(30)
+    assert job.worker is third.handle  # moved for a slow start
+
+
+def test_an_ended_job_is_not_held_by_the_agenda():
+    import gc
+    import weakref
+
+    broker, _ = timed(queue_timeout=300, request_timeout=600, start_timeout=30)
+    worker = FakeWorker(broker)
+    broker.grant(worker.handle, 2)
+    broker.submit("long", neutral(), 5)  # a long answer in progress: its deadline stays at the top
+    broker.on_answer(worker.handle, Start(id="long", model="m"))
+    done = broker.submit("short", neutral(), 5)
+    broker.on_answer(worker.handle, Start(id="short", model="m"))
+    broker.on_answer(worker.handle, End(id="short", stop_reason="endTurn"))
+    broker.next_deadline()
+    gone = weakref.ref(done)
+    del done
+    gc.collect()
+    assert gone() is None
+
+
+def test_a_bug_applying_one_jobs_deadlines_fails_that_job_and_not_the_others(monkeypatch, caplog):
+    from relay import _deadlines
+
+    broker, _ = timed(queue_timeout=10)
+    FakeWorker(broker)
+    first, second = broker.submit("a", neutral(), 5), broker.submit("b", neutral(), 5)
+    real = _deadlines.queued
+
+    def broken(job, *args):
+        if job.id == "a":
+            raise RuntimeError("a bug")
+        return real(job, *args)
+
+    monkeypatch.setattr(_deadlines, "queued", broken)
+    broker.tick(10)
+    assert failure(first).kind == "relay_bug" and "a bug" in caplog.text
+    assert failure(second).kind == "queue_timeout"
