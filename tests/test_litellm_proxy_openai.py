@@ -30,6 +30,7 @@ import openai
 import pytest
 from test_litellm_proxy import GOLDEN, assemble, parse_sse
 
+from _eventually import eventually
 from _litellm_proxy import COOLDOWN_TIME, MASTER_KEY, REQUEST_TIMEOUT, Proxies, Proxy
 from conftest import RelayProcess, mcp_worker, posts_logged, posts_since, say
 
@@ -251,7 +252,9 @@ async def test_two_relays_share_a_model_group_and_one_can_stop(request, litellm_
         assert len(worker_a.model.requests) + len(worker_b.model.requests) == sent
         assert all(" POST /v1/responses " in line for line in posts_since(a, since[0]) + posts_since(b, since[1])), diag
 
-        # relay b stops: requests may fail until the router cools b down, then all go to a
+        # every request so far is in the logs (a line comes after its answer), then relay b stops:
+        # requests may fail until the router cools b down, then all go to a
+        await eventually(lambda: hits(a, since[0]) + hits(b, since[1]) == sent, what="the logs caught up")
         b.stop()
         after = [len(a.log_lines), len(b.log_lines)]
         stopped = time.monotonic()
@@ -272,4 +275,5 @@ async def test_two_relays_share_a_model_group_and_one_can_stop(request, litellm_
     )
     diag = why(proxy, [a], after[:1]) + f"\nstatuses after the stop: {statuses}"
     assert statuses[-10:] == [200] * 10, diag
-    assert hits(a, after[0]) == statuses.count(200), diag
+    logged = await posts_logged(a, after[0], statuses.count(200))
+    assert sum(" status=200 " in line for line in logged) == statuses.count(200), diag
