@@ -279,7 +279,7 @@ async def test_many_concurrent_callers_each_get_their_own_answer(relay, backend)
         if i % 2:
             answers[i] = response.json()["choices"][0]["message"]["content"]
         else:
-            chunks = [json.loads(e.removeprefix("data: ")) for e in response.sse_events[:-1]]
+            chunks = [json.loads(e.removeprefix("data: ")) for e in response.sse_events[:-1] if e.startswith("data: ")]
             answers[i] = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
 
     async with mcp_worker(relay, backend), anyio.create_task_group() as tg:
