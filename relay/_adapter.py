@@ -1,9 +1,11 @@
-"""What an HTTP API adapter provides, so one request flow serves every API (see ``_app.App.answer``).
+"""What an HTTP API provides, so one request flow serves every API (see ``_app.App.answer``).
 
-An adapter declares its routes, turns its request JSON into a :class:`Call` (the neutral request
-plus how to answer, and for an API with continuations what to store once answered) and turns the
-answer into its own JSON or SSE bytes, and failures into its own error JSON. Adding an API is one
-module implementing :class:`Adapter` and one line in ``_api.APIS``.
+An :class:`Adapter` declares its routes, parses its request JSON into its own :class:`Exchange` and
+shapes its errors. The exchange is that API's request, typed as the API needs it (chat's
+``include_usage``, a response's id and tool set, a message's id): the app reads only its common face
+- the neutral request, whether it streams, the tools left out, what to store once answered - and
+asks it for the answer's bytes (its stream encoder, its whole completion). No API-only field lives in
+a shared type. Adding an API is one module implementing both and one line in ``_api.APIS``.
 """
 
 from __future__ import annotations
@@ -18,22 +20,6 @@ from ._collect import Answer
 from ._errors import RelayError
 from ._store import ConversationStore, Keep
 from ._usage import UsageEstimate
-
-
-@dataclass(frozen=True)
-class Call:
-    request: NeutralRequest
-    stream: bool
-    include_usage: bool = True
-    ignored_tools: tuple[str, ...] = ()
-    """Tools the caller offered that cannot reach the MCP client's model (hosted tools such as web
-    search, which only the API vendor's servers run): accepted, and named in a response header."""
-    response_id: str | None = None
-    """The id the answer will carry, when the adapter chose it while parsing (to file it in the store)."""
-    previous_id: str | None = None
-    """The stored response or message this request continues."""
-    keep: Keep | None = None
-    """Where the app stores the conversation once it is answered, for a later continuation."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +50,30 @@ class StreamEncoder(Protocol):
         """A failure after the response started, then a clean end of the stream."""
 
 
+class Exchange(Protocol):
+    """One parsed request of one API: the face the app reads, and the answer in that API's shape."""
+
+    @property
+    def request(self) -> NeutralRequest: ...
+
+    @property
+    def stream(self) -> bool: ...
+
+    @property
+    def ignored_tools(self) -> tuple[str, ...]:
+        """Tools the caller offered that cannot reach the MCP client's model (hosted tools such as web
+        search, which only the API vendor's servers run): accepted, and named in a response header."""
+
+    @property
+    def keep(self) -> Keep | None:
+        """Where the app stores the conversation once it is answered, for a later continuation."""
+
+    def stream_encoder(self) -> StreamEncoder: ...
+
+    def completion(self, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+        """The whole answer as this API's JSON."""
+
+
 class Adapter(Protocol):
     routes: tuple[Route, ...]
     """The paths this API answers; errors on any path that starts with one of them take its shape."""
@@ -71,11 +81,7 @@ class Adapter(Protocol):
     keepalive: bytes
     """An SSE comment or event that keeps the connection alive and that clients ignore."""
 
-    def parse(self, body: bytes, store: ConversationStore) -> Call:
-        """The request as a :class:`Call`; a continuation is read from ``store``, which the app writes."""
-
-    def stream_encoder(self, call: Call) -> StreamEncoder: ...
-
-    def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]: ...
+    def parse(self, body: bytes, store: ConversationStore) -> Exchange:
+        """The request as this API's exchange; a continuation is read from ``store``, which the app writes."""
 
     def error_json(self, error: RelayError) -> dict[str, Any]: ...

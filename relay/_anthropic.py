@@ -26,6 +26,7 @@ The answer, whole or streamed, and the error shape are ``_anthropic_answer``'s.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from shared_protocol import (
@@ -42,7 +43,7 @@ from shared_protocol import (
 )
 
 from . import _sse
-from ._adapter import Call, Route
+from ._adapter import Route
 from ._anthropic_answer import MessagesStreamEncoder, error_json, message_json, new_id, token_count
 from ._collect import Answer
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, is_base64, system_note
@@ -60,10 +61,10 @@ _IGNORED_BLOCKS = ("thinking", "redacted_thinking")
 # --- request ----------------------------------------------------------------------------------
 
 
-def parse_request(body: bytes, store: ConversationStore | None = None) -> Call:
+def parse_request(body: bytes, store: ConversationStore | None = None) -> MessagesExchange:
     """The request; a ``thread`` continuation is looked up in ``store`` (None: no store)."""
     data = parse_json_object(body)
-    threaded, previous, earlier = _thread(data.get("thread"), store, len(body))
+    threaded, earlier = _thread(data.get("thread"), store, len(body))
     model = opt(data, "model", str)
     stream = opt(data, "stream", bool) or False
     max_tokens = opt(data, "max_tokens", int) or DEFAULT_MAX_TOKENS
@@ -91,14 +92,14 @@ def parse_request(body: bytes, store: ConversationStore | None = None) -> Call:
     )
     response_id = new_id()
     keep = Keep(STORE_KEY + response_id, system, tuple(messages), tuple(tools)) if threaded else None
-    return Call(request, stream, ignored_tools=ignored, response_id=response_id, previous_id=previous, keep=keep)
+    return MessagesExchange(request, stream, response_id, ignored, keep)
 
 
-def _thread(raw: Any, store: ConversationStore | None, more: int) -> tuple[bool, str | None, Stored | None]:
-    """Whether the request (of ``more`` bytes) is threaded, the message id it continues and that
-    thread's conversation; the API's errors when the thread cannot be held or continued."""
+def _thread(raw: Any, store: ConversationStore | None, more: int) -> tuple[bool, Stored | None]:
+    """Whether the request (of ``more`` bytes) is threaded, and the conversation of the thread it
+    continues; the API's errors when the thread cannot be held or continued."""
     if raw is None:
-        return False, None, None
+        return False, None
     kind = raw.get("type") if isinstance(raw, dict) else None
     if kind not in ("create", "continue"):
         raise bad_request(
@@ -117,7 +118,7 @@ def _thread(raw: Any, store: ConversationStore | None, more: int) -> tuple[bool,
             code="thread_unsupported_request",
         )
     if previous is None:
-        return True, None, None
+        return True, None
     earlier = store.get(STORE_KEY + previous)
     if earlier is None:
         raise not_found(
@@ -128,7 +129,7 @@ def _thread(raw: Any, store: ConversationStore | None, more: int) -> tuple[bool,
         )
     if not store.fits(earlier, more):
         raise RelayError("body_too_large", store.too_long(earlier, more), param="thread.previous_message_id")
-    return True, previous, earlier
+    return True, earlier
 
 
 def _thread_fields(
@@ -317,7 +318,26 @@ def _tool_choice(raw: Any, tools: list[ToolSpec]) -> ToolChoice | None:
     raise bad_request("tool_choice: type must be auto, any, tool or none.", param="tool_choice")
 
 
-# --- the adapter ------------------------------------------------------------------------------
+# --- the exchange and the adapter ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MessagesExchange:
+    """A Messages request (an :class:`~relay._adapter.Exchange`)."""
+
+    request: NeutralRequest
+    stream: bool
+    message_id: str
+    """The id the answer carries, chosen while parsing to file a thread in the store under it."""
+    ignored_tools: tuple[str, ...] = ()
+    keep: Keep | None = None
+    """Set for a ``thread`` request: the conversation a later request continues from this message."""
+
+    def stream_encoder(self) -> MessagesStreamEncoder:
+        return MessagesStreamEncoder(estimate(self.request, 0).input_tokens, self.message_id)
+
+    def completion(self, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+        return message_json(answer, usage, self.message_id)
 
 
 class MessagesAdapter:
@@ -330,14 +350,8 @@ class MessagesAdapter:
 
     keepalive = _sse.PING
 
-    def parse(self, body: bytes, store: ConversationStore) -> Call:
+    def parse(self, body: bytes, store: ConversationStore) -> MessagesExchange:
         return parse_request(body, store)
-
-    def stream_encoder(self, call: Call) -> MessagesStreamEncoder:
-        return MessagesStreamEncoder(estimate(call.request, 0).input_tokens, call.response_id)
-
-    def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
-        return message_json(answer, usage, call.response_id)
 
     def error_json(self, error: RelayError) -> dict[str, Any]:
         return error_json(error)

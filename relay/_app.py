@@ -24,7 +24,7 @@ import anyio
 
 from shared_protocol import End
 
-from ._adapter import Adapter, Call, Route
+from ._adapter import Adapter, Exchange, Route
 from ._answer import AnswerEvent, KeepAlive, follow
 from ._api import APIS, api_for, api_paths
 from ._broker import Broker
@@ -253,42 +253,45 @@ class App:
         count_tokens = route.count_tokens
 
         async def handle(request: HttpRequest, responder: Responder) -> None:
-            call = api.parse(request.body, self.store)
+            exchange = api.parse(request.body, self.store)
             if count_tokens is None:
-                await self.answer(api, call, responder, _caller(request))
+                await self.answer(api, exchange, responder, _caller(request))
             else:
-                body = count_tokens(estimate(call.request, 0).input_tokens)
-                await self._send_json(responder, 200, body, [USAGE_HEADER, *ignored_tools_headers(call.ignored_tools)])
+                body = count_tokens(estimate(exchange.request, 0).input_tokens)
+                headers = [USAGE_HEADER, *ignored_tools_headers(exchange.ignored_tools)]
+                await self._send_json(responder, 200, body, headers)
 
         return handle
 
-    async def answer(self, api: Adapter, call: Call, responder: Responder, caller: Caller) -> None:
-        """The one request flow of every API: queue the call, follow its job, accumulate the answer and
+    async def answer(self, api: Adapter, exchange: Exchange, responder: Responder, caller: Caller) -> None:
+        """The one request flow of every API: queue the exchange, follow its job, accumulate the answer and
         write it as the API's JSON or stream."""
         record = responder.record
-        record.model = call.request.model or "-"
-        if call.ignored_tools:
-            tools = ", ".join(dict.fromkeys(call.ignored_tools))
+        record.model = exchange.request.model or "-"
+        if exchange.ignored_tools:
+            tools = ", ".join(dict.fromkeys(exchange.ignored_tools))
             log.info("%s: tools left out, the MCP client's model cannot use them: %s", record.request_id, tools)
         if self.config.log_content:
-            content_log.info("%s prompt: %s", record.request_id, call.request.model_dump_json())
-        job = self.broker.submit(record.request_id, call.request, self.config.request_timeout, caller)
+            content_log.info("%s prompt: %s", record.request_id, exchange.request.model_dump_json())
+        job = self.broker.submit(record.request_id, exchange.request, self.config.request_timeout, caller)
         # a stream's encoders never read the text back: keep it only to store it or to log it
-        keep_text = not call.stream or call.keep is not None or self.config.log_content
-        answer = Answer(model=call.request.model or "unknown", keep_text=keep_text)
+        keep_text = not exchange.stream or exchange.keep is not None or self.config.log_content
+        answer = Answer(model=exchange.request.model or "unknown", keep_text=keep_text)
         ended = "the caller disconnected"
         self.answering += 1
         try:
-            if call.stream:
-                await self._stream(api, call, job, answer, responder)
+            if exchange.stream:
+                await self._stream(api, exchange, job, answer, responder)
             else:
                 async for event in follow(job, self.config.keepalive_interval, self.broker.catch_up):
                     if not isinstance(event, KeepAlive):
                         answer.add(event)
                 self._log_answer(record.request_id, answer)
-                self._keep(call, answer)
-                body = api.completion(call, answer, estimate(call.request, answer.chars))
-                await self._send_json(responder, 200, body, [USAGE_HEADER, *ignored_tools_headers(call.ignored_tools)])
+                self._keep(exchange, answer)
+                body = exchange.completion(answer, estimate(exchange.request, answer.chars))
+                await self._send_json(
+                    responder, 200, body, [USAGE_HEADER, *ignored_tools_headers(exchange.ignored_tools)]
+                )
         except RelayError as error:
             ended = f"the relay gave up: {error.message}"
             raise
@@ -311,9 +314,9 @@ class App:
             with anyio.move_on_after(timeout):
                 await self._idle.wait()
 
-    async def _stream(self, api: Adapter, call: Call, job: Job, answer: Answer, responder: Responder) -> None:
-        encoder = api.stream_encoder(call)
-        headers = _SSE_HEADERS + ignored_tools_headers(call.ignored_tools)
+    async def _stream(self, api: Adapter, exchange: Exchange, job: Job, answer: Answer, responder: Responder) -> None:
+        encoder = exchange.stream_encoder()
+        headers = _SSE_HEADERS + ignored_tools_headers(exchange.ignored_tools)
         events = follow(job, self.config.keepalive_interval, self.broker.catch_up)
         first: AnswerEvent | None = None
         if job.state == "queued" and self.broker.unserved(job) is not None:
@@ -330,8 +333,8 @@ class App:
             answer.add(event)
             if isinstance(event, End):
                 self._log_answer(job.id, answer)
-                self._keep(call, answer)
-                data = encoder.finish(answer, estimate(call.request, answer.chars))
+                self._keep(exchange, answer)
+                data = encoder.finish(answer, estimate(exchange.request, answer.chars))
             else:
                 data = encoder.event(event, answer)
             if data:
@@ -351,11 +354,11 @@ class App:
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _keep(self, call: Call, answer: Answer) -> None:
+    def _keep(self, exchange: Exchange, answer: Answer) -> None:
         """Store a whole answer's conversation for continuations, before the caller has the end of the
         answer (and so may continue it). Failed answers are never stored."""
-        if call.keep is not None:
-            self.store.put(call.keep.key, call.keep.answered(answer))
+        if exchange.keep is not None:
+            self.store.put(exchange.keep.key, exchange.keep.answered(answer))
 
     def _log_answer(self, request_id: str, answer: Answer) -> None:
         if self.config.log_content:

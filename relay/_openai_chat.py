@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from shared_protocol import (
@@ -33,12 +34,12 @@ from shared_protocol import (
 )
 
 from . import _sse
-from ._adapter import Call, Route
+from ._adapter import Route
 from ._collect import Answer, arguments_json
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, image_from_url, tool_arguments
 from ._errors import RelayError, bad_request
 from ._fields import openai_tool_choice, opt, opt_number, output_format, parse_json_object, tool_spec
-from ._store import ConversationStore
+from ._store import ConversationStore, Keep
 from ._usage import UsageEstimate
 
 FINISH_REASON: dict[StopReason, str] = {
@@ -52,7 +53,26 @@ FINISH_REASON: dict[StopReason, str] = {
 # --- request ----------------------------------------------------------------------------------
 
 
-def parse_request(body: bytes) -> Call:
+@dataclass(frozen=True)
+class ChatExchange:
+    """A chat completion request (an :class:`~relay._adapter.Exchange`). Chat completions have no
+    continuations: the caller sends the whole conversation each time, so nothing is kept."""
+
+    request: NeutralRequest
+    stream: bool
+    include_usage: bool = False
+    """``stream_options.include_usage``: a usage chunk before ``[DONE]``."""
+    ignored_tools: tuple[str, ...] = ()
+    keep: Keep | None = None
+
+    def stream_encoder(self) -> ChatStreamEncoder:
+        return ChatStreamEncoder(self.include_usage)
+
+    def completion(self, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+        return completion(answer, usage)
+
+
+def parse_request(body: bytes) -> ChatExchange:
     data = parse_json_object(body)
     _refuse_unsupported(data)
     model = opt(data, "model", str)
@@ -91,7 +111,7 @@ def parse_request(body: bytes) -> Call:
     # web_search_options asks OpenAI's search models to search the web: no MCP client can, so it is
     # accepted and named in the x-mcptb-ignored-tools response header
     ignored = ("web_search",) if data.get("web_search_options") is not None else ()
-    return Call(request, stream, include_usage, ignored_tools=ignored)
+    return ChatExchange(request, stream, include_usage, ignored_tools=ignored)
 
 
 def _refuse_unsupported(data: dict[str, Any]) -> None:
@@ -350,14 +370,8 @@ class ChatAdapter:
 
     keepalive = _sse.KEEPALIVE_COMMENT
 
-    def parse(self, body: bytes, store: ConversationStore) -> Call:
-        return parse_request(body)  # chat completions have no continuations: the caller sends it all
-
-    def stream_encoder(self, call: Call) -> ChatStreamEncoder:
-        return ChatStreamEncoder(call.include_usage)
-
-    def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
-        return completion(answer, usage)
+    def parse(self, body: bytes, store: ConversationStore) -> ChatExchange:
+        return parse_request(body)  # no continuations: the store is not read
 
     def error_json(self, error: RelayError) -> dict[str, Any]:
         return error_json(error)

@@ -26,7 +26,7 @@ The answer, whole or streamed, is ``_responses_answer``'s.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from shared_protocol import (
@@ -41,7 +41,7 @@ from shared_protocol import (
 )
 
 from . import _sse
-from ._adapter import Call, Route
+from ._adapter import Route
 from ._collect import Answer
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, image_from_url, system_note, tool_arguments
 from ._errors import RelayError, bad_request
@@ -58,7 +58,7 @@ STORE_KEY = "responses:"
 # --- request ----------------------------------------------------------------------------------
 
 
-def parse_request(body: bytes, store: ConversationStore | None = None) -> Call:
+def parse_request(body: bytes, store: ConversationStore | None = None) -> ResponsesExchange:
     """The request; a ``previous_response_id`` is looked up in ``store`` (None: no store)."""
     data = parse_json_object(body)
     if data.get("conversation") is not None:
@@ -95,15 +95,7 @@ def parse_request(body: bytes, store: ConversationStore | None = None) -> Call:
     if keep_it and store is not None and store.enabled:
         # what a continuation inherits: the conversation and its input's system items, not the instructions
         keep = Keep(STORE_KEY + response_id, "\n\n".join(system) or None, tuple(messages))
-    return ResponsesCall(
-        request,
-        stream,
-        ignored_tools=tools.ignored,
-        response_id=response_id,
-        previous_id=previous,
-        keep=keep,
-        tools=tools,
-    )
+    return ResponsesExchange(request, stream, tools, response_id, previous, keep)
 
 
 def _earlier(previous: str | None, store: ConversationStore | None, more: int) -> Stored | None:
@@ -227,11 +219,6 @@ def _function_output(item: dict[str, Any], where: str) -> ToolResultBlock:
     return ToolResultBlock(tool_use_id=call_id, content=content)
 
 
-@dataclass(frozen=True)
-class ResponsesCall(Call):
-    tools: ToolSet = field(default_factory=ToolSet)
-
-
 def _text_format(text: dict[str, Any] | None) -> OutputFormat | None:
     """``text.format``: ``{"type": "json_schema", "name", "schema", "strict"}``, ``json_object`` or ``text``."""
     raw = (text or {}).get("format")
@@ -242,11 +229,42 @@ def _text_format(text: dict[str, Any] | None) -> OutputFormat | None:
     return output_format(raw.get("type"), raw.get("schema"), raw.get("name"), raw.get("strict"), "text.format")
 
 
-# --- the adapter ------------------------------------------------------------------------------
+# --- the exchange and the adapter ---------------------------------------------------------------
 
 
-def _tool_set(call: Call) -> ToolSet | None:
-    return call.tools if isinstance(call, ResponsesCall) else None
+@dataclass(frozen=True)
+class ResponsesExchange:
+    """A Responses request (an :class:`~relay._adapter.Exchange`)."""
+
+    request: NeutralRequest
+    stream: bool
+    tools: ToolSet
+    """The request's tools as read: how calls go back (namespaces), what the response reports."""
+    response_id: str
+    """The id the answer carries, chosen while parsing to file it in the store."""
+    previous_id: str | None = None
+    """The stored response this request continues (``previous_response_id``)."""
+    keep: Keep | None = None
+
+    @property
+    def ignored_tools(self) -> tuple[str, ...]:
+        return self.tools.ignored
+
+    def stream_encoder(self) -> ResponsesStreamEncoder:
+        return ResponsesStreamEncoder(
+            self.request, self.tools, self.response_id, self.previous_id, self.keep is not None
+        )
+
+    def completion(self, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+        return response_json(
+            self.request,
+            answer,
+            usage,
+            self.tools,
+            response_id=self.response_id,
+            previous_id=self.previous_id,
+            stored=self.keep is not None,
+        )
 
 
 class ResponsesAdapter:
@@ -256,24 +274,8 @@ class ResponsesAdapter:
 
     keepalive = _sse.KEEPALIVE_COMMENT
 
-    def parse(self, body: bytes, store: ConversationStore) -> Call:
+    def parse(self, body: bytes, store: ConversationStore) -> ResponsesExchange:
         return parse_request(body, store)
-
-    def stream_encoder(self, call: Call) -> ResponsesStreamEncoder:
-        return ResponsesStreamEncoder(
-            call.request, _tool_set(call), call.response_id, call.previous_id, call.keep is not None
-        )
-
-    def completion(self, call: Call, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
-        return response_json(
-            call.request,
-            answer,
-            usage,
-            _tool_set(call),
-            response_id=call.response_id,
-            previous_id=call.previous_id,
-            stored=call.keep is not None,
-        )
 
     def error_json(self, error: RelayError) -> dict[str, Any]:
         return error_json(error)
