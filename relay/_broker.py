@@ -154,7 +154,9 @@ class Broker:
         return job
 
     def cancel(self, job: Job, reason: str) -> None:
-        """The caller is gone or gave up: forget the job and tell its worker. Idempotent."""
+        """The caller is gone or gave up (or has read the whole answer): forget the job, tell its worker,
+        and close the caller's end of the job's events. Idempotent."""
+        job.events.close()
         if job.state == "done":
             return
         if job.state == "queued":

@@ -3,6 +3,8 @@ only ever reaches its own caller. Workers here are fakes that record the frames 
 
 from __future__ import annotations
 
+import gc
+
 import anyio
 import pytest
 
@@ -148,6 +150,24 @@ def test_cancel_tells_the_worker_and_ignores_what_comes_after():
     queued = broker.submit("b", neutral(), 5)
     broker.cancel(queued, "gone")
     assert not broker.queue
+
+
+def test_a_job_leaves_no_open_event_stream_behind_once_its_caller_is_done(recwarn):
+    broker = Broker(max_queue=10, socket_path="/s")
+    worker = FakeWorker(broker)
+    broker.grant(worker.handle, 2)
+    answered, refused = broker.submit("a", neutral(), 5), broker.submit("b", neutral(), 5)
+    for frame in (Start(id="a", model="m"), TextDelta(id="a", text="x"), End(id="a", stop_reason="endTurn")):
+        broker.on_answer(worker.handle, frame)
+    drain(answered)
+    broker.cancel(answered, "answered")  # what the app does once it has the whole answer
+    broker.cancel(refused, "gone")
+    for job in (answered, refused):
+        with pytest.raises(anyio.ClosedResourceError):
+            job.events.receive_nowait()
+    del answered, refused, job
+    gc.collect()  # an unclosed memory stream warns when collected: once per request, at a cost
+    assert not [w for w in recwarn if issubclass(w.category, ResourceWarning)]
 
 
 def test_routing_by_model_and_by_tool_support():
