@@ -18,7 +18,7 @@ import anyio
 from shared_protocol import End, ErrorFrame, Start, TextDelta, ToolCall
 
 from ._errors import RelayError
-from ._jobs import Assigned, Failed, Job, JobEvent, Requeued, TextBatch
+from ._jobs import Assigned, Failed, Job, JobEvent, JobEvents, Requeued, TextBatch
 
 
 @dataclass(frozen=True)
@@ -39,33 +39,35 @@ async def follow(job: Job, keepalive_interval: float, catch_up: Callable[[], Non
 
     The caller must call ``broker.cancel(job, ...)`` in a ``finally`` (it is a no-op once the job ended).
     """
+    events = job.events
     silent_until = anyio.current_time() + keepalive_interval
     while True:
-        event: JobEvent | None = None
-        with anyio.move_on_at(silent_until):
-            event = await _next(job, wait=True)
+        event = _take(events)
         if event is None:
+            await events.wait(silent_until)
+            event = _take(events)
+        if event is None and anyio.current_time() >= silent_until:
             catch_up()
-            event = await _next(job, wait=False)
-        if event is None:
-            silent_until = anyio.current_time() + keepalive_interval
-            yield KEEPALIVE
-        elif isinstance(event, (Assigned, Requeued)):
+            event = _take(events)
+            if event is None:
+                silent_until = anyio.current_time() + keepalive_interval
+                yield KEEPALIVE
+                continue
+        if event is None or isinstance(event, (Assigned, Requeued)):
             continue  # nothing for the caller
-        elif isinstance(event, Failed):
+        if isinstance(event, Failed):
             raise event.error
-        elif isinstance(event, ErrorFrame):
+        if isinstance(event, ErrorFrame):
             raise RelayError(event.code, event.message)
-        else:
-            silent_until = anyio.current_time() + keepalive_interval
-            yield job.take(event) if isinstance(event, TextBatch) else event
-            if isinstance(event, End):
-                return
+        silent_until = anyio.current_time() + keepalive_interval
+        yield job.take(event) if isinstance(event, TextBatch) else event
+        if isinstance(event, End):
+            return
 
 
-async def _next(job: Job, *, wait: bool) -> JobEvent | None:
+def _take(events: JobEvents) -> JobEvent | None:
     try:
-        return await job.events.receive() if wait else job.events.receive_nowait()
+        return events.receive_nowait()
     except anyio.WouldBlock:
         return None
     except anyio.EndOfStream:

@@ -35,8 +35,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-import anyio
-
 from shared_protocol import (
     MAX_LINE_BYTES,
     AnswerFrame,
@@ -65,6 +63,7 @@ from ._jobs import (
     Failed,
     Job,
     JobEvent,
+    JobEvents,
     Requeued,
     Snapshot,
     Timing,
@@ -138,8 +137,9 @@ class Broker:
                 f"This request is larger than {MAX_LINE_BYTES} bytes once converted for the MCP server (the "
                 "limit of the link between them); send a smaller one (fewer or smaller images, a shorter history).",
             ) from None
-        send, receive = anyio.create_memory_object_stream[JobEvent](JOB_EVENT_BUFFER)
-        job = Job(id=job_id, request=request, timeout=timeout, line=line, events_in=send, events=receive, caller=caller)
+        job = Job(
+            id=job_id, request=request, timeout=timeout, line=line, events=JobEvents(JOB_EVENT_BUFFER), caller=caller
+        )
         now = self.clock()
         if any("agent" in w.info.modes for w in self.workers.values()):
             self._find_earlier_turns(job, now)
@@ -426,7 +426,7 @@ class Broker:
         job.move("done")
         job.worker = None
         self.agenda.drop(job)
-        job.events_in.close()
+        job.events.end()
 
     # --- views -------------------------------------------------------------------------------
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from shared_protocol import AnswerFrame, NeutralRequest, TextDelta, WorkerInfo
 
@@ -115,6 +115,66 @@ class IllegalMove(RuntimeError):
     """A job was asked to move where :data:`TRANSITIONS` does not go: a bug in the relay, never ignored."""
 
 
+class JobEvents:
+    """A job's events on their way to its follower: a bounded queue with one waiter. The broker puts
+    (:meth:`put`, synchronous) and ends it (:meth:`end`); the follower takes what is there without
+    waiting (:meth:`receive_nowait`: a burst of events is taken in one go, no scheduling round per
+    event) and waits (:meth:`wait`) only when there is nothing, until an event comes or ``deadline``
+    (the event loop's clock) passes. :meth:`close` is the follower's: it reads no more."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._queue: deque[JobEvent] = deque()
+        self._ended = False
+        self._closed = False
+        self._waiter: anyio.Event | None = None
+
+    def put(self, event: JobEvent) -> str | None:
+        """Queue ``event``; why the job must end if it cannot (its follower is gone or not reading)."""
+        if self._closed:
+            return "caller gone"
+        if self._ended:
+            return "job ended"
+        if len(self._queue) >= self.capacity:
+            return "caller not reading"
+        self._queue.append(event)
+        self._wake()
+        return None
+
+    def end(self) -> None:
+        """No more events: the follower gets ``EndOfStream`` once it has taken those queued."""
+        self._ended = True
+        self._wake()
+
+    def close(self) -> None:
+        self._closed = True
+        self._queue.clear()
+
+    def receive_nowait(self) -> JobEvent:
+        """The next event; ``WouldBlock`` if none is there yet, ``EndOfStream`` after the last,
+        ``ClosedResourceError`` once closed."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._queue:
+            return self._queue.popleft()
+        raise anyio.EndOfStream if self._ended else anyio.WouldBlock
+
+    async def wait(self, deadline: float) -> None:
+        """Until an event (or the end) is there, or ``deadline`` passes."""
+        if self._queue or self._ended or self._closed:
+            return
+        self._waiter = waiter = anyio.Event()
+        try:
+            with anyio.move_on_at(deadline):
+                await waiter.wait()
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.set()
+
+
 @dataclass(eq=False)
 class Job:
     id: str
@@ -122,8 +182,7 @@ class Job:
     timeout: float
     line: bytes
     """The request frame, encoded once at submit."""
-    events_in: MemoryObjectSendStream[JobEvent]
-    events: MemoryObjectReceiveStream[JobEvent]
+    events: JobEvents
     state: JobState = "queued"
     """Changed only by :meth:`move`."""
     worker: Worker | None = None
@@ -166,13 +225,7 @@ class Job:
 
     def send(self, event: JobEvent) -> str | None:
         """The broker's side: queue ``event`` for the follower; why the job must end if it cannot."""
-        try:
-            self.events_in.send_nowait(event)
-        except anyio.WouldBlock:
-            return "caller not reading"
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            return "caller gone"
-        return None
+        return self.events.put(event)
 
     def add_text(self, text: str, max_unread: int) -> str | None:
         """The broker's side: answer text, joined to the batch the follower has not taken yet; why the job

@@ -4,13 +4,14 @@ only ever reaches its own caller. Workers here are fakes that record the frames 
 from __future__ import annotations
 
 import gc
+import math
 
 import anyio
 import pytest
 
 from relay._broker import MAX_ASSIGNMENTS, Broker
 from relay._errors import RelayError
-from relay._jobs import Assigned, Failed, Requeued, TextBatch, Timing
+from relay._jobs import Assigned, Failed, JobEvents, Requeued, TextBatch, Timing
 from shared_protocol import (
     MAX_LINE_BYTES,
     Cancel,
@@ -530,3 +531,29 @@ def test_a_bug_applying_one_jobs_deadlines_fails_that_job_and_not_the_others(mon
     broker.tick(10)
     assert failure(first).kind == "relay_bug" and "a bug" in caplog.text
     assert failure(second).kind == "queue_timeout"
+
+
+@pytest.mark.anyio
+async def test_a_followers_events_come_in_bursts_and_it_waits_only_when_there_are_none():
+    events = JobEvents(capacity=3)
+    started = anyio.current_time()
+    await events.wait(started + 0.05)  # nothing comes: back at the deadline
+    assert anyio.current_time() >= started + 0.05
+    assert events.put(Assigned("w")) is None and events.put(Requeued()) is None
+    await events.wait(anyio.current_time() + 60)  # something is there: no wait at all
+    assert [events.receive_nowait(), events.receive_nowait()] == [Assigned("w"), Requeued()]
+    with pytest.raises(anyio.WouldBlock):
+        events.receive_nowait()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(events.wait, math.inf)
+        await anyio.wait_all_tasks_blocked()
+        events.put(Assigned("x"))  # wakes the waiter, or the task group never ends
+    assert [events.put(Requeued()) for _ in range(3)] == [None, None, "caller not reading"]
+    events.end()
+    assert events.put(Requeued()) == "job ended"
+    drained = [events.receive_nowait() for _ in range(3)]
+    assert drained == [Assigned("x"), Requeued(), Requeued()]
+    with pytest.raises(anyio.EndOfStream):
+        events.receive_nowait()
+    events.close()
+    assert events.put(Requeued()) == "caller gone"
