@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -32,7 +33,7 @@ import anyio
 import anyio.abc
 import h11
 
-from ._admission import Admission, Connection
+from ._admission import Admission, Connection, Phase
 from ._config import Config
 from ._errors import Kind, RelayError, error_headers
 
@@ -195,6 +196,13 @@ class _Link:
     slot: Connection
     head: RequestHead | None = None
     """The head of the request being read, once it is whole."""
+    scope: anyio.CancelScope | None = None
+    """The cancel scope of the request being read (see ``_read_request``)."""
+    phase: Phase = "head"
+    timeout: float = 0.0
+    """The phase's time limit, counted from when it first waits for bytes ..."""
+    deadline: float | None = None
+    """... which is then its deadline (None: it has not waited yet)."""
 
 
 async def serve_connection(
@@ -322,23 +330,34 @@ async def _run_app(
 
 async def _read_request(link: _Link, app: App, idle: bool) -> HttpRequest | None:
     """Read one request; None when the peer closed (or left idle) a connection between requests.
-    Raises _Refusal for a request answered with an error before it is read whole."""
-    conn, config = link.conn, link.config
+    Raises _Refusal for a request answered with an error before it is read whole.
+
+    One cancel scope covers the whole read; each phase (idle, head, body) sets its deadline when it
+    first has to wait for bytes, so a request that arrives in one piece waits only while idle."""
     link.head = None
-    if idle and not _has_partial(conn):  # else a pipelined request is here already
-        link.admission.enter(link.slot, "idle")
-        with anyio.move_on_after(config.idle_timeout):
-            if not await _receive_more(link):
-                return None
-        if not _has_partial(conn) and conn.their_state is h11.IDLE:
-            return None  # idle timeout
-    link.admission.enter(link.slot, "head")
-    with anyio.move_on_after(config.head_timeout) as scope:
-        event = await _next_event(link)
-    if scope.cancelled_caught:
-        if conn.their_state is h11.IDLE and not _has_partial(conn):
-            return None  # a connection that never sent a byte: close quietly
+    with anyio.CancelScope() as scope:
+        link.scope = scope
+        request = await _read_phases(link, app, idle)
+    link.scope = None
+    if not scope.cancelled_caught:
+        return request
+    config, conn = link.config, link.conn
+    if link.phase == "idle" or (conn.their_state is h11.IDLE and not _has_partial(conn)):
+        return None  # idle timeout, or a connection that never sent a byte: close quietly
+    if link.phase == "head":
         raise _protocol("read_timeout", f"Request head not received within {config.head_timeout:g} s.")
+    path = link.head.path if link.head is not None else ""
+    raise _protocol("read_timeout", f"Request body not received within {config.read_timeout:g} s.", path)
+
+
+async def _read_phases(link: _Link, app: App, idle: bool) -> HttpRequest | None:
+    conn, config = link.conn, link.config
+    if idle and not _has_partial(conn):  # else a pipelined request is here already
+        _enter(link, "idle", config.idle_timeout)
+        if not await _receive_more(link):
+            return None
+    _enter(link, "head", config.head_timeout)
+    event = await _next_event(link)
     if event is None or isinstance(event, h11.ConnectionClosed):
         return None
     assert isinstance(event, h11.Request)
@@ -367,29 +386,36 @@ async def _read_request(link: _Link, app: App, idle: bool) -> HttpRequest | None
     if conn.they_are_waiting_for_100_continue:  # curl waits a second for this before sending a large body
         with contextlib.suppress(*_GONE):
             await link.stream.send(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
-    link.admission.enter(link.slot, "body")
+    _enter(link, "body", config.read_timeout)
     body = bytearray()
-    with anyio.move_on_after(config.read_timeout) as scope:
-        while True:
-            part = await _next_event(link)
-            if isinstance(part, h11.Data):
-                body += part.data
-                if len(body) > config.max_body_bytes:
-                    raise _protocol(
-                        "body_too_large",
-                        f"Request body exceeds {config.max_body_bytes} bytes (relay --max-body-bytes).",
-                        path,
-                    )
-                if len(body) > declared:  # chunked: each part takes its share as it comes
-                    _take_body(link, len(body) - declared, path)
-                    declared = len(body)
-            elif isinstance(part, h11.EndOfMessage):
-                break
-            else:
-                return None
-    if scope.cancelled_caught:
-        raise _protocol("read_timeout", f"Request body not received within {config.read_timeout:g} s.", path)
+    while True:
+        part = await _next_event(link)
+        if isinstance(part, h11.Data):
+            body += part.data
+            if len(body) > config.max_body_bytes:
+                raise _protocol(
+                    "body_too_large",
+                    f"Request body exceeds {config.max_body_bytes} bytes (relay --max-body-bytes).",
+                    path,
+                )
+            if len(body) > declared:  # chunked: each part takes its share as it comes
+                _take_body(link, len(body) - declared, path)
+                declared = len(body)
+        elif isinstance(part, h11.EndOfMessage):
+            break
+        else:
+            return None
     return HttpRequest(head.method, path, query, headers, bytes(body))
+
+
+def _enter(link: _Link, phase: Phase, timeout: float) -> None:
+    """A new phase of reading a request: its deadline is set when it first waits (``_receive_more``)."""
+    if link.deadline is not None and link.scope is not None:  # the last phase's deadline ends with it
+        link.scope.deadline = math.inf
+    link.phase = phase
+    link.timeout = timeout
+    link.deadline = None
+    link.admission.enter(link.slot, phase)
 
 
 def _take_body(link: _Link, size: int, path: str) -> None:
@@ -421,7 +447,10 @@ async def _next_event(link: _Link) -> h11.Event | None:
 
 
 async def _receive_more(link: _Link) -> bool:
-    """Feed h11 what the peer sends next; False when the peer has closed."""
+    """Feed h11 what the peer sends next; False when the peer has closed. While a request is read,
+    the wait counts against its phase's deadline."""
+    if link.scope is not None and link.deadline is None:
+        link.deadline = link.scope.deadline = anyio.current_time() + link.timeout
     try:
         data = await link.stream.receive(_RECEIVE_SIZE)
     except _GONE:
