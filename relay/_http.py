@@ -98,6 +98,11 @@ class Responder:
         self.started = False
         self.head_only = False
         """A HEAD request: headers as for GET, no body (h11 refuses one)."""
+        self.scope: anyio.CancelScope | None = None
+        """The scope of the app answering (``_run_app``): while a piece is being written its deadline
+        is --send-timeout away, else none. Without it (an early refusal) each piece gets a scope."""
+        self.stalled = False
+        """True while a write waits: the scope's deadline, if it passes then, is the caller's fault."""
 
     async def send(self, status: int, body: bytes, content_type: str, headers: Iterable[tuple[str, str]] = ()) -> None:
         """A complete response, in one write."""
@@ -136,16 +141,25 @@ class Responder:
         if self.record.first_byte is None:
             self.record.first_byte = time.perf_counter()
         try:
+            if self.scope is None:
+                for offset in range(0, len(data), SEND_PIECE):
+                    with anyio.fail_after(self._send_timeout):
+                        await self._stream.send(data[offset : offset + SEND_PIECE])
+                return
+            self.stalled = True
             for offset in range(0, len(data), SEND_PIECE):
-                with anyio.fail_after(self._send_timeout):
-                    await self._stream.send(data[offset : offset + SEND_PIECE])
+                self.scope.deadline = anyio.current_time() + self._send_timeout
+                await self._stream.send(data[offset : offset + SEND_PIECE])
+            self.scope.deadline = math.inf
+            self.stalled = False
         except TimeoutError as exc:
-            log.info(
-                "%s: the caller took no answer bytes for %g s; closing", self.record.request_id, self._send_timeout
-            )
+            self.send_timed_out()
             raise ClientGone() from exc
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             raise ClientGone() from exc
+
+    def send_timed_out(self) -> None:
+        log.info("%s: the caller took no answer bytes for %g s; closing", self.record.request_id, self._send_timeout)
 
 
 class App(Protocol):
@@ -301,6 +315,7 @@ async def _run_app(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch, tg.cancel_scope)
+        responder.scope = tg.cancel_scope
         try:
             await app(request, responder)
             if conn.our_state is h11.DONE:
@@ -323,6 +338,10 @@ async def _run_app(
                     except ClientGone:
                         pass
         tg.cancel_scope.cancel()
+    responder.scope = None
+    if responder.stalled and not gone:  # cancelled by the send deadline, not by the peer leaving
+        responder.send_timed_out()
+        gone = True
     if gone and responder.record.status == 0:
         responder.record.status = 499  # nginx's "client closed request", for the log only
     return gone
