@@ -40,26 +40,28 @@ async def follow(job: Job, keepalive_interval: float, catch_up: Callable[[], Non
     The caller must call ``broker.cancel(job, ...)`` in a ``finally`` (it is a no-op once the job ended).
     """
     events = job.events
-    silent_until = anyio.current_time() + keepalive_interval
+    silent_until: float | None = None  # set when it starts waiting: silence counts from the last event
     while True:
         event = _take(events)
         if event is None:
+            if silent_until is None:
+                silent_until = anyio.current_time() + keepalive_interval
             await events.wait(silent_until)
             event = _take(events)
-        if event is None and anyio.current_time() >= silent_until:
-            catch_up()
-            event = _take(events)
-            if event is None:
-                silent_until = anyio.current_time() + keepalive_interval
-                yield KEEPALIVE
-                continue
+            if event is None and anyio.current_time() >= silent_until:
+                catch_up()
+                event = _take(events)
+                if event is None:
+                    silent_until = None
+                    yield KEEPALIVE
+                    continue
         if event is None or isinstance(event, (Assigned, Requeued)):
             continue  # nothing for the caller
         if isinstance(event, Failed):
             raise event.error
         if isinstance(event, ErrorFrame):
             raise RelayError(event.code, event.message)
-        silent_until = anyio.current_time() + keepalive_interval
+        silent_until = None
         yield job.take(event) if isinstance(event, TextBatch) else event
         if isinstance(event, End):
             return
