@@ -76,6 +76,9 @@ _SIMPLE_CONTENT_TYPES = frozenset({"text/plain", "application/x-www-form-urlenco
 """CORS-safelisted request content types: a page may POST these cross-site without a preflight."""
 
 
+_ACCESS_SEEN = 64
+
+
 def _hostname(url: str) -> str:
     """The host of a URL (or ``//host:port``); "" when it has none or cannot be parsed (``[``, ``http://[x``)."""
     try:
@@ -113,11 +116,14 @@ class App:
             for route in api.routes:
                 self._routes.setdefault(route.path, {})[route.method] = self._api_handler(api, route)
         self._served = ", ".join([*api_paths(), "/v1/models"]) + " and /health"
+        self._access_seen: dict[object, RelayError | None] = {}
 
     def admit(self, head: RequestHead) -> RelayError | None:
         """Why a request is refused on its head alone (access, route, method, key), before its body is read."""
+        refused = self._access(head)
+        if refused is not None:
+            return refused
         try:
-            self._check_access(head)
             methods = self._routes.get(head.path.rstrip("/") or "/")
             if methods is None:
                 raise RelayError(
@@ -144,6 +150,27 @@ class App:
             await self._send_error(responder, api_for(request.path), error)
 
     # --- access -------------------------------------------------------------------------------
+
+    def _access(self, head: RequestHead) -> RelayError | None:
+        """The access verdict on a head's ``Host`` (and ``Origin``): decided once per distinct value,
+        then looked up - callers send the same few on every request. At most :data:`_ACCESS_SEEN`
+        verdicts are kept (then they are decided afresh)."""
+        origin = head.header("origin")
+        host = head.header("host")
+        key = (host, origin, head.method, head.header("content-type")) if origin is not None else host
+        try:
+            return self._access_seen[key]
+        except KeyError:
+            pass
+        try:
+            self._check_access(head)
+            verdict = None
+        except RelayError as error:
+            verdict = error
+        if len(self._access_seen) >= _ACCESS_SEEN:
+            self._access_seen.clear()
+        self._access_seen[key] = verdict
+        return verdict
 
     def _check_access(self, request: RequestHead) -> None:
         origin = request.header("origin")

@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import pytest
 
+from relay._app import App
+from relay._broker import Broker
+from relay._config import Config
+from relay._http import RequestHead
+
 from _http_client import request
 from _inprocess import relay_in_process
 from conftest import chat_body, mcp_worker
@@ -68,3 +73,26 @@ async def test_with_a_key_health_shows_only_its_status_without_it(backend):
         assert rebinding.status == 200 and rebinding.json() == {"status": "ok"}
         keyed = await request(relay.url, "GET", "/health", headers={"authorization": "Bearer sekrit"})
         assert {"socket", "workers", "queue_depth"} <= set(keyed.json())
+
+
+def test_access_verdicts_stay_right_as_hosts_and_origins_change():
+    """Verdicts are decided once per Host/Origin value and then looked up: each stays the verdict of its
+    own headers (method and content type included), also after more values than are kept."""
+    app = App(Config(socket="/tmp/mcptb-test/relay.sock"), Broker(max_queue=1, socket_path="/s"))
+
+    def verdict(method: str = "POST", **headers: str) -> str | None:
+        path = PATH if method == "POST" else "/v1/models"
+        refused = app.admit(RequestHead(method, path, "", headers))
+        return refused.kind if refused is not None else None
+
+    local = {"host": "localhost:8080"}
+    for _ in range(3):
+        for i in range(100):  # more distinct hosts than the verdicts kept
+            assert verdict(host=f"evil{i}.example:8080") == "forbidden_host"
+            assert verdict(host=f"127.0.0.{i % 250 + 1}:8080") is None
+        assert verdict(**local) is None
+        page = {**local, "origin": "http://localhost:3000"}
+        assert verdict(**page, **{"content-type": "application/json"}) is None
+        assert verdict(**page, **{"content-type": "text/plain"}) == "forbidden_origin"
+        assert verdict("GET", **page, **{"content-type": "text/plain"}) is None
+        assert verdict(**{**page, "origin": "http://evil.example"}) == "forbidden_origin"
