@@ -92,7 +92,7 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
     host, port = sockname[0], sockname[1]
     display_host = f"[{host}]" if ":" in str(host) else host
     url = f"http://{display_host}:{port}"
-    admission = Admission(config.max_connections, config.max_body_memory, anyio.current_time)
+    admission = Admission(config.max_connections, config.max_body_memory, time.monotonic)
     links = 0
 
     async def handle_http(stream: anyio.abc.SocketStream) -> None:

@@ -3,7 +3,8 @@
 Reads frames and hands them to the broker; writes what the broker queues for it. Limits: the
 ``hello`` must come within :data:`HELLO_TIMEOUT`; at most :data:`MAX_BAD_FRAMES` unusable lines are
 answered (with an ``error`` frame each) before the link is dropped; a worker that does not read its
-frames fast enough to keep :data:`OUTBOUND_BUFFER` from filling up is dropped.
+frames fast enough to keep :data:`OUTBOUND_BUFFER` from filling up is dropped. Frames queued while
+a write is under way go out together in the next one, each whole.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 
 import anyio
 import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from shared_protocol import (
     PROTOCOL_VERSION,
@@ -144,12 +146,18 @@ async def refuse_worker(stream: anyio.abc.SocketStream, code: str, message: str)
 
 async def _write_frames(
     stream: anyio.abc.SocketStream,
-    outbound: anyio.abc.ObjectReceiveStream[bytes],
+    outbound: MemoryObjectReceiveStream[bytes],
     scope: anyio.CancelScope,
 ) -> None:
     try:
         async for line in outbound:
-            await stream.send(line)
+            lines = [line]
+            while len(lines) < OUTBOUND_BUFFER:  # what was queued meanwhile goes in the same send
+                try:
+                    lines.append(outbound.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+            await stream.send(b"".join(lines))
     except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
         pass
     scope.cancel()  # outbound closed or the socket broke: the link is over
