@@ -1,0 +1,173 @@
+"""A socket stream for asyncio that reads all the time, with a bounded buffer.
+
+anyio's asyncio socket stream turns reading on for each ``receive`` that has to wait and off again
+after it (``resume_reading``/``pause_reading``: an epoll change and selector bookkeeping each time)
+and adds a scheduling round to every ``send``. Every request of the relay waits in several receives
+(its HTTP connection, the watcher for a caller that leaves, the worker link), so those costs add up.
+This stream keeps reading on while less than :data:`HIGH_WATER` bytes wait to be taken and turns it
+off above (the peer then waits in the kernel's buffers), so a connection holds at most that much plus
+one read of the event loop. Otherwise it keeps anyio's semantics: ``receive`` is a checkpoint
+(it yields to the loop when it does not wait), ``EndOfStream`` at the peer's end, ``BrokenResourceError``
+when the connection broke, ``ClosedResourceError`` after our own close; ``send`` hands bytes to the
+transport with no write buffer allowed (``set_write_buffer_limits(0)``), so it returns once the kernel
+took them all and a send deadline covers the peer's reading; ``aclose`` aborts (what is unsent is
+dropped). Waiters are plain futures, resolved only while pending, so a cancelled wait is never
+resolved afterwards. Only for asyncio: on trio anyio wraps trio's own stream, which has no such costs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+
+import anyio
+import anyio.abc
+
+HIGH_WATER = 65536
+"""Bytes received and not yet taken above which reading stops until the receiver takes them."""
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.eof = False
+        self.lost = False
+        self.error: Exception | None = None
+        self.reading = True
+        self.transport: asyncio.Transport | None = None
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._write_waiter: asyncio.Future[None] | None = None
+        self.writing_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(0)
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered >= HIGH_WATER and self.reading and self.transport is not None:
+            self.reading = False
+            self.transport.pause_reading()
+        _wake(self._read_waiter)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        _wake(self._read_waiter)
+        return True  # keep our side open for writing (a half-closed connection may still be answered)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.error = exc
+        _wake(self._read_waiter)
+        _wake(self._write_waiter)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        _wake(self._write_waiter)
+
+    async def readable(self) -> None:
+        self._read_waiter = waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._read_waiter = None
+
+    async def drained(self) -> None:
+        self._write_waiter = waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._write_waiter = None
+
+    def taken(self, size: int) -> None:
+        self.buffered -= size
+        if not self.reading and self.buffered < HIGH_WATER and not self.lost and self.transport is not None:
+            self.reading = True
+            self.transport.resume_reading()
+
+
+def on_asyncio() -> bool:
+    """Whether this task runs on asyncio (on trio no asyncio loop is running in the thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+class AsyncioSocketStream(anyio.abc.SocketStream):
+    def __init__(self, sock: socket.socket, transport: asyncio.Transport, protocol: _Protocol) -> None:
+        self._sock = sock
+        self._transport = transport
+        self._protocol = protocol
+        self._closed = False
+
+    @classmethod
+    async def wrap(cls, sock: socket.socket) -> AsyncioSocketStream:
+        """Take over a connected, non-blocking socket."""
+        protocol = _Protocol()
+        transport, _ = await asyncio.get_running_loop().connect_accepted_socket(lambda: protocol, sock)
+        assert isinstance(transport, asyncio.Transport)
+        return cls(sock, transport, protocol)
+
+    @property
+    def _raw_socket(self) -> socket.socket:
+        return self._sock
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        protocol = self._protocol
+        if protocol.chunks:
+            await asyncio.sleep(0)  # a checkpoint, as anyio's receive is one
+        while not protocol.chunks:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if protocol.error is not None:
+                raise anyio.BrokenResourceError from protocol.error
+            if protocol.eof or protocol.lost:
+                raise anyio.EndOfStream
+            await protocol.readable()
+        if self._closed:
+            raise anyio.ClosedResourceError
+        chunk = protocol.chunks.popleft()
+        if len(chunk) > max_bytes:
+            chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
+            protocol.chunks.appendleft(rest)
+        protocol.taken(len(chunk))
+        return chunk
+
+    async def send(self, item: bytes) -> None:
+        protocol = self._protocol
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if protocol.lost or self._transport.is_closing():
+            raise anyio.BrokenResourceError from protocol.error
+        self._transport.write(item)
+        while protocol.writing_paused:
+            await protocol.drained()
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if protocol.lost:
+                raise anyio.BrokenResourceError from protocol.error
+
+    async def send_eof(self) -> None:
+        try:
+            self._transport.write_eof()
+        except OSError:
+            pass
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._transport.abort()
+        await asyncio.sleep(0)
