@@ -32,8 +32,8 @@ from ._collect import Answer
 from ._config import Config
 from ._errors import RelayError, error_headers
 from ._heap import HeapRelease
-from ._http import HttpRequest, RequestHead, Responder
 from ._jobs import NO_CALLER, Caller, Job
+from ._responder import HttpRequest, RequestHead, Responder
 from ._sse import compact_json
 from ._store import ConversationStore
 from ._usage import USAGE_HEADER, estimate

@@ -12,9 +12,9 @@ and keeps the connection alive between requests. Rules:
 - An error answered before the request was read whole closes the connection gracefully: our side is
   shut, and what the peer still sends is read and dropped for up to :data:`LINGER` seconds, so the
   peer reads the answer instead of a reset.
-- While the app works, a watcher reads the socket: if the peer closes it, the app's cancel scope is
-  cancelled (its ``finally`` blocks then cancel the work) - that is how a caller that disconnects
-  cancels its request all the way to the MCP client.
+- One task per connection reads its socket (``_reader``); while the app works, the peer closing the
+  connection cancels the app's scope (its ``finally`` blocks then cancel the work) - that is how a
+  caller that disconnects cancels its request all the way to the MCP client.
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import secrets
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from http import HTTPStatus
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
@@ -36,130 +34,13 @@ import h11
 from ._admission import Admission, Connection, Phase
 from ._config import Config
 from ._errors import Kind, RelayError, error_headers
+from ._reader import Reader
+from ._responder import ClientGone, HttpRequest, RequestHead, RequestLog, Responder
 
 log = logging.getLogger("mcptb.relay")
 
-_RECEIVE_SIZE = 65536
-SEND_PIECE = 65536
-"""Largest piece of an answer written at once; each must be taken within --send-timeout."""
 LINGER = 2.0
 """Seconds unread input is drained after an early error, before the connection closes."""
-
-
-@dataclass(frozen=True)
-class RequestHead:
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    """Lower-cased names; a repeated header keeps its last value."""
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name)
-
-
-@dataclass(frozen=True)
-class HttpRequest(RequestHead):
-    body: bytes = b""
-
-
-@dataclass
-class RequestLog:
-    """What the access log line says about one request; the app fills in what it learns."""
-
-    request_id: str = field(default_factory=lambda: "req_" + secrets.token_hex(12))
-    method: str = "-"
-    path: str = "-"
-    model: str = "-"
-    worker: str = "-"
-    status: int = 0
-    bytes_sent: int = 0
-    started: float = field(default_factory=time.perf_counter)
-    first_byte: float | None = None
-    outcome: str = ""
-    """How a stream really ended when that is not its status (an error after the 200 was sent)."""
-
-
-class ClientGone(Exception):
-    """The peer closed the connection or stopped accepting bytes."""
-
-
-class Responder:
-    """Writes one response: either :meth:`send` (a complete body) or :meth:`start` + :meth:`write` *
-    + :meth:`end` (chunked, for streams)."""
-
-    def __init__(
-        self, conn: h11.Connection, stream: anyio.abc.ByteStream, record: RequestLog, send_timeout: float
-    ) -> None:
-        self._conn = conn
-        self._stream = stream
-        self.record = record
-        self._send_timeout = send_timeout
-        self.started = False
-        self.head_only = False
-        """A HEAD request: headers as for GET, no body (h11 refuses one)."""
-        self.scope: anyio.CancelScope | None = None
-        """The scope of the app answering (``_run_app``): while a piece is being written its deadline
-        is --send-timeout away, else none. Without it (an early refusal) each piece gets a scope."""
-        self.stalled = False
-        """True while a write waits: the scope's deadline, if it passes then, is the caller's fault."""
-
-    async def send(self, status: int, body: bytes, content_type: str, headers: Iterable[tuple[str, str]] = ()) -> None:
-        """A complete response, in one write."""
-        head = [("content-type", content_type), ("content-length", str(len(body))), *headers]
-        self._begin(status)
-        body = b"" if self.head_only else body
-        events = [self._head(status, head), *([h11.Data(data=body)] if body else []), h11.EndOfMessage()]
-        self.record.bytes_sent += len(body)
-        await self._emit(*events)
-
-    async def start(self, status: int, headers: Iterable[tuple[str, str]], first: bytes = b"") -> None:
-        """The head of a chunked response, and optionally its first body bytes in the same write."""
-        self._begin(status)
-        self.record.bytes_sent += len(first)
-        await self._emit(self._head(status, headers), *([h11.Data(data=first)] if first else []))
-
-    async def write(self, data: bytes) -> None:
-        await self._emit(h11.Data(data=data))
-        self.record.bytes_sent += len(data)
-
-    async def end(self) -> None:
-        await self._emit(h11.EndOfMessage())
-
-    def _begin(self, status: int) -> None:
-        self.record.status = status
-        self.started = True
-
-    def _head(self, status: int, headers: Iterable[tuple[str, str]]) -> h11.Response:
-        head = [*headers, ("x-request-id", self.record.request_id)]
-        return h11.Response(status_code=status, headers=head, reason=_reason(status))
-
-    async def _emit(self, *events: h11.Event) -> None:
-        data = b"".join(self._conn.send(event) or b"" for event in events)
-        if not data:
-            return
-        if self.record.first_byte is None:
-            self.record.first_byte = time.perf_counter()
-        try:
-            if self.scope is None:
-                for offset in range(0, len(data), SEND_PIECE):
-                    with anyio.fail_after(self._send_timeout):
-                        await self._stream.send(data[offset : offset + SEND_PIECE])
-                return
-            self.stalled = True
-            for offset in range(0, len(data), SEND_PIECE):
-                self.scope.deadline = anyio.current_time() + self._send_timeout
-                await self._stream.send(data[offset : offset + SEND_PIECE])
-            self.scope.deadline = math.inf
-            self.stalled = False
-        except TimeoutError as exc:
-            self.send_timed_out()
-            raise ClientGone() from exc
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-            raise ClientGone() from exc
-
-    def send_timed_out(self) -> None:
-        log.info("%s: the caller took no answer bytes for %g s; closing", self.record.request_id, self._send_timeout)
 
 
 class App(Protocol):
@@ -171,13 +52,6 @@ class App(Protocol):
 
 ErrorPage = Callable[[RelayError, str], bytes]
 """(error, request path or "") -> an error body in the caller's API shape."""
-
-
-def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
 
 
 class _Refusal(Exception):
@@ -208,6 +82,7 @@ class _Link:
     config: Config
     admission: Admission
     slot: Connection
+    reader: Reader
     head: RequestHead | None = None
     """The head of the request being read, once it is whole."""
     scope: anyio.CancelScope | None = None
@@ -228,98 +103,72 @@ async def serve_connection(
     admission: Admission,
     slot: Connection,
 ) -> None:
-    link = _Link(
-        stream, h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes), config, admission, slot
-    )
-    conn = link.conn
-    async with stream:
-        first = True
-        while True:
-            record = RequestLog()
-            try:
-                request = await _read_request(link, app, idle=not first)
-            except _Refusal as refusal:
-                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    status = refusal.error.shape.status
-                    record.status = status
-                    if link.head is not None:
-                        record.method, record.path = link.head.method, link.head.path
-                    responder = Responder(conn, stream, record, config.send_timeout)
-                    body = error_page(refusal.error, refusal.path)
-                    headers = [("connection", "close"), *error_headers(refusal.error)]
-                    try:
-                        await responder.send(status, body, "application/json", headers)
-                        await _linger(stream)
-                    except ClientGone:
-                        pass
-                    access_log(record)
-                return
-            finally:
-                admission.body_received(slot)
-            if request is None:
-                return
-            first = False
-            record.started = time.perf_counter()  # not while the connection sat idle before it
-            record.method, record.path = request.method, request.path
-            responder = Responder(conn, stream, record, config.send_timeout)
-            responder.head_only = request.method == "HEAD"
-            admission.enter(slot, "busy")
-
-            def answered() -> None:  # the response is whole: the slot may make room from now on
-                admission.enter(slot, "head" if _has_partial(conn) else "idle")
-
-            gone = await _run_app(app, request, responder, conn, stream, error_page, answered)
-            access_log(record)
-            if gone or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                return
-            try:
-                conn.start_next_cycle()
-            except h11.ProtocolError:
-                return
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)
+    link = _Link(stream, conn, config, admission, slot, Reader(stream, conn))
+    async with stream, anyio.create_task_group() as tg:
+        tg.start_soon(link.reader.run)
+        await _serve_requests(link, app, error_page, access_log)
+        tg.cancel_scope.cancel()
 
 
-async def _linger(stream: anyio.abc.ByteStream) -> None:
-    """Shut our side, then read and drop what the peer still sends (see the module's rules)."""
-    with contextlib.suppress(*_GONE):
-        await stream.send_eof()
-        with anyio.move_on_after(LINGER):
-            while await stream.receive(_RECEIVE_SIZE):
-                pass
-
-
-async def _run_app(
-    app: App,
-    request: HttpRequest,
-    responder: Responder,
-    conn: h11.Connection,
-    stream: anyio.abc.ByteStream,
-    error_page: ErrorPage,
-    answered: Callable[[], None],
-) -> bool:
-    """Run the app while watching for the peer closing the connection; True if the connection must
-    close (the peer left, or the app failed). ``answered`` is called as soon as the app has written
-    its whole response (before the watcher is stopped)."""
-    gone = False
-
-    async def watch(scope: anyio.CancelScope) -> None:
-        nonlocal gone
+async def _serve_requests(
+    link: _Link, app: App, error_page: ErrorPage, access_log: Callable[[RequestLog], None]
+) -> None:
+    conn, config, admission, slot = link.conn, link.config, link.admission, link.slot
+    first = True
+    while True:
+        record = RequestLog()
         try:
-            data = await stream.receive(_RECEIVE_SIZE)
-        except _GONE:
-            data = b""
-        if data:  # a pipelined next request: keep it for the next cycle, stop watching
-            conn.receive_data(data)
+            request = await _read_request(link, app, idle=not first)
+        except _Refusal as refusal:
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                status = refusal.error.shape.status
+                record.status = status
+                if link.head is not None:
+                    record.method, record.path = link.head.method, link.head.path
+                responder = Responder(conn, link.stream, record, config.send_timeout)
+                body = error_page(refusal.error, refusal.path)
+                headers = [("connection", "close"), *error_headers(refusal.error)]
+                try:
+                    await responder.send(status, body, "application/json", headers)
+                    with contextlib.suppress(*_GONE):  # see the module's rules
+                        await link.stream.send_eof()
+                    await link.reader.linger(LINGER)
+                except ClientGone:
+                    pass
+                access_log(record)
             return
-        gone = True
-        scope.cancel()
+        finally:
+            admission.body_received(slot)
+        if request is None:
+            return
+        first = False
+        record.started = time.perf_counter()  # not while the connection sat idle before it
+        record.method, record.path = request.method, request.path
+        responder = Responder(conn, link.stream, record, config.send_timeout)
+        responder.head_only = request.method == "HEAD"
+        admission.enter(slot, "busy")
+        gone = await _run_app(app, request, responder, link, error_page)
+        access_log(record)
+        if gone or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+            return
+        try:
+            conn.start_next_cycle()
+        except h11.ProtocolError:
+            return
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(watch, tg.cancel_scope)
-        responder.scope = tg.cancel_scope
+
+async def _run_app(app: App, request: HttpRequest, responder: Responder, link: _Link, error_page: ErrorPage) -> bool:
+    """Run the app; True if the connection must close (the peer left, the caller took no bytes within
+    the send deadline, or the app failed). The peer closing the connection cancels the app."""
+    gone = False
+    with anyio.CancelScope() as scope:
+        responder.scope = scope
+        link.reader.answering(scope)
         try:
             await app(request, responder)
-            if conn.our_state is h11.DONE:
-                answered()
+            if link.conn.our_state is h11.DONE:  # the response is whole: the slot may make room from now on
+                link.admission.enter(link.slot, "head" if _has_partial(link.conn) else "idle")
         except ClientGone:
             gone = True
         except Exception:
@@ -337,8 +186,10 @@ async def _run_app(
                         )
                     except ClientGone:
                         pass
-        tg.cancel_scope.cancel()
+        finally:
+            link.reader.answering(None)
     responder.scope = None
+    gone = gone or link.reader.gone
     if responder.stalled and not gone:  # cancelled by the send deadline, not by the peer leaving
         responder.send_timed_out()
         gone = True
@@ -459,6 +310,7 @@ async def _next_event(link: _Link) -> h11.Event | None:
             kind = _H11_ERRORS.get(exc.error_status_hint, "bad_http")
             raise _protocol(kind, f"Malformed HTTP request: {exc}") from None
         if event is not h11.NEED_DATA:
+            link.reader.parsed()
             if event is h11.PAUSED:
                 return None
             return event  # type: ignore[return-value]
@@ -466,16 +318,11 @@ async def _next_event(link: _Link) -> h11.Event | None:
 
 
 async def _receive_more(link: _Link) -> bool:
-    """Feed h11 what the peer sends next; False when the peer has closed. While a request is read,
-    the wait counts against its phase's deadline."""
+    """Wait until the reader fed h11 more bytes; False when the peer has closed. While a request is
+    read, the wait counts against its phase's deadline."""
     if link.scope is not None and link.deadline is None:
         link.deadline = link.scope.deadline = anyio.current_time() + link.timeout
-    try:
-        data = await link.stream.receive(_RECEIVE_SIZE)
-    except _GONE:
-        data = b""
-    link.conn.receive_data(data)
-    return bool(data)
+    return await link.reader.more()
 
 
 def _has_partial(conn: h11.Connection) -> bool:

@@ -31,8 +31,9 @@ from ._app import App
 from ._broker import Broker
 from ._config import Config, server_command
 from ._errors import RelayError, error_headers
-from ._http import RequestLog, Responder, serve_connection
+from ._http import serve_connection
 from ._jobs import Timing
+from ._responder import RequestLog, Responder
 from ._socket import SocketSetupError, forget_default, listen, record_default
 from ._timer import Timer
 from ._worker_link import refuse_worker, serve_worker

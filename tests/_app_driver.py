@@ -1,7 +1,7 @@
 """The relay's app alone, driven directly by unit tests: no socket, no ``serve``, no ``mcptb-server``
 (for the whole relay and worker in the test's loop, see _inprocess.py).
 
-:class:`FakeResponder` records what ``relay._app.App`` writes, as ``relay._http.Responder`` would send
+:class:`FakeResponder` records what ``relay._app.App`` writes, as ``relay._responder.Responder`` would send
 it (each ``write`` is one chunk on the wire). :class:`ScriptedWorker` sits on a real broker and
 answers every request with canned frames, the way an ``mcptb-server`` would over the socket.
 """
@@ -21,8 +21,8 @@ from relay._app import App
 from relay._broker import Broker
 from relay._config import Config
 from relay._errors import error_headers
-from relay._http import HttpRequest, RequestLog
 from relay._jobs import Timing
+from relay._responder import HttpRequest, RequestLog
 from relay._timer import Timer
 from shared_protocol import AnswerFrame, NeutralRequest, RelayFrameDecoder, RequestFrame, WorkerInfo
 

@@ -289,3 +289,25 @@ async def test_a_head_of_10000_tiny_headers_gets_its_431(backend):
                 await stream.send(head[offset : offset + 4096])
         answer = await read_head(stream)
     assert answer.startswith(b"HTTP/1.1 431 "), answer
+
+
+# --- reading ahead ----------------------------------------------------------------------------------
+
+
+async def test_requests_sent_ahead_are_all_answered_in_order_while_the_relay_reads_ahead_a_bounded_amount(backend):
+    """A caller pipelining 300 KB of requests (far past what the relay's reader takes ahead: the kernel
+    holds the rest until the relay has parsed what it has), with bodies, gets every answer in order."""
+    async with relay_in_process() as relay, mcp_worker(relay, backend), await connect(relay) as stream:
+        bodies = [chat_body(f"question {i} " + "x" * 400) for i in range(600)]
+        requests = b"".join(post_head(len(body)) + body for body in bodies)
+        assert len(requests) > 4 * 65536
+        received = bytearray()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stream.send, requests)
+            with anyio.fail_after(60):
+                while received.count(b"HTTP/1.1 ") < len(bodies) or not received.endswith(b"}"):
+                    received += await stream.receive()
+    answers = received.split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == len(bodies)
+    assert all(answer.startswith(b"200 ") for answer in answers)
+    assert [answer.count(b"echo: question %d " % i) for i, answer in enumerate(answers)] == [1] * len(bodies)

@@ -65,7 +65,8 @@ async def test_run_blocks_work_as_written_against_a_live_relay(block: Block, rel
         command = ["bash", "-euo", "pipefail", "-c", program]
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("MCPTB_", "LITELLM_"))}
     async with mcp_worker(relay, backend):
-        with anyio.fail_after(60 if "litellm" in program else 20):
+        with anyio.fail_after(90):  # a guard against a hang, not a speed check: an SDK's import alone took
+            # 20 s on this 2-core machine at a load of 8 (the other test workers and a benchmark)
             done = await anyio.run_process(command, cwd=tmp_path, env=environ, check=False)
     out, err = done.stdout.decode(), done.stderr.decode()
     assert done.returncode == 0, f"{block.where} failed:\n{out}\n{err}"

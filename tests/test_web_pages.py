@@ -15,7 +15,7 @@ import pytest
 from relay._app import App
 from relay._broker import Broker
 from relay._config import Config
-from relay._http import RequestHead
+from relay._responder import RequestHead
 
 from _http_client import request
 from _inprocess import relay_in_process

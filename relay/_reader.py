@@ -1,0 +1,99 @@
+"""The one task that reads an HTTP connection's socket.
+
+It feeds h11 what arrives and wakes the connection's task, which waits in :meth:`Reader.more` when
+h11 needs more bytes. One task per connection, for its whole life, rather than a watcher task per
+request. Rules:
+- It reads ahead only while h11 holds less than :data:`READ_AHEAD` bytes not yet parsed; then it
+  waits until the connection's task has parsed them (:meth:`Reader.parsed`), so a peer that sends
+  ahead (pipelining) is held back by the kernel, not buffered here.
+- While the app answers (:meth:`Reader.answering`), the peer closing the connection cancels the app's
+  scope: that is how a caller that disconnects cancels its request all the way to the MCP client.
+- After an early refusal (:meth:`Reader.linger`) what still arrives is dropped, not parsed, until the
+  peer closes or the time is up.
+"""
+
+from __future__ import annotations
+
+import anyio
+import anyio.abc
+import h11
+
+READ_SIZE = 65536
+READ_AHEAD = 65536
+"""Bytes h11 may hold unparsed before the reader stops reading (the kernel's buffers hold the rest)."""
+
+_GONE = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+class Reader:
+    def __init__(self, stream: anyio.abc.ByteStream, conn: h11.Connection) -> None:
+        self._stream = stream
+        self._conn = conn
+        self.ended = False
+        """The peer closed the connection (or it broke); h11 has been told."""
+        self.gone = False
+        """The peer closed it while the app was answering (which was then cancelled)."""
+        self._fed = False
+        self._dropping = False
+        self._arrived: anyio.Event | None = None
+        self._room: anyio.Event | None = None
+        self._app: anyio.CancelScope | None = None
+
+    async def run(self) -> None:
+        """Read until the peer closes (or this task is cancelled with its connection)."""
+        conn = self._conn
+        while True:
+            ahead = self._arrived is None and len(conn.trailing_data[0]) >= READ_AHEAD
+            if ahead and not self._dropping:  # (when h11 waits for bytes, it gets them whatever it holds)
+                self._room = anyio.Event()
+                await self._room.wait()
+                continue
+            try:
+                data = await self._stream.receive(READ_SIZE)
+            except _GONE:
+                data = b""
+            if not data:
+                self.ended = True
+                if not self._dropping:
+                    conn.receive_data(b"")
+                if self._app is not None:
+                    self.gone = True
+                    self._app.cancel()
+                self._wake()
+                return
+            if not self._dropping:
+                conn.receive_data(data)
+                self._fed = True
+            self._wake()
+
+    async def more(self) -> bool:
+        """Wait until more bytes reached h11: True, or False when the peer closed instead."""
+        self._fed = False
+        while not self._fed and not self.ended:
+            self._arrived = anyio.Event()
+            self.parsed()
+            await self._arrived.wait()
+        return self._fed
+
+    def parsed(self) -> None:
+        """The connection's task parsed what h11 held: reading ahead may go on."""
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+
+    def answering(self, scope: anyio.CancelScope | None) -> None:
+        """The app answers within ``scope`` (None: it is done): the peer closing now cancels it."""
+        self._app = scope
+
+    async def linger(self, seconds: float) -> None:
+        """Drop what the peer still sends until it closes, for at most ``seconds``."""
+        self._dropping = True
+        self.parsed()
+        with anyio.move_on_after(seconds):
+            while not self.ended:
+                await self.more()
+
+    def _wake(self) -> None:
+        if self._arrived is not None:
+            self._arrived.set()
+            self._arrived = None

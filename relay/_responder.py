@@ -1,0 +1,150 @@
+"""One HTTP request as the app sees it, and the writer of its response.
+
+:class:`RequestHead` and :class:`HttpRequest` are what ``_http`` read; :class:`RequestLog` is what the
+access log line says of it (the app fills in what it learns); :class:`Responder` writes the response
+through h11, in pieces of at most :data:`SEND_PIECE` bytes, each of which the caller must take within
+``--send-timeout``. While the app answers, that deadline is the answering scope's (set only while a
+piece is being written); an early refusal, written outside any app, gets a scope per piece.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+import anyio
+import anyio.abc
+import h11
+
+log = logging.getLogger("mcptb.relay")
+
+SEND_PIECE = 65536
+"""Largest piece of an answer written at once; each must be taken within --send-timeout."""
+
+
+@dataclass(frozen=True)
+class RequestHead:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    """Lower-cased names; a repeated header keeps its last value."""
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+
+@dataclass(frozen=True)
+class HttpRequest(RequestHead):
+    body: bytes = b""
+
+
+@dataclass
+class RequestLog:
+    """What the access log line says about one request; the app fills in what it learns."""
+
+    request_id: str = field(default_factory=lambda: "req_" + secrets.token_hex(12))
+    method: str = "-"
+    path: str = "-"
+    model: str = "-"
+    worker: str = "-"
+    status: int = 0
+    bytes_sent: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    first_byte: float | None = None
+    outcome: str = ""
+    """How a stream really ended when that is not its status (an error after the 200 was sent)."""
+
+
+class ClientGone(Exception):
+    """The peer closed the connection or stopped accepting bytes."""
+
+
+class Responder:
+    """Writes one response: either :meth:`send` (a complete body) or :meth:`start` + :meth:`write` *
+    + :meth:`end` (chunked, for streams)."""
+
+    def __init__(
+        self, conn: h11.Connection, stream: anyio.abc.ByteStream, record: RequestLog, send_timeout: float
+    ) -> None:
+        self._conn = conn
+        self._stream = stream
+        self.record = record
+        self._send_timeout = send_timeout
+        self.started = False
+        self.head_only = False
+        """A HEAD request: headers as for GET, no body (h11 refuses one)."""
+        self.scope: anyio.CancelScope | None = None
+        """The scope of the app answering (``_run_app``): while a piece is being written its deadline
+        is --send-timeout away, else none. Without it (an early refusal) each piece gets a scope."""
+        self.stalled = False
+        """True while a write waits: the scope's deadline, if it passes then, is the caller's fault."""
+
+    async def send(self, status: int, body: bytes, content_type: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+        """A complete response, in one write."""
+        head = [("content-type", content_type), ("content-length", str(len(body))), *headers]
+        self._begin(status)
+        body = b"" if self.head_only else body
+        events = [self._head(status, head), *([h11.Data(data=body)] if body else []), h11.EndOfMessage()]
+        self.record.bytes_sent += len(body)
+        await self._emit(*events)
+
+    async def start(self, status: int, headers: Iterable[tuple[str, str]], first: bytes = b"") -> None:
+        """The head of a chunked response, and optionally its first body bytes in the same write."""
+        self._begin(status)
+        self.record.bytes_sent += len(first)
+        await self._emit(self._head(status, headers), *([h11.Data(data=first)] if first else []))
+
+    async def write(self, data: bytes) -> None:
+        await self._emit(h11.Data(data=data))
+        self.record.bytes_sent += len(data)
+
+    async def end(self) -> None:
+        await self._emit(h11.EndOfMessage())
+
+    def _begin(self, status: int) -> None:
+        self.record.status = status
+        self.started = True
+
+    def _head(self, status: int, headers: Iterable[tuple[str, str]]) -> h11.Response:
+        head = [*headers, ("x-request-id", self.record.request_id)]
+        return h11.Response(status_code=status, headers=head, reason=_reason(status))
+
+    async def _emit(self, *events: h11.Event) -> None:
+        data = b"".join(self._conn.send(event) or b"" for event in events)
+        if not data:
+            return
+        if self.record.first_byte is None:
+            self.record.first_byte = time.perf_counter()
+        try:
+            if self.scope is None:
+                for offset in range(0, len(data), SEND_PIECE):
+                    with anyio.fail_after(self._send_timeout):
+                        await self._stream.send(data[offset : offset + SEND_PIECE])
+                return
+            self.stalled = True
+            for offset in range(0, len(data), SEND_PIECE):
+                self.scope.deadline = anyio.current_time() + self._send_timeout
+                await self._stream.send(data[offset : offset + SEND_PIECE])
+            self.scope.deadline = math.inf
+            self.stalled = False
+        except TimeoutError as exc:
+            self.send_timed_out()
+            raise ClientGone() from exc
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise ClientGone() from exc
+
+    def send_timed_out(self) -> None:
+        log.info("%s: the caller took no answer bytes for %g s; closing", self.record.request_id, self._send_timeout)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
