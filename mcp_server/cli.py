@@ -9,21 +9,13 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from shared_protocol._paths import DEFAULT_SOCKET_HELP, POINTER_HELP
-from shared_protocol._settings import parse_settings, setting
+from shared_protocol._settings import package_version, parse_settings, setting
 
 if TYPE_CHECKING:
     from ._worker import Worker
-
-
-def _version() -> str:
-    try:
-        return version("mcp-token-bridge")
-    except PackageNotFoundError:
-        return "0"
 
 
 @dataclass(frozen=True)
@@ -109,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
         description="MCP server (stdio) that answers MCP Token Bridge relay requests with your MCP client's "
         "model. Started by the MCP client, not by hand. Every flag can also be set as an environment "
         "variable MCPTB_<FLAG>.",
-        version=_version(),
+        version=package_version,
     )
     return options
 
@@ -135,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     # sample 2025-era clients. The warning would otherwise land on the user's stderr once per call.
     warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
     try:
-        anyio.run(run, worker_from_args(args), _version(), backend=args.backend)
+        anyio.run(run, worker_from_args(args), package_version(), backend=args.backend)
     except KeyboardInterrupt:
         pass
 

@@ -33,10 +33,9 @@ import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 
 from shared_protocol import default_socket_path
-from shared_protocol._settings import parse_settings, setting
+from shared_protocol._settings import package_version, parse_settings, setting
 from shared_protocol._trust import directory_problem
 
 from . import _record as record
@@ -115,13 +114,6 @@ class ServeOptions:
     )
 
 
-def _version() -> str:
-    try:
-        return version("mcp-token-bridge")
-    except PackageNotFoundError:
-        return "0"
-
-
 def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[ServeOptions, list[str]]:
     """Our settings, and the arguments after ``--`` that go to ``claude`` unchanged."""
     argv = list(argv)
@@ -137,7 +129,7 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[ServeOp
         "(or codex exec) sessions one after another. Arguments after -- go to the CLI unchanged (mcptb-serve "
         "-- -p is --headless). Every flag can also be set as an environment variable MCPTB_<FLAG>.",
         defaults={"socket": found_socket(), "workdir": default_workdir(environ)},
-        version=_version(),
+        version=package_version,
     )
     return options, theirs
 

@@ -8,12 +8,11 @@ import ipaddress
 import os
 import sys
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from shared_protocol import MAX_LINE_BYTES, default_socket_path
 from shared_protocol._paths import DEFAULT_SOCKET_HELP, POINTER_HELP
-from shared_protocol._settings import parse_settings, setting
+from shared_protocol._settings import package_version, parse_settings, setting
 
 MAX_BODY_BYTES = MAX_LINE_BYTES * 3 // 4
 """The largest --max-body-bytes: a body's neutral form must fit one worker-link line, with room for
@@ -184,19 +183,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
         description="OpenAI- and Anthropic-compatible HTTP API answered by the model behind your MCP client. "
         "Every flag can also be set as an environment variable MCPTB_<FLAG> (e.g. MCPTB_PORT).",
         defaults={"socket": default_socket_path()},
-        version=_version(),
+        version=package_version,
     )
     problem = check(config)
     if problem:
         parser.error(problem)
     return config
-
-
-def _version() -> str:
-    try:
-        return version("mcp-token-bridge")
-    except PackageNotFoundError:
-        return "0"
 
 
 def check(config: Config) -> str | None:

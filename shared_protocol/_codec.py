@@ -7,6 +7,7 @@ for that line only: the decoder drops bytes until the next newline and reports o
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
@@ -87,19 +88,25 @@ class _Decoder(Generic[F]):
         return len(self._buffer)
 
 
-_worker_adapter: TypeAdapter[Any] = TypeAdapter(WorkerFrame)
-_relay_adapter: TypeAdapter[Any] = TypeAdapter(RelayFrame)
+@functools.cache
+def _worker_adapter() -> TypeAdapter[Any]:
+    return TypeAdapter(WorkerFrame)
+
+
+@functools.cache
+def _relay_adapter() -> TypeAdapter[Any]:
+    return TypeAdapter(RelayFrame)
 
 
 class WorkerFrameDecoder(_Decoder[Any]):
     """Used by the relay: decodes what workers send."""
 
     def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
-        super().__init__(_worker_adapter, max_line_bytes)
+        super().__init__(_worker_adapter(), max_line_bytes)
 
 
 class RelayFrameDecoder(_Decoder[Any]):
     """Used by a worker: decodes what the relay sends."""
 
     def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
-        super().__init__(_relay_adapter, max_line_bytes)
+        super().__init__(_relay_adapter(), max_line_bytes)

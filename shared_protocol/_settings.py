@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -51,6 +51,30 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def package_version() -> str:
+    """The installed version of mcp-token-bridge ("0" when run from a source tree never installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mcp-token-bridge")
+    except PackageNotFoundError:
+        return "0"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the program's name and version, read only now (argparse's own needs the string)."""
+
+    version: Callable[[], str]
+    """Set by ``parse_settings`` once the action exists."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS) -> None:
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *_: object) -> None:
+        print(f"{parser.prog} {self.version()}")  # on stdout, as argparse's own
+        parser.exit()
+
+
 def parse_settings(
     kind: type[T],
     argv: Sequence[str] | None,
@@ -59,13 +83,16 @@ def parse_settings(
     prog: str,
     description: str,
     defaults: Mapping[str, Any] | None = None,
-    version: str | None = None,
+    version: Callable[[], str] | None = None,
 ) -> tuple[T, argparse.ArgumentParser]:
     """Parse ``argv`` over the environment over the dataclass's defaults (or ``defaults``); exit with
-    a usage error (status 2) on a bad value. Returns the settings and the parser (for later errors)."""
+    a usage error (status 2) on a bad value. Returns the settings and the parser (for later errors).
+    ``version`` is asked only for ``--version`` (reading the installed metadata costs start-up time)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     if version is not None:
-        parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
+        action = parser.add_argument("--version", action=_VersionAction)
+        assert isinstance(action, _VersionAction)
+        action.version = version
     for field in dataclasses.fields(kind):  # type: ignore[arg-type]
         meta = field.metadata
         py_type = _KINDS[str(field.type)]
