@@ -36,7 +36,7 @@ import mcp_types as types
 from mcp.shared.message import SessionMessage
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
-if TYPE_CHECKING:  # the SDK's stream protocols (what stdio_server yields) live in a private module
+if TYPE_CHECKING:  # the SDK's stream protocols (what a transport yields) live in a private module
     from mcp.shared._stream_protocols import ReadStream, WriteStream
 
 log = logging.getLogger("mcptb.server")

@@ -1,7 +1,8 @@
 """The MCP server process: the SDK's low-level ``Server`` on stdio plus the relay link, in one task
-group. Nothing but protocol goes to stdout (the SDK diverts fd 1 while it serves; we print nothing
-before or after). The relay link starts with the process, not with the handshake. The agent-pull
-tools and the ``serve`` prompt are listed in every mode: a sampling client's agent may pull too."""
+group. Nothing but protocol goes to stdout (the transport, ``_stdio``, diverts fd 1 while it serves;
+we print nothing before or after). The relay link starts with the process, not with the handshake.
+The agent-pull tools and the ``serve`` prompt are listed in every mode: a sampling client's agent may
+pull too."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ import anyio
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
-from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
 from ._agent import INSTRUCTIONS, NEXT_REQUEST_TOOL, REPLY_TOOL, SHOW_REQUEST_TOOL
 from ._era import EraGate, gate_stream
 from ._serve_text import SERVE_START
+from ._stdio import stdio_transport
 from ._worker import Worker
 
 log = logging.getLogger("mcptb.server")
@@ -76,7 +77,7 @@ async def run(worker: Worker, version: str) -> None:
     # a sampling client that opens with 2026-07-28 is asked to fall back to the handshake (see _era)
     gate = EraGate(wants_sampling=worker.client.settings.mode in ("auto", "sampling"))
     forward, gated = anyio.create_memory_object_stream[SessionMessage | Exception](0)
-    async with stdio_server() as (read_stream, write_stream), anyio.create_task_group() as tg:
+    async with stdio_transport() as (read_stream, write_stream), anyio.create_task_group() as tg:
         tg.start_soon(worker.run)
         tg.start_soon(gate_stream, gate, read_stream, write_stream, forward)
         await server.run(gated, write_stream, server.create_initialization_options())
