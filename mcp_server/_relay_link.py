@@ -9,6 +9,8 @@ to its :class:`LinkEvents` and writes what it is given. Rules:
   the current pause (:meth:`RelayLink.hurry`): a relay that starts during the wait serves that agent.
 - Frames are encoded when they are queued and written by one writer task per connection, so a frame
   is written whole or not at all: nobody who queues a frame can be cancelled halfway through its write.
+  The frames queued while it was writing go out together in its next send; a frame queued with
+  :meth:`RelayLink.deliver` counts as written once the send that carries it is done.
 - Without ``--socket`` every connection attempt tries the candidate paths of ``_discovery`` in order
   (the path a default relay recorded under ``$HOME``, then the relay's default paths), so a relay
   started in another environment (a desktop session's ``XDG_RUNTIME_DIR``) is found; the first that
@@ -29,7 +31,7 @@ from typing import Protocol
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel
 
 from shared_protocol import (
@@ -57,6 +59,8 @@ RECONNECT_MIN_DELAY = 0.1
 HURRIED_DELAY = 1.0
 """Longest pause between attempts to reach the relay while an agent waits for a request."""
 WELCOME_TIMEOUT = 10.0
+SEND_BATCH_BYTES = 64 * 1024
+"""Frames queued while the writer was busy join one send until it is this long (a frame stays whole)."""
 _DISCONNECTED = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
 
@@ -234,14 +238,23 @@ class RelayLink:
     async def _write(
         self,
         stream: anyio.abc.SocketStream,
-        queued: anyio.abc.ObjectReceiveStream[_Item],
+        queued: MemoryObjectReceiveStream[_Item],
         scope: anyio.CancelScope,
     ) -> None:
         try:
-            async for data, written in queued:
-                await stream.send(data)
-                if written is not None:
-                    written.set()
+            async for first in queued:
+                batch = [first]
+                size = len(first[0])
+                while size < SEND_BATCH_BYTES:  # what was queued meanwhile goes in the same send
+                    try:
+                        batch.append(queued.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                    size += len(batch[-1][0])
+                await stream.send(b"".join(data for data, _ in batch))
+                for _, written in batch:
+                    if written is not None:
+                        written.set()
         except _DISCONNECTED:
             pass
         scope.cancel()  # the socket broke: the connection is over
