@@ -2,7 +2,8 @@
 
 The ``mcp`` SDK's ``stdio_server`` hands every line read, every write and every flush to a worker
 thread: 10-16 context switches per request, about 40 % of mcptb-server's CPU per request. This does
-the same job with non-blocking I/O, on asyncio and on trio alike. Rules:
+the same job with non-blocking I/O, on asyncio and on trio alike (measured through the whole path at
+concurrency 8: 0.92 -> 0.57 ms of mcptb-server's CPU per request). Rules:
 
 - While it serves, fd 0 reads /dev/null and fd 1 writes to stderr, as under the SDK: the wire is a
   private duplicate of each (close-on-exec, above fd 2), so a stray print, a log line or a child
@@ -23,8 +24,8 @@ the same job with non-blocking I/O, on asyncio and on trio alike. Rules:
   one that is not a JSON-RPC message becomes an Exception on the read stream, which the SDK logs and
   skips. A line longer than :data:`MAX_MESSAGE_BYTES` is dropped as it arrives and becomes one
   :class:`MessageTooLong` (the SDK has no limit: a line without an end would fill the memory). The end
-  of stdin ends the read stream, and so does a read that fails (a socket the client closed with our
-  answer unread, a terminal that hung up); an unterminated last line is still parsed.
+  of stdin ends the read stream, and so does a read that fails (ECONNRESET: a socket the client
+  closed with our answer unread); an unterminated last line is still parsed.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ async def _read(fd: int) -> bytes:
             return os.read(fd, READ_SIZE)
         except BlockingIOError:
             await anyio.wait_readable(fd)
-        except OSError as exc:  # ECONNRESET, EIO...: the client's side is gone
+        except OSError as exc:  # ECONNRESET, EIO: the client's side is gone
             log.debug("reading stdin failed (%s): the end of the input", exc)
             return b""
 

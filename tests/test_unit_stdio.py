@@ -278,6 +278,14 @@ async def test_a_terminal_as_stdin_is_read_until_its_other_side_closes(pipes, fd
 
 
 @anyio_tests
+async def test_input_after_the_session_stopped_reading_ends_the_reading_quietly(pipes):
+    async with fd_transport(pipes.stdin, pipes.stdout) as (inbound, _):
+        inbound.close()  # as the SDK's dispatcher does when its loop ends
+        os.write(pipes.client_in, request(1))
+        await anyio.sleep(0.05)
+
+
+@anyio_tests
 async def test_one_socket_serves_both_ways_and_a_read_error_ends_the_input():
     """A socket as stdin and stdout at once. The client closes it with an answer unread, so the
     server's next read fails (ECONNRESET): that ends the input as the end of stdin would."""
