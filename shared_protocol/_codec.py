@@ -49,21 +49,26 @@ class _Decoder(Generic[F]):
         self._adapter = adapter
         self._max = max_line_bytes
         self._buffer = bytearray()
+        self._scanned = 0
+        """Bytes at the buffer's start known to hold no newline (a long line is searched once, not per feed)."""
         self._discarding = False
 
     def feed(self, data: bytes) -> Iterator[F | ProtocolError]:
         self._buffer += data
         while True:
-            newline = self._buffer.find(b"\n")
+            newline = self._buffer.find(b"\n", self._scanned)
             if newline < 0:
+                self._scanned = len(self._buffer)
                 if len(self._buffer) > self._max:
                     self._buffer.clear()
+                    self._scanned = 0
                     if not self._discarding:
                         self._discarding = True
                         yield LineTooLong(f"line exceeds {self._max} bytes")
                 return
             line = bytes(self._buffer[:newline])
             del self._buffer[: newline + 1]
+            self._scanned = 0
             if self._discarding:
                 self._discarding = False
                 continue
