@@ -93,15 +93,6 @@ class _Protocol(asyncio.Protocol):
             self.transport.resume_reading()
 
 
-def on_asyncio() -> bool:
-    """Whether this task runs on asyncio (on trio no asyncio loop is running in the thread)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
 def _wake(waiter: asyncio.Future[None] | None) -> None:
     if waiter is not None and not waiter.done():
         waiter.set_result(None)

@@ -12,10 +12,9 @@ anyio's). Neither has that window.
 from __future__ import annotations
 
 import socket
+import sys
 
 import anyio.abc
-
-from ._asyncio_stream import AsyncioSocketStream, on_asyncio
 
 
 async def connect_unix(path: str) -> anyio.abc.SocketStream:
@@ -36,9 +35,20 @@ async def connect_unix(path: str) -> anyio.abc.SocketStream:
 async def wrap(sock: socket.socket) -> anyio.abc.SocketStream:
     """An anyio stream that owns a connected socket (closed if wrapping fails)."""
     try:
-        if on_asyncio():
+        if _on_asyncio():
+            from ._asyncio_stream import AsyncioSocketStream  # imported with the first connection
+
             return await AsyncioSocketStream.wrap(sock)
         return await anyio.abc.SocketStream.from_socket(sock)
     except BaseException:
         sock.close()
         raise
+
+
+def _on_asyncio() -> bool:
+    """Whether this task runs on asyncio (on trio no asyncio loop runs in the thread)."""
+    asyncio = sys.modules.get("asyncio")
+    try:
+        return asyncio is not None and asyncio.get_running_loop() is not None
+    except RuntimeError:
+        return False
