@@ -157,6 +157,11 @@ class Broker:
         """The caller is gone or gave up (or has read the whole answer): forget the job, tell its worker,
         and close the caller's end of the job's events. Idempotent."""
         job.events.close()
+        self._drop(job, reason)
+
+    def _drop(self, job: Job, reason: str) -> None:
+        """Forget the job and tell its worker; its follower, if still there, reads to the end of its
+        events (and so learns the answer was cut)."""
         if job.state == "done":
             return
         if job.state == "queued":
@@ -330,7 +335,7 @@ class Broker:
         if lost is not None:
             if lost == "caller not reading":
                 log.warning("%s: caller is not reading its answer; giving up on it", job.id)
-            self.cancel(job, lost)
+            self._drop(job, lost)
         elif isinstance(frame, (End, ErrorFrame)):
             worker.jobs.pop(job.id, None)
             self._close(job)

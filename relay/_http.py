@@ -1,4 +1,4 @@
-"""HTTP/1.1 over one connection, with h11: the only relay module that reads or writes TCP bytes.
+"""HTTP/1.1 over one connection, with h11 (its socket read by ``_reader``, answers written by ``_responder``).
 
 ``serve_connection`` reads requests, hands each one to the app together with a :class:`Responder`,
 and keeps the connection alive between requests. Rules:
@@ -212,6 +212,8 @@ async def _read_request(link: _Link, app: App, idle: bool) -> HttpRequest | None
     if not scope.cancelled_caught:
         return request
     config, conn = link.config, link.conn
+    if link.phase == "idle" and _has_partial(conn):  # its first bytes came as the idle time ran out
+        return await _read_request(link, app, idle=False)
     if link.phase == "idle" or (conn.their_state is h11.IDLE and not _has_partial(conn)):
         return None  # idle timeout, or a connection that never sent a byte: close quietly
     if link.phase == "head":

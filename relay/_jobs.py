@@ -149,6 +149,7 @@ class JobEvents:
     def close(self) -> None:
         self._closed = True
         self._queue.clear()
+        self._wake()
 
     def receive_nowait(self) -> JobEvent:
         """The next event; ``WouldBlock`` if none is there yet, ``EndOfStream`` after the last,

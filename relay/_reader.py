@@ -6,8 +6,9 @@ request. Rules:
 - It reads ahead only while h11 holds less than :data:`READ_AHEAD` bytes not yet parsed; then it
   waits until the connection's task has parsed them (:meth:`Reader.parsed`), so a peer that sends
   ahead (pipelining) is held back by the kernel, not buffered here.
-- While the app answers (:meth:`Reader.answering`), the peer closing the connection cancels the app's
-  scope: that is how a caller that disconnects cancels its request all the way to the MCP client.
+- While the app answers (:meth:`Reader.answering`), the peer closing the connection (also before the
+  app started, and a half-close) cancels the app's scope: that is how a caller that disconnects cancels
+  its request all the way to the MCP client. Requests sent ahead are answered first.
 - After an early refusal (:meth:`Reader.linger`) what still arrives is dropped, not parsed, until the
   peer closes or the time is up.
 """
@@ -56,9 +57,7 @@ class Reader:
                 self.ended = True
                 if not self._dropping:
                     conn.receive_data(b"")
-                if self._app is not None:
-                    self.gone = True
-                    self._app.cancel()
+                self._hang_up()
                 self._wake()
                 return
             if not self._dropping:
@@ -82,8 +81,18 @@ class Reader:
             self._room = None
 
     def answering(self, scope: anyio.CancelScope | None) -> None:
-        """The app answers within ``scope`` (None: it is done): the peer closing now cancels it."""
+        """The app answers within ``scope`` (None: it is done): the peer closing, now or before, cancels it."""
         self._app = scope
+        if scope is not None and self.ended:
+            self._hang_up()
+
+    def _hang_up(self) -> None:
+        """The peer closed: cancel the app answering, unless requests it sent ahead wait to be read (each
+        of those is answered in turn; the peer's end then cancels the last one, as it would a single
+        request followed by a half-close)."""
+        if self._app is not None and not self._conn.trailing_data[0]:
+            self.gone = True
+            self._app.cancel()
 
     async def linger(self, seconds: float) -> None:
         """Drop what the peer still sends until it closes, for at most ``seconds``."""

@@ -4,7 +4,7 @@ Reads frames and hands them to the broker; writes what the broker queues for it.
 ``hello`` must come within :data:`HELLO_TIMEOUT`; at most :data:`MAX_BAD_FRAMES` unusable lines are
 answered (with an ``error`` frame each) before the link is dropped; a worker that does not read its
 frames fast enough to keep :data:`OUTBOUND_BUFFER` from filling up is dropped. Frames queued while
-a write is under way go out together in the next one, each whole.
+a write is under way go out together in the next one (up to :data:`BATCH_BYTES`), each whole.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ log = logging.getLogger("mcptb.relay")
 HELLO_TIMEOUT = 10.0
 MAX_BAD_FRAMES = 20
 OUTBOUND_BUFFER = 1024
+BATCH_BYTES = 65536
+"""Frames queued together are written in one send up to this size (a larger frame goes alone)."""
 _RECEIVE_SIZE = 1 << 20
 
 
@@ -149,16 +151,24 @@ async def _write_frames(
     outbound: MemoryObjectReceiveStream[bytes],
     scope: anyio.CancelScope,
 ) -> None:
+    carried: bytes | None = None  # a frame that did not fit the last write: it starts the next
     try:
-        async for line in outbound:
-            lines = [line]
-            while len(lines) < OUTBOUND_BUFFER:  # what was queued meanwhile goes in the same send
+        while True:
+            line = carried if carried is not None else await outbound.receive()
+            carried = None
+            lines, size = [line], len(line)
+            while size < BATCH_BYTES:  # what was queued meanwhile goes in the same send, frames whole
                 try:
-                    lines.append(outbound.receive_nowait())
+                    more = outbound.receive_nowait()
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
-            await stream.send(b"".join(lines))
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                if size + len(more) > BATCH_BYTES:
+                    carried = more
+                    break
+                lines.append(more)
+                size += len(more)
+            await stream.send(line if len(lines) == 1 else b"".join(lines))
+    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
         pass
     scope.cancel()  # outbound closed or the socket broke: the link is over
 

@@ -2,8 +2,8 @@
 
 anyio's asyncio socket stream turns reading on for each ``receive`` that has to wait and off again
 after it (``resume_reading``/``pause_reading``: an epoll change and selector bookkeeping each time)
-and adds a scheduling round to every ``send``. Every request of the relay waits in several receives
-(its HTTP connection, the watcher for a caller that leaves, the worker link), so those costs add up.
+and adds a scheduling round to every ``send``. Every request of the relay waits in receives on its
+HTTP connection and on the worker link, so those costs add up.
 This stream keeps reading on while less than :data:`HIGH_WATER` bytes wait to be taken and turns it
 off above (the peer then waits in the kernel's buffers), so a connection holds at most that much plus
 one read of the event loop. Otherwise it keeps anyio's semantics: ``receive`` is a checkpoint
@@ -73,6 +73,8 @@ class _Protocol(asyncio.Protocol):
         _wake(self._write_waiter)
 
     async def readable(self) -> None:
+        if self._read_waiter is not None:  # one reader at a time, as anyio's streams require
+            raise anyio.BusyResourceError("reading from")
         self._read_waiter = waiter = asyncio.get_running_loop().create_future()
         try:
             await waiter
@@ -80,6 +82,8 @@ class _Protocol(asyncio.Protocol):
             self._read_waiter = None
 
     async def drained(self) -> None:
+        if self._write_waiter is not None:
+            raise anyio.BusyResourceError("writing to")
         self._write_waiter = waiter = asyncio.get_running_loop().create_future()
         try:
             await waiter

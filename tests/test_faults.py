@@ -206,6 +206,31 @@ async def test_caller_disconnect_cancels_the_sampling_callback(relay, backend):
         ] == "echo: again"
 
 
+@pytest.mark.parametrize("ahead", [0, 1])
+async def test_a_caller_that_half_closes_has_hung_up_after_the_requests_it_sent_ahead(relay, backend, ahead):
+    """Requests, then the caller's end of the connection (``shutdown(SHUT_WR)``, ``nc -N``) in the same
+    write: those it sent ahead are answered in turn, and the last one is cancelled - before it reaches the
+    model, or all the way to it - as a hang-up while it is answered would be; never left running."""
+    body = chat_body("SLOW half")
+    last = b"POST " + PATH.encode() + b" HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
+    last += b"content-length: %d\r\n\r\n" % len(body) + body
+    first = b"GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n" * ahead
+    async with mcp_worker(relay, backend) as worker, await anyio.connect_tcp("127.0.0.1", relay.port) as stream:
+        await stream.send(first + last)
+        await stream.send_eof()
+        received = b""
+        with anyio.fail_after(10), suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+            while True:  # the relay closes the connection once the last request is cancelled
+                received += await stream.receive()
+        health = await get_json(relay.url + "/health")
+        reached_the_model = bool(worker.model.requests)
+        if reached_the_model:
+            await eventually(lambda: worker.model.cancelled, what="the sampling callback cancelled")
+    assert health["in_flight"] == 0 and health["queue_depth"] == 0
+    assert worker.model.cancelled == (["SLOW half"] if reached_the_model else [])
+    assert received.count(b"HTTP/1.1 200 ") == ahead  # the health answers, nothing for the cancelled one
+
+
 async def test_keep_alive_comments_flow_while_the_model_thinks(relay, backend):
     async with mcp_worker(relay, backend):
         partial = await post(relay.url, PATH, chat_body("SLOW think", stream=True), stop_after=b": keep-alive\n\n")

@@ -199,6 +199,10 @@ def test_a_caller_that_stops_reading_is_dropped_not_buffered_forever(monkeypatch
             broker.on_answer(worker.handle, ToolCall(id="a", call_id=f"c{i}", name="f", arguments={}))
         broker.on_answer(worker.handle, TextDelta(id="a", text="x"))
     assert job.state == "done" and isinstance(worker.sent[-1], Cancel)
+    # its follower, when it reads again, finds what was queued and then the end (the answer was cut)
+    assert drain(job)
+    with pytest.raises(anyio.EndOfStream):
+        job.events.receive_nowait()
 
 
 def test_thousands_of_tiny_deltas_in_one_go_arrive_whole_and_in_order():
