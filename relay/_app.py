@@ -268,7 +268,7 @@ class App:
                 "created": int(worker.connected_at),
                 "owned_by": worker.info.client_name or "mcp-client",
             }
-            for model, worker in self.broker.models()
+            for model, worker in self.broker.snapshot().models()
         ]
         await self._send_json(responder, 200, {"object": "list", "data": data})
 

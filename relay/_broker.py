@@ -2,8 +2,8 @@
 
 No I/O and no awaiting: the HTTP side calls :meth:`Broker.submit` / :meth:`Broker.cancel`, the
 worker links call the ``on_*`` methods with decoded frames, and the broker reacts synchronously by
-putting frames into a worker's outbound queue and events into a job's event stream (both
-``send_nowait``). That keeps every state change atomic on both backends.
+putting frames into a worker's outbound queue and events into a job's events, neither waiting. That
+keeps every state change atomic on both backends.
 
 Rules:
 - Pull-based: a job is assigned only against a slot a worker granted (``ready``), oldest job first,
@@ -445,10 +445,3 @@ class Broker:
             WorkerView(w.id, w.info, w.free_slots, len(w.jobs), w.connected_at) for w in self.workers.values()
         )
         return Snapshot(workers, queue_depth=len(self.queue), in_flight=self.in_flight)
-
-    def models(self) -> list[tuple[str, Worker]]:
-        seen: dict[str, Worker] = {}
-        for worker in self.workers.values():
-            for model in worker.info.models:
-                seen.setdefault(model, worker)
-        return list(seen.items())

@@ -277,3 +277,11 @@ class Snapshot:
     workers: tuple[WorkerView, ...]
     queue_depth: int
     in_flight: int
+
+    def models(self) -> list[tuple[str, WorkerView]]:
+        """Each model a worker offers, with the first worker that offers it."""
+        seen: dict[str, WorkerView] = {}
+        for worker in self.workers:
+            for model in worker.info.models:
+                seen.setdefault(model, worker)
+        return list(seen.items())
