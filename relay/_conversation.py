@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Iterable
 from typing import Any, Literal
 
 from shared_protocol import ContentBlock, ImageBlock, Message, TextBlock
 
 from ._errors import bad_request
+from ._fields import parse_json
 
 DEFAULT_MAX_TOKENS = 4096
 """MCP sampling requires a limit; callers may omit one."""
@@ -81,14 +81,11 @@ def image_from_url(raw: Any, where: str) -> ImageBlock:
     return ImageBlock(data=data, mime_type=mime)
 
 
-def tool_arguments(raw: Any, param: str) -> dict[str, Any]:
+def tool_arguments(raw: Any, param: str, depth: int) -> dict[str, Any]:
     """OpenAI tool-call arguments (a JSON string or an object; missing means none); ``param`` names the
-    field in the 400."""
+    field in the 400, ``depth`` is where it sits in the body (a string is checked as the body is)."""
     arguments = raw or "{}"
-    try:
-        parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
-    except json.JSONDecodeError:
-        raise bad_request(f"'{param}' is not valid JSON.", param=param) from None
+    parsed = parse_json(arguments, param, depth) if isinstance(arguments, str) else arguments
     if not isinstance(parsed, dict):
         raise bad_request(f"'{param}' must encode a JSON object.", param=param)
     return parsed

@@ -17,24 +17,37 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object; a 400 for anything a later step would choke on: invalid JSON,
-    nesting deeper than :data:`MAX_JSON_DEPTH`, integers past Python's digit limit, lone surrogates."""
-    try:
-        data = json.loads(body)
-    except RecursionError:
-        raise RelayError("invalid_json", f"Request body nests deeper than {MAX_JSON_DEPTH} levels.") from None
-    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, and an integer of thousands of digits
-        raise RelayError("invalid_json", f"Request body is not valid JSON: {exc}") from None
+    """The body as a JSON object; a 400 for anything a later step would choke on (see :func:`parse_json`)."""
+    data = parse_json(body)
     if not isinstance(data, dict):
         raise RelayError("invalid_json", "Request body must be a JSON object.")
-    _check_tree(data)
     return data
 
 
-def _check_tree(data: dict[str, Any]) -> None:
-    """Depth and strings of the whole body, iteratively (the path is spelled out only for an error)."""
+def parse_json(text: str | bytes, where: str = "", depth: int = 0) -> Any:
+    """JSON the relay decodes - the body, or a JSON string inside it (``where``, at ``depth`` levels of
+    the body: tool-call arguments) - checked as one: a 400 naming the field for invalid JSON, nesting
+    deeper than :data:`MAX_JSON_DEPTH` counted from the body's root, integers past Python's digit limit,
+    lone surrogates."""
+    name = f"'{where}'" if where else "Request body"
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise _invalid(where, f"{name} nests deeper than {MAX_JSON_DEPTH} levels.") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, and an integer of thousands of digits
+        raise _invalid(where, f"{name} is not valid JSON: {exc}") from None
+    _check_tree(data, depth + 1, ((), where) if where else ())
+    return data
+
+
+def _invalid(where: str, message: str) -> RelayError:
+    return bad_request(message, param=where) if where else RelayError("invalid_json", message)
+
+
+def _check_tree(data: Any, depth: int, trail: tuple[Any, ...]) -> None:
+    """Depth and strings of a decoded tree, iteratively (the path is spelled out only for an error)."""
     Trail = tuple[Any, ...]  # (parent trail, key) chains
-    stack: list[tuple[Any, int, Trail]] = [(data, 1, ())]
+    stack: list[tuple[Any, int, Trail]] = [(data, depth, trail)]
     while stack:
         value, depth, trail = stack.pop()
         if isinstance(value, dict):

@@ -234,7 +234,8 @@ def _assistant_content(message: dict[str, Any], where: str) -> list[ContentBlock
         call_id = call.get("id")
         if not isinstance(call_id, str) or not call_id:
             raise bad_request(f"'{at}.id' is required.", param=f"{at}.id")
-        arguments = tool_arguments(function.get("arguments"), f"{at}.function.arguments")
+        # body -> messages[] -> message -> tool_calls[] -> call -> function -> arguments: depth 6
+        arguments = tool_arguments(function.get("arguments"), f"{at}.function.arguments", depth=6)
         blocks.append(ToolUseBlock(id=call_id, name=function["name"], input=arguments))
     return blocks
 

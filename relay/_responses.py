@@ -204,7 +204,8 @@ def _function_call(item: dict[str, Any], where: str) -> ToolUseBlock:
         raise bad_request(f"'{where}' needs call_id and name.", param=where)
     if isinstance(namespace, str) and namespace:  # a call of a namespace's tool, as Codex sends it back
         name = flat_name(namespace, name)
-    return ToolUseBlock(id=call_id, name=name, input=tool_arguments(item.get("arguments"), f"{where}.arguments"))
+    arguments = tool_arguments(item.get("arguments"), f"{where}.arguments", depth=3)  # body -> input[] -> item
+    return ToolUseBlock(id=call_id, name=name, input=arguments)
 
 
 def _function_output(item: dict[str, Any], where: str) -> ToolResultBlock:

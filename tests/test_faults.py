@@ -419,6 +419,52 @@ HOSTILE = {
 }
 
 
+def _nested(levels: int) -> dict:
+    node: dict = {}
+    for _ in range(levels - 1):
+        node = {"a": node}
+    return node
+
+
+def _with_arguments(path: str, arguments: str) -> tuple[str, bytes, str]:
+    """A body whose one tool call carries ``arguments`` as its JSON string, and that field's name."""
+    if path == "/v1/responses":
+        call = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": arguments}
+        return (
+            path,
+            json.dumps({"input": [call, {"role": "user", "content": "x"}]}).encode(),
+            "input[0].arguments",
+        )
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    messages = [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [call]}]
+    return path, json.dumps({"messages": messages}).encode(), "messages[1].tool_calls[0].function.arguments"
+
+
+HOSTILE_ARGUMENTS = {  # inside a tool call's JSON string: checked exactly as the body is
+    "1,000 open brackets": ("[" * 1000, "nests deeper"),
+    "50,000 open brackets": ("[" * 50_000, "nests deeper"),
+    "a 5,000-digit integer": ('{"n": ' + "9" * 5000 + "}", "digits"),
+    "an object 300 levels deep": (json.dumps(_nested(300)), "nests deeper"),
+    "an object 100 levels deep": (json.dumps(_nested(100)), "nests deeper"),
+    "an escaped lone surrogate": ('{"s": "\\ud800"}', "surrogate"),
+}
+
+
+@pytest.mark.parametrize("path", [PATH, "/v1/responses"])
+@pytest.mark.parametrize("case", list(HOSTILE_ARGUMENTS))
+async def test_hostile_json_in_tool_call_arguments_is_a_400_naming_the_field(relay, backend, case, path):
+    arguments, fragment = HOSTILE_ARGUMENTS[case]
+    path, body, param = _with_arguments(path, arguments)
+    async with mcp_worker(relay, backend):
+        response = await post(relay.url, path, body)
+        assert response.status == 400, response.body[:300]
+        error = error_of(response)
+        assert fragment in error["message"] and error["param"].startswith(param), error
+        shallow = _with_arguments(path, json.dumps(_nested(50)))[1]  # within the body's 64 levels: answered
+        assert (await post(relay.url, path, shallow)).status == 200
+    assert "Traceback" not in relay.log and "internal error" not in relay.log
+
+
 @pytest.mark.parametrize("case", list(HOSTILE))
 async def test_hostile_json_is_a_400_naming_the_field_and_the_link_survives(relay, backend, case):
     body, param, fragment = HOSTILE[case]
