@@ -127,6 +127,7 @@ async def _serve_requests(
                 if link.head is not None:
                     record.method, record.path = link.head.method, link.head.path
                 responder = Responder(conn, link.stream, record, config.send_timeout)
+                responder.head_only = record.method == "HEAD"  # its error too: headers, no body
                 body = error_page(refusal.error, refusal.path)
                 headers = [("connection", "close"), *error_headers(refusal.error)]
                 try:

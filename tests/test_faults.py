@@ -136,6 +136,31 @@ async def test_connections_over_the_limit_get_503(backend):
             await eventually(refused, what="a second connection refused with 503")
 
 
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/no/such/path", "", b"404"),
+        ("/v1/chat/completions", "", b"405"),
+        ("/v1/models", "origin: https://evil.example\r\n", b"403"),
+        ("/", "", b"200"),
+    ],
+)
+async def test_a_head_request_gets_its_answer_head_whatever_the_answer(relay, path, headers, status):
+    """Errors too: headers as for GET, and no body (h11 refuses one, and the connection used to drop)."""
+    head = f"HEAD {path} HTTP/1.1\r\nhost: localhost\r\n{headers}\r\n".encode()
+    async with await anyio.connect_tcp("127.0.0.1", relay.port) as stream:
+        await stream.send(head + b"GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        received = b""
+        with anyio.fail_after(10), suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+            while True:
+                received += await stream.receive()
+    answer_head, _, rest = received.partition(b"\r\n\r\n")
+    assert answer_head.startswith(b"HTTP/1.1 " + status + b" "), received[:300]
+    assert b"content-length: " in answer_head.lower()
+    assert rest == b"" or rest.startswith(b"HTTP/1.1 200 "), rest[:100]  # no body: the next answer, or the end
+    assert "Traceback" not in relay.log and "internal error" not in relay.log
+
+
 async def test_keep_alive_serves_several_requests_on_one_connection(relay):
     one = b"GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n"
     async with await anyio.connect_tcp("127.0.0.1", relay.port) as stream:
