@@ -314,11 +314,15 @@ class App:
                     if not isinstance(event, KeepAlive):
                         answer.add(event)
                 self._log_answer(record.request_id, answer)
-                self._keep(exchange, answer)
+                kept = self._keep(exchange, answer)
                 body = exchange.completion(answer, estimate(exchange.request, answer.chars))
-                await self._send_json(
-                    responder, 200, body, [USAGE_HEADER, *ignored_tools_headers(exchange.ignored_tools)]
-                )
+                try:
+                    await self._send_json(
+                        responder, 200, body, [USAGE_HEADER, *ignored_tools_headers(exchange.ignored_tools)]
+                    )
+                except BaseException:
+                    self._unkeep(kept)
+                    raise
         except RelayError as error:
             ended = f"the relay gave up: {error.message}"
             raise
@@ -358,14 +362,18 @@ class App:
                 await responder.write(api.keepalive)
                 return
             answer.add(event)
-            if isinstance(event, End):
-                self._log_answer(job.id, answer)
-                self._keep(exchange, answer)
-                data = encoder.finish(answer, estimate(exchange.request, answer.chars))
-            else:
+            if not isinstance(event, End):
                 data = encoder.event(event, answer)
-            if data:
-                await responder.write(data)
+                if data:
+                    await responder.write(data)
+                return
+            self._log_answer(job.id, answer)
+            kept = self._keep(exchange, answer)
+            try:
+                await responder.write(encoder.finish(answer, estimate(exchange.request, answer.chars)))
+            except BaseException:
+                self._unkeep(kept)
+                raise
 
         try:
             if first is not None:
@@ -381,11 +389,19 @@ class App:
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _keep(self, exchange: Exchange, answer: Answer) -> None:
+    def _keep(self, exchange: Exchange, answer: Answer) -> str | None:
         """Store a whole answer's conversation for continuations, before the caller has the end of the
-        answer (and so may continue it). Failed answers are never stored."""
-        if exchange.keep is not None:
-            self.store.put(exchange.keep.key, exchange.keep.answered(answer))
+        answer (and so may continue it); the key, for :meth:`_unkeep` should that write fail. Failed
+        answers are never stored."""
+        if exchange.keep is None:
+            return None
+        self.store.put(exchange.keep.key, exchange.keep.answered(answer))
+        return exchange.keep.key
+
+    def _unkeep(self, key: str | None) -> None:
+        """The answer's end did not reach its caller (it hung up, or took no bytes): nobody holds its id."""
+        if key is not None:
+            self.store.forget(key)
 
     def _log_answer(self, request_id: str, answer: Answer) -> None:
         if self.config.log_content:

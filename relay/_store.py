@@ -125,16 +125,17 @@ class ConversationStore:
         """Store ``entry`` as the most recently used, evicting the least recently used ones until both
         bounds hold again. False (and nothing stored) when the store is off or the entry alone is over
         ``max_entry_bytes``."""
-        self._drop(key)
+        self.forget(key)
         if not self.enabled or entry.size > self.max_entry_bytes:
             return False
         self._entries[key] = entry
         self.bytes += entry.size
         while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
-            self._drop(next(iter(self._entries)))
+            self.forget(next(iter(self._entries)))
         return True
 
-    def _drop(self, key: str) -> None:
+    def forget(self, key: str) -> None:
+        """Drop ``key``'s entry, if it is there."""
         entry = self._entries.pop(key, None)
         if entry is not None:
             self.bytes -= entry.size

@@ -22,7 +22,7 @@ from relay._broker import Broker
 from relay._config import Config
 from relay._errors import error_headers
 from relay._jobs import Timing
-from relay._responder import HttpRequest, RequestLog
+from relay._responder import ClientGone, HttpRequest, RequestLog
 from relay._timer import Timer
 from shared_protocol import AnswerFrame, NeutralRequest, RelayFrameDecoder, RequestFrame, WorkerInfo
 
@@ -49,7 +49,9 @@ class Result:
 
 
 class FakeResponder:
-    def __init__(self) -> None:
+    def __init__(self, gone_at: bytes | None = None) -> None:
+        self.gone_at = gone_at
+        """The caller hangs up as the app writes bytes containing this: the write raises ClientGone."""
         self.record = RequestLog()
         self.started = False
         self.status = 0
@@ -61,13 +63,19 @@ class FakeResponder:
 
     async def start(self, status: int, headers: Iterable[tuple[str, str]], first: bytes = b"") -> None:
         assert not self.started, "a response was started twice"
+        self._check(first)
         self.started = True
         self.status = status
         self.headers = list(headers)
         self.writes.append(first)
 
     async def write(self, data: bytes) -> None:
+        self._check(data)
         self.writes.append(data)
+
+    def _check(self, data: bytes) -> None:
+        if self.gone_at is not None and self.gone_at in data:
+            raise ClientGone()
 
     async def end(self) -> None:
         pass
@@ -123,10 +131,16 @@ class Relay:
     worker: ScriptedWorker | None
 
     async def call(
-        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None, query: str = ""
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        query: str = "",
+        responder: FakeResponder | None = None,
     ) -> Result:
         head = {"host": "127.0.0.1:8000", "content-type": "application/json", **(headers or {})}
-        responder = FakeResponder()
+        responder = responder or FakeResponder()
         request = HttpRequest(method, path, query, head, body)
         refused = self.app.admit(request)  # as serve_connection does, on the head alone
         if refused is not None:
@@ -136,9 +150,11 @@ class Relay:
             await self.app(request, responder)  # type: ignore[arg-type]
         return responder.result()
 
-    async def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> Result:
+    async def post(
+        self, path: str, body: Any, headers: dict[str, str] | None = None, responder: FakeResponder | None = None
+    ) -> Result:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return await self.call("POST", path, data, headers)
+        return await self.call("POST", path, data, headers, responder=responder)
 
 
 @asynccontextmanager

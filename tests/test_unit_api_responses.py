@@ -12,12 +12,13 @@ import pytest
 
 from relay._collect import Answer
 from relay._errors import RelayError
+from relay._responder import ClientGone
 from relay._responses import parse_request
 from relay._responses_answer import response_json
 from relay._usage import UsageEstimate
 from shared_protocol import End, ErrorFrame, Start, TextDelta, ToolCall
 
-from _app_driver import in_process
+from _app_driver import FakeResponder, in_process
 from _sse import named_events
 
 pytestmark = pytest.mark.anyio
@@ -373,6 +374,19 @@ async def test_hosted_tools_are_named_in_a_header_of_stream_and_whole_responses(
 
 def roles_of(request) -> list[tuple[str, list[str]]]:
     return [(m.role, [b.type for b in m.content]) for m in request.messages]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_answer_that_never_reached_its_caller_is_not_stored(stream):
+    """Stored just before the answer's end is written (a caller holding the end may continue at once),
+    and forgotten when that write fails: a storm of callers hanging up fills the store with nothing."""
+    body = {"model": "m", "input": "hi", "stream": stream}
+    async with in_process(text_answer("lost")) as relay:
+        with pytest.raises(ClientGone):
+            await relay.post(PATH, body, responder=FakeResponder(gone_at=b"completed"))
+        assert len(relay.app.store) == 0
+        delivered = await relay.post(PATH, body)
+        assert delivered.status == 200 and len(relay.app.store) == 1
 
 
 async def test_previous_response_id_continues_the_stored_conversation_without_its_instructions():
