@@ -315,11 +315,11 @@ class App:
                         answer.add(event)
                 self._log_answer(record.request_id, answer)
                 kept = self._keep(exchange, answer)
-                body = exchange.completion(answer, estimate(exchange.request, answer.chars))
+                body = compact_json(exchange.completion(answer, estimate(exchange.request, answer.chars))).encode()
+                answer.release_text()  # while a slow caller takes it, the encoded body is the one copy held
+                headers = [USAGE_HEADER, *ignored_tools_headers(exchange.ignored_tools)]
                 try:
-                    await self._send_json(
-                        responder, 200, body, [USAGE_HEADER, *ignored_tools_headers(exchange.ignored_tools)]
-                    )
+                    await responder.send(200, body, "application/json", headers)
                 except BaseException:
                     self._unkeep(kept)
                     raise

@@ -36,6 +36,11 @@ class Answer:
         else:
             self.stop_reason = event.stop_reason
 
+    def release_text(self) -> None:
+        """Let the text go once it is rendered (it is still counted in :attr:`chars`)."""
+        self.dropped += sum(map(len, self.text))
+        self.text = []
+
     @property
     def content(self) -> str:
         return "".join(self.text)

@@ -13,7 +13,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
@@ -116,21 +116,24 @@ class Responder:
         return h11.Response(status_code=status, headers=head, reason=_reason(status))
 
     async def _emit(self, *events: h11.Event) -> None:
-        data = b"".join(self._conn.send(event) or b"" for event in events)
-        if not data:
+        pieces = [bytes(piece) for event in events for piece in self._conn.send_with_data_passthrough(event) or ()]
+        size = sum(map(len, pieces))
+        if not size:
             return
         if self.record.first_byte is None:
             self.record.first_byte = time.perf_counter()
+        if size <= SEND_PIECE:  # the usual case: one write
+            pieces = [b"".join(pieces)]
         try:
             if self.scope is None:
-                for offset in range(0, len(data), SEND_PIECE):
+                for piece in _pieces(pieces):
                     with anyio.fail_after(self._send_timeout):
-                        await self._stream.send(data[offset : offset + SEND_PIECE])
+                        await self._stream.send(piece)
                 return
             self.stalled = True
-            for offset in range(0, len(data), SEND_PIECE):
+            for piece in _pieces(pieces):
                 self.scope.deadline = anyio.current_time() + self._send_timeout
-                await self._stream.send(data[offset : offset + SEND_PIECE])
+                await self._stream.send(piece)
             self.scope.deadline = math.inf
             self.stalled = False
         except TimeoutError as exc:
@@ -141,6 +144,15 @@ class Responder:
 
     def send_timed_out(self) -> None:
         log.info("%s: the caller took no answer bytes for %g s; closing", self.record.request_id, self._send_timeout)
+
+
+def _pieces(parts: list[bytes]) -> Iterator[bytes]:
+    """``parts`` cut in writes of at most :data:`SEND_PIECE` bytes. A body is passed through by h11 as
+    it is, never joined to its head: while a large answer is written, its encoded bytes are the one
+    copy held (each write is a slice of them)."""
+    for part in parts:
+        for offset in range(0, len(part), SEND_PIECE):
+            yield part[offset : offset + SEND_PIECE] if len(part) > SEND_PIECE else part
 
 
 def _reason(status: int) -> bytes:
