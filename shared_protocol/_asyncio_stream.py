@@ -37,8 +37,8 @@ class _Protocol(asyncio.Protocol):
         self.error: Exception | None = None
         self.reading = True
         self.transport: asyncio.Transport | None = None
-        self._read_waiter: asyncio.Future[None] | None = None
-        self._write_waiter: asyncio.Future[None] | None = None
+        self.read_waiter = _Waiter("reading from")
+        self.write_waiter = _Waiter("writing to")
         self.writing_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -52,43 +52,25 @@ class _Protocol(asyncio.Protocol):
         if self.buffered >= HIGH_WATER and self.reading and self.transport is not None:
             self.reading = False
             self.transport.pause_reading()
-        _wake(self._read_waiter)
+        self.read_waiter.wake()
 
     def eof_received(self) -> bool:
         self.eof = True
-        _wake(self._read_waiter)
+        self.read_waiter.wake()
         return True  # keep our side open for writing (a half-closed connection may still be answered)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.error = exc
-        _wake(self._read_waiter)
-        _wake(self._write_waiter)
+        self.read_waiter.wake()
+        self.write_waiter.wake()
 
     def pause_writing(self) -> None:
         self.writing_paused = True
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        _wake(self._write_waiter)
-
-    async def readable(self) -> None:
-        if self._read_waiter is not None:  # one reader at a time, as anyio's streams require
-            raise anyio.BusyResourceError("reading from")
-        self._read_waiter = waiter = asyncio.get_running_loop().create_future()
-        try:
-            await waiter
-        finally:
-            self._read_waiter = None
-
-    async def drained(self) -> None:
-        if self._write_waiter is not None:
-            raise anyio.BusyResourceError("writing to")
-        self._write_waiter = waiter = asyncio.get_running_loop().create_future()
-        try:
-            await waiter
-        finally:
-            self._write_waiter = None
+        self.write_waiter.wake()
 
     def taken(self, size: int) -> None:
         self.buffered -= size
@@ -97,9 +79,26 @@ class _Protocol(asyncio.Protocol):
             self.transport.resume_reading()
 
 
-def _wake(waiter: asyncio.Future[None] | None) -> None:
-    if waiter is not None and not waiter.done():
-        waiter.set_result(None)
+class _Waiter:
+    """The one task waiting to read, or to write: a plain future, resolved only while pending (so a
+    cancelled wait is never resolved afterwards); a second waiter is refused, as anyio's streams do."""
+
+    def __init__(self, doing: str) -> None:
+        self._doing = doing
+        self._future: asyncio.Future[None] | None = None
+
+    async def wait(self) -> None:
+        if self._future is not None:
+            raise anyio.BusyResourceError(self._doing)
+        self._future = future = asyncio.get_running_loop().create_future()
+        try:
+            await future
+        finally:
+            self._future = None
+
+    def wake(self) -> None:
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
 
 
 class AsyncioSocketStream(anyio.abc.SocketStream):
@@ -132,7 +131,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                 raise anyio.BrokenResourceError from protocol.error
             if protocol.eof or protocol.lost:
                 raise anyio.EndOfStream
-            await protocol.readable()
+            await protocol.read_waiter.wait()
         if self._closed:
             raise anyio.ClosedResourceError
         chunk = protocol.chunks.popleft()
@@ -150,7 +149,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             raise anyio.BrokenResourceError from protocol.error
         self._transport.write(item)
         while protocol.writing_paused:
-            await protocol.drained()
+            await protocol.write_waiter.wait()
             if self._closed:
                 raise anyio.ClosedResourceError
             if protocol.lost:
