@@ -2,6 +2,8 @@
 
 Measured, in this order, on this machine:
 1. start to listening: spawn -> first stdout line (the banner), ``--starts`` times each; min, median;
+   the project's modules are byte-compiled first, as an install does (with PYTHONDONTWRITEBYTECODE
+   set and no caches, every start would compile them from source: about 50 ms more for the relay);
 2. VmRSS of the relay and the bare server right after their banner, and again after all load;
 3. load: ``POST /v1/chat/completions`` at concurrency 1, 8 and 64, non-stream and stream, relay then
    bare server for each cell, each run by a fresh load-generator process (``bench._load``). The relay
@@ -26,6 +28,7 @@ Exits 1 (after printing everything) if any request failed. Child processes are a
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -38,7 +41,7 @@ from typing import Any
 
 from . import _agent_context, _report
 from ._load import LoadResult
-from ._procs import Children, Server, read_line, rss_mib
+from ._procs import ROOT, Children, Server, read_line, rss_mib
 from ._wire import Wire, probe
 
 CONCURRENCY = (1, 8, 64)
@@ -112,6 +115,8 @@ def run_load(
 
 def measure(children: Children, tmp: str, args: argparse.Namespace) -> int:
     progress("timing process starts")
+    for package in ("relay", "shared_protocol", "mcp_server", "bench"):
+        compileall.compile_dir(str(ROOT / package), quiet=1)
     fresh_sockets = [os.path.join(tmp, f"start-{i}.sock") for i in range(args.starts)]  # no stale one to clear
     starts = {
         "relay": time_starts(children, "relay", [relay_args(path) for path in fresh_sockets]),

@@ -12,7 +12,7 @@ the caller adds a 2,000-character tool result).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mcp_server._core import WorkerCore
 from mcp_server._effects import Delivery, Waiting
@@ -115,7 +115,7 @@ def handed(session: Session) -> tuple[int, int]:
         delivery = core.reply({"request_id": frame.id, **session.reply(n)})
         assert isinstance(delivery, Delivery)
         core.reply_written(frame.id, written=True)
-        request = request.model_copy(update={"messages": [*request.messages, *session.after(n, _echoed(delivery))]})
+        request = replace(request, messages=[*request.messages, *session.after(n, _echoed(delivery))])
     return full, lean
 
 

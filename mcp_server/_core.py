@@ -42,11 +42,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel
-
 from shared_protocol import (
     Accepted,
     ErrorFrame,
+    Frame,
     Message,
     NeutralRequest,
     Ready,
@@ -185,7 +184,7 @@ class WorkerCore:
 
     # --- background sampling ----------------------------------------------------------------
 
-    def sampling_done(self, request_id: str, frames: list[BaseModel]) -> list[Effect]:
+    def sampling_done(self, request_id: str, frames: list[Frame]) -> list[Effect]:
         """A sampling task ended with these answer frames (none if it was stopped)."""
         self._sampling.discard(request_id)
         stopped = request_id in self._stopped
@@ -316,7 +315,7 @@ class WorkerCore:
     def described(self) -> WorkerInfo:
         """What the relay should know of us now: the client's info and whether an agent is serving."""
         serving = bool(self._waiters or self._shown or self._replying)
-        return self.info.model_copy(update={"agent": "serving" if serving else "away"})
+        return dataclasses.replace(self.info, agent="serving" if serving else "away")
 
     def _announce(self) -> list[Effect]:
         info = self.described()

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import BaseModel
-
-from shared_protocol import RequestFrame
+from shared_protocol import Frame, RequestFrame
 
 # --- effects ----------------------------------------------------------------------------------
 
@@ -22,7 +20,7 @@ from shared_protocol import RequestFrame
 class Send:
     """Write this frame to the relay (dropped if the link is down by the time it is written)."""
 
-    frame: BaseModel
+    frame: Frame
 
 
 @dataclass(frozen=True)
@@ -70,7 +68,7 @@ class Delivery:
     """``reply`` accepted: write these frames, then report with :meth:`WorkerCore.reply_written`."""
 
     request_id: str
-    frames: list[BaseModel]
+    frames: list[Frame]
 
 
 @dataclass(frozen=True)

@@ -32,12 +32,12 @@ from typing import Protocol
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from pydantic import BaseModel
 
 from shared_protocol import (
     PROTOCOL_VERSION,
     Cancel,
     ErrorFrame,
+    Frame,
     Hello,
     ProtocolError,
     Refused,
@@ -101,12 +101,12 @@ class RelayLink:
         """An agent started waiting for a request while the relay is unreachable: try again now."""
         self._hurry.set()
 
-    def send_nowait(self, frame: BaseModel) -> None:
+    def send_nowait(self, frame: Frame) -> None:
         """Queue a frame on the current connection; dropped when there is none."""
         if self._outbound is not None:
             self._outbound.send_nowait((encode(frame), None))
 
-    async def deliver(self, frames: list[BaseModel]) -> bool:
+    async def deliver(self, frames: list[Frame]) -> bool:
         """Queue frames and wait until they are written; False if the connection ended first."""
         outbound, closed = self._outbound, self._closed
         if outbound is None:

@@ -14,11 +14,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
-
 from shared_protocol import (
     ContentBlock,
     End,
+    Frame,
     Message,
     RequestFrame,
     Start,
@@ -46,7 +45,7 @@ FINISH_REASONS: dict[str, StopReason] = {
 class Reply:
     """A reply that may be delivered."""
 
-    frames: list[BaseModel]
+    frames: list[Frame]
     """``start``, the text (if any), the tool calls, ``end``: what is written to the relay."""
     summary: str
     """What was delivered, for the agent: characters and tool calls."""
@@ -75,7 +74,7 @@ def read_reply(frame: RequestFrame, content: str, arguments: dict[str, Any], mod
                 "and content does not have it:\n- " + "\n- ".join(errors) + "\nThe request is still open: "
                 "call reply again with content = only the corrected JSON value."
             )
-    frames: list[BaseModel] = [Start(id=request_id, model=model_id)]
+    frames: list[Frame] = [Start(id=request_id, model=model_id)]
     if content:
         frames.append(TextDelta(id=request_id, text=content))
     tool_calls = [

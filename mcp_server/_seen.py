@@ -57,7 +57,7 @@ def _digest(text: str) -> bytes:
 
 
 def _tool_text(tool: ToolSpec) -> str:
-    return json.dumps(tool.model_dump(), sort_keys=True, ensure_ascii=False)
+    return json.dumps(tool.to_wire(), sort_keys=True, ensure_ascii=False)
 
 
 class _Memory(OrderedDict[bytes, str]):

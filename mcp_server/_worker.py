@@ -17,9 +17,8 @@ import anyio.abc
 import anyio.lowlevel
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
-from pydantic import BaseModel
 
-from shared_protocol import Cancel, ErrorFrame, Release, RequestFrame, WorkerInfo
+from shared_protocol import Cancel, ErrorFrame, Frame, Release, RequestFrame, WorkerInfo
 
 from . import _record as record
 from ._client import ClientState
@@ -116,7 +115,7 @@ class Worker:
     # --- background sampling ------------------------------------------------------------------
 
     async def _sample(self, frame: RequestFrame, scope: anyio.CancelScope) -> None:
-        frames: list[BaseModel] = []
+        frames: list[Frame] = []
         try:
             with scope:
                 session = self.client.session

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from shared_protocol import End
+from shared_protocol import End, wire_json
 
 from ._adapter import Adapter, Exchange, Route
 from ._answer import AnswerEvent, KeepAlive, follow
@@ -299,7 +299,7 @@ class App:
             tools = ", ".join(dict.fromkeys(exchange.ignored_tools))
             log.info("%s: tools left out, the MCP client's model cannot use them: %s", record.request_id, tools)
         if self.config.log_content:
-            content_log.info("%s prompt: %s", record.request_id, exchange.request.model_dump_json())
+            content_log.info("%s prompt: %s", record.request_id, wire_json(exchange.request.to_wire()))
         job = self.broker.submit(record.request_id, exchange.request, self.config.request_timeout, caller)
         # a stream's encoders never read the text back: keep it only to store it or to log it
         keep_text = not exchange.stream or exchange.keep is not None or self.config.log_content

@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from shared_protocol import ContentBlock, Message, TextBlock, ToolSpec, ToolUseBlock
+from shared_protocol import ContentBlock, Message, TextBlock, ToolSpec, ToolUseBlock, wire_json
 
 from ._collect import Answer
 from ._conversation import Conversation, Role
@@ -50,8 +50,8 @@ class Stored:
 
     def __post_init__(self) -> None:
         size = len((self.system or "").encode())
-        size += sum(len(m.__pydantic_serializer__.to_json(m)) for m in self.messages)
-        size += sum(len(t.__pydantic_serializer__.to_json(t)) for t in self.tools)
+        size += sum(len(wire_json(m.to_wire()).encode()) for m in self.messages)
+        size += sum(len(wire_json(t.to_wire()).encode()) for t in self.tools)
         object.__setattr__(self, "size", size)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 
 import anyio
 import anyio.abc
@@ -199,7 +200,7 @@ async def _read_frames(
             elif isinstance(frame, Accepted):
                 broker.accept(worker, frame.id)
             elif isinstance(frame, Update):
-                if frame.worker.model_copy(update={"agent": worker.info.agent}) != worker.info:
+                if replace(frame.worker, agent=worker.info.agent) != worker.info:
                     _log_info(worker.id, "is", frame.worker)
                     _warn_no_sampling(worker.id, worker.info, frame.worker)
                 elif frame.worker.agent != worker.info.agent:

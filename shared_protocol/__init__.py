@@ -1,4 +1,4 @@
-"""The relay <-> worker protocol: pydantic frames, line codec, limits, default socket path. No I/O."""
+"""The relay <-> worker protocol: frames, line codec, limits, default socket path. No I/O, no validation library."""
 
 from ._codec import (
     MAX_LINE_BYTES,
@@ -17,6 +17,7 @@ from ._frames import (
     End,
     ErrorCode,
     ErrorFrame,
+    Frame,
     Hello,
     Ready,
     Refused,
@@ -46,6 +47,7 @@ from ._neutral import (
     ToolUseBlock,
 )
 from ._paths import SOCKET_ENV, default_socket_path
+from ._wire import wire_json
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -58,6 +60,7 @@ __all__ = [
     "End",
     "ErrorCode",
     "ErrorFrame",
+    "Frame",
     "FrameTooLarge",
     "Hello",
     "ImageBlock",
@@ -89,4 +92,5 @@ __all__ = [
     "WorkerInfo",
     "default_socket_path",
     "encode",
+    "wire_json",
 ]

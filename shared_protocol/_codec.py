@@ -7,13 +7,13 @@ for that line only: the decoder drops bytes until the next newline and reports o
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator
+import json
+import re
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
-
-from ._frames import RelayFrame, WorkerFrame
+from ._frames import RELAY_FRAMES, WORKER_FRAMES, Frame, RelayFrame, WorkerFrame
+from ._wire import Invalid, wire_json
 
 MAX_LINE_BYTES = 48 * 1024 * 1024
 """Largest line either side sends or accepts: above the relay's default 32 MiB body limit plus the
@@ -35,8 +35,8 @@ class FrameTooLarge(Exception):
     """We were about to send a line over the limit (the caller should refuse the request instead)."""
 
 
-def encode(frame: BaseModel, max_line_bytes: int = MAX_LINE_BYTES) -> bytes:
-    line = frame.model_dump_json(exclude_none=True).encode() + b"\n"
+def encode(frame: Frame, max_line_bytes: int = MAX_LINE_BYTES) -> bytes:
+    line = wire_json(frame.to_wire()).encode() + b"\n"
     if len(line) > max_line_bytes:
         raise FrameTooLarge(f"frame of {len(line)} bytes exceeds the {max_line_bytes}-byte line limit")
     return line
@@ -45,8 +45,8 @@ def encode(frame: BaseModel, max_line_bytes: int = MAX_LINE_BYTES) -> bytes:
 class _Decoder(Generic[F]):
     """Splits a byte stream into lines and parses each into a frame (or a ProtocolError)."""
 
-    def __init__(self, adapter: TypeAdapter[Any], max_line_bytes: int = MAX_LINE_BYTES) -> None:
-        self._adapter = adapter
+    def __init__(self, kinds: dict[str, Callable[[dict[str, Any]], F]], max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self._kinds = kinds
         self._max = max_line_bytes
         self._buffer = bytearray()
         self._scanned = 0
@@ -80,38 +80,46 @@ class _Decoder(Generic[F]):
 
     def _parse(self, line: bytes) -> F | ProtocolError:
         try:
-            frame: F = self._adapter.validate_json(line)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
+            value = json.loads(line, parse_constant=_no_constant)
+            if b"\\u" in line and _SURROGATE_ESCAPE.search(line):
+                json.dumps(value, ensure_ascii=False).encode()  # raises on a lone surrogate
+        except (ValueError, RecursionError) as exc:
+            return ProtocolError(f"invalid frame (not JSON: {type(exc).__name__}; a line of {len(line)} bytes)")
+        try:
+            if not isinstance(value, dict):
+                raise Invalid("", "a frame must be a JSON object")
+            kind = value.get("type")
+            read = self._kinds.get(kind) if isinstance(kind, str) else None
+            if read is None:
+                raise Invalid("type", f"must be one of {', '.join(self._kinds)}")
+            return read(value)
+        except Invalid as exc:
             # never the line itself: it may carry prompt or answer text, which is logged only on request
-            return ProtocolError(f"invalid frame ({where}: {first['msg']}; a line of {len(line)} bytes)")
-        return frame
+            return ProtocolError(f"invalid frame ({exc}; a line of {len(line)} bytes)")
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
 
 
-@functools.cache
-def _worker_adapter() -> TypeAdapter[Any]:
-    return TypeAdapter(WorkerFrame)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""A JSON escape in the surrogate range: only then is a line checked for a lone surrogate (our
+encoders write text as UTF-8, so escapes like this are rare)."""
 
 
-@functools.cache
-def _relay_adapter() -> TypeAdapter[Any]:
-    return TypeAdapter(RelayFrame)
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
-class WorkerFrameDecoder(_Decoder[Any]):
+class WorkerFrameDecoder(_Decoder[WorkerFrame]):
     """Used by the relay: decodes what workers send."""
 
     def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
-        super().__init__(_worker_adapter(), max_line_bytes)
+        super().__init__(WORKER_FRAMES, max_line_bytes)
 
 
-class RelayFrameDecoder(_Decoder[Any]):
+class RelayFrameDecoder(_Decoder[RelayFrame]):
     """Used by a worker: decodes what the relay sends."""
 
     def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
-        super().__init__(_relay_adapter(), max_line_bytes)
+        super().__init__(RELAY_FRAMES, max_line_bytes)

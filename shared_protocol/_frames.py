@@ -16,44 +16,63 @@ Rules worth knowing:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, get_args
 
 from ._neutral import NeutralRequest
+from ._wire import (
+    Invalid,
+    array,
+    at,
+    boolean,
+    choice,
+    integer,
+    json_object,
+    number,
+    obj,
+    optional_integer,
+    optional_string,
+    string,
+    strings,
+)
 
 PROTOCOL_VERSION = 2
 """2: the neutral request carries ``output_format`` and ``tools[].strict``; ``error`` has the code
 ``invalid_answer``; ``accepted``."""
 
+_ANY_INT = {"low": -(2**63), "high": 2**63 - 1}
 
-class _Frame(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+
+def _without_none(wire: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in wire.items() if value is not None}
 
 
 # --- worker -> relay --------------------------------------------------------------------------
 
+Mode = Literal["sampling", "agent"]
+AgentState = Literal["serving", "away"]
 
-class WorkerInfo(BaseModel):
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerInfo:
     """What a worker tells the relay about itself and the MCP client behind it."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
     client_name: str | None = None
     client_version: str | None = None
     protocol_version: str | None = None
     """The MCP protocol version the client speaks (``2025-11-25``, ``2026-07-28``...); None until known."""
-    modes: list[Literal["sampling", "agent"]] = []
+    modes: list[Mode] = field(default_factory=list)
     """How this worker answers: background sampling, agent pull, both, or (not yet known) neither."""
     sampling_tools: bool = False
     """The client declared ``sampling.tools``: tools can be passed natively."""
     tools: bool = False
     """This worker can answer requests that offer tools."""
-    models: list[str] = []
+    models: list[str] = field(default_factory=list)
     """Model ids this worker serves under (``/v1/models``); a request naming one goes to its workers."""
     concurrency: int = 0
     """Background-sampling requests it runs at once (0 if it does not sample; agents add their own slots)."""
-    agent: Literal["serving", "away"] | None = None
+    agent: AgentState | None = None
     """Agent pull: ``serving`` while an agent waits in ``next_request`` or works on a request it was
     shown, ``away`` otherwise; None from a worker that does not say (it counts as serving)."""
     sampling_unavailable: str | None = None
@@ -64,68 +83,204 @@ class WorkerInfo(BaseModel):
     """The agent session this worker's MCP client runs, when it says (Claude Code's session id, which its
     requests carry as ``x-claude-code-session-id``): lets the relay tell a session that waits for itself."""
 
+    def to_wire(self) -> dict[str, Any]:
+        return _without_none(
+            {
+                "client_name": self.client_name,
+                "client_version": self.client_version,
+                "protocol_version": self.protocol_version,
+                "modes": self.modes,
+                "sampling_tools": self.sampling_tools,
+                "tools": self.tools,
+                "models": self.models,
+                "concurrency": self.concurrency,
+                "agent": self.agent,
+                "sampling_unavailable": self.sampling_unavailable,
+                "pid": self.pid,
+                "session": self.session,
+            }
+        )
 
-class Hello(_Frame):
-    type: Literal["hello"] = "hello"
+    @classmethod
+    def from_wire(cls, value: object, where: str) -> WorkerInfo:
+        d = obj(value, where)
+        modes = array(d, "modes", where)
+        for i, mode in enumerate(modes):
+            if mode not in get_args(Mode):
+                raise Invalid(at(at(where, "modes"), i), "must be one of sampling, agent")
+        agent = d.get("agent")
+        return cls(
+            client_name=optional_string(d, "client_name", where),
+            client_version=optional_string(d, "client_version", where),
+            protocol_version=optional_string(d, "protocol_version", where),
+            modes=modes,
+            sampling_tools=boolean(d, "sampling_tools", where),
+            tools=boolean(d, "tools", where),
+            models=strings(d, "models", where),
+            concurrency=integer(d, "concurrency", where, default=0, **_ANY_INT),
+            agent=None if agent is None else choice(d, "agent", where, get_args(AgentState)),
+            sampling_unavailable=optional_string(d, "sampling_unavailable", where),
+            pid=optional_integer(d, "pid", where),
+            session=optional_string(d, "session", where),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hello:
+    type: ClassVar[Literal["hello"]] = "hello"
     version: int
     worker: WorkerInfo
 
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "hello", "version": self.version, "worker": self.worker.to_wire()}
 
-class Update(_Frame):
-    type: Literal["update"] = "update"
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Hello:
+        return cls(
+            version=integer(d, "version", "", **_ANY_INT), worker=WorkerInfo.from_wire(d.get("worker"), "worker")
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Update:
+    type: ClassVar[Literal["update"]] = "update"
     worker: WorkerInfo
 
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "update", "worker": self.worker.to_wire()}
 
-class Ready(_Frame):
-    type: Literal["ready"] = "ready"
-    slots: int = Field(default=1, ge=1, le=1024)
-
-
-class Withdraw(_Frame):
-    type: Literal["withdraw"] = "withdraw"
-    slots: int = Field(default=1, ge=1, le=1024)
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Update:
+        return cls(worker=WorkerInfo.from_wire(d.get("worker"), "worker"))
 
 
-class Release(_Frame):
-    type: Literal["release"] = "release"
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ready:
+    type: ClassVar[Literal["ready"]] = "ready"
+    slots: int = 1
+    """1 to 1024."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "ready", "slots": self.slots}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Ready:
+        return cls(slots=integer(d, "slots", "", default=1, low=1, high=1024))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Withdraw:
+    type: ClassVar[Literal["withdraw"]] = "withdraw"
+    slots: int = 1
+    """1 to 1024."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "withdraw", "slots": self.slots}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Withdraw:
+        return cls(slots=integer(d, "slots", "", default=1, low=1, high=1024))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Release:
+    type: ClassVar[Literal["release"]] = "release"
     id: str
 
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "release", "id": self.id}
 
-class Accepted(_Frame):
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Release:
+        return cls(id=string(d, "id", ""))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Accepted:
     """A model (an agent) is working on this request: the relay does not move it to another worker
     for being slow to start. Nothing has reached the caller yet."""
 
-    type: Literal["accepted"] = "accepted"
+    type: ClassVar[Literal["accepted"]] = "accepted"
     id: str
 
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "accepted", "id": self.id}
 
-class Start(_Frame):
-    type: Literal["start"] = "start"
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Accepted:
+        return cls(id=string(d, "id", ""))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Start:
+    type: ClassVar[Literal["start"]] = "start"
     id: str
     model: str
 
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "start", "id": self.id, "model": self.model}
 
-class TextDelta(_Frame):
-    type: Literal["text"] = "text"
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Start:
+        return cls(id=string(d, "id", ""), model=string(d, "model", ""))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextDelta:
+    type: ClassVar[Literal["text"]] = "text"
     id: str
     text: str
 
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "text", "id": self.id, "text": self.text}
 
-class ToolCall(_Frame):
-    type: Literal["tool_call"] = "tool_call"
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> TextDelta:
+        return cls(id=string(d, "id", ""), text=string(d, "text", ""))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCall:
+    type: ClassVar[Literal["tool_call"]] = "tool_call"
     id: str
     call_id: str
     name: str
     arguments: dict[str, Any]
 
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "type": "tool_call",
+            "id": self.id,
+            "call_id": self.call_id,
+            "name": self.name,
+            "arguments": self.arguments,
+        }
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> ToolCall:
+        return cls(
+            id=string(d, "id", ""),
+            call_id=string(d, "call_id", ""),
+            name=string(d, "name", ""),
+            arguments=json_object(d, "arguments", ""),
+        )
+
 
 StopReason = Literal["endTurn", "stopSequence", "maxTokens", "toolUse"]
 
 
-class End(_Frame):
-    type: Literal["end"] = "end"
+@dataclass(frozen=True, slots=True, kw_only=True)
+class End:
+    type: ClassVar[Literal["end"]] = "end"
     id: str
     stop_reason: StopReason
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "end", "id": self.id, "stop_reason": self.stop_reason}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> End:
+        return cls(id=string(d, "id", ""), stop_reason=choice(d, "stop_reason", "", get_args(StopReason)))
 
 
 ErrorCode = Literal[
@@ -140,49 +295,105 @@ ErrorCode = Literal[
 ]
 
 
-class ErrorFrame(_Frame):
-    type: Literal["error"] = "error"
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorFrame:
+    type: ClassVar[Literal["error"]] = "error"
     id: str | None = None
     """The request this error ends; None for an error about the link itself (e.g. a bad frame)."""
     code: ErrorCode
     message: str
 
+    def to_wire(self) -> dict[str, Any]:
+        return _without_none({"type": "error", "id": self.id, "code": self.code, "message": self.message})
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> ErrorFrame:
+        return cls(
+            id=optional_string(d, "id", ""),
+            code=choice(d, "code", "", get_args(ErrorCode)),
+            message=string(d, "message", ""),
+        )
+
 
 # --- relay -> worker --------------------------------------------------------------------------
 
 
-class Welcome(_Frame):
-    type: Literal["welcome"] = "welcome"
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Welcome:
+    type: ClassVar[Literal["welcome"]] = "welcome"
     version: int
     worker_id: str
 
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "welcome", "version": self.version, "worker_id": self.worker_id}
 
-class Refused(_Frame):
-    type: Literal["refused"] = "refused"
-    code: Literal["version", "busy", "forbidden", "bad_hello"]
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Welcome:
+        return cls(version=integer(d, "version", "", **_ANY_INT), worker_id=string(d, "worker_id", ""))
+
+
+RefusalCode = Literal["version", "busy", "forbidden", "bad_hello"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refused:
+    type: ClassVar[Literal["refused"]] = "refused"
+    code: RefusalCode
     message: str
 
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "refused", "code": self.code, "message": self.message}
 
-class RequestFrame(_Frame):
-    type: Literal["request"] = "request"
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Refused:
+        return cls(code=choice(d, "code", "", get_args(RefusalCode)), message=string(d, "message", ""))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestFrame:
+    type: ClassVar[Literal["request"]] = "request"
     id: str
     request: NeutralRequest
     timeout: float
     """Seconds the relay will wait for this answer; the worker should give up (``error``/timeout) before."""
 
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "request", "id": self.id, "request": self.request.to_wire(), "timeout": self.timeout}
 
-class Cancel(_Frame):
-    type: Literal["cancel"] = "cancel"
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> RequestFrame:
+        return cls(
+            id=string(d, "id", ""),
+            request=NeutralRequest.from_wire(d.get("request"), "request"),
+            timeout=number(d, "timeout", ""),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cancel:
+    type: ClassVar[Literal["cancel"]] = "cancel"
     id: str
     reason: str
 
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "cancel", "id": self.id, "reason": self.reason}
 
-WorkerFrame = Annotated[
-    Hello | Update | Ready | Withdraw | Release | Accepted | Start | TextDelta | ToolCall | End | ErrorFrame,
-    Field(discriminator="type"),
-]
-RelayFrame = Annotated[
-    Welcome | Refused | RequestFrame | Cancel | ErrorFrame,
-    Field(discriminator="type"),
-]
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Cancel:
+        return cls(id=string(d, "id", ""), reason=string(d, "reason", ""))
+
+
+WorkerFrame = Hello | Update | Ready | Withdraw | Release | Accepted | Start | TextDelta | ToolCall | End | ErrorFrame
+RelayFrame = Welcome | Refused | RequestFrame | Cancel | ErrorFrame
 AnswerFrame = Start | TextDelta | ToolCall | End | ErrorFrame
+Frame = WorkerFrame | RelayFrame
+
+WORKER_FRAMES: dict[str, Callable[[dict[str, Any]], WorkerFrame]] = {
+    kind.type: kind.from_wire
+    for kind in (Hello, Update, Ready, Withdraw, Release, Accepted, Start, TextDelta, ToolCall, End, ErrorFrame)
+}
+"""What a worker may send, by ``type``. Fields a frame does not declare are ignored (a newer peer)."""
+RELAY_FRAMES: dict[str, Callable[[dict[str, Any]], RelayFrame]] = {
+    kind.type: kind.from_wire for kind in (Welcome, Refused, RequestFrame, Cancel, ErrorFrame)
+}
+"""What the relay may send, by ``type``."""

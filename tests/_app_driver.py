@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -119,7 +119,7 @@ class ScriptedWorker:
             if isinstance(step, (int, float)):
                 await anyio.sleep(step)
                 continue
-            frame: AnswerFrame = step.model_copy(update={"id": job_id})
+            frame: AnswerFrame = replace(step, id=job_id)
             self.broker.on_answer(self.handle, frame)
         self.broker.grant(self.handle, 1)
 

@@ -4,6 +4,8 @@ call it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mcp_server._core import WorkerCore
 from mcp_server._effects import Shown, Waiting
 from shared_protocol import Message, NeutralRequest, RequestFrame, TextBlock, ToolSpec, ToolUseBlock, WorkerInfo
@@ -97,7 +99,7 @@ def test_a_changed_tool_is_shown_in_full_and_the_unchanged_ones_as_references():
     worker = core()
     serve(worker, "req_1", turns(1))
     answer(worker, "req_1")
-    changed = [*TOOLS[:19], TOOLS[19].model_copy(update={"description": "Now does two things. " * 10})]
+    changed = [*TOOLS[:19], replace(TOOLS[19], description="Now does two things. " * 10)]
     text = serve(worker, "req_2", turns(2), tools=changed).text
     assert "- tool_0: as in request req_1" in text and "Now does two things." in text
     assert "- tool_19: as in request" not in text

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from relay._collect import Answer
 from relay._store import ConversationStore, Keep, Stored, answer_blocks
-from shared_protocol import Message, TextBlock, ToolCall, ToolSpec, ToolUseBlock
+from shared_protocol import Message, TextBlock, ToolCall, ToolSpec, ToolUseBlock, wire_json
 
 
 def entry(text: str = "x") -> Stored:
@@ -22,8 +22,8 @@ def test_size_is_the_conversation_as_json_in_bytes():
     message = Message(role="user", content=[TextBlock(text="héllo")])
     tool = ToolSpec(name="f", input_schema={"type": "object"})
     stored = Stored("sÿstem", (message,), (tool,))
-    assert stored.size == len("sÿstem".encode()) + len(message.model_dump_json().encode()) + len(
-        tool.model_dump_json().encode()
+    assert stored.size == len("sÿstem".encode()) + len(wire_json(message.to_wire()).encode()) + len(
+        wire_json(tool.to_wire()).encode()
     )
     assert size_of("é") == size_of("e") + 1  # bytes, not characters
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mcp_server._core import WorkerCore
 from mcp_server._effects import Delivery, Send, StartSampling, StopSampling, ToolText, Waiting, Wake
 from shared_protocol import (
@@ -127,7 +129,7 @@ def test_a_client_change_learned_before_the_link_is_up_is_announced_with_it():
     later = WorkerInfo(client_name="late-client", modes=["sampling", "agent"], concurrency=3)
     core.client_changed(later, 3, "late-client")
     effects = core.link_up(HELLO)
-    assert updates(effects) == [later.model_copy(update={"agent": "away"})] and sent(effects) == [Ready(slots=3)]
+    assert updates(effects) == [replace(later, agent="away")] and sent(effects) == [Ready(slots=3)]
 
 
 def test_the_relay_hears_when_an_agent_serves_and_when_it_is_away():
