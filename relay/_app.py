@@ -34,7 +34,6 @@ from ._errors import RelayError, error_headers
 from ._heap import HeapRelease
 from ._jobs import NO_CALLER, Caller, Job
 from ._responder import HttpRequest, RequestHead, Responder
-from ._sse import compact_json
 from ._store import ConversationStore
 from ._usage import USAGE_HEADER, estimate
 
@@ -315,7 +314,7 @@ class App:
                         answer.add(event)
                 self._log_answer(record.request_id, answer)
                 kept = self._keep(exchange, answer)
-                body = compact_json(exchange.completion(answer, estimate(exchange.request, answer.chars))).encode()
+                body = wire_json(exchange.completion(answer, estimate(exchange.request, answer.chars))).encode()
                 answer.release_text()  # while a slow caller takes it, the encoded body is the one copy held
                 headers = [USAGE_HEADER, *ignored_tools_headers(exchange.ignored_tools)]
                 try:
@@ -411,7 +410,7 @@ class App:
     async def _send_json(
         self, responder: Responder, status: int, body: Any, headers: list[tuple[str, str]] | None = None
     ) -> None:
-        await responder.send(status, compact_json(body).encode(), "application/json", headers or [])
+        await responder.send(status, wire_json(body).encode(), "application/json", headers or [])
 
     async def _send_error(self, responder: Responder, api: Adapter, error: RelayError) -> None:
         if responder.started:  # cannot change the status any more; end what was started

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared_protocol import End, Start, StopReason, TextDelta, ToolCall
-
-from ._sse import compact_json
+from shared_protocol import End, Start, StopReason, TextDelta, ToolCall, wire_json
 
 
 @dataclass
@@ -53,4 +51,4 @@ class Answer:
 
 
 def arguments_json(call: ToolCall) -> str:
-    return compact_json(call.arguments)
+    return wire_json(call.arguments)

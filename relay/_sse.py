@@ -1,30 +1,27 @@
-"""Server-sent events as the relay writes them, and the compact JSON that goes on the wire.
+"""Server-sent events as the relay writes them.
 
 Each frame is one ``data:`` line, or an ``event:`` line and a ``data:`` line, then a blank line;
-the JSON is compact and not ASCII-escaped (``ensure_ascii=False``), so a frame is as small as its
+the JSON is the protocol's own spelling (``wire_json``: compact, not ASCII-escaped), so a frame is as small as its
 content allows. Keep-alives are what clients ignore: an SSE comment for OpenAI's APIs, a ``ping``
 event for Anthropic's.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-
-def compact_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+from shared_protocol import wire_json
 
 
 def data(value: Any) -> bytes:
     """``data: <json>``: the only frame of chat completions."""
-    return b"data: " + compact_json(value).encode() + b"\n\n"
+    return b"data: " + wire_json(value).encode() + b"\n\n"
 
 
 def event(name: str, fields: dict[str, Any]) -> bytes:
     """``event: <name>`` then ``data: {"type": <name>, ...fields}``: the frames of Anthropic messages and
     OpenAI responses, whose data repeat the event's name as their ``type``."""
-    return f"event: {name}\ndata: {compact_json({'type': name, **fields})}\n\n".encode()
+    return f"event: {name}\ndata: {wire_json({'type': name, **fields})}\n\n".encode()
 
 
 DONE = b"data: [DONE]\n\n"

@@ -80,16 +80,15 @@ class _Decoder(Generic[F]):
 
     def _parse(self, line: bytes) -> F | ProtocolError:
         try:
-            value = json.loads(line, parse_constant=_no_constant)
+            value = _JSON.decode(line.decode())
             if b"\\u" in line and _SURROGATE_ESCAPE.search(line):
                 json.dumps(value, ensure_ascii=False).encode()  # raises on a lone surrogate
         except (ValueError, RecursionError) as exc:
             return ProtocolError(f"invalid frame (not JSON: {type(exc).__name__}; a line of {len(line)} bytes)")
+        if type(value) is not dict:
+            return ProtocolError(f"invalid frame (a frame must be a JSON object; a line of {len(line)} bytes)")
+        read = self._kinds.get(value.get("type"))  # type: ignore[arg-type]  # a non-string finds nothing
         try:
-            if not isinstance(value, dict):
-                raise Invalid("", "a frame must be a JSON object")
-            kind = value.get("type")
-            read = self._kinds.get(kind) if isinstance(kind, str) else None
             if read is None:
                 raise Invalid("type", f"must be one of {', '.join(self._kinds)}")
             return read(value)
@@ -109,6 +108,10 @@ encoders write text as UTF-8, so escapes like this are rare)."""
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+_JSON = json.JSONDecoder(parse_constant=_no_constant)
+"""One decoder for every line (``json.loads`` with an option builds a new one per call)."""
 
 
 class WorkerFrameDecoder(_Decoder[WorkerFrame]):

@@ -23,10 +23,10 @@ from typing import Any, ClassVar, Literal, get_args
 from ._neutral import NeutralRequest
 from ._wire import (
     Invalid,
-    array,
-    at,
     boolean,
     choice,
+    each,
+    inner,
     integer,
     json_object,
     number,
@@ -52,6 +52,8 @@ def _without_none(wire: dict[str, Any]) -> dict[str, Any]:
 
 Mode = Literal["sampling", "agent"]
 AgentState = Literal["serving", "away"]
+_MODES: tuple[Mode, ...] = get_args(Mode)
+_AGENT_STATES: tuple[AgentState, ...] = get_args(AgentState)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,27 +104,29 @@ class WorkerInfo:
         )
 
     @classmethod
-    def from_wire(cls, value: object, where: str) -> WorkerInfo:
-        d = obj(value, where)
-        modes = array(d, "modes", where)
-        for i, mode in enumerate(modes):
-            if mode not in get_args(Mode):
-                raise Invalid(at(at(where, "modes"), i), "must be one of sampling, agent")
+    def from_wire(cls, value: object) -> WorkerInfo:
+        d = obj(value)
         agent = d.get("agent")
         return cls(
-            client_name=optional_string(d, "client_name", where),
-            client_version=optional_string(d, "client_version", where),
-            protocol_version=optional_string(d, "protocol_version", where),
-            modes=modes,
-            sampling_tools=boolean(d, "sampling_tools", where),
-            tools=boolean(d, "tools", where),
-            models=strings(d, "models", where),
-            concurrency=integer(d, "concurrency", where, default=0, **_ANY_INT),
-            agent=None if agent is None else choice(d, "agent", where, get_args(AgentState)),
-            sampling_unavailable=optional_string(d, "sampling_unavailable", where),
-            pid=optional_integer(d, "pid", where),
-            session=optional_string(d, "session", where),
+            client_name=optional_string(d, "client_name"),
+            client_version=optional_string(d, "client_version"),
+            protocol_version=optional_string(d, "protocol_version"),
+            modes=each(d, "modes", _mode),
+            sampling_tools=boolean(d, "sampling_tools"),
+            tools=boolean(d, "tools"),
+            models=strings(d, "models"),
+            concurrency=integer(d, "concurrency", default=0, **_ANY_INT),
+            agent=None if agent is None else choice(d, "agent", _AGENT_STATES),
+            sampling_unavailable=optional_string(d, "sampling_unavailable"),
+            pid=optional_integer(d, "pid"),
+            session=optional_string(d, "session"),
         )
+
+
+def _mode(value: object) -> Mode:
+    if value not in _MODES:
+        raise Invalid(None, f"must be one of {', '.join(_MODES)}")
+    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,9 +140,7 @@ class Hello:
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Hello:
-        return cls(
-            version=integer(d, "version", "", **_ANY_INT), worker=WorkerInfo.from_wire(d.get("worker"), "worker")
-        )
+        return cls(version=integer(d, "version", **_ANY_INT), worker=inner(d, "worker", WorkerInfo.from_wire))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,7 +153,7 @@ class Update:
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Update:
-        return cls(worker=WorkerInfo.from_wire(d.get("worker"), "worker"))
+        return cls(worker=inner(d, "worker", WorkerInfo.from_wire))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,7 +167,7 @@ class Ready:
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Ready:
-        return cls(slots=integer(d, "slots", "", default=1, low=1, high=1024))
+        return cls(slots=integer(d, "slots", default=1, low=1, high=1024))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,7 +181,7 @@ class Withdraw:
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Withdraw:
-        return cls(slots=integer(d, "slots", "", default=1, low=1, high=1024))
+        return cls(slots=integer(d, "slots", default=1, low=1, high=1024))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,7 +194,7 @@ class Release:
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Release:
-        return cls(id=string(d, "id", ""))
+        return cls(id=string(d, "id"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,7 +210,7 @@ class Accepted:
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Accepted:
-        return cls(id=string(d, "id", ""))
+        return cls(id=string(d, "id"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,7 +224,7 @@ class Start:
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Start:
-        return cls(id=string(d, "id", ""), model=string(d, "model", ""))
+        return cls(id=string(d, "id"), model=string(d, "model"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -236,7 +238,7 @@ class TextDelta:
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> TextDelta:
-        return cls(id=string(d, "id", ""), text=string(d, "text", ""))
+        return cls(id=string(d, "id"), text=string(d, "text"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -259,14 +261,15 @@ class ToolCall:
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> ToolCall:
         return cls(
-            id=string(d, "id", ""),
-            call_id=string(d, "call_id", ""),
-            name=string(d, "name", ""),
-            arguments=json_object(d, "arguments", ""),
+            id=string(d, "id"),
+            call_id=string(d, "call_id"),
+            name=string(d, "name"),
+            arguments=json_object(d, "arguments"),
         )
 
 
 StopReason = Literal["endTurn", "stopSequence", "maxTokens", "toolUse"]
+_STOP_REASONS: tuple[StopReason, ...] = get_args(StopReason)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -280,7 +283,7 @@ class End:
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> End:
-        return cls(id=string(d, "id", ""), stop_reason=choice(d, "stop_reason", "", get_args(StopReason)))
+        return cls(id=string(d, "id"), stop_reason=choice(d, "stop_reason", _STOP_REASONS))
 
 
 ErrorCode = Literal[
@@ -293,6 +296,7 @@ ErrorCode = Literal[
     "bad_frame",  # the other side sent a line we could not use
     "internal",  # a bug on the sending side
 ]
+_ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -309,9 +313,9 @@ class ErrorFrame:
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> ErrorFrame:
         return cls(
-            id=optional_string(d, "id", ""),
-            code=choice(d, "code", "", get_args(ErrorCode)),
-            message=string(d, "message", ""),
+            id=optional_string(d, "id"),
+            code=choice(d, "code", _ERROR_CODES),
+            message=string(d, "message"),
         )
 
 
@@ -329,10 +333,11 @@ class Welcome:
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Welcome:
-        return cls(version=integer(d, "version", "", **_ANY_INT), worker_id=string(d, "worker_id", ""))
+        return cls(version=integer(d, "version", **_ANY_INT), worker_id=string(d, "worker_id"))
 
 
 RefusalCode = Literal["version", "busy", "forbidden", "bad_hello"]
+_REFUSAL_CODES: tuple[RefusalCode, ...] = get_args(RefusalCode)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -346,7 +351,7 @@ class Refused:
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Refused:
-        return cls(code=choice(d, "code", "", get_args(RefusalCode)), message=string(d, "message", ""))
+        return cls(code=choice(d, "code", _REFUSAL_CODES), message=string(d, "message"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -363,9 +368,9 @@ class RequestFrame:
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> RequestFrame:
         return cls(
-            id=string(d, "id", ""),
-            request=NeutralRequest.from_wire(d.get("request"), "request"),
-            timeout=number(d, "timeout", ""),
+            id=string(d, "id"),
+            request=inner(d, "request", NeutralRequest.from_wire),
+            timeout=number(d, "timeout"),
         )
 
 
@@ -380,7 +385,7 @@ class Cancel:
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Cancel:
-        return cls(id=string(d, "id", ""), reason=string(d, "reason", ""))
+        return cls(id=string(d, "id"), reason=string(d, "reason"))
 
 
 WorkerFrame = Hello | Update | Ready | Withdraw | Release | Accepted | Start | TextDelta | ToolCall | End | ErrorFrame

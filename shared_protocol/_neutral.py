@@ -17,10 +17,10 @@ from typing import Any, ClassVar, Literal, get_args
 
 from ._wire import (
     Invalid,
-    array,
-    at,
     boolean,
     choice,
+    each,
+    inner,
     integer,
     json_object,
     obj,
@@ -87,34 +87,33 @@ _BLOCK_FIELDS = {
 _KINDS = tuple(_BLOCK_FIELDS)
 
 
-def _block(value: object, where: str) -> ContentBlock:
-    d = obj(value, where)
-    kind = choice(d, "type", where, _KINDS)
-    only(d, _BLOCK_FIELDS[kind], where)
+def _block(value: object) -> ContentBlock:
+    d = obj(value)
+    kind = choice(d, "type", _KINDS)
+    only(d, _BLOCK_FIELDS[kind])
     if kind == "text":
-        return TextBlock(text=string(d, "text", where))
+        return TextBlock(text=string(d, "text"))
     if kind == "image":
-        return ImageBlock(data=string(d, "data", where), mime_type=string(d, "mime_type", where))
+        return ImageBlock(data=string(d, "data"), mime_type=string(d, "mime_type"))
     if kind == "tool_use":
-        return ToolUseBlock(
-            id=string(d, "id", where), name=string(d, "name", where), input=json_object(d, "input", where)
-        )
-    inner = at(where, "content")
+        return ToolUseBlock(id=string(d, "id"), name=string(d, "name"), input=json_object(d, "input"))
     return ToolResultBlock(
-        tool_use_id=string(d, "tool_use_id", where),
-        content=[_media(v, at(inner, i)) for i, v in enumerate(array(d, "content", where, required=True))],
-        is_error=boolean(d, "is_error", where),
+        tool_use_id=string(d, "tool_use_id"),
+        content=each(d, "content", _media, required=True),
+        is_error=boolean(d, "is_error"),
     )
 
 
-def _media(value: object, where: str) -> TextBlock | ImageBlock:
-    block = _block(value, where)
+def _media(value: object) -> TextBlock | ImageBlock:
+    block = _block(value)
     if not isinstance(block, (TextBlock, ImageBlock)):
-        raise Invalid(at(where, "type"), "must be one of text, image")
+        raise Invalid("type", "must be one of text, image")
     return block
 
 
 Role = Literal["user", "assistant"]
+_ROLES: tuple[Role, ...] = get_args(Role)
+_MESSAGE_FIELDS = frozenset({"role", "content"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,12 +125,13 @@ class Message:
         return {"role": self.role, "content": [block.to_wire() for block in self.content]}
 
     @classmethod
-    def from_wire(cls, value: object, where: str) -> Message:
-        d = obj(value, where)
-        only(d, frozenset({"role", "content"}), where)
-        inner = at(where, "content")
-        content = [_block(v, at(inner, i)) for i, v in enumerate(array(d, "content", where, required=True))]
-        return cls(role=choice(d, "role", where, get_args(Role)), content=content)
+    def from_wire(cls, value: object) -> Message:
+        d = obj(value)
+        only(d, _MESSAGE_FIELDS)
+        return cls(role=choice(d, "role", _ROLES), content=each(d, "content", _block, required=True))
+
+
+_TOOL_FIELDS = frozenset({"name", "description", "input_schema", "strict"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,18 +149,20 @@ class ToolSpec:
         return wire
 
     @classmethod
-    def from_wire(cls, value: object, where: str) -> ToolSpec:
-        d = obj(value, where)
-        only(d, frozenset({"name", "description", "input_schema", "strict"}), where)
+    def from_wire(cls, value: object) -> ToolSpec:
+        d = obj(value)
+        only(d, _TOOL_FIELDS)
         return cls(
-            name=string(d, "name", where),
-            description=optional_string(d, "description", where),
-            input_schema=json_object(d, "input_schema", where),
-            strict=boolean(d, "strict", where),
+            name=string(d, "name"),
+            description=optional_string(d, "description"),
+            input_schema=json_object(d, "input_schema"),
+            strict=boolean(d, "strict"),
         )
 
 
 ToolMode = Literal["auto", "required", "none"]
+_TOOL_MODES: tuple[ToolMode, ...] = get_args(ToolMode)
+_CHOICE_FIELDS = frozenset({"mode", "name"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,13 +175,15 @@ class ToolChoice:
         return {"mode": self.mode} if self.name is None else {"mode": self.mode, "name": self.name}
 
     @classmethod
-    def from_wire(cls, value: object, where: str) -> ToolChoice:
-        d = obj(value, where)
-        only(d, frozenset({"mode", "name"}), where)
-        return cls(mode=choice(d, "mode", where, get_args(ToolMode)), name=optional_string(d, "name", where))
+    def from_wire(cls, value: object) -> ToolChoice:
+        d = obj(value)
+        only(d, _CHOICE_FIELDS)
+        return cls(mode=choice(d, "mode", _TOOL_MODES), name=optional_string(d, "name"))
 
 
 FormatType = Literal["json_object", "json_schema"]
+_FORMAT_TYPES: tuple[FormatType, ...] = get_args(FormatType)
+_FORMAT_FIELDS = frozenset({"type", "name", "json_schema", "strict"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,14 +205,14 @@ class OutputFormat:
         return wire
 
     @classmethod
-    def from_wire(cls, value: object, where: str) -> OutputFormat:
-        d = obj(value, where)
-        only(d, frozenset({"type", "name", "json_schema", "strict"}), where)
+    def from_wire(cls, value: object) -> OutputFormat:
+        d = obj(value)
+        only(d, _FORMAT_FIELDS)
         return cls(
-            type=choice(d, "type", where, get_args(FormatType)),
-            name=optional_string(d, "name", where),
-            json_schema=optional_json_object(d, "json_schema", where),
-            strict=boolean(d, "strict", where),
+            type=choice(d, "type", _FORMAT_TYPES),
+            name=optional_string(d, "name"),
+            json_schema=optional_json_object(d, "json_schema"),
+            strict=boolean(d, "strict"),
         )
 
 
@@ -264,28 +268,22 @@ class NeutralRequest:
         return wire
 
     @classmethod
-    def from_wire(cls, value: object, where: str) -> NeutralRequest:
-        d = obj(value, where)
-        only(d, _REQUEST_FIELDS, where)
-        messages = at(where, "messages")
-        tools = at(where, "tools")
+    def from_wire(cls, value: object) -> NeutralRequest:
+        d = obj(value)
+        only(d, _REQUEST_FIELDS)
         tool_choice = d.get("tool_choice")
         output_format = d.get("output_format")
         return cls(
-            model=optional_string(d, "model", where),
-            system=optional_string(d, "system", where),
-            messages=[
-                Message.from_wire(v, at(messages, i)) for i, v in enumerate(array(d, "messages", where, required=True))
-            ],
-            tools=[ToolSpec.from_wire(v, at(tools, i)) for i, v in enumerate(array(d, "tools", where))],
-            tool_choice=None if tool_choice is None else ToolChoice.from_wire(tool_choice, at(where, "tool_choice")),
-            max_tokens=integer(d, "max_tokens", where, low=1, high=2**63 - 1),
-            temperature=optional_number(d, "temperature", where),
-            top_p=optional_number(d, "top_p", where),
-            stop_sequences=strings(d, "stop_sequences", where),
-            output_format=(
-                None if output_format is None else OutputFormat.from_wire(output_format, at(where, "output_format"))
-            ),
+            model=optional_string(d, "model"),
+            system=optional_string(d, "system"),
+            messages=each(d, "messages", Message.from_wire, required=True),
+            tools=each(d, "tools", ToolSpec.from_wire),
+            tool_choice=None if tool_choice is None else inner(d, "tool_choice", ToolChoice.from_wire),
+            max_tokens=integer(d, "max_tokens", low=1, high=2**63 - 1),
+            temperature=optional_number(d, "temperature"),
+            top_p=optional_number(d, "top_p"),
+            stop_sequences=strings(d, "stop_sequences"),
+            output_format=None if output_format is None else inner(d, "output_format", OutputFormat.from_wire),
         )
 
     def text_chars(self) -> int:

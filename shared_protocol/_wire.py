@@ -1,8 +1,9 @@
 """Reading decoded JSON into the protocol's types, checked by hand (the relay imports no validation
 library: it starts faster and each frame costs a few dictionary lookups).
 
-Every reader takes the object, the key and the path to the object, checks exactly what the type
-declares, and raises :class:`Invalid` naming the path and the problem - never the value, which may be
+Every reader takes an object and a key and checks exactly what the type declares. A wrong field
+raises :class:`Invalid`, which names where it is (each container it passes through on its way out
+adds its key, so the happy path builds no paths) and what is wrong - never the value, which may be
 prompt or answer text. ``null`` counts as absent only where the field is optional. Booleans are not
 numbers; integers are accepted where a number is.
 """
@@ -10,127 +11,155 @@ numbers; integers are accepted where a number is.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-T = TypeVar("T", bound=str)
+T = TypeVar("T")
+S = TypeVar("S", bound=str)
 _ABSENT: Any = object()
 
 
 class Invalid(Exception):
-    def __init__(self, where: str, problem: str) -> None:
-        super().__init__(f"{where}: {problem}" if where else problem)
+    def __init__(self, key: str | int | None, problem: str) -> None:
+        super().__init__(problem)
+        self.path: list[str | int] = [] if key is None else [key]
+        self.problem = problem
+
+    def within(self, key: str | int) -> Invalid:
+        self.path.insert(0, key)
+        return self
+
+    def __str__(self) -> str:
+        where = "".join(f"[{key}]" if isinstance(key, int) else f".{key}" for key in self.path).lstrip(".")
+        return f"{where}: {self.problem}" if where else self.problem
 
 
-def at(where: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{where}[{key}]"
-    return f"{where}.{key}" if where else key
-
-
-def obj(value: object, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise Invalid(where, "must be an object")
+def obj(value: object) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise Invalid(None, "must be an object")
     return value
 
 
-def only(d: dict[str, Any], fields: frozenset[str], where: str) -> None:
+def inner(d: dict[str, Any], key: str, read: Callable[[object], T]) -> T:
+    """``read`` applied to the value at ``key`` (an error in it is placed under ``key``)."""
+    try:
+        return read(d.get(key))
+    except Invalid as exc:
+        raise exc.within(key) from None
+
+
+def each(d: dict[str, Any], key: str, read: Callable[[object], T], *, required: bool = False) -> list[T]:
+    """``read`` applied to every item of the array at ``key`` (absent: empty, unless ``required``)."""
+    values = array(d, key, required=required)
+    read_all = []
+    for i, value in enumerate(values):
+        try:
+            read_all.append(read(value))
+        except Invalid as exc:
+            raise exc.within(i).within(key) from None
+    return read_all
+
+
+def only(d: dict[str, Any], fields: frozenset[str]) -> None:
     """The neutral request is ours end to end: an unknown field there is a bug, not a newer peer."""
-    unknown = d.keys() - fields
-    if unknown:
-        raise Invalid(at(where, min(unknown)), "is not a field of this object")
+    if not fields.issuperset(d):
+        raise Invalid(min(d.keys() - fields), "is not a field of this object")
 
 
-def _get(d: dict[str, Any], key: str, where: str, default: Any) -> Any:
-    value = d.get(key, _ABSENT)
-    if value is _ABSENT:
-        if default is _ABSENT:
-            raise Invalid(at(where, key), "is required")
-        return default
-    return value
-
-
-def string(d: dict[str, Any], key: str, where: str) -> str:
-    value = _get(d, key, where, _ABSENT)
-    if not isinstance(value, str):
-        raise Invalid(at(where, key), "must be a string")
-    return value
-
-
-def optional_string(d: dict[str, Any], key: str, where: str) -> str | None:
+def string(d: dict[str, Any], key: str) -> str:
     value = d.get(key)
-    if value is not None and not isinstance(value, str):
-        raise Invalid(at(where, key), "must be a string or null")
+    if type(value) is not str:
+        raise Invalid(key, "must be a string" if key in d else "is required")
     return value
 
 
-def integer(d: dict[str, Any], key: str, where: str, *, default: Any = _ABSENT, low: int, high: int) -> int:
-    value = _get(d, key, where, default)
+def optional_string(d: dict[str, Any], key: str) -> str | None:
+    value = d.get(key)
+    if value is not None and type(value) is not str:
+        raise Invalid(key, "must be a string or null")
+    return value
+
+
+def integer(d: dict[str, Any], key: str, *, default: Any = _ABSENT, low: int, high: int) -> int:
+    value = d.get(key, default)
     if type(value) is not int or not low <= value <= high:
-        raise Invalid(at(where, key), f"must be an integer from {low} to {high}")
+        problem = "is required" if value is _ABSENT else f"must be an integer from {low} to {high}"
+        raise Invalid(key, problem)
     return value
 
 
-def optional_integer(d: dict[str, Any], key: str, where: str) -> int | None:
+def optional_integer(d: dict[str, Any], key: str) -> int | None:
     value = d.get(key)
     if value is not None and type(value) is not int:
-        raise Invalid(at(where, key), "must be an integer or null")
+        raise Invalid(key, "must be an integer or null")
     return value
 
 
-def number(d: dict[str, Any], key: str, where: str) -> float:
-    value = _get(d, key, where, _ABSENT)
+def number(d: dict[str, Any], key: str) -> float:
+    value: Any = d.get(key)
     if type(value) not in (int, float):
-        raise Invalid(at(where, key), "must be a number")
+        raise Invalid(key, "must be a number" if key in d else "is required")
     return float(value)
 
 
-def optional_number(d: dict[str, Any], key: str, where: str) -> float | None:
+def optional_number(d: dict[str, Any], key: str) -> float | None:
     value = d.get(key)
     if value is None:
         return None
     if type(value) not in (int, float):
-        raise Invalid(at(where, key), "must be a number or null")
+        raise Invalid(key, "must be a number or null")
     return float(value)
 
 
-def boolean(d: dict[str, Any], key: str, where: str) -> bool:
+def boolean(d: dict[str, Any], key: str) -> bool:
     value = d.get(key, False)
     if type(value) is not bool:
-        raise Invalid(at(where, key), "must be true or false")
+        raise Invalid(key, "must be true or false")
     return value
 
 
-def choice(d: dict[str, Any], key: str, where: str, choices: tuple[T, ...], default: Any = _ABSENT) -> T:
-    value = _get(d, key, where, default)
+def choice(d: dict[str, Any], key: str, choices: tuple[S, ...], default: Any = _ABSENT) -> S:
+    value = d.get(key, default)
     if value not in choices:
-        raise Invalid(at(where, key), f"must be one of {', '.join(choices)}")
+        raise Invalid(key, f"must be one of {', '.join(choices)}")
     return value  # type: ignore[no-any-return]
 
 
-def array(d: dict[str, Any], key: str, where: str, *, required: bool = False) -> list[Any]:
-    value = _get(d, key, where, _ABSENT if required else [])
-    if not isinstance(value, list):
-        raise Invalid(at(where, key), "must be an array")
+def array(d: dict[str, Any], key: str, *, required: bool = False) -> list[Any]:
+    value = d.get(key, _ABSENT)
+    if type(value) is not list:
+        if value is _ABSENT and not required:
+            return []
+        raise Invalid(key, "must be an array" if value is not _ABSENT else "is required")
     return value
 
 
-def strings(d: dict[str, Any], key: str, where: str) -> list[str]:
-    values = array(d, key, where)
+def strings(d: dict[str, Any], key: str) -> list[str]:
+    values = array(d, key)
     for i, value in enumerate(values):
-        if not isinstance(value, str):
-            raise Invalid(at(at(where, key), i), "must be a string")
+        if type(value) is not str:
+            raise Invalid(i, "must be a string").within(key)
     return values
 
 
-def json_object(d: dict[str, Any], key: str, where: str) -> dict[str, Any]:
-    return obj(_get(d, key, where, _ABSENT), at(where, key))
-
-
-def optional_json_object(d: dict[str, Any], key: str, where: str) -> dict[str, Any] | None:
+def json_object(d: dict[str, Any], key: str) -> dict[str, Any]:
     value = d.get(key)
-    return None if value is None else obj(value, at(where, key))
+    if type(value) is not dict:
+        raise Invalid(key, "must be an object" if key in d else "is required")
+    return value
 
 
-def wire_json(wire: dict[str, Any]) -> str:
+def optional_json_object(d: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = d.get(key)
+    if value is not None and type(value) is not dict:
+        raise Invalid(key, "must be an object or null")
+    return value
+
+
+def wire_json(value: Any) -> str:
     """The one JSON spelling of the protocol: compact, UTF-8 as is (so a line of text stays its size)."""
-    return json.dumps(wire, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""One encoder for every line (``json.dumps`` with options builds a new one per call)."""
