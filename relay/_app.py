@@ -348,12 +348,11 @@ class App:
         encoder = exchange.stream_encoder()
         headers = _SSE_HEADERS + ignored_tools_headers(exchange.ignored_tools)
         events = follow(job, self.config.keepalive_interval, self.broker.catch_up)
-        first: AnswerEvent | None = None
-        if job.state == "queued" and self.broker.unserved(job) is not None:
-            # Nobody can take it yet (no MCP server connected, no agent serving): the status line waits
-            # for the first event, at most one keep-alive interval, so that a grace that runs out first
-            # is a real 503, not an error event after a 200 ("waiting for itself" is refused at submit).
-            first = await anext(events)
+        # The status line waits for the first event, at most one keep-alive interval, so that a failure
+        # before the model's first output (nobody serving, the model failed, a declined request) is a
+        # real status with its retry advice, not an error event after a 200: Claude Code answers an error
+        # event by asking again without streaming, which would cost the user another model turn.
+        first = await anext(events)
         await responder.start(200, headers, encoder.first(answer))
 
         async def write(event: AnswerEvent) -> None:
@@ -375,8 +374,7 @@ class App:
                 raise
 
         try:
-            if first is not None:
-                await write(first)
+            await write(first)
             async for event in events:
                 await write(event)
         except RelayError as error:

@@ -7,11 +7,13 @@ does: for each kind, the HTTP status, the error ``type`` in OpenAI's shape and i
 ``code`` (OpenAI's shape), and whether retrying can help. An error the caller's API defines a code
 for carries that code itself (:attr:`RelayError.code`): the kind still gives status and type.
 
-Retrying: only a full queue and a relay or worker bug are worth an immediate retry. Every other
-error carries ``x-should-retry: false``, which the openai and anthropic SDKs (and so Claude Code,
-which otherwise retries ten times over minutes) obey: a bad request, a missing MCP server or a
-queue timeout does not go away by asking again. The connection limit's 503, sent before the
-request is even read, is retryable and says when (``Retry-After``), like a full queue.
+Retrying (docs/apis.md#errors-and-retries has the table for users): a retry is worth it only when
+nothing the user pays for was spent and asking again may work now - a full queue, a relay that is
+stopping or out of connections or body memory, a slow upload, a bug. Every answer says so in
+``x-should-retry`` (``true``/``false``), which the openai and anthropic SDKs and Claude Code obey.
+litellm's Router ignores that header and retries 408, 409, 429 and every 5xx, so an error where the
+model already worked on this input (the MCP client failed: 424; its answer never fit: 422; declined:
+422; cancelled on the client's side: 424) has a 4xx status too: no client asks the model again.
 """
 
 from __future__ import annotations
@@ -117,9 +119,9 @@ TABLE: dict[Kind, Shape] = {
     # the user declined: a 4xx that no client retries (litellm's Router retries a 403, as a generic APIError)
     "refused":              Shape(422, "permission_error", "permission_error", "refused"),
     "unsupported":          Shape(400, "invalid_request_error", "invalid_request_error", "unsupported"),
-    "client_error":         Shape(502, "upstream_error", "api_error", "client_error"),
-    "cancelled":            Shape(502, "upstream_error", "api_error", "cancelled"),
-    "invalid_answer":       Shape(502, "upstream_error", "api_error", "invalid_answer"),
+    "client_error":         Shape(424, "upstream_error", "api_error", "client_error"),
+    "cancelled":            Shape(424, "upstream_error", "api_error", "cancelled"),
+    "invalid_answer":       Shape(422, "upstream_error", "api_error", "invalid_answer"),
     "bad_frame":            Shape(502, "upstream_error", "api_error", "bad_frame"),
     "internal":             Shape(500, "server_error", "api_error", "internal", retryable=True),
     "bad_http":             Shape(400, "invalid_request_error", "invalid_request_error"),
@@ -135,7 +137,7 @@ TABLE: dict[Kind, Shape] = {
 
 
 def error_headers(error: RelayError) -> list[tuple[str, str]]:
-    headers = [] if error.shape.retryable else [("x-should-retry", "false")]
+    headers = [("x-should-retry", "true" if error.shape.retryable else "false")]
     if error.retry_after is not None:
         headers.append(("retry-after", str(error.retry_after)))
     if error.allow:

@@ -39,8 +39,10 @@ async def request(
     headers: dict[str, str] | None = None,
     raw_head: bytes | None = None,
     stop_after: bytes | None = None,
+    head_received: anyio.Event | None = None,
 ) -> Response:
-    """Send one request; with ``stop_after``, hang up as soon as the body contains those bytes."""
+    """Send one request; with ``stop_after``, hang up as soon as the body contains those bytes;
+    ``head_received`` is set when the response's status line and headers are in."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     target = (parts.path or "") + path or "/"
@@ -71,6 +73,8 @@ async def request(
             if isinstance(event, h11.Response):
                 status = event.status_code
                 response_headers = {k.decode().lower(): v.decode() for k, v in event.headers}
+                if head_received is not None:
+                    head_received.set()
             elif isinstance(event, h11.Data):
                 received += event.data
                 pieces.append(bytes(event.data))
@@ -86,6 +90,11 @@ async def get_json(url: str, headers: dict[str, str] | None = None) -> Any:
 
 
 async def post(
-    url: str, path: str, body: bytes, headers: dict[str, str] | None = None, stop_after: bytes | None = None
+    url: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    stop_after: bytes | None = None,
+    head_received: anyio.Event | None = None,
 ) -> Response:
-    return await request(url, "POST", path, body, headers, stop_after=stop_after)
+    return await request(url, "POST", path, body, headers, stop_after=stop_after, head_received=head_received)

@@ -3,7 +3,10 @@
 What it answers depends on the last user text:
 - contains ``SLOW``: waits (until cancelled) and records the cancellation in ``ScriptedModel.cancelled``
   (unless ``honour_slow`` is off);
+- contains ``LATE``: first waits ``LATE_SECONDS`` (longer than the test relays' keep-alive interval, so
+  a stream has started when the answer comes), then goes on as below;
 - contains ``REFUSE``: refuses like a user declining the sampling request;
+- contains ``FAIL``: fails like a client whose model failed (MCP error -32603, internal error);
 - contains ``LONG``: answers 1,000 characters;
 - the request offers tools: calls the first tool with arguments that fit its schema: ``{"city": "Paris"}``
   where the schema has a ``city`` or no required property, else each required property set to a value
@@ -25,6 +28,7 @@ import mcp_types as types
 
 MODEL = "scripted-model-1"
 LONG_ANSWER = ("The quick brown fox jumps over the lazy dog. " * 23)[:1000]
+LATE_SECONDS = 1.0
 
 
 def last_user_text(params: types.CreateMessageRequestParams) -> str:
@@ -64,8 +68,12 @@ class ScriptedModel:
             except anyio.get_cancelled_exc_class():
                 self.cancelled.append(text)
                 raise
+        if "LATE" in text:
+            await anyio.sleep(LATE_SECONDS)
         if "REFUSE" in text:
             return types.ErrorData(code=-1, message="User rejected sampling request")
+        if "FAIL" in text:
+            return types.ErrorData(code=types.INTERNAL_ERROR, message="The model failed on this input")
         if params.tools:
             return types.CreateMessageResultWithTools(
                 role="assistant",

@@ -216,6 +216,23 @@ async def test_no_worker_message_reaches_claude_code(request, claude, relay_fact
     assert "mcptb-serve" in result["result"] and "claude mcp add --scope user" in result["result"], why
 
 
+async def test_claude_code_does_not_ask_a_model_that_failed_again(request, claude, relay, backend):
+    """The MCP client's model failed on this input (MCP error -32603): Claude Code, with its default retries
+    (ten, for a 5xx even with ``x-should-retry: false``), reports the relay's 424 after one model turn."""
+    claude.model_url = relay.url
+    args = [str(claude.binary), "-p", "FAIL now", "--output-format", "json", "--tools", "", "--no-session-persistence"]
+    async with mcp_worker(relay, backend) as worker:
+        run = await anyio.to_thread.run_sync(
+            lambda: run_bounded(args, env=claude.env, cwd=claude.project, timeout=120, groups=claude.groups)
+        )
+    why = run.describe() + "\n--- relay log ---\n" + relay.log
+    say(request.config, f"[Claude Code {claude.version} -> relay, model fails, {backend}] {run.wall:.2f} s")
+    result = json.loads(run.stdout)
+    assert run.returncode == 1 and result["is_error"] and result["api_error_status"] == 424, why
+    assert "The model failed on this input" in result["result"], why
+    assert len(worker.model.requests) == 1, why
+
+
 async def test_claude_code_runs_bash_through_an_agent_worker(request, claude, relay, backend):
     """The third worker mode: the relay's requests are answered by an agent pulling them with
     ``next_request`` and answering with ``reply`` (here the mcp SDK's ClientSession, without sampling,

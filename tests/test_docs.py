@@ -297,3 +297,19 @@ def test_the_readme_is_short_links_every_doc_and_shows_a_runnable_example_early(
     linked = {(ROOT / target.partition("#")[0]).resolve() for _, target in links(readme)}
     unlinked = [p.relative_to(ROOT) for p in doc_files()[1:] if p.resolve() not in linked]
     assert unlinked == [], f"README.md links none of these: {unlinked}"
+
+
+def test_the_retry_table_in_the_docs_is_the_relays_table():
+    """docs/apis.md#errors-and-retries lists every error kind once, with the status and retry advice
+    relay/_errors.py's TABLE gives it."""
+    from relay._errors import TABLE
+
+    text = (ROOT / "docs" / "apis.md").read_text()
+    table = text.split("<!-- retry table:", 1)[1].split("\n\n", 1)[0]
+    documented: dict[str, tuple[int, bool]] = {}
+    for row in table.splitlines()[3:]:
+        kinds, status, retry, _why = (cell.strip() for cell in row.strip("|").split("|"))
+        for kind in re.findall(r"`([a-z_]+)`", kinds):
+            assert kind not in documented, f"{kind} is in the retry table twice"
+            documented[kind] = (int(status), {"yes": True, "no": False}[retry])
+    assert documented == {kind: (shape.status, shape.retryable) for kind, shape in TABLE.items()}

@@ -189,9 +189,34 @@ async def test_client_refusing_sampling_is_a_422_that_is_not_retried(relay, back
     assert error["type"] == "permission_error" and len(worker.model.requests) == 1
 
 
+async def test_a_model_that_failed_on_the_input_is_a_424_that_is_not_retried(relay, backend):
+    """The MCP client's model failed (MCP error -32603): the model already worked on this input, so a retry
+    costs the user another turn. A 4xx (litellm's Router retries every 5xx whatever the headers say) and
+    ``x-should-retry: false``; a full queue, where nothing was spent, says ``true``."""
+    async with mcp_worker(relay, backend) as worker:
+        response = await post(relay.url, PATH, chat_body("FAIL this"))
+    assert response.status == 424 and response.headers["x-should-retry"] == "false"
+    error = error_of(response)
+    assert error["code"] == "client_error" and "The model failed on this input" in error["message"]
+    assert "MCP error -32603" in error["message"] and len(worker.model.requests) == 1
+
+
+async def test_a_failure_before_a_stream_starts_is_a_real_status(relay, backend):
+    """The status line waits for the model's first output (at most one keep-alive interval): a failure
+    before it is the error's own status and retry advice, not an error event after a 200 (which Claude
+    Code answers by asking again without streaming: another model turn)."""
+    async with mcp_worker(relay, backend) as worker:
+        refused = await post(relay.url, PATH, chat_body("REFUSE this", stream=True))
+        failed = await post(relay.url, PATH, chat_body("FAIL this", stream=True))
+    assert refused.status == 422 and error_of(refused)["code"] == "refused"
+    assert failed.status == 424 and error_of(failed)["code"] == "client_error"
+    assert [r.headers["x-should-retry"] for r in (refused, failed)] == ["false", "false"]
+    assert len(worker.model.requests) == 2
+
+
 async def test_failure_after_streaming_started_is_an_error_frame_then_done(relay, backend):
     async with mcp_worker(relay, backend):
-        response = await post(relay.url, PATH, chat_body("REFUSE this", stream=True))
+        response = await post(relay.url, PATH, chat_body("LATE REFUSE this", stream=True))
     assert response.status == 200
     events = response.sse_events
     assert json.loads(events[0].removeprefix("data: "))["choices"][0]["delta"]["role"] == "assistant"
@@ -366,7 +391,7 @@ async def test_errors_that_retrying_cannot_fix_say_so(backend):
             await eventually(lambda: queue_depth(relay, 1), what="one request queued")
             full = await post(relay.url, PATH, chat_body("second"))
             tg.cancel_scope.cancel()
-        assert full.status == 429 and "x-should-retry" not in full.headers
+        assert full.status == 429 and full.headers["x-should-retry"] == "true"
 
 
 @pytest.mark.real
@@ -619,13 +644,15 @@ async def test_sigterm_ends_open_streams_with_their_error_event_then_exits(relay
     relay = relay_process
     async with mcp_worker(relay, backend) as worker, anyio.create_task_group() as tg:
         got = {}
+        head = anyio.Event()
 
         async def call() -> None:
-            got["response"] = await post(relay.url, path, body)
+            got["response"] = await post(relay.url, path, body, head_received=head)
 
         tg.start_soon(call)
         with anyio.fail_after(10):
-            await worker.model.started.wait()  # the stream is open, the model thinking
+            await worker.model.started.wait()  # the model thinking
+            await head.wait()  # and the stream open: its status line went out with the first keep-alive
         relay.proc.send_signal(signal.SIGTERM)
         response = await eventually(lambda: got.get("response"), what="the stream's end")
         assert await anyio.to_thread.run_sync(lambda: relay.proc.wait(15)) == 0

@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 
+import anthropic
 import openai
 import pytest
 
@@ -206,6 +207,34 @@ async def test_curl_stream_and_non_stream(relay, backend):
     assert whole["choices"][0]["message"]["content"] == "echo: hi curl"
     assert streamed.endswith("data: [DONE]\n\n")
     assert '"content":"echo: hi curl"' in streamed
+
+
+@pytest.mark.parametrize("client", ["litellm Router", "openai", "anthropic"])
+async def test_no_client_asks_a_model_that_failed_again(relay, backend, client):
+    """The MCP client's model failed on this input (MCP error -32603): each client, with its default retries
+    (litellm's Router with num_retries=2, the SDKs' max_retries 2), reports the error after one model turn
+    instead of paying for three (the Router retried the 502 this used to be twice)."""
+    prompt = [{"role": "user", "content": "FAIL please"}]
+    deployment = {"model": "openai/gpt-x", "api_base": relay.url + "/v1", "api_key": "unused"}
+    calls = {
+        "litellm Router": lambda: (
+            litellm()
+            .Router(model_list=[{"model_name": "m", "litellm_params": deployment}], num_retries=2)
+            .completion(model="m", messages=prompt)
+        ),
+        "openai": lambda: openai.OpenAI(base_url=relay.url + "/v1", api_key="unused").chat.completions.create(
+            model="m", messages=prompt
+        ),
+        "anthropic": lambda: anthropic.Anthropic(base_url=relay.url, api_key="unused").messages.create(
+            model="m", max_tokens=50, messages=prompt
+        ),
+    }
+    async with mcp_worker(relay, backend) as worker:
+        with pytest.raises(Exception) as error:
+            await in_thread(calls[client])
+    assert "The model failed on this input" in str(error.value)
+    assert getattr(error.value, "status_code", None) == 424
+    assert len(worker.model.requests) == 1
 
 
 async def test_litellm_does_not_ask_a_user_who_declined_again(relay, backend):

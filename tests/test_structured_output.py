@@ -77,7 +77,7 @@ async def test_an_answer_that_never_fits_is_an_error_not_a_wrong_200(relay, back
                 messages=[{"role": "user", "content": "who?"}],
                 response_format=Person,
             )
-    assert error.value.status_code == 502
+    assert error.value.status_code == 422
     assert "after 2 repair rounds" in error.value.message and "'age' is a required property" in error.value.message
     assert len(model.requests) == 3
 

@@ -283,7 +283,7 @@ async def test_queue_full_is_an_anthropic_429_with_retry_after():
                 await anyio.sleep(0.01)
         full = await relay.post(PATH, body("second"))
         tg.cancel_scope.cancel()
-    assert full.status == 429 and full.headers["retry-after"] == "1" and "x-should-retry" not in full.headers
+    assert full.status == 429 and full.headers["retry-after"] == "1" and full.headers["x-should-retry"] == "true"
     assert full.json() == {
         "type": "error",
         "error": {"type": "rate_limit_error", "message": full.json()["error"]["message"]},

@@ -379,7 +379,7 @@ async def test_unknown_path_is_404_listing_every_api_and_wrong_method_is_405():
     assert below_an_api.status == 404 and error_of(below_an_api)["type"] == "not_found_error"
 
 
-# kind: (HTTP status, OpenAI error type, code, retryable) - what callers have always seen
+# kind: (HTTP status, OpenAI error type, code, retryable) - what callers see (docs/apis.md#errors-and-retries)
 OPENAI_ERRORS: dict[str, tuple[int, str, str | None, bool]] = {
     "bad_request": (400, "invalid_request_error", None, False),
     "invalid_json": (400, "invalid_request_error", "invalid_json", False),
@@ -402,9 +402,9 @@ OPENAI_ERRORS: dict[str, tuple[int, str, str | None, bool]] = {
     "protocol_violation": (502, "upstream_error", "protocol_violation", False),
     "relay_stopping": (503, "service_unavailable", "relay_stopping", True),
     "unsupported": (400, "invalid_request_error", "unsupported", False),
-    "client_error": (502, "upstream_error", "client_error", False),
-    "cancelled": (502, "upstream_error", "cancelled", False),
-    "invalid_answer": (502, "upstream_error", "invalid_answer", False),
+    "client_error": (424, "upstream_error", "client_error", False),
+    "cancelled": (424, "upstream_error", "cancelled", False),
+    "invalid_answer": (422, "upstream_error", "invalid_answer", False),
     "bad_frame": (502, "upstream_error", "bad_frame", False),
     "internal": (500, "server_error", "internal", True),
     "bad_http": (400, "invalid_request_error", None, False),
@@ -431,7 +431,7 @@ def test_each_error_kind_in_openai_shape(kind):
     assert ChatAdapter().error_json(error) == {
         "error": {"message": "what happened", "type": error_type, "param": "p", "code": code}
     }
-    assert error_headers(error) == ([] if retryable else [("x-should-retry", "false")])
+    assert error_headers(error) == [("x-should-retry", "true" if retryable else "false")]
     assert error_headers(RelayError(kind, "m", retry_after=1))[-1] == ("retry-after", "1")
 
 
