@@ -48,6 +48,10 @@ fmt: _dev
 bench *ARGS: _dev
     {{bin}}/python -m bench {{ARGS}}
 
+# Rounds of abandoned large answers, slow readers and hostile requests, then idle: does the relay give its memory back? just storm --backend trio
+storm *ARGS: _dev
+    {{bin}}/python -m bench.storm {{ARGS}}
+
 # Regenerate the settings tables of docs/settings.md from the settings' declarations (tests/_settings_doc.py)
 settings-doc: _runtime
     {{bin}}/python tests/_settings_doc.py

@@ -1,11 +1,12 @@
-"""An instant MCP client: ``python -m bench._instant_client <socket>``.
+"""An instant MCP client: ``python -m bench._instant_client <socket> [<answer characters>]``.
 
 It starts the real mcptb-server the way an MCP client does - ``python -m mcp_server --socket <socket>
 --concurrency 64`` with its stdin and stdout as pipes, newline-delimited JSON-RPC over them - and is
 the cheapest client that makes it serve by background sampling: the 2025 handshake (``initialize``
 with protocol version 2025-11-25 and capabilities ``{"sampling": {}}``, then
 ``notifications/initialized``), then every ``sampling/createMessage`` answered at once with
-:data:`~bench._payload.ANSWER` (a ``CreateMessageResult``: role, text content, model, stop reason).
+:data:`~bench._payload.ANSWER` (a ``CreateMessageResult``: role, text content, model, stop reason), or
+with an answer length, that many characters of it repeated (the storm's large answers).
 One thread, blocking reads of the pipe and one write for what one read brought, no SDK, no event loop: so what the
 whole-path cell measures is the relay and mcptb-server, not this client. Any other request gets a
 "method not found" error; notifications are ignored (a cancellation comes after the answer left).
@@ -35,22 +36,27 @@ CONCURRENCY = 64
 PROTOCOL_VERSION = "2025-11-25"
 CLIENT_INFO = {"name": "bench-instant-client", "version": "1"}
 
-# The answer to every sampling request, around its id: b'{"jsonrpc":"2.0","id":' + id + _RESULT_TAIL.
-_RESULT = {"role": "assistant", "content": {"type": "text", "text": ANSWER}, "model": MODEL, "stopReason": "endTurn"}
-_RESULT_TAIL = b',"result":' + json.dumps(_RESULT, separators=(",", ":")).encode() + b"}\n"
+
+def result_tail(text: str) -> bytes:
+    """The answer to every sampling request, after its id: b'{"jsonrpc":"2.0","id":' + id + this."""
+    result = {"role": "assistant", "content": {"type": "text", "text": text}, "model": MODEL, "stopReason": "endTurn"}
+    return b',"result":' + json.dumps(result, separators=(",", ":")).encode() + b"}\n"
+
+
+_RESULT_TAIL = result_tail(ANSWER)
 
 
 def _line(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
-def reply(message: dict[str, Any]) -> bytes:
+def reply(message: dict[str, Any], tail: bytes = _RESULT_TAIL) -> bytes:
     """What to send back for one message from mcptb-server (nothing for a notification or a response)."""
     method, request_id = message.get("method"), message.get("id")
     if method is None or request_id is None:
         return b""
     if method == "sampling/createMessage":
-        return b'{"jsonrpc":"2.0","id":' + json.dumps(request_id).encode() + _RESULT_TAIL
+        return b'{"jsonrpc":"2.0","id":' + json.dumps(request_id).encode() + tail
     if method == "ping":
         return _line({"jsonrpc": "2.0", "id": request_id, "result": {}})
     error = {"code": -32601, "message": f"bench-instant-client does not implement {method}"}
@@ -70,7 +76,7 @@ def _stop_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def serve(server: subprocess.Popen[bytes]) -> int:
+def serve(server: subprocess.Popen[bytes], tail: bytes = _RESULT_TAIL) -> int:
     assert server.stdin is not None and server.stdout is not None
     pipe = server.stdin
 
@@ -96,12 +102,12 @@ def serve(server: subprocess.Popen[bytes]) -> int:
                 out += _line({"jsonrpc": "2.0", "method": "notifications/initialized"})
                 initialized = True
             else:
-                out += reply(message)
+                out += reply(message, tail)
         send(bytes(out))
     if initialized:
         print(f"ready {server.pid}", flush=True)
         for batch in stream:  # one write for all the answers one read brought
-            send(b"".join(reply(message) for message in batch))
+            send(b"".join(reply(message, tail) for message in batch))
     print("bench-instant-client: mcptb-server closed its output", file=sys.stderr, flush=True)
     return 1
 
@@ -128,7 +134,8 @@ def main() -> int:
     command = [sys.executable, "-m", "mcp_server", "--socket", sys.argv[1], "--concurrency", str(CONCURRENCY)]
     server = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
-        return serve(server)
+        chars = int(sys.argv[2]) if len(sys.argv) > 2 else len(ANSWER)
+        return serve(server, result_tail((ANSWER * (chars // len(ANSWER) + 1))[:chars]))
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:

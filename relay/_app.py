@@ -105,7 +105,7 @@ class App:
         self.answering = 0
         """Requests being answered now (streams open, or whole answers being written)."""
         self._idle: anyio.Event | None = None
-        self._heap = HeapRelease()
+        self.heap = HeapRelease()
         self._routes: dict[str, dict[str, Handler]] = {
             "/": {"GET": self.root, "HEAD": self.root},
             "/health": {"GET": self.health},
@@ -331,11 +331,11 @@ class App:
             self.answering -= 1
             if self.answering == 0 and self._idle is not None:
                 self._idle.set()
-            self._heap.answered(answer.chars + job.unread, idle=self.answering == 0)
+            self.heap.answered(answer.chars + job.unread, idle=self.answering == 0)
 
     def connection_closed(self) -> None:
         """An HTTP connection ended (its frames, and what a cancelled write still held, are gone)."""
-        self._heap.connection_closed(idle=self.answering == 0)
+        self.heap.connection_closed(idle=self.answering == 0)
 
     async def drain(self, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) until no answer is being written."""

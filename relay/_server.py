@@ -130,6 +130,7 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
                 _stop_on_signal, tg.cancel_scope, app, config
             )  # before the banner: a SIGTERM then is handled
             tg.start_soon(timer.run, broker)
+            tg.start_soon(app.heap.run)
             if on_ready:
                 on_ready(url, config.socket)
             for sock in raw_sockets(unix):

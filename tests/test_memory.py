@@ -13,9 +13,10 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 
-from relay._heap import RELEASE_AFTER_CHARS, HeapRelease
+from relay._heap import RELEASE_AFTER_CHARS, RELEASE_AFTER_QUIET, HeapRelease
 from shared_protocol import (
     PROTOCOL_VERSION,
     Cancel,
@@ -114,27 +115,43 @@ async def _idle(relay: Any) -> bool:
     return health["in_flight"] == 0 and health["queue_depth"] == 0
 
 
-def test_the_heap_is_trimmed_only_when_idle_after_enough_answer_text() -> None:
-    trims: list[int] = []
-    heap = HeapRelease(trim=lambda: trims.append)
-    heap.answered(RELEASE_AFTER_CHARS, idle=False)  # under load: never
-    assert trims == []
-    heap.answered(1, idle=True)
-    assert trims == [0]
-    heap.answered(RELEASE_AFTER_CHARS - 1, idle=True)  # not enough since the last release
-    assert trims == [0]
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def test_after_a_release_the_next_idle_connection_end_releases_again() -> None:
-    """What a cancelled write still held (its traceback's frame) is garbage only once its connection's
-    frames are gone: so the next connection that ends while idle releases once more, and only once."""
+def test_the_heap_is_trimmed_only_after_enough_answer_text_and_a_quiet_moment() -> None:
+    trims: list[int] = []
+    clock = FakeClock()
+    heap = HeapRelease(trim=lambda: trims.append, clock=clock)
+    heap.answered(RELEASE_AFTER_CHARS - 1, idle=True)
+    assert heap.step() is None and trims == []  # not enough text: nothing owed
+    heap.answered(1, idle=False)  # enough, but another answer is being written
+    assert heap.step() == RELEASE_AFTER_QUIET and trims == []
+    clock.now += 5
+    assert heap.step() == RELEASE_AFTER_QUIET and trims == []  # under load: never
+    heap.answered(0, idle=True)  # the last one ended: wait for a quiet moment from now
+    assert heap.step() == RELEASE_AFTER_QUIET
+    clock.now += 0.6
+    heap.connection_closed(idle=True)  # a connection ended: its frames may hold a cancelled write's answer
+    assert heap.step() == pytest.approx(RELEASE_AFTER_QUIET)
+    clock.now += RELEASE_AFTER_QUIET
+    assert heap.step() is None and trims == [0]  # quiet long enough: one release
+    clock.now += 10
+    heap.connection_closed(idle=True)
+    assert heap.step() is None and trims == [0]  # and only one, until enough text passes again
+
+
+async def test_the_release_task_trims_once_the_relay_is_quiet(backend) -> None:
     trims: list[int] = []
     heap = HeapRelease(trim=lambda: trims.append)
-    heap.connection_closed(idle=True)  # nothing passed yet: nothing to give back
-    assert trims == []
-    heap.answered(RELEASE_AFTER_CHARS, idle=True)
-    heap.connection_closed(idle=False)  # another answer is being written: later
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(heap.run)
+        await anyio.lowlevel.checkpoint()
+        heap.answered(RELEASE_AFTER_CHARS, idle=True)
+        await eventually(lambda: trims, what="a release", timeout=5 * RELEASE_AFTER_QUIET)
+        tg.cancel_scope.cancel()
     assert trims == [0]
-    heap.connection_closed(idle=True)
-    heap.connection_closed(idle=True)
-    assert trims == [0, 0]
