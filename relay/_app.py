@@ -33,7 +33,10 @@ from ._config import Config
 from ._errors import RelayError, error_headers
 from ._heap import HeapRelease
 from ._jobs import NO_CALLER, Caller, Job
+from ._metrics import CONTENT_TYPE as METRICS_TYPE
+from ._metrics import render as render_metrics
 from ._responder import HttpRequest, RequestHead, Responder
+from ._stats import Stats
 from ._store import ConversationStore
 from ._usage import USAGE_HEADER, estimate
 
@@ -106,10 +109,13 @@ class App:
         """Requests being answered now (streams open, or whole answers being written)."""
         self._idle: anyio.Event | None = None
         self.heap = HeapRelease()
+        self.stats = Stats()
+        """What was served since the relay started (``/metrics``), fed by the server as each request ends."""
         self._routes: dict[str, dict[str, Handler]] = {
             "/": {"GET": self.root, "HEAD": self.root},
             "/health": {"GET": self.health},
             "/v1/models": {"GET": self.models},
+            "/metrics": {"GET": self.metrics},
         }
         for api in APIS:
             for route in api.routes:
@@ -134,7 +140,7 @@ class App:
                     f"Method {head.method} is not allowed on {head.path}; use {', '.join(methods)}.",
                     allow=tuple(methods),
                 )
-            if head.path not in ("/", "/health"):
+            if head.path not in ("/", "/health") and not (head.path == "/metrics" and self.config.metrics_public):
                 self._check_key(head)
         except RelayError as error:
             return error
@@ -142,7 +148,9 @@ class App:
 
     async def __call__(self, request: HttpRequest, responder: Responder) -> None:
         """Answer an admitted request."""
-        handler = self._routes[request.path.rstrip("/") or "/"][request.method]
+        route = request.path.rstrip("/") or "/"
+        handler = self._routes[route][request.method]
+        responder.record.api = route
         try:
             await handler(request, responder)
         except RelayError as error:
@@ -259,6 +267,9 @@ class App:
             },
         )
 
+    async def metrics(self, request: HttpRequest, responder: Responder) -> None:
+        await responder.send(200, render_metrics(self.stats, self.broker.snapshot()), METRICS_TYPE, [])
+
     async def models(self, request: HttpRequest, responder: Responder) -> None:
         data = [
             {
@@ -332,6 +343,8 @@ class App:
             if self.answering == 0 and self._idle is not None:
                 self._idle.set()
             self.heap.answered(answer.chars + job.unread, idle=self.answering == 0)
+            usage = estimate(exchange.request, answer.chars)
+            record.tokens_in, record.tokens_out = usage.input_tokens, usage.output_tokens
 
     def connection_closed(self) -> None:
         """An HTTP connection ended (its frames, and what a cancelled write still held, are gone)."""
@@ -413,5 +426,6 @@ class App:
     async def _send_error(self, responder: Responder, api: Adapter, error: RelayError) -> None:
         if responder.started:  # cannot change the status any more; end what was started
             return
+        responder.record.kind = error.kind
         headers = error_headers(error)
         await self._send_json(responder, error.shape.status, api.error_json(error), headers)

@@ -48,6 +48,10 @@ class Config:
             "shows only its status"
         ),
     )
+    metrics_public: bool = field(
+        default=False,
+        metadata=setting("with --api-key, let GET /metrics through without the key (for a scraper on loopback)"),
+    )
     backend: str = field(default="asyncio", metadata=setting("async backend", choices=["asyncio", "trio"]))
     log_level: str = field(default="info", metadata=setting("log level", choices=["debug", "info", "warning", "error"]))
     log_content: bool = field(default=False, metadata=setting("also log prompt and answer text (off by default)"))

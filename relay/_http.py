@@ -99,7 +99,7 @@ async def serve_connection(
     app: App,
     error_page: ErrorPage,
     config: Config,
-    access_log: Callable[[RequestLog], None],
+    finished: Callable[[RequestLog], None],
     admission: Admission,
     slot: Connection,
 ) -> None:
@@ -107,13 +107,11 @@ async def serve_connection(
     link = _Link(stream, conn, config, admission, slot, Reader(stream, conn))
     async with stream, anyio.create_task_group() as tg:
         tg.start_soon(link.reader.run)
-        await _serve_requests(link, app, error_page, access_log)
+        await _serve_requests(link, app, error_page, finished)
         tg.cancel_scope.cancel()
 
 
-async def _serve_requests(
-    link: _Link, app: App, error_page: ErrorPage, access_log: Callable[[RequestLog], None]
-) -> None:
+async def _serve_requests(link: _Link, app: App, error_page: ErrorPage, finished: Callable[[RequestLog], None]) -> None:
     conn, config, admission, slot = link.conn, link.config, link.admission, link.slot
     first = True
     while True:
@@ -123,7 +121,7 @@ async def _serve_requests(
         except _Refusal as refusal:
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 status = refusal.error.shape.status
-                record.status = status
+                record.status, record.kind = status, refusal.error.kind
                 if link.head is not None:
                     record.method, record.path = link.head.method, link.head.path
                 responder = Responder(conn, link.stream, record, config.send_timeout)
@@ -137,7 +135,7 @@ async def _serve_requests(
                     await link.reader.linger(LINGER)
                 except ClientGone:
                     pass
-                access_log(record)
+                finished(record)
             return
         finally:
             admission.body_received(slot)
@@ -150,7 +148,7 @@ async def _serve_requests(
         responder.head_only = request.method == "HEAD"
         admission.enter(slot, "busy")
         gone = await _run_app(app, request, responder, link, error_page)
-        access_log(record)
+        finished(record)
         if gone or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
             return
         try:
@@ -177,6 +175,7 @@ async def _run_app(app: App, request: HttpRequest, responder: Responder, link: _
             gone = True
             if not responder.started:
                 error = RelayError("relay_bug", "Internal relay error (see the relay's log).")
+                responder.record.kind = error.kind
                 with anyio.move_on_after(5):
                     try:
                         await responder.send(

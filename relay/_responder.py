@@ -59,6 +59,15 @@ class RequestLog:
     first_byte: float | None = None
     outcome: str = ""
     """How a stream really ended when that is not its status (an error after the 200 was sent)."""
+    api: str = "-"
+    """The relay's route that answered (an API's path, ``/health``...); ``-`` for a path it does not serve."""
+    kind: str = ""
+    """The kind of error answered, if one was (``relay._errors.Kind``)."""
+    tokens_in: int | None = None
+    """A model request: its input tokens (None for any other request)."""
+    tokens_out: int = 0
+    tokens_counted: bool = False
+    """The token figures were reported by the model's side, not estimated."""
 
 
 class ClientGone(Exception):

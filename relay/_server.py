@@ -35,6 +35,7 @@ from ._http import serve_connection
 from ._jobs import Timing
 from ._responder import RequestLog, Responder
 from ._socket import SocketSetupError, forget_default, listen, record_default
+from ._stats import Stats
 from ._timer import Timer
 from ._worker_link import refuse_worker, serve_worker
 
@@ -42,8 +43,18 @@ log = logging.getLogger("mcptb.relay")
 access = logging.getLogger("mcptb.relay.access")
 
 
-def access_log(record: RequestLog) -> None:
-    end = time.perf_counter()
+def finisher(stats: Stats) -> Callable[[RequestLog], None]:
+    """What happens as each request ends: its access-log line, and its count in ``stats``."""
+
+    def finished(record: RequestLog) -> None:
+        seconds = time.perf_counter() - record.started
+        access_log(record, seconds)
+        stats.finished(record, seconds)
+
+    return finished
+
+
+def access_log(record: RequestLog, seconds: float) -> None:
     ttfb = f"{(record.first_byte - record.started) * 1000:.1f}ms" if record.first_byte else "-"
     access.info(
         "%s %s %s model=%s worker=%s status=%s%s ttfb=%s dur=%.1fms bytes=%d",
@@ -55,7 +66,7 @@ def access_log(record: RequestLog) -> None:
         record.status,
         f" outcome={record.outcome}" if record.outcome else "",
         ttfb,
-        (end - record.started) * 1000,
+        seconds * 1000,
         record.bytes_sent,
     )
 
@@ -75,6 +86,7 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
         on_earlier=timer.earlier,
     )
     app = App(config, broker)
+    finished = finisher(app.stats)
     try:
         tcp = await anyio.create_tcp_listener(local_host=config.host, local_port=config.port, reuse_port=False)
     except OSError as exc:
@@ -100,10 +112,10 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
         with anyio.CancelScope() as scope:
             slot = admission.connect(close=scope.cancel)
             if slot is None:
-                await _refuse_connection(stream, config)
+                await _refuse_connection(stream, config, finished)
                 return
             try:
-                await serve_connection(stream, app, error_page, config, access_log, admission, slot)
+                await serve_connection(stream, app, error_page, config, finished, admission, slot)
             finally:
                 admission.disconnect(slot)
         app.connection_closed()
@@ -161,7 +173,9 @@ async def _stop_on_signal(
             return
 
 
-async def _refuse_connection(stream: anyio.abc.SocketStream, config: Config) -> None:
+async def _refuse_connection(
+    stream: anyio.abc.SocketStream, config: Config, finished: Callable[[RequestLog], None]
+) -> None:
     import h11
 
     async with stream:
@@ -172,7 +186,7 @@ async def _refuse_connection(stream: anyio.abc.SocketStream, config: Config) -> 
             retry_after=1,
         )
         status = error.shape.status
-        record = RequestLog(status=status)
+        record = RequestLog(status=status, kind=error.kind)
         responder = Responder(conn, stream, record, config.send_timeout)
         # The request was not read: answer at once and close.
         with anyio.move_on_after(2):
@@ -182,7 +196,7 @@ async def _refuse_connection(stream: anyio.abc.SocketStream, config: Config) -> 
                 )
             except Exception:
                 pass
-        access_log(record)
+        finished(record)
 
 
 def banner(url: str, socket: str) -> str:

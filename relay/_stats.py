@@ -1,0 +1,84 @@
+"""What the relay has served since it started, counted from each request's log record: the figures of
+``/metrics`` (and of the status page to come). No content: only routes, model names, statuses,
+times and token counts.
+
+Labels come from a fixed set (the relay's routes, statuses, error kinds) except the model name,
+which the caller chooses: at most :data:`MAX_MODELS` distinct names get their own series, the rest
+count under ``other``, so a caller cannot grow the relay's memory with made-up names.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ._responder import RequestLog
+
+MAX_MODELS = 64
+SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+"""Upper bounds of the time histograms, in seconds: a cached answer to a ten-minute agent turn."""
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+"""Upper bounds of the token histograms (OpenTelemetry's advice for ``gen_ai.client.token.usage``)."""
+REFUSALS = frozenset({401, 403, 408, 413, 429, 431, 503})
+"""Statuses that mean the relay refused the request (its reason is the error kind)."""
+
+
+@dataclass
+class Histogram:
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    """Observations at or under each bound (not cumulative; rendered cumulative)."""
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(self.bounds)
+
+    def observe(self, value: float) -> None:
+        self.total += value
+        self.count += 1
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+                return
+
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Stats:
+    requests: Counter[Labels] = field(default_factory=Counter)
+    refusals: Counter[Labels] = field(default_factory=Counter)
+    durations: dict[Labels, Histogram] = field(default_factory=dict)
+    first_byte: dict[Labels, Histogram] = field(default_factory=dict)
+    tokens: dict[Labels, Histogram] = field(default_factory=dict)
+    _models: set[str] = field(default_factory=set)
+
+    def finished(self, record: RequestLog, seconds: float) -> None:
+        """One request ended (its response written, or its caller gone), ``seconds`` after it began."""
+        model = self._model(record.model)
+        outcome = record.outcome.split(":", 1)[1] if record.outcome else ("ok" if record.status < 400 else record.kind)
+        status = str(record.status)
+        self.requests[(("api", record.api), ("model", model), ("status", status), ("outcome", outcome))] += 1
+        if record.status in REFUSALS:
+            self.refusals[(("status", status), ("reason", record.kind or "-"))] += 1
+        if record.tokens_in is None:
+            return  # not a model request: no time or token series for it
+        api = (("api", record.api), ("model", model))
+        self.durations.setdefault(api, Histogram(SECONDS_BUCKETS)).observe(seconds)
+        if record.first_byte is not None:
+            waited = record.first_byte - record.started
+            self.first_byte.setdefault(api, Histogram(SECONDS_BUCKETS)).observe(waited)
+        counted = "counted" if record.tokens_counted else "estimated"
+        for kind, value in (("input", record.tokens_in), ("output", record.tokens_out)):
+            labels = (*api, ("gen_ai_token_type", kind), ("count", counted))
+            self.tokens.setdefault(labels, Histogram(TOKEN_BUCKETS)).observe(value)
+
+    def _model(self, name: str) -> str:
+        if name in self._models:
+            return name
+        if len(self._models) < MAX_MODELS:
+            self._models.add(name)
+            return name
+        return "other"
