@@ -239,6 +239,7 @@ def main() -> int:
     print("$ " + " ".join(["python -m bench", *sys.argv[1:]]))
     print(machine_note())
     with tempfile.TemporaryDirectory(prefix="mcptb-bench-") as tmp:
+        os.environ["XDG_STATE_HOME"] = tmp  # the relay's usage ledger (on, as by default) goes here
         children = Children(tmp)
         try:
             return measure(children, tmp, args)

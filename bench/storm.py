@@ -201,6 +201,7 @@ def run(children: Children, tmp: str, args: argparse.Namespace) -> int:
 def main() -> int:
     args = parse_args()
     with tempfile.TemporaryDirectory(prefix="mcptb-storm-") as tmp:
+        os.environ["XDG_STATE_HOME"] = tmp  # the relay's usage ledger goes here, not into yours
         children = Children(tmp)
         try:
             return run(children, tmp, args)

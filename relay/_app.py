@@ -344,6 +344,9 @@ class App:
                 self._idle.set()
             self.heap.answered(answer.chars + job.unread, idle=self.answering == 0)
             usage = estimate(exchange.request, answer.chars)
+            record.answered_by = answer.model
+            worker = self.broker.workers.get(job.worker_id)
+            record.client = (worker.info.client_name or "-") if worker is not None else "-"
             record.tokens_in, record.tokens_out = usage.input_tokens, usage.output_tokens
 
     def connection_closed(self) -> None:

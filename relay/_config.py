@@ -14,6 +14,8 @@ from shared_protocol import MAX_LINE_BYTES, default_socket_path
 from shared_protocol._paths import DEFAULT_SOCKET_HELP, POINTER_HELP
 from shared_protocol._settings import package_version, parse_settings, setting
 
+from ._ledger import default_path as default_usage_db
+
 MAX_BODY_BYTES = MAX_LINE_BYTES * 3 // 4
 """The largest --max-body-bytes: a body's neutral form must fit one worker-link line, with room for
 what conversion adds (field names, a rare escape). A request that still grows past the line limit is
@@ -48,6 +50,14 @@ class Config:
             "shows only its status"
         ),
     )
+    usage_db: str = field(
+        default="",
+        metadata=setting(
+            "the usage ledger: one row per model request (no content) in this SQLite file, read by "
+            "`mcptb-relay usage`; '' = off (default: $XDG_STATE_HOME/mcp-token-bridge/usage.sqlite3)"
+        ),
+    )
+    usage_days: int = field(default=90, metadata=setting("days of rows the usage ledger keeps", minimum=1))
     metrics_public: bool = field(
         default=False,
         metadata=setting("with --api-key, let GET /metrics through without the key (for a scraper on loopback)"),
@@ -186,7 +196,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         prog="mcptb-relay",
         description="OpenAI- and Anthropic-compatible HTTP API answered by the model behind your MCP client. "
         "Every flag can also be set as an environment variable MCPTB_<FLAG> (e.g. MCPTB_PORT).",
-        defaults={"socket": default_socket_path()},
+        defaults={"socket": default_socket_path(), "usage_db": default_usage_db()},
         version=package_version,
     )
     problem = check(config)

@@ -63,6 +63,10 @@ class RequestLog:
     """The relay's route that answered (an API's path, ``/health``...); ``-`` for a path it does not serve."""
     kind: str = ""
     """The kind of error answered, if one was (``relay._errors.Kind``)."""
+    answered_by: str = "-"
+    """The model that answered, as its worker said."""
+    client: str = "-"
+    """The MCP client of the worker that took the request."""
     tokens_in: int | None = None
     """A model request: its input tokens (None for any other request)."""
     tokens_out: int = 0

@@ -33,6 +33,7 @@ from ._config import Config, server_command
 from ._errors import RelayError, error_headers
 from ._http import serve_connection
 from ._jobs import Timing
+from ._ledger import Ledger, Row
 from ._responder import RequestLog, Responder
 from ._socket import SocketSetupError, forget_default, listen, record_default
 from ._stats import Stats
@@ -43,15 +44,37 @@ log = logging.getLogger("mcptb.relay")
 access = logging.getLogger("mcptb.relay.access")
 
 
-def finisher(stats: Stats) -> Callable[[RequestLog], None]:
-    """What happens as each request ends: its access-log line, and its count in ``stats``."""
+def finisher(stats: Stats, ledger: Ledger | None) -> Callable[[RequestLog], None]:
+    """What happens as each request ends: its access-log line, its count in ``stats``, and for a model
+    request its row in the usage ledger."""
 
     def finished(record: RequestLog) -> None:
         seconds = time.perf_counter() - record.started
         access_log(record, seconds)
         stats.finished(record, seconds)
+        if ledger is not None and record.tokens_in is not None:
+            ledger.add(ledger_row(record, seconds))
 
     return finished
+
+
+def ledger_row(record: RequestLog, seconds: float) -> Row:
+    outcome = record.outcome.split(":", 1)[1] if record.outcome else ("ok" if record.status < 400 else record.kind)
+    first_byte = None if record.first_byte is None else record.first_byte - record.started
+    return Row(
+        time.time(),
+        record.api,
+        record.model,
+        record.answered_by,
+        record.client,
+        record.status,
+        outcome,
+        seconds,
+        first_byte,
+        record.tokens_in or 0,
+        record.tokens_out,
+        record.tokens_counted,
+    )
 
 
 def access_log(record: RequestLog, seconds: float) -> None:
@@ -86,7 +109,8 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
         on_earlier=timer.earlier,
     )
     app = App(config, broker)
-    finished = finisher(app.stats)
+    ledger = Ledger(config.usage_db, config.usage_days) if config.usage_db else None
+    finished = finisher(app.stats, ledger)
     try:
         tcp = await anyio.create_tcp_listener(local_host=config.host, local_port=config.port, reuse_port=False)
     except OSError as exc:
@@ -154,6 +178,8 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
             os.unlink(config.socket)
         if recorded:
             forget_default(config.socket)
+        if ledger is not None:
+            ledger.close()  # the rows that wait: one short write
         log.info("relay stopped")
 
 

@@ -1,4 +1,5 @@
-"""``mcptb-relay``: parse settings, set up logging, run the server on the chosen backend."""
+"""``mcptb-relay``: parse settings, set up logging, run the server on the chosen backend.
+``mcptb-relay usage`` reads the usage ledger instead."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ from ._server import print_banner, serve
 from ._socket import SocketSetupError
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["usage"]:
+        from ._usage_report import main as usage
+
+        return usage(args[1:])
     config = parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,
@@ -26,4 +32,5 @@ def main(argv: list[str] | None = None) -> None:
         pass
     except (SocketSetupError, BudgetError, OSError) as exc:
         print(f"mcptb-relay: {exc}", file=sys.stderr)
-        sys.exit(1)
+        return 1
+    return 0

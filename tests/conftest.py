@@ -37,6 +37,8 @@ from _inprocess import InProcessRelay, InProcessWorker, relay_in_process, worker
 from _scripted import ScriptedModel
 
 ROOT = Path(__file__).resolve().parent.parent
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="mcptb-state-")
+"""Relays this suite starts keep their usage ledger here, not in the home of whoever runs the tests."""
 
 
 def litellm() -> ModuleType:

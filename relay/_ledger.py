@@ -1,0 +1,166 @@
+"""The usage ledger: one row per finished model request, in an SQLite database that outlives the relay.
+
+Rules worth knowing:
+- Rows say what was served and what it cost, never what was said: when, the route, the model asked
+  for and the one that answered, the worker's MCP client, status and outcome, seconds, time to the
+  first byte, tokens in and out and whether they were counted or estimated. No prompt or answer text.
+- The event loop never waits for the disk: :meth:`Ledger.add` puts the row on a queue, and one writer
+  thread writes what gathered in one transaction, about once a second (WAL journal, so
+  ``mcptb-relay usage`` reads while the relay writes). At most :data:`MAX_WAITING` rows wait; more
+  are dropped and counted, so a stuck disk costs bounded memory.
+- A disk that is full, read-only or gone never fails a request: the first failure is logged as a
+  warning, the rows lost are counted, and the writer tries again with the next batch.
+- Rows older than ``--usage-days`` are deleted when the ledger opens (at the relay's first model
+  request) and once a day after.
+- The file is created 0600 in a 0700 directory: what you use is nobody else's business.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import astuple, dataclass
+
+log = logging.getLogger("mcptb.relay")
+
+MAX_WAITING = 10_000
+FLUSH_SECONDS = 1.0
+PRUNE_SECONDS = 24 * 3600.0
+SCHEMA = """CREATE TABLE IF NOT EXISTS requests (
+    at REAL NOT NULL,
+    api TEXT NOT NULL,
+    model TEXT NOT NULL,
+    answered_by TEXT NOT NULL,
+    client TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    first_byte REAL,
+    tokens_in INTEGER NOT NULL,
+    tokens_out INTEGER NOT NULL,
+    counted INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_at ON requests (at);"""
+
+
+def default_path() -> str:
+    """``$XDG_STATE_HOME/mcp-token-bridge/usage.sqlite3``, else under ``~/.local/state``."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "mcp-token-bridge", "usage.sqlite3")
+
+
+@dataclass(frozen=True)
+class Row:
+    at: float
+    """When the request ended (Unix seconds)."""
+    api: str
+    model: str
+    """The model the caller asked for."""
+    answered_by: str
+    """The model that answered, as the worker said (``-`` when none did)."""
+    client: str
+    """The worker's MCP client (``-`` when no worker took it)."""
+    status: int
+    outcome: str
+    """``ok``, or the kind of error."""
+    seconds: float
+    first_byte: float | None
+    tokens_in: int
+    tokens_out: int
+    counted: bool
+    """The tokens were reported by the model's side; else estimated."""
+
+
+class Ledger:
+    def __init__(self, path: str, days: int, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.days = days
+        self._clock = clock
+        self._rows: queue.SimpleQueue[Row | None] = queue.SimpleQueue()
+        self.dropped = 0
+        """Rows not written because too many were waiting."""
+        self.failed = 0
+        """Rows lost to a failing disk."""
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+        """The writer, started with the first row (a relay that serves nothing opens no file)."""
+
+    def add(self, row: Row) -> None:
+        if self._rows.qsize() >= MAX_WAITING:
+            self.dropped += 1
+            return
+        self._rows.put(row)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="mcptb-usage-ledger", daemon=True)
+            self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what waits, then stop the writer (waiting at most ``timeout`` seconds)."""
+        if self._thread is not None:
+            self._closing.set()
+            self._rows.put(None)
+            self._thread.join(timeout)
+
+    # --- the writer thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        db: sqlite3.Connection | None = None
+        pruned = -PRUNE_SECONDS
+        warned = False
+        while True:
+            batch = self._gather()
+            done = None in batch
+            rows = [astuple(row) for row in batch if row is not None]
+            try:
+                if db is None:
+                    db = self._open()
+                if self._clock() - pruned >= PRUNE_SECONDS:
+                    with db:
+                        db.execute("DELETE FROM requests WHERE at < ?", (self._clock() - self.days * 86400,))
+                    pruned = self._clock()
+                if rows:
+                    with db:
+                        db.executemany("INSERT INTO requests VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            except (sqlite3.Error, OSError) as exc:
+                self.failed += len(rows)
+                if not warned:
+                    warned = True
+                    log.warning(
+                        "usage ledger %s: cannot write (%s); requests go on, their rows are lost", self.path, exc
+                    )
+                if db is not None:
+                    db.close()
+                db = None
+            if done:
+                if db is not None:
+                    db.close()
+                return
+
+    def _gather(self) -> list[Row | None]:
+        """The next row (waiting for it), then, :data:`FLUSH_SECONDS` later (or at once when closing),
+        every row that came meanwhile. The thread sleeps while rows gather: a wake per row would take
+        the interpreter's lock from the event loop once per request."""
+        batch = [self._rows.get()]
+        if batch[0] is not None:
+            self._closing.wait(FLUSH_SECONDS)
+        while True:
+            try:
+                batch.append(self._rows.get_nowait())
+            except queue.Empty:
+                return batch
+
+    def _open(self) -> sqlite3.Connection:
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        db = sqlite3.connect(self.path, timeout=5)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        return db
