@@ -33,6 +33,7 @@ from ._config import Config
 from ._errors import RelayError, error_headers
 from ._heap import HeapRelease
 from ._jobs import NO_CALLER, Caller, Job
+from ._ledger import Ledger
 from ._metrics import CONTENT_TYPE as METRICS_TYPE
 from ._metrics import render as render_metrics
 from ._responder import HttpRequest, RequestHead, Responder
@@ -110,6 +111,8 @@ class App:
         self._idle: anyio.Event | None = None
         self.heap = HeapRelease()
         self.stats = Stats()
+        self.ledger: Ledger | None = None
+        """The usage ledger, when the server keeps one (its lost rows are counted on ``/metrics``)."""
         """What was served since the relay started (``/metrics``), fed by the server as each request ends."""
         self._routes: dict[str, dict[str, Handler]] = {
             "/": {"GET": self.root, "HEAD": self.root},
@@ -268,7 +271,8 @@ class App:
         )
 
     async def metrics(self, request: HttpRequest, responder: Responder) -> None:
-        await responder.send(200, render_metrics(self.stats, self.broker.snapshot()), METRICS_TYPE, [])
+        body = render_metrics(self.stats, self.broker.snapshot(), self.ledger)
+        await responder.send(200, body, METRICS_TYPE, [])
 
     async def models(self, request: HttpRequest, responder: Responder) -> None:
         data = [

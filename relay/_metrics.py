@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ._jobs import Snapshot
+from ._ledger import Ledger
 from ._stats import Histogram, Labels, Stats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -51,7 +52,7 @@ class _Text:
             self.lines.append(f"{name}_count{_labels(labels)} {histogram.count}")
 
 
-def render(stats: Stats, snapshot: Snapshot) -> bytes:
+def render(stats: Stats, snapshot: Snapshot, ledger: Ledger | None) -> bytes:
     text = _Text()
     text.family(
         "mcptb_requests_total", "counter", "HTTP requests the relay finished, by route, model, status and outcome."
@@ -83,4 +84,10 @@ def render(stats: Stats, snapshot: Snapshot) -> bytes:
     text.family("mcptb_workers", "gauge", "Connected MCP servers, by how they answer and whether an agent serves.")
     for labels, count in sorted(workers.items()):
         text.sample("mcptb_workers", labels, count)
+    if ledger is not None:
+        text.family(
+            "mcptb_usage_rows_lost_total", "counter", "Usage ledger rows not written: disk failed, or too many waiting."
+        )
+        text.sample("mcptb_usage_rows_lost_total", (("reason", "disk"),), ledger.failed)
+        text.sample("mcptb_usage_rows_lost_total", (("reason", "backlog"),), ledger.dropped)
     return ("\n".join(text.lines) + "\n").encode()

@@ -109,7 +109,7 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
         on_earlier=timer.earlier,
     )
     app = App(config, broker)
-    ledger = Ledger(config.usage_db, config.usage_days) if config.usage_db else None
+    ledger = app.ledger = Ledger(config.usage_db, config.usage_days) if config.usage_db else None
     finished = finisher(app.stats, ledger)
     try:
         tcp = await anyio.create_tcp_listener(local_host=config.host, local_port=config.port, reuse_port=False)

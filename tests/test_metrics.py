@@ -90,12 +90,12 @@ async def test_with_an_api_key_the_metrics_need_it_unless_public(backend, public
     assert total(refusals, status="401", reason="invalid_api_key") == (0 if public else 1)
 
 
-async def test_every_family_the_docs_list_is_in_the_output(relay, backend):
+async def test_every_family_the_docs_list_is_in_the_output(backend, tmp_path):
     from _doc_blocks import ROOT
 
     table = (ROOT / "docs" / "metrics.md").read_text().split("<!-- metrics table:", 1)[1].split("\n\n", 1)[0]
     documented = {row.split("`")[1] for row in table.splitlines()[3:]}
-    async with mcp_worker(relay, backend):
+    async with relay_in_process(usage_db=str(tmp_path / "usage.sqlite3")) as relay, mcp_worker(relay, backend):
         await post(relay.url, "/v1/chat/completions", chat_body("hi"))
         response = await request(relay.url, "GET", "/metrics")
     emitted = {family.name for family in text_string_to_metric_families(response.body.decode())}

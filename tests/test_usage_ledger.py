@@ -14,7 +14,7 @@ import pytest
 from relay._ledger import Ledger, Row
 from relay.cli import main as relay_main
 
-from _http_client import post
+from _http_client import post, request
 from _inprocess import relay_in_process, worker_in_process
 from conftest import chat_body
 
@@ -57,6 +57,9 @@ async def test_a_ledger_that_cannot_be_written_fails_no_request_and_warns_once(b
             for _ in range(20):
                 assert (await post(relay.url, "/v1/chat/completions", chat_body("hi"))).status == 200
                 await anyio.sleep(0.1)  # the writer tries (and fails) more than once
+            metrics = (await request(relay.url, "GET", "/metrics")).body.decode()
+    lost = [line for line in metrics.splitlines() if line.startswith('mcptb_usage_rows_lost_total{reason="disk"}')]
+    assert len(lost) == 1 and int(lost[0].split()[-1]) > 0  # what could not be written is counted
     warnings = [r for r in caplog.records if "usage ledger" in r.getMessage()]
     assert len(warnings) == 1 and "cannot write" in warnings[0].getMessage()
 
