@@ -40,7 +40,16 @@ from ._procs import Children, Server, read_line, rss_mib
 
 GIVE_BACK_MIB = 10.0
 HOSTILE_ARGUMENTS = ["[" * 50_000, '{"n": ' + "9" * 5_000 + "}"]
-HEAD_PATHS = ["/", "/health", "/v1/models", "/v1/chat/completions", "/v1/responses", "/v1/messages", "/nope"]
+HEAD_PATHS = [
+    "/",
+    "/health",
+    "/metrics",
+    "/v1/models",
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/messages",
+    "/nope",
+]
 
 
 def parse_args() -> argparse.Namespace:

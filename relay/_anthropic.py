@@ -48,7 +48,7 @@ from ._anthropic_answer import MessagesStreamEncoder, error_json, message_json, 
 from ._collect import Answer
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, is_base64, system_note
 from ._errors import RelayError, bad_request, not_found
-from ._fields import forced_tool, opt, opt_number, output_format, parse_json_object, tool_spec
+from ._fields import check_max_tokens, forced_tool, opt, opt_number, output_format, parse_json_object, tool_spec
 from ._store import ConversationStore, Keep, Stored
 from ._usage import UsageEstimate, estimate
 
@@ -68,8 +68,7 @@ def parse_request(body: bytes, store: ConversationStore | None = None) -> Messag
     model = opt(data, "model", str)
     stream = opt(data, "stream", bool) or False
     max_tokens = opt(data, "max_tokens", int) or DEFAULT_MAX_TOKENS
-    if max_tokens <= 0:
-        raise bad_request("max_tokens: must be a positive integer.", param="max_tokens")
+    check_max_tokens(max_tokens, "max_tokens")
     system = _system(data.get("system"))
     tools, ignored = _tools(data.get("tools"))
     if earlier is not None:

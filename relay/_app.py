@@ -109,11 +109,11 @@ class App:
         self.answering = 0
         """Requests being answered now (streams open, or whole answers being written)."""
         self._idle: anyio.Event | None = None
-        self.heap = HeapRelease()
+        self.heap = HeapRelease(busy=lambda: self.answering > 0)
         self.stats = Stats()
+        """What was served since the relay started (``/metrics``), fed by the server as each request ends."""
         self.ledger: Ledger | None = None
         """The usage ledger, when the server keeps one (its lost rows are counted on ``/metrics``)."""
-        """What was served since the relay started (``/metrics``), fed by the server as each request ends."""
         self._routes: dict[str, dict[str, Handler]] = {
             "/": {"GET": self.root, "HEAD": self.root},
             "/health": {"GET": self.health},
@@ -123,7 +123,7 @@ class App:
         for api in APIS:
             for route in api.routes:
                 self._routes.setdefault(route.path, {})[route.method] = self._api_handler(api, route)
-        self._served = ", ".join([*api_paths(), "/v1/models"]) + " and /health"
+        self._served = ", ".join([*api_paths(), "/v1/models", "/health"]) + " and /metrics"
         self._access_seen: dict[object, RelayError | None] = {}
 
     def admit(self, head: RequestHead) -> RelayError | None:
@@ -143,7 +143,8 @@ class App:
                     f"Method {head.method} is not allowed on {head.path}; use {', '.join(methods)}.",
                     allow=tuple(methods),
                 )
-            if head.path not in ("/", "/health") and not (head.path == "/metrics" and self.config.metrics_public):
+            public = head.path.rstrip("/") == "/metrics" and self.config.metrics_public
+            if head.path not in ("/", "/health") and not public:
                 self._check_key(head)
         except RelayError as error:
             return error
@@ -309,6 +310,7 @@ class App:
         write it as the API's JSON or stream."""
         record = responder.record
         record.model = exchange.request.model or "-"
+        record.tokens_in = 0  # a model request (a row in the ledger), with the tokens of what a model saw
         if exchange.ignored_tools:
             tools = ", ".join(dict.fromkeys(exchange.ignored_tools))
             log.info("%s: tools left out, the MCP client's model cannot use them: %s", record.request_id, tools)
@@ -346,16 +348,17 @@ class App:
             self.answering -= 1
             if self.answering == 0 and self._idle is not None:
                 self._idle.set()
-            self.heap.answered(answer.chars + job.unread, idle=self.answering == 0)
-            usage = estimate(exchange.request, answer.chars)
-            record.answered_by = answer.model
+            self.heap.answered(answer.chars + job.unread)
             worker = self.broker.workers.get(job.worker_id)
             record.client = (worker.info.client_name or "-") if worker is not None else "-"
-            record.tokens_in, record.tokens_out = usage.input_tokens, usage.output_tokens
+            if answer.started:
+                usage = estimate(exchange.request, answer.chars)
+                record.tokens_in, record.tokens_out = usage.input_tokens, usage.output_tokens
+                record.answered_by = answer.model
 
     def connection_closed(self) -> None:
         """An HTTP connection ended (its frames, and what a cancelled write still held, are gone)."""
-        self.heap.connection_closed(idle=self.answering == 0)
+        self.heap.connection_closed()
 
     async def drain(self, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) until no answer is being written."""

@@ -20,10 +20,13 @@ class Answer:
     is then only counted, so a long stream does not hold its whole answer in memory."""
     dropped: int = 0
     """Characters of text not kept (``keep_text`` off)."""
+    started: bool = False
+    """A worker said which model answers (its ``start``): a model worked on the request."""
 
     def add(self, event: Start | TextDelta | ToolCall | End) -> None:
         if isinstance(event, Start):
             self.model = event.model
+            self.started = True
         elif isinstance(event, TextDelta):
             if self.keep_text:
                 self.text.append(event.text)

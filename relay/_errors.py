@@ -9,7 +9,7 @@ for carries that code itself (:attr:`RelayError.code`): the kind still gives sta
 
 Retrying (docs/apis.md#errors-and-retries has the table for users): a retry is worth it only when
 nothing the user pays for was spent and asking again may work now - a full queue, a relay that is
-stopping or out of connections or body memory, a slow upload, a bug. Every answer says so in
+stopping or out of connections or body memory, a bug. Every answer says so in
 ``x-should-retry`` (``true``/``false``), which the openai and anthropic SDKs and Claude Code obey.
 litellm's Router ignores that header and retries 408, 409, 429 and every 5xx, so an error where the
 model already worked on this input (the MCP client failed: 424; its answer never fit: 422; declined:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
-from shared_protocol import OutputFormat, ToolChoice, ToolSpec
+from shared_protocol import MAX_TOKENS, OutputFormat, ToolChoice, ToolSpec
 
 from ._errors import RelayError, bad_request
 
@@ -14,6 +15,25 @@ MAX_JSON_DEPTH = 64
 """Deepest nesting of arrays and objects a request body may have, tool schemas included. Deeper bodies
 are refused here, before a parser, a validator or the worker recurses through them."""
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return number
+
+
+def _not_a_number(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_not_a_number)
+
+
+def check_max_tokens(value: int, param: str) -> None:
+    if not 0 < value <= MAX_TOKENS:
+        raise bad_request(f"'{param}' must be a positive integer up to {MAX_TOKENS}.", param=param)
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -28,10 +48,13 @@ def parse_json(text: str | bytes, where: str = "", depth: int = 0) -> Any:
     """JSON the relay decodes - the body, or a JSON string inside it (``where``, at ``depth`` levels of
     the body: tool-call arguments) - checked as one: a 400 naming the field for invalid JSON, nesting
     deeper than :data:`MAX_JSON_DEPTH` counted from the body's root, integers past Python's digit limit,
-    lone surrogates."""
+    lone surrogates, and numbers that are not finite (``NaN``, ``Infinity``, ``1e999``: JSON has none, and
+    the worker refuses them)."""
     name = f"'{where}'" if where else "Request body"
     try:
-        data = json.loads(text)
+        if isinstance(text, bytes):
+            text = text.decode(json.detect_encoding(text), "surrogatepass")
+        data = _DECODER.decode(text)
     except RecursionError:
         raise _invalid(where, f"{name} nests deeper than {MAX_JSON_DEPTH} levels.") from None
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, and an integer of thousands of digits

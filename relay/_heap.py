@@ -51,13 +51,14 @@ class HeapRelease:
         self,
         trim: Callable[[], Callable[[int], int] | None] = malloc_trim,
         clock: Callable[[], float] = time.monotonic,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self._trim = trim
         self._clock = clock
+        self._busy = busy
+        """Whether an answer is being written now (asked at each step: one may have begun since)."""
         self._since = 0
         """Answer characters since the last release."""
-        self._busy = False
-        """An answer is being written."""
         self._last = clock()
         """When an answer or a connection last ended."""
         self._owed = False
@@ -65,22 +66,17 @@ class HeapRelease:
         self._wake: anyio.Event | None = None
         """Set when a release becomes owed (the driver waits on it)."""
 
-    def answered(self, chars: int, idle: bool) -> None:
-        """An answer of ``chars`` characters ended; ``idle``: no other answer is being written."""
+    def answered(self, chars: int) -> None:
+        """An answer of ``chars`` characters ended."""
         self._since += chars
-        self._ended(idle)
+        self._last = self._clock()
         if self._since >= RELEASE_AFTER_CHARS and not self._owed:
             self._owed = True
             if self._wake is not None:
                 self._wake.set()
 
-    def connection_closed(self, idle: bool) -> None:
-        """A connection ended (its frames, and what a cancelled write of its held, are garbage now);
-        ``idle``: no answer is being written."""
-        self._ended(idle)
-
-    def _ended(self, idle: bool) -> None:
-        self._busy = not idle
+    def connection_closed(self) -> None:
+        """A connection ended (its frames, and what a cancelled write of its held, are garbage now)."""
         self._last = self._clock()
 
     def step(self) -> float | None:
@@ -90,8 +86,10 @@ class HeapRelease:
             return None
         quiet_at = self._last + RELEASE_AFTER_QUIET
         now = self._clock()
-        if self._busy or now < quiet_at:
-            return RELEASE_AFTER_QUIET if self._busy else quiet_at - now
+        if self._busy():
+            return RELEASE_AFTER_QUIET
+        if now < quiet_at:
+            return quiet_at - now
         self._since = 0
         self._owed = False
         gc.collect()

@@ -64,7 +64,7 @@ class Row:
     answered_by: str
     """The model that answered, as the worker said (``-`` when none did)."""
     client: str
-    """The worker's MCP client (``-`` when no worker took it)."""
+    """The worker's MCP client (``-`` when no worker took it, or it had gone when the request ended)."""
     status: int
     outcome: str
     """``ok``, or the kind of error."""

@@ -38,7 +38,7 @@ from ._adapter import Route
 from ._collect import Answer, arguments_json
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, image_from_url, tool_arguments
 from ._errors import RelayError, bad_request
-from ._fields import openai_tool_choice, opt, opt_number, output_format, parse_json_object, tool_spec
+from ._fields import check_max_tokens, openai_tool_choice, opt, opt_number, output_format, parse_json_object, tool_spec
 from ._store import ConversationStore, Keep
 from ._usage import UsageEstimate
 
@@ -81,8 +81,7 @@ def parse_request(body: bytes) -> ChatExchange:
     include_usage = bool(options.get("include_usage")) if stream else False
     system, messages = _messages(data.get("messages"))
     max_tokens = opt(data, "max_completion_tokens", int) or opt(data, "max_tokens", int) or DEFAULT_MAX_TOKENS
-    if max_tokens <= 0:
-        raise bad_request("'max_tokens' must be a positive integer.", param="max_tokens")
+    check_max_tokens(max_tokens, "max_tokens")
     temperature = opt_number(data, "temperature")
     top_p = opt_number(data, "top_p")
     stop = data.get("stop")

@@ -73,6 +73,16 @@ class RequestLog:
     tokens_counted: bool = False
     """The token figures were reported by the model's side, not estimated."""
 
+    @property
+    def result(self) -> str:
+        """How the request ended, in a word: ``ok``, the kind of error answered (also one that came after a
+        stream's 200), or ``caller_gone`` (it left before its status line)."""
+        if self.outcome:
+            return self.outcome.split(":", 1)[1]
+        if self.status in (0, 499):
+            return "caller_gone"
+        return "ok" if self.status < 400 else self.kind or str(self.status)
+
 
 class ClientGone(Exception):
     """The peer closed the connection or stopped accepting bytes."""

@@ -45,7 +45,7 @@ from ._adapter import Route
 from ._collect import Answer
 from ._conversation import DEFAULT_MAX_TOKENS, Conversation, image_from_url, system_note, tool_arguments
 from ._errors import RelayError, bad_request
-from ._fields import opt, opt_number, output_format, parse_json_object
+from ._fields import check_max_tokens, opt, opt_number, output_format, parse_json_object
 from ._openai_chat import error_json
 from ._responses_answer import ResponsesStreamEncoder, response_json
 from ._responses_tools import ToolSet, flat_name, tool_choice, tool_set
@@ -72,8 +72,7 @@ def parse_request(body: bytes, store: ConversationStore | None = None) -> Respon
     model = opt(data, "model", str)
     stream = opt(data, "stream", bool) or False
     max_tokens = opt(data, "max_output_tokens", int) or DEFAULT_MAX_TOKENS
-    if max_tokens <= 0:
-        raise bad_request("'max_output_tokens' must be a positive integer.", param="max_output_tokens")
+    check_max_tokens(max_tokens, "max_output_tokens")
     instructions = opt(data, "instructions", str)
     system, messages = _input(data.get("input"), earlier)
     system_text = "\n\n".join(filter(None, [instructions, *system])) or None

@@ -36,7 +36,7 @@ from ._jobs import Timing
 from ._ledger import Ledger, Row
 from ._responder import RequestLog, Responder
 from ._socket import SocketSetupError, forget_default, listen, record_default
-from ._stats import Stats
+from ._stats import MAX_LABEL, Stats
 from ._timer import Timer
 from ._worker_link import refuse_worker, serve_worker
 
@@ -59,16 +59,15 @@ def finisher(stats: Stats, ledger: Ledger | None) -> Callable[[RequestLog], None
 
 
 def ledger_row(record: RequestLog, seconds: float) -> Row:
-    outcome = record.outcome.split(":", 1)[1] if record.outcome else ("ok" if record.status < 400 else record.kind)
     first_byte = None if record.first_byte is None else record.first_byte - record.started
     return Row(
         time.time(),
         record.api,
-        record.model,
-        record.answered_by,
-        record.client,
+        record.model[:MAX_LABEL],
+        record.answered_by[:MAX_LABEL],
+        record.client[:MAX_LABEL],
         record.status,
-        outcome,
+        record.result,
         seconds,
         first_byte,
         record.tokens_in or 0,

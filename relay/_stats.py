@@ -3,8 +3,9 @@
 times and token counts.
 
 Labels come from a fixed set (the relay's routes, statuses, error kinds) except the model name,
-which the caller chooses: at most :data:`MAX_MODELS` distinct names get their own series, the rest
-count under ``other``, so a caller cannot grow the relay's memory with made-up names.
+which the caller chooses: at most :data:`MAX_MODELS` distinct names, each cut to :data:`MAX_LABEL`
+characters, get their own series, the rest count under ``other``, so a caller cannot grow the relay's
+memory with made-up names.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from ._responder import RequestLog
 
 MAX_MODELS = 64
+MAX_LABEL = 128
+"""Characters of a model name kept in a label (the caller chooses it, and could make it megabytes)."""
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 """Upper bounds of the time histograms, in seconds: a cached answer to a ten-minute agent turn."""
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
@@ -58,9 +61,8 @@ class Stats:
     def finished(self, record: RequestLog, seconds: float) -> None:
         """One request ended (its response written, or its caller gone), ``seconds`` after it began."""
         model = self._model(record.model)
-        outcome = record.outcome.split(":", 1)[1] if record.outcome else ("ok" if record.status < 400 else record.kind)
         status = str(record.status)
-        self.requests[(("api", record.api), ("model", model), ("status", status), ("outcome", outcome))] += 1
+        self.requests[(("api", record.api), ("model", model), ("status", status), ("outcome", record.result))] += 1
         if record.status in REFUSALS:
             self.refusals[(("status", status), ("reason", record.kind or "-"))] += 1
         if record.tokens_in is None:
@@ -76,6 +78,7 @@ class Stats:
             self.tokens.setdefault(labels, Histogram(TOKEN_BUCKETS)).observe(value)
 
     def _model(self, name: str) -> str:
+        name = name[:MAX_LABEL]
         if name in self._models:
             return name
         if len(self._models) < MAX_MODELS:

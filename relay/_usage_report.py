@@ -10,6 +10,7 @@ import os
 import sqlite3
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ._ledger import default_path
@@ -19,7 +20,7 @@ QUERY = """SELECT date(at, 'unixepoch', 'localtime') AS day, model, count(*), su
 
 
 def totals(path: str, days: int) -> list[dict[str, Any]]:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
     try:
         rows = db.execute(QUERY, (time.time() - days * 86400,)).fetchall()
     finally:

@@ -35,6 +35,7 @@ from ._frames import (
     WorkerInfo,
 )
 from ._neutral import (
+    MAX_TOKENS,
     ContentBlock,
     ImageBlock,
     Message,
@@ -51,6 +52,7 @@ from ._wire import wire_json
 
 __all__ = [
     "MAX_LINE_BYTES",
+    "MAX_TOKENS",
     "PROTOCOL_VERSION",
     "SOCKET_ENV",
     "Accepted",

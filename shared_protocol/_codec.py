@@ -87,7 +87,8 @@ class _Decoder(Generic[F]):
             return ProtocolError(f"invalid frame (not JSON: {type(exc).__name__}; a line of {len(line)} bytes)")
         if type(value) is not dict:
             return ProtocolError(f"invalid frame (a frame must be a JSON object; a line of {len(line)} bytes)")
-        read = self._kinds.get(value.get("type"))  # type: ignore[arg-type]  # a non-string finds nothing
+        kind = value.get("type")
+        read = self._kinds.get(kind) if type(kind) is str else None
         try:
             if read is None:
                 raise Invalid("type", f"must be one of {', '.join(self._kinds)}")

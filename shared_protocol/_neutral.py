@@ -216,6 +216,8 @@ class OutputFormat:
         )
 
 
+MAX_TOKENS = 2**31 - 1
+"""The largest ``max_tokens`` a request may carry (the relay refuses more with a 400)."""
 _REQUEST_FIELDS = frozenset(
     {
         "model",
@@ -279,7 +281,7 @@ class NeutralRequest:
             messages=each(d, "messages", Message.from_wire, required=True),
             tools=each(d, "tools", ToolSpec.from_wire),
             tool_choice=None if tool_choice is None else inner(d, "tool_choice", ToolChoice.from_wire),
-            max_tokens=integer(d, "max_tokens", low=1, high=2**63 - 1),
+            max_tokens=integer(d, "max_tokens", low=1, high=MAX_TOKENS),
             temperature=optional_number(d, "temperature"),
             top_p=optional_number(d, "top_p"),
             stop_sequences=strings(d, "stop_sequences"),

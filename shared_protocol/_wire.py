@@ -17,6 +17,9 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 S = TypeVar("S", bound=str)
 _ABSENT: Any = object()
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects in a free-form JSON object of a frame (tool arguments and
+schemas): the relay refuses deeper request bodies with the same limit."""
 
 
 class Invalid(Exception):
@@ -146,13 +149,28 @@ def json_object(d: dict[str, Any], key: str) -> dict[str, Any]:
     value = d.get(key)
     if type(value) is not dict:
         raise Invalid(key, "must be an object" if key in d else "is required")
-    return value
+    return _shallow(value, key)
 
 
 def optional_json_object(d: dict[str, Any], key: str) -> dict[str, Any] | None:
     value = d.get(key)
     if value is not None and type(value) is not dict:
         raise Invalid(key, "must be an object or null")
+    return value if value is None else _shallow(value, key)
+
+
+def _shallow(value: dict[str, Any], key: str) -> dict[str, Any]:
+    """A JSON object nested at most :data:`MAX_DEPTH` levels (deeper ones would make whoever encodes or
+    walks it again recurse past Python's limit), checked without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if type(item) is dict else item if type(item) is list else ()
+        for child in children:
+            if type(child) in (dict, list):
+                if depth >= MAX_DEPTH:
+                    raise Invalid(key, f"nests deeper than {MAX_DEPTH} levels")
+                stack.append((child, depth + 1))
     return value
 
 
@@ -161,5 +179,5 @@ def wire_json(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 """One encoder for every line (``json.dumps`` with options builds a new one per call)."""

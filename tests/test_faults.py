@@ -456,6 +456,21 @@ HOSTILE = {
         "digits",
     ),
     "a lone surrogate": (b'{"messages": [{"role": "user", "content": "\\ud83d"}]}', "messages[0].content", "surrogate"),
+    # numbers JSON has not: the worker would refuse the request's frame and its slot would be lost
+    "NaN": (b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}', None, "NaN is not a JSON number"),
+    "Infinity": (b'{"messages": [{"role": "user", "content": "x"}], "top_p": -Infinity}', None, "not a JSON number"),
+    "1e999": (b'{"messages": [{"role": "user", "content": "x"}], "top_p": 1e999}', None, "out of range"),
+    "a schema maximum of 1e999": (
+        b'{"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": '
+        b'{"name": "f", "parameters": {"type": "object", "maximum": 1e999}}}]}',
+        None,
+        "out of range",
+    ),
+    "max_tokens past the protocol's bound": (
+        b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 99999999999999999999}',
+        "max_tokens",
+        "up to 2147483647",
+    ),
     "a tool schema 200 levels deep": (
         json.dumps(
             {

@@ -156,22 +156,28 @@ class FakeClock:
 def test_the_heap_is_trimmed_only_after_enough_answer_text_and_a_quiet_moment() -> None:
     trims: list[int] = []
     clock = FakeClock()
-    heap = HeapRelease(trim=lambda: trims.append, clock=clock)
-    heap.answered(RELEASE_AFTER_CHARS - 1, idle=True)
+    writing = [0]
+    heap = HeapRelease(trim=lambda: trims.append, clock=clock, busy=lambda: writing[0] > 0)
+    heap.answered(RELEASE_AFTER_CHARS - 1)
     assert heap.step() is None and trims == []  # not enough text: nothing owed
-    heap.answered(1, idle=False)  # enough, but another answer is being written
+    writing[0] = 1
+    heap.answered(1)  # enough, but another answer is being written
     assert heap.step() == RELEASE_AFTER_QUIET and trims == []
     clock.now += 5
     assert heap.step() == RELEASE_AFTER_QUIET and trims == []  # under load: never
-    heap.answered(0, idle=True)  # the last one ended: wait for a quiet moment from now
+    writing[0] = 0
+    heap.answered(0)  # the last one ended: wait for a quiet moment from now
     assert heap.step() == RELEASE_AFTER_QUIET
     clock.now += 0.6
-    heap.connection_closed(idle=True)  # a connection ended: its frames may hold a cancelled write's answer
+    heap.connection_closed()  # a connection ended: its frames may hold a cancelled write's answer
     assert heap.step() == pytest.approx(RELEASE_AFTER_QUIET)
     clock.now += RELEASE_AFTER_QUIET
+    writing[0] = 1  # a long answer began in the quiet second: not while it is written
+    assert heap.step() == RELEASE_AFTER_QUIET and trims == []
+    writing[0] = 0
     assert heap.step() is None and trims == [0]  # quiet long enough: one release
     clock.now += 10
-    heap.connection_closed(idle=True)
+    heap.connection_closed()
     assert heap.step() is None and trims == [0]  # and only one, until enough text passes again
 
 
@@ -181,7 +187,7 @@ async def test_the_release_task_trims_once_the_relay_is_quiet(backend) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(heap.run)
         await anyio.lowlevel.checkpoint()
-        heap.answered(RELEASE_AFTER_CHARS, idle=True)
+        heap.answered(RELEASE_AFTER_CHARS)
         await eventually(lambda: trims, what="a release", timeout=5 * RELEASE_AFTER_QUIET)
         tg.cancel_scope.cancel()
     assert trims == [0]

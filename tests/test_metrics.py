@@ -80,7 +80,7 @@ async def test_made_up_model_names_do_not_grow_the_series_without_bound(backend)
 async def test_with_an_api_key_the_metrics_need_it_unless_public(backend, public):
     settings: dict[str, Any] = {"api_key": "sk-metrics", "metrics_public": public}
     async with relay_in_process(**settings) as relay:
-        without = await request(relay.url, "GET", "/metrics")
+        without = await request(relay.url, "GET", "/metrics/")  # the route's own spelling, and with a slash
         with_key = await request(relay.url, "GET", "/metrics", headers={"authorization": "Bearer sk-metrics"})
         foreign = await request(relay.url, "GET", "/metrics", headers={"origin": "https://evil.example"})
         metrics = await scrape(relay, {"authorization": "Bearer sk-metrics"})

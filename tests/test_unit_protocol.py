@@ -29,6 +29,14 @@ from shared_protocol import (
 from shared_protocol import Message as NeutralMessage
 
 
+def _nest(levels: int) -> dict[str, object]:
+    """An object ``levels`` deep: ``{"a": {"a": ... {}}}``."""
+    node: dict[str, object] = {}
+    for _ in range(levels - 1):
+        node = {"a": node}
+    return node
+
+
 def test_frames_round_trip_through_one_line_each():
     request = NeutralRequest(
         messages=[NeutralMessage(role="user", content=[TextBlock(text="hi\nthere")])], max_tokens=5
@@ -283,3 +291,27 @@ def test_the_relay_side_of_the_protocol_imports_no_validation_library():
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
     )
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        (b'{"type": [1], "id": "r"}\n', "type"),
+        (b'{"type": {"a": 1}, "id": "r"}\n', "type"),
+        (
+            json.dumps({"type": "tool_call", "id": "r", "call_id": "c", "name": "f", "arguments": _nest(65)}).encode()
+            + b"\n",
+            "arguments",
+        ),
+    ],
+    ids=["a list as type", "an object as type", "arguments 65 levels deep"],
+)
+def test_a_frame_that_could_crash_its_reader_is_one_bad_frame(line, named):
+    (error,) = list(WorkerFrameDecoder().feed(line))
+    assert isinstance(error, ProtocolError) and named in str(error)
+
+
+def test_arguments_64_levels_deep_are_read():
+    line = json.dumps({"type": "tool_call", "id": "r", "call_id": "c", "name": "f", "arguments": _nest(64)})
+    (frame,) = list(WorkerFrameDecoder().feed(line.encode() + b"\n"))
+    assert frame.arguments == _nest(64)

@@ -79,3 +79,13 @@ def test_rows_older_than_the_kept_days_are_deleted_when_the_ledger_opens(tmp_pat
 def test_the_usage_command_without_a_ledger_says_so(tmp_path, capsys):
     assert relay_main(["usage", "--usage-db", str(tmp_path / "none.sqlite3")]) == 1
     assert "no usage recorded yet" in capsys.readouterr().err
+
+
+async def test_a_request_no_model_saw_is_a_row_without_tokens(backend, tmp_path):
+    db = tmp_path / "usage.sqlite3"
+    async with relay_in_process(usage_db=str(db), worker_grace=0) as relay:
+        assert (await post(relay.url, "/v1/chat/completions", chat_body(SECRET, model="m"))).status == 503
+    rows = sqlite3.connect(db).execute(
+        "SELECT model, answered_by, status, outcome, tokens_in, tokens_out FROM requests"
+    )
+    assert list(rows) == [("m", "-", 503, "no_worker", 0, 0)]
