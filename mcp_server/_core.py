@@ -165,6 +165,13 @@ class WorkerCore:
             return [StartSampling(frame), *self._balance()]
         return [Send(Release(id=frame.id)), *self._balance()]
 
+    def unreadable(self, request_id: str, problem: str) -> list[Effect]:
+        """The relay sent a request this worker cannot read (a newer or broken relay): it took a slot, so
+        answer it with an error at once, which frees the caller and lets the slot be granted again."""
+        self._granted = max(0, self._granted - 1)
+        message = f"mcptb-server could not read this request from the relay: {problem}"
+        return [Send(ErrorFrame(id=request_id, code="bad_frame", message=message)), *self._balance()]
+
     def cancel(self, request_id: str, reason: str) -> list[Effect]:
         """The relay cancelled a request (its caller left or timed out)."""
         if request_id in self._shown:

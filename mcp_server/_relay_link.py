@@ -79,6 +79,8 @@ class LinkEvents(Protocol):
 
     def frame(self, frame: RequestFrame | Cancel) -> None: ...
 
+    def unreadable(self, request_id: str, problem: str) -> None: ...
+
 
 _Item = tuple[bytes, anyio.Event | None]
 
@@ -268,6 +270,8 @@ class RelayLink:
             for frame in decoder.feed(data):
                 if isinstance(frame, ProtocolError):
                     log.warning("bad frame from the relay: %s", frame)
+                    if frame.request_id is not None:
+                        self.events.unreadable(frame.request_id, str(frame))
                 elif isinstance(frame, (RequestFrame, Cancel)):
                     self.events.frame(frame)
                 elif isinstance(frame, ErrorFrame):

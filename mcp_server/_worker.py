@@ -106,6 +106,9 @@ class Worker:
     def agents_waiting(self) -> bool:
         return self.core.waiting > 0
 
+    def unreadable(self, request_id: str, problem: str) -> None:
+        self.apply(self.core.unreadable(request_id, problem))
+
     def frame(self, frame: RequestFrame | Cancel) -> None:
         if isinstance(frame, RequestFrame):
             self.apply(self.core.request(frame))

@@ -24,7 +24,13 @@ F = TypeVar("F")
 
 class ProtocolError(Exception):
     """A line the other side sent that we cannot use. ``str()`` is fit for a log and for the peer: it
-    says what is wrong and where, never what the line said."""
+    says what is wrong and where, never what the line said. ``request_id``: the line was a ``request``
+    whose ``id`` could be read, so the receiver can answer that request with an error instead of
+    leaving its caller waiting."""
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
 
 
 class LineTooLong(ProtocolError):
@@ -95,7 +101,8 @@ class _Decoder(Generic[F]):
             return read(value)
         except Invalid as exc:
             # never the line itself: it may carry prompt or answer text, which is logged only on request
-            return ProtocolError(f"invalid frame ({exc}; a line of {len(line)} bytes)")
+            request_id = value.get("id") if kind == "request" and type(value.get("id")) is str else None
+            return ProtocolError(f"invalid frame ({exc}; a line of {len(line)} bytes)", request_id)
 
     @property
     def buffered(self) -> int:

@@ -315,3 +315,11 @@ def test_arguments_64_levels_deep_are_read():
     line = json.dumps({"type": "tool_call", "id": "r", "call_id": "c", "name": "f", "arguments": _nest(64)})
     (frame,) = list(WorkerFrameDecoder().feed(line.encode() + b"\n"))
     assert frame.arguments == _nest(64)
+
+
+def test_an_unreadable_request_still_names_its_id_so_it_can_be_answered():
+    line = json.dumps({"type": "request", "id": "req_7", "timeout": 1, "request": {"messages": [], "max_tokens": 0}})
+    (error,) = list(RelayFrameDecoder().feed(line.encode() + b"\n"))
+    assert isinstance(error, ProtocolError) and error.request_id == "req_7"
+    (other,) = list(RelayFrameDecoder().feed(b'{"type": "cancel", "id": "req_7"}\n'))
+    assert isinstance(other, ProtocolError) and other.request_id is None  # only a request is answered

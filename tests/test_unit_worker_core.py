@@ -9,6 +9,7 @@ from mcp_server._effects import Delivery, Send, StartSampling, StopSampling, Too
 from shared_protocol import (
     Accepted,
     End,
+    ErrorFrame,
     Message,
     NeutralRequest,
     Ready,
@@ -277,3 +278,18 @@ def test_wait_seconds_is_checked():
     for bad in (0, 601, "5", True):
         step, effects = core.agent_waits({"wait_seconds": bad})
         assert isinstance(step, ToolText) and step.error and effects == []
+
+
+def test_a_request_the_worker_cannot_read_is_answered_with_an_error_and_its_slot_granted_again():
+    """A relay sent a request line this worker cannot read (a newer or broken relay): its caller gets the
+    error at once and the slot it used is announced again, instead of both waiting for a timeout."""
+    core = agent_core(capacity=2)
+    effects = core.unreadable("req_9", "invalid frame (request.max_tokens: must be an integer)")
+    (error, ready) = sent(effects)
+    assert error == ErrorFrame(
+        id="req_9",
+        code="bad_frame",
+        message="mcptb-server could not read this request from the relay: "
+        "invalid frame (request.max_tokens: must be an integer)",
+    )
+    assert ready == Ready(slots=1) and core.granted == 2
