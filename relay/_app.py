@@ -1,29 +1,24 @@
-"""Routing, access control and the endpoints. Knows HTTP requests and the broker, not sockets.
+"""Routing and the endpoints. Knows HTTP requests and the broker, not sockets.
 
-Access rules (DESIGN "safe by default"): without an API key only loopback ``Host`` names are
-accepted, and a request carrying a non-loopback ``Origin`` is refused whatever the key, so a web
-page cannot drive the relay through the user's browser (DNS rebinding, CSRF). ``Origin: null`` (a
-sandboxed frame of any site) is foreign, an unparsable ``Host`` or ``Origin`` is foreign, and a POST
-with an ``Origin`` and a CORS-safelisted content type (which browsers send cross-site without a
-preflight) is refused. Everything under ``/v1`` needs the key when one is configured; ``/health``
-then shows only its status to a request without it.
+Access (``_access``) is decided on the head, before the body is read. Everything under ``/v1``, the
+status page and ``/metrics`` need the key when one is configured (``/metrics`` not with
+``--metrics-public``); ``/health`` then shows only its status to a request without it, and ``/``
+without ``Accept: text/html`` answers who it is.
 """
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 
 from shared_protocol import End, wire_json
 
+from ._access import Access
 from ._adapter import Adapter, Exchange, Route
 from ._answer import AnswerEvent, KeepAlive, follow
 from ._api import APIS, api_for, api_paths
@@ -75,30 +70,6 @@ def ignored_tools_headers(ignored: tuple[str, ...]) -> list[tuple[str, str]]:
 Handler = Callable[[HttpRequest, Responder], Awaitable[None]]
 
 
-_SIMPLE_CONTENT_TYPES = frozenset({"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"})
-"""CORS-safelisted request content types: a page may POST these cross-site without a preflight."""
-
-
-_ACCESS_SEEN = 64
-
-
-def _hostname(url: str) -> str:
-    """The host of a URL (or ``//host:port``); "" when it has none or cannot be parsed (``[``, ``http://[x``)."""
-    try:
-        return urlsplit(url).hostname or ""
-    except ValueError:
-        return ""
-
-
-def _is_loopback_name(host: str) -> bool:
-    if host in ("localhost", "localhost.") or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class App:
     def __init__(self, config: Config, broker: Broker) -> None:
         self.config = config
@@ -124,11 +95,11 @@ class App:
             for route in api.routes:
                 self._routes.setdefault(route.path, {})[route.method] = self._api_handler(api, route)
         self._served = ", ".join([*api_paths(), "/v1/models", "/health"]) + " and /metrics"
-        self._access_seen: dict[object, RelayError | None] = {}
+        self.access = Access(config)
 
     def admit(self, head: RequestHead) -> RelayError | None:
         """Why a request is refused on its head alone (access, route, method, key), before its body is read."""
-        refused = self._access(head)
+        refused = self.access.verdict(head)
         if refused is not None:
             return refused
         try:
@@ -145,7 +116,7 @@ class App:
                 )
             public = head.path.rstrip("/") == "/metrics" and self.config.metrics_public
             if head.path not in ("/", "/health") and not public:
-                self._check_key(head)
+                self.access.check_key(head)
         except RelayError as error:
             return error
         return None
@@ -160,76 +131,10 @@ class App:
         except RelayError as error:
             await self._send_error(responder, api_for(request.path), error)
 
-    # --- access -------------------------------------------------------------------------------
-
-    def _access(self, head: RequestHead) -> RelayError | None:
-        """The access verdict on a head's ``Host`` (and ``Origin``): decided once per distinct value,
-        then looked up - callers send the same few on every request. At most :data:`_ACCESS_SEEN`
-        verdicts are kept (then they are decided afresh)."""
-        origin = head.header("origin")
-        host = head.header("host")
-        key = (host, origin, head.method, head.header("content-type")) if origin is not None else host
-        try:
-            return self._access_seen[key]
-        except KeyError:
-            pass
-        try:
-            self._check_access(head)
-            verdict = None
-        except RelayError as error:
-            verdict = error
-        if len(self._access_seen) >= _ACCESS_SEEN:
-            self._access_seen.clear()
-        self._access_seen[key] = verdict
-        return verdict
-
-    def _check_access(self, request: RequestHead) -> None:
-        origin = request.header("origin")
-        if origin is not None:
-            if not _is_loopback_name(_hostname(origin)):  # also "null": a sandboxed frame of any site
-                raise RelayError("forbidden_origin", f"Requests from web pages ({origin[:200]}) are refused.")
-            media_type = (request.header("content-type") or "").split(";")[0].strip().lower()
-            if request.method == "POST" and (not media_type or media_type in _SIMPLE_CONTENT_TYPES):
-                raise RelayError(
-                    "forbidden_origin",
-                    f"A POST from a web page ({origin[:200]}) with content type {media_type or 'none'!r} is "
-                    "refused: browsers send those without asking first. Send JSON (application/json).",
-                )
-        if self.config.api_key:
-            return
-        host = _hostname("//" + (request.header("host") or ""))
-        if not (_is_loopback_name(host) or host == self.config.host):
-            raise RelayError(
-                "forbidden_host",
-                f"Host {host or (request.header('host') or '')[:200]!r} is not a loopback name; this relay "
-                "only answers localhost unless it runs with --api-key.",
-            )
-
-    def _offered_key(self, request: RequestHead) -> str | None:
-        auth = request.header("authorization") or ""
-        if auth.lower().startswith("bearer "):
-            return auth[7:].strip()
-        return request.header("x-api-key")
-
-    def _has_key(self, request: RequestHead) -> bool:
-        """The request carries the relay's key (True when none is configured)."""
-        key = self.config.api_key
-        if not key:
-            return True
-        return hmac.compare_digest((self._offered_key(request) or "").encode(), key.encode())
-
-    def _check_key(self, request: RequestHead) -> None:
-        if not self._has_key(request):
-            offered = "Incorrect API key provided" if self._offered_key(request) else "Missing API key"
-            raise RelayError(
-                "invalid_api_key",
-                f"{offered}: pass the relay's --api-key as 'Authorization: Bearer <key>' or 'x-api-key'.",
-            )
-
     # --- endpoints ----------------------------------------------------------------------------
 
     async def health(self, request: HttpRequest, responder: Responder) -> None:
-        if not self._has_key(request):  # with --api-key, only the key shows pids, clients and the socket
+        if not self.access.has_key(request):  # with --api-key, only the key shows pids, clients and the socket
             await self._send_json(responder, 200, {"status": "ok"})
             return
         now = time.time()
