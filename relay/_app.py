@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from shared_protocol import End, wire_json
+from shared_protocol._settings import package_version
 
 from ._access import Access
 from ._adapter import Adapter, Exchange, Route
@@ -31,14 +32,27 @@ from ._jobs import NO_CALLER, Caller, Job
 from ._ledger import Ledger
 from ._metrics import CONTENT_TYPE as METRICS_TYPE
 from ._metrics import render as render_metrics
+from ._page import PAGE
 from ._responder import HttpRequest, RequestHead, Responder
 from ._stats import Stats
+from ._status import status
 from ._store import ConversationStore
 from ._usage import USAGE_HEADER, estimate
 
 log = logging.getLogger("mcptb.relay")
 content_log = logging.getLogger("mcptb.relay.content")
 
+_PAGE_HEADERS = [
+    ("cache-control", "no-store"),
+    (
+        "content-security-policy",
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; frame-ancestors 'none'",
+    ),
+    ("referrer-policy", "no-referrer"),
+    ("x-content-type-options", "nosniff"),
+]
+"""The status page loads nothing from anywhere, may fetch only from the relay, and is never framed."""
 _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), USAGE_HEADER]
 
 IGNORED_TOOLS_HEADER = "x-mcptb-ignored-tools"
@@ -90,12 +104,14 @@ class App:
             "/health": {"GET": self.health},
             "/v1/models": {"GET": self.models},
             "/metrics": {"GET": self.metrics},
+            "/status": {"GET": self.status},
         }
         for api in APIS:
             for route in api.routes:
                 self._routes.setdefault(route.path, {})[route.method] = self._api_handler(api, route)
         self._served = ", ".join([*api_paths(), "/v1/models", "/health"]) + " and /metrics"
         self.access = Access(config)
+        self._version = ""
 
     def admit(self, head: RequestHead) -> RelayError | None:
         """Why a request is refused on its head alone (access, route, method, key), before its body is read."""
@@ -193,8 +209,20 @@ class App:
         await self._send_json(responder, 200, {"object": "list", "data": data})
 
     async def root(self, request: HttpRequest, responder: Responder) -> None:
-        # Claude Code probes its base URL with HEAD / before the first request.
-        await self._send_json(responder, 200, {"name": "mcp-token-bridge", "status": "ok"})
+        if "text/html" not in (request.header("accept") or ""):
+            # Claude Code probes its base URL with HEAD / before the first request.
+            await self._send_json(responder, 200, {"name": "mcp-token-bridge", "status": "ok"})
+        elif not self.access.has_key(request):  # a browser asks the user for the key (any user name)
+            responder.record.kind = "invalid_api_key"
+            challenge = [("www-authenticate", 'Basic realm="mcptb-relay", charset="UTF-8"')]
+            await responder.send(401, b"The relay's --api-key is the password.\n", "text/plain", challenge)
+        else:
+            await responder.send(200, PAGE, "text/html; charset=utf-8", _PAGE_HEADERS)
+
+    async def status(self, request: HttpRequest, responder: Responder) -> None:
+        self._version = self._version or package_version()
+        body = status(self.broker.snapshot(), self.stats, self.started, self._version)
+        await self._send_json(responder, 200, body, [("cache-control", "no-store")])
 
     def _api_handler(self, api: Adapter, route: Route) -> Handler:
         count_tokens = route.count_tokens

@@ -140,7 +140,7 @@ class Broker:
         job = Job(
             id=job_id, request=request, timeout=timeout, line=line, events=JobEvents(JOB_EVENT_BUFFER), caller=caller
         )
-        now = self.clock()
+        now = job.submitted = self.clock()
         if any("agent" in w.info.modes for w in self.workers.values()):
             self._find_earlier_turns(job, now)
         job.deadline = now + self.timing.queue_timeout
@@ -444,4 +444,6 @@ class Broker:
         workers = tuple(
             WorkerView(w.id, w.info, w.free_slots, len(w.jobs), w.connected_at) for w in self.workers.values()
         )
-        return Snapshot(workers, queue_depth=len(self.queue), in_flight=self.in_flight)
+        taken = [job for w in self.workers.values() for job in w.jobs.values()]
+        jobs = tuple(job.view(self.clock()) for job in (*self.queue, *taken))
+        return Snapshot(workers, queue_depth=len(self.queue), in_flight=self.in_flight, jobs=jobs)

@@ -216,8 +216,13 @@ class Job:
     """Since when that has been so (its grace counts from here)."""
     warned: bool = False
     """The relay has logged that it waits for nobody."""
+    submitted: float = 0.0
+    """When it was submitted (the broker's clock): its age on the status page."""
     due: float = math.inf
     """When the broker looks at it next (the earliest of the times above that apply: ``_agenda``)."""
+
+    def view(self, now: float) -> JobView:
+        return JobView(self.id, self.request.model or "-", self.state, now - self.submitted, self.worker_id)
 
     def move(self, to: JobState) -> None:
         if to not in TRANSITIONS[self.state]:
@@ -271,12 +276,25 @@ class WorkerView:
 
 
 @dataclass(frozen=True)
+class JobView:
+    """One job as :meth:`~relay._broker.Broker.snapshot` saw it (no content: its id, the model asked)."""
+
+    id: str
+    model: str
+    state: JobState
+    age: float
+    """Seconds since it was submitted."""
+    worker_id: str
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """What the broker holds at one moment: its workers, and the jobs queued and in flight."""
 
     workers: tuple[WorkerView, ...]
     queue_depth: int
     in_flight: int
+    jobs: tuple[JobView, ...] = ()
 
     def models(self) -> list[tuple[str, WorkerView]]:
         """Each model a worker offers, with the first worker that offers it."""

@@ -10,8 +10,10 @@ memory with made-up names.
 
 from __future__ import annotations
 
-from collections import Counter
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from ._responder import RequestLog
 
@@ -22,6 +24,10 @@ SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 """Upper bounds of the time histograms, in seconds: a cached answer to a ten-minute agent turn."""
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 """Upper bounds of the token histograms (OpenTelemetry's advice for ``gen_ai.client.token.usage``)."""
+RECENT = 100
+"""Finished model requests the status page lists."""
+DAYS = 7
+"""Days of per-model and per-client totals kept in memory (the status page's week)."""
 REFUSALS = frozenset({401, 403, 408, 413, 429, 431, 503})
 """Statuses that mean the relay refused the request (its reason is the error kind)."""
 
@@ -56,6 +62,10 @@ class Stats:
     durations: dict[Labels, Histogram] = field(default_factory=dict)
     first_byte: dict[Labels, Histogram] = field(default_factory=dict)
     tokens: dict[Labels, Histogram] = field(default_factory=dict)
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT))
+    """The last model requests, newest last: what the status page lists (no content)."""
+    daily: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
+    """(day, model, client) -> [requests, tokens in, tokens out], for the last :data:`DAYS` days."""
     _models: set[str] = field(default_factory=set)
 
     def finished(self, record: RequestLog, seconds: float) -> None:
@@ -67,6 +77,7 @@ class Stats:
             self.refusals[(("status", status), ("reason", record.kind or "-"))] += 1
         if record.tokens_in is None:
             return  # not a model request: no time or token series for it
+        self._remember(record, model, seconds)
         api = (("api", record.api), ("model", model))
         self.durations.setdefault(api, Histogram(SECONDS_BUCKETS)).observe(seconds)
         if record.first_byte is not None:
@@ -76,6 +87,36 @@ class Stats:
         for kind, value in (("input", record.tokens_in), ("output", record.tokens_out)):
             labels = (*api, ("gen_ai_token_type", kind), ("count", counted))
             self.tokens.setdefault(labels, Histogram(TOKEN_BUCKETS)).observe(value)
+
+    def _remember(self, record: RequestLog, model: str, seconds: float) -> None:
+        now = time.time()
+        first_byte = None if record.first_byte is None else record.first_byte - record.started
+        client = record.client[:MAX_LABEL]
+        self.recent.append(
+            {
+                "at": now,
+                "api": record.api,
+                "model": model,
+                "status": record.status,
+                "outcome": record.result,
+                "seconds": seconds,
+                "first_byte": first_byte,
+                "tokens_in": record.tokens_in,
+                "tokens_out": record.tokens_out,
+                "counted": record.tokens_counted,
+                "client": client,
+                "worker": record.worker,
+            }
+        )
+        day = time.strftime("%Y-%m-%d", time.localtime(now))
+        if (day, model, client) not in self.daily:
+            oldest = time.strftime("%Y-%m-%d", time.localtime(now - DAYS * 86400))
+            for key in [key for key in self.daily if key[0] <= oldest]:
+                del self.daily[key]
+        totals = self.daily.setdefault((day, model, client), [0, 0, 0])
+        totals[0] += 1
+        totals[1] += record.tokens_in or 0
+        totals[2] += record.tokens_out
 
     def _model(self, name: str) -> str:
         name = name[:MAX_LABEL]
