@@ -4,8 +4,8 @@ Rules worth knowing:
 - Rows say what was served and what it cost, never what was said: when, the route, the model asked
   for and the one that answered, the worker's MCP client, status and outcome, seconds, time to the
   first byte, tokens in and out and whether they were counted or estimated. No prompt or answer text.
-- The event loop never waits for the disk: :meth:`Ledger.add` puts the row on a queue, and one writer
-  thread writes what gathered in one transaction, about once a second (WAL journal, so
+- The event loop never waits for the disk: :meth:`Ledger.add` appends the row to a list, and one
+  writer thread takes the list and writes it in one transaction, once a second (WAL journal, so
   ``mcptb-relay usage`` reads while the relay writes). At most :data:`MAX_WAITING` rows wait; more
   are dropped and counted, so a stuck disk costs bounded memory.
 - A disk that is full, read-only or gone never fails a request: the first failure is logged as a
@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import astuple, dataclass
+from typing import NamedTuple
 
 log = logging.getLogger("mcptb.relay")
 
@@ -44,8 +43,8 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS requests (
     tokens_in INTEGER NOT NULL,
     tokens_out INTEGER NOT NULL,
     counted INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS requests_at ON requests (at);"""
+);"""
+"""No index: one on ``at`` cost every insert, and the report and the daily prune read the table once."""
 
 
 def default_path() -> str:
@@ -54,8 +53,7 @@ def default_path() -> str:
     return os.path.join(state, "mcp-token-bridge", "usage.sqlite3")
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
     at: float
     """When the request ended (Unix seconds)."""
     api: str
@@ -81,7 +79,8 @@ class Ledger:
         self.path = path
         self.days = days
         self._clock = clock
-        self._rows: queue.SimpleQueue[Row | None] = queue.SimpleQueue()
+        self._pending: list[Row] = []
+        """Rows the writer has not taken yet (appended here, taken by swapping the list)."""
         self.dropped = 0
         """Rows not written because too many were waiting."""
         self.failed = 0
@@ -91,10 +90,10 @@ class Ledger:
         """The writer, started with the first row (a relay that serves nothing opens no file)."""
 
     def add(self, row: Row) -> None:
-        if self._rows.qsize() >= MAX_WAITING:
+        if len(self._pending) >= MAX_WAITING:
             self.dropped += 1
             return
-        self._rows.put(row)
+        self._pending.append(row)
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="mcptb-usage-ledger", daemon=True)
             self._thread.start()
@@ -103,27 +102,29 @@ class Ledger:
         """Write what waits, then stop the writer (waiting at most ``timeout`` seconds)."""
         if self._thread is not None:
             self._closing.set()
-            self._rows.put(None)
             self._thread.join(timeout)
 
     # --- the writer thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
+        """Every :data:`FLUSH_SECONDS` (or at once when closing), take the rows that gathered - the list
+        is swapped, not emptied row by row - and write them in one transaction. The thread sleeps in
+        between: a wake or a lock per row would take the interpreter's lock from the event loop once
+        per request."""
         db: sqlite3.Connection | None = None
         pruned = -PRUNE_SECONDS
         warned = False
         while True:
-            batch = self._gather()
-            done = None in batch
-            rows = [astuple(row) for row in batch if row is not None]
+            done = self._closing.wait(FLUSH_SECONDS)
+            rows, self._pending = self._pending, []
             try:
-                if db is None:
+                if db is None and (rows or done):
                     db = self._open()
-                if self._clock() - pruned >= PRUNE_SECONDS:
+                if db is not None and self._clock() - pruned >= PRUNE_SECONDS:
                     with db:
                         db.execute("DELETE FROM requests WHERE at < ?", (self._clock() - self.days * 86400,))
                     pruned = self._clock()
-                if rows:
+                if db is not None and rows:
                     with db:
                         db.executemany("INSERT INTO requests VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             except (sqlite3.Error, OSError) as exc:
@@ -140,19 +141,6 @@ class Ledger:
                 if db is not None:
                     db.close()
                 return
-
-    def _gather(self) -> list[Row | None]:
-        """The next row (waiting for it), then, :data:`FLUSH_SECONDS` later (or at once when closing),
-        every row that came meanwhile. The thread sleeps while rows gather: a wake per row would take
-        the interpreter's lock from the event loop once per request."""
-        batch = [self._rows.get()]
-        if batch[0] is not None:
-            self._closing.wait(FLUSH_SECONDS)
-        while True:
-            try:
-                batch.append(self._rows.get_nowait())
-            except queue.Empty:
-                return batch
 
     def _open(self) -> sqlite3.Connection:
         directory = os.path.dirname(self.path)

@@ -13,7 +13,9 @@ from collections import Counter
 
 from ._jobs import Snapshot
 from ._ledger import Ledger
-from ._stats import Histogram, Labels, Stats
+from ._stats import MODEL_LABELS, REFUSAL_LABELS, REQUEST_LABELS, TOKEN_LABELS, Histogram, Key, Stats
+
+Labels = tuple[tuple[str, str], ...]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -41,8 +43,9 @@ class _Text:
     def sample(self, name: str, labels: Labels, value: float) -> None:
         self.lines.append(f"{name}{_labels(labels)} {_number(value)}")
 
-    def histograms(self, name: str, series: dict[Labels, Histogram]) -> None:
-        for labels, histogram in sorted(series.items()):
+    def histograms(self, name: str, names: tuple[str, ...], series: dict[Key, Histogram]) -> None:
+        for key, histogram in sorted(series.items()):
+            labels = tuple(zip(names, key, strict=True))
             running = 0
             for bound, count in zip(histogram.bounds, histogram.counts, strict=True):
                 running += count
@@ -57,21 +60,21 @@ def render(stats: Stats, snapshot: Snapshot, ledger: Ledger | None) -> bytes:
     text.family(
         "mcptb_requests_total", "counter", "HTTP requests the relay finished, by route, model, status and outcome."
     )
-    for labels, count in sorted(stats.requests.items()):
-        text.sample("mcptb_requests_total", labels, count)
+    for key, count in sorted(stats.requests.items()):
+        text.sample("mcptb_requests_total", tuple(zip(REQUEST_LABELS, key, strict=True)), count)
     text.family("mcptb_refusals_total", "counter", "Requests the relay refused, by status and reason (error kind).")
-    for labels, count in sorted(stats.refusals.items()):
-        text.sample("mcptb_refusals_total", labels, count)
+    for key, count in sorted(stats.refusals.items()):
+        text.sample("mcptb_refusals_total", tuple(zip(REFUSAL_LABELS, key, strict=True)), count)
     text.family("gen_ai_server_request_duration_seconds", "histogram", "Model requests: time until the answer ended.")
-    text.histograms("gen_ai_server_request_duration_seconds", stats.durations)
+    text.histograms("gen_ai_server_request_duration_seconds", MODEL_LABELS, stats.durations)
     text.family(
         "gen_ai_server_time_to_first_token_seconds", "histogram", "Model requests: time until the first byte answered."
     )
-    text.histograms("gen_ai_server_time_to_first_token_seconds", stats.first_byte)
+    text.histograms("gen_ai_server_time_to_first_token_seconds", MODEL_LABELS, stats.first_byte)
     text.family(
         "gen_ai_client_token_usage", "histogram", "Model requests: input and output tokens, counted or estimated."
     )
-    text.histograms("gen_ai_client_token_usage", stats.tokens)
+    text.histograms("gen_ai_client_token_usage", TOKEN_LABELS, stats.tokens)
     text.family("mcptb_requests_in_flight", "gauge", "Model requests taken by a worker and not finished.")
     text.sample("mcptb_requests_in_flight", (), snapshot.in_flight)
     text.family("mcptb_requests_queued", "gauge", "Model requests waiting for a worker.")

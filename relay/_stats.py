@@ -10,6 +10,7 @@ memory with made-up names.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -46,47 +47,53 @@ class Histogram:
     def observe(self, value: float) -> None:
         self.total += value
         self.count += 1
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[i] += 1
-                return
+        i = bisect.bisect_left(self.bounds, value)  # the first bound at or above the value
+        if i < len(self.counts):
+            self.counts[i] += 1
 
 
-Labels = tuple[tuple[str, str], ...]
+Key = tuple[str, ...]
+"""A series' label values, in the order of its family's label names below (flat: cheap to count)."""
+REQUEST_LABELS = ("api", "model", "status", "outcome")
+REFUSAL_LABELS = ("status", "reason")
+MODEL_LABELS = ("api", "model")
+TOKEN_LABELS = ("api", "model", "gen_ai_token_type", "count")
 
 
 @dataclass
 class Stats:
-    requests: Counter[Labels] = field(default_factory=Counter)
-    refusals: Counter[Labels] = field(default_factory=Counter)
-    durations: dict[Labels, Histogram] = field(default_factory=dict)
-    first_byte: dict[Labels, Histogram] = field(default_factory=dict)
-    tokens: dict[Labels, Histogram] = field(default_factory=dict)
+    requests: Counter[Key] = field(default_factory=Counter)
+    refusals: Counter[Key] = field(default_factory=Counter)
+    durations: dict[Key, Histogram] = field(default_factory=dict)
+    first_byte: dict[Key, Histogram] = field(default_factory=dict)
+    tokens: dict[Key, Histogram] = field(default_factory=dict)
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT))
     """The last model requests, newest last: what the status page lists (no content)."""
     daily: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
     """(day, model, client) -> [requests, tokens in, tokens out], for the last :data:`DAYS` days."""
     _models: set[str] = field(default_factory=set)
+    _today: str = ""
+    _day_start: float = 0.0
+    _day_end: float = 0.0
 
     def finished(self, record: RequestLog, seconds: float) -> None:
         """One request ended (its response written, or its caller gone), ``seconds`` after it began."""
         model = self._model(record.model)
         status = str(record.status)
-        self.requests[(("api", record.api), ("model", model), ("status", status), ("outcome", record.result))] += 1
+        self.requests[(record.api, model, status, record.result)] += 1
         if record.status in REFUSALS:
-            self.refusals[(("status", status), ("reason", record.kind or "-"))] += 1
+            self.refusals[(status, record.kind or "-")] += 1
         if record.tokens_in is None:
             return  # not a model request: no time or token series for it
         self._remember(record, model, seconds)
-        api = (("api", record.api), ("model", model))
+        api = (record.api, model)
         self.durations.setdefault(api, Histogram(SECONDS_BUCKETS)).observe(seconds)
         if record.first_byte is not None:
             waited = record.first_byte - record.started
             self.first_byte.setdefault(api, Histogram(SECONDS_BUCKETS)).observe(waited)
         counted = "counted" if record.tokens_counted else "estimated"
-        for kind, value in (("input", record.tokens_in), ("output", record.tokens_out)):
-            labels = (*api, ("gen_ai_token_type", kind), ("count", counted))
-            self.tokens.setdefault(labels, Histogram(TOKEN_BUCKETS)).observe(value)
+        self.tokens.setdefault((*api, "input", counted), Histogram(TOKEN_BUCKETS)).observe(record.tokens_in)
+        self.tokens.setdefault((*api, "output", counted), Histogram(TOKEN_BUCKETS)).observe(record.tokens_out)
 
     def _remember(self, record: RequestLog, model: str, seconds: float) -> None:
         now = time.time()
@@ -108,7 +115,7 @@ class Stats:
                 "worker": record.worker,
             }
         )
-        day = time.strftime("%Y-%m-%d", time.localtime(now))
+        day = self._day(now)
         if (day, model, client) not in self.daily:
             oldest = time.strftime("%Y-%m-%d", time.localtime(now - DAYS * 86400))
             for key in [key for key in self.daily if key[0] <= oldest]:
@@ -117,6 +124,15 @@ class Stats:
         totals[0] += 1
         totals[1] += record.tokens_in or 0
         totals[2] += record.tokens_out
+
+    def _day(self, now: float) -> str:
+        """The local date of ``now``: worked out again only when ``now`` leaves the day last worked out."""
+        if not self._day_start <= now < self._day_end:
+            t = time.localtime(now)
+            self._today = time.strftime("%Y-%m-%d", t)
+            self._day_start = time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
+            self._day_end = time.mktime((t.tm_year, t.tm_mon, t.tm_mday + 1, 0, 0, 0, 0, 0, -1))
+        return self._today
 
     def _model(self, name: str) -> str:
         name = name[:MAX_LABEL]

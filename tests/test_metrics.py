@@ -101,3 +101,12 @@ async def test_every_family_the_docs_list_is_in_the_output(backend, tmp_path):
     emitted = {family.name for family in text_string_to_metric_families(response.body.decode())}
     emitted |= {name + "_total" for name in emitted}  # the parser names a counter family without _total
     assert documented <= emitted, documented - emitted
+
+
+def test_a_histogram_puts_a_value_under_the_first_bound_at_or_above_it():
+    from relay._stats import Histogram
+
+    histogram = Histogram((0.1, 1.0))
+    for value in (0.05, 0.1, 0.5, 1.0, 7.0):
+        histogram.observe(value)
+    assert histogram.counts == [2, 2] and histogram.count == 5 and histogram.total == pytest.approx(8.65)
