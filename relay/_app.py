@@ -249,7 +249,7 @@ class App:
             log.info("%s: tools left out, the MCP client's model cannot use them: %s", record.request_id, tools)
         if self.config.log_content:
             content_log.info("%s prompt: %s", record.request_id, wire_json(exchange.request.to_wire()))
-        job = self.broker.submit(record.request_id, exchange.request, self.config.request_timeout, caller)
+        job = self.broker.submit(record.request_id, exchange.request, self.config.request_timeout, caller, record.api)
         # a stream's encoders never read the text back: keep it only to store it or to log it
         keep_text = not exchange.stream or exchange.keep is not None or self.config.log_content
         answer = Answer(model=exchange.request.model or "unknown", keep_text=keep_text)

@@ -114,7 +114,9 @@ class Broker:
 
     # --- HTTP side ---------------------------------------------------------------------------
 
-    def submit(self, job_id: str, request: NeutralRequest, timeout: float, caller: Caller = NO_CALLER) -> Job:
+    def submit(
+        self, job_id: str, request: NeutralRequest, timeout: float, caller: Caller = NO_CALLER, api: str = "-"
+    ) -> Job:
         """Queue a request. Raises RelayError when it cannot be served (no worker, queue full...)."""
         if self.stopping is not None:
             raise RelayError("relay_stopping", self.stopping)
@@ -137,9 +139,7 @@ class Broker:
                 f"This request is larger than {MAX_LINE_BYTES} bytes once converted for the MCP server (the "
                 "limit of the link between them); send a smaller one (fewer or smaller images, a shorter history).",
             ) from None
-        job = Job(
-            id=job_id, request=request, timeout=timeout, line=line, events=JobEvents(JOB_EVENT_BUFFER), caller=caller
-        )
+        job = Job(job_id, request, timeout, line, JobEvents(JOB_EVENT_BUFFER), caller=caller, api=api)
         now = job.submitted = self.clock()
         if any("agent" in w.info.modes for w in self.workers.values()):
             self._find_earlier_turns(job, now)

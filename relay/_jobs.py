@@ -218,11 +218,13 @@ class Job:
     """The relay has logged that it waits for nobody."""
     submitted: float = 0.0
     """When it was submitted (the broker's clock): its age on the status page."""
+    api: str = "-"
+    """The route it came in on (the status page's in-flight list)."""
     due: float = math.inf
     """When the broker looks at it next (the earliest of the times above that apply: ``_agenda``)."""
 
     def view(self, now: float) -> JobView:
-        return JobView(self.id, self.request.model or "-", self.state, now - self.submitted, self.worker_id)
+        return JobView(self.id, self.api, self.request.model or "-", self.state, now - self.submitted, self.worker_id)
 
     def move(self, to: JobState) -> None:
         if to not in TRANSITIONS[self.state]:
@@ -280,6 +282,7 @@ class JobView:
     """One job as :meth:`~relay._broker.Broker.snapshot` saw it (no content: its id, the model asked)."""
 
     id: str
+    api: str
     model: str
     state: JobState
     age: float

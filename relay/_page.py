@@ -32,7 +32,7 @@ PAGE = b"""<!doctype html>
 <div class="scroll"><table id="workers"><thead><tr><th>client</th><th>MCP</th><th>mode</th><th>agent</th>
 <th>free slots</th><th>in flight</th><th>connected</th></tr></thead><tbody></tbody></table></div>
 <h2>In flight</h2>
-<div class="scroll"><table id="inflight"><thead><tr><th>request</th><th>model</th><th>state</th><th>age</th>
+<div class="scroll"><table id="inflight"><thead><tr><th>request</th><th>API</th><th>model</th><th>state</th><th>age</th>
 <th>worker</th></tr></thead><tbody></tbody></table></div>
 <h2>Last requests</h2>
 <div class="scroll"><table id="recent"><thead><tr><th>time</th><th>API</th><th>model</th><th>status</th>
@@ -98,7 +98,8 @@ async function refresh() {
     w.client + (w.client_version ? " " + w.client_version : ""), w.protocol_version, w.modes.join("+") || "none",
     {text: w.agent, cls: w.agent === "away" ? "away" : w.agent === "serving" ? "serving" : ""},
     {text: w.free_slots, cls: "n"}, {text: w.in_flight, cls: "n"}, ago(w.connected_seconds)]);
-  fill("inflight", s.in_flight, "nothing in flight", j => [j.id, j.model, j.state, ago(j.age_seconds), j.worker]);
+  fill("inflight", s.in_flight, "nothing in flight",
+    j => [j.id, j.api, j.model, j.state, ago(j.age_seconds), j.worker]);
   fill("recent", s.recent, "no requests yet", r => [
     new Date(r.at * 1000).toLocaleTimeString(), r.api, r.model,
     {text: r.status + (r.outcome !== "ok" ? " " + r.outcome : ""), cls: r.outcome !== "ok" ? "error" : ""},

@@ -39,6 +39,7 @@ def status(snapshot: Snapshot, stats: Stats, started: float, version: str) -> di
         "in_flight": [
             {
                 "id": j.id,
+                "api": j.api,
                 "model": j.model,
                 "state": STATES[j.state],
                 "age_seconds": round(j.age, 1),

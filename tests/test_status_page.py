@@ -51,7 +51,12 @@ async def test_the_status_json_shows_workers_requests_and_totals_without_content
             tg.cancel_scope.cancel()
     assert {w["client"]: w["agent"] for w in status["workers"]} == {"pytest-client": "away", "agent-client": "away"}
     (slow,) = status["in_flight"]
-    assert slow["model"] == "slow-model" and slow["state"] == "with a worker" and slow["id"].startswith("req_")
+    assert (
+        slow["api"] == "/v1/chat/completions"
+        and slow["model"] == "slow-model"
+        and slow["state"] == "with a worker"
+        and slow["id"].startswith("req_")
+    )
     assert [r["model"] for r in status["recent"]] == ["m0", "m0", "m1", "m0"]  # newest first
     assert status["recent"][0]["status"] == 422 and status["recent"][0]["outcome"] == "refused"
     assert all(r["tokens_in"] > 0 and r["seconds"] > 0 and not r["counted"] for r in status["recent"][1:])
@@ -117,7 +122,7 @@ async def test_the_page_in_a_real_browser_shows_both_workers_the_request_in_flig
         ["agent-client 1.0", "2025-11-25", "agent", "away"],
         ["pytest-client 1.0", "2025-11-25", "sampling+agent", "away"],
     ]
-    assert len(in_flight) == 1 and in_flight[0][1:3] == ["slow-model", "with a worker"]
+    assert len(in_flight) == 1 and in_flight[0][1:4] == ["/v1/chat/completions", "slow-model", "with a worker"]
     assert [r[2] for r in recent] == ["model-0", "model-1", "model-0"] and all(r[3] == "200" for r in recent)
     assert all(r[6].startswith("~") and r[6] != "~0" for r in recent)  # estimated tokens, shown as such
     assert totals[:2] == ["model-0", "2"]
