@@ -68,7 +68,9 @@ class Exchange(Protocol):
     def keep(self) -> Keep | None:
         """Where the app stores the conversation once it is answered, for a later continuation."""
 
-    def stream_encoder(self) -> StreamEncoder: ...
+    def stream_encoder(self, input_tokens: int) -> StreamEncoder:
+        """The stream's encoder; ``input_tokens``: the request's estimated input (Anthropic's first event
+        carries it)."""
 
     def completion(self, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
         """The whole answer as this API's JSON."""

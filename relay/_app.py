@@ -37,7 +37,7 @@ from ._responder import HttpRequest, RequestHead, Responder
 from ._stats import Stats
 from ._status import status
 from ._store import ConversationStore
-from ._usage import USAGE_HEADER, estimate
+from ._usage import USAGE_HEADER, request_tokens
 
 log = logging.getLogger("mcptb.relay")
 content_log = logging.getLogger("mcptb.relay.content")
@@ -232,7 +232,7 @@ class App:
             if count_tokens is None:
                 await self.answer(api, exchange, responder, _caller(request))
             else:
-                body = count_tokens(estimate(exchange.request, 0).input_tokens)
+                body = count_tokens(request_tokens(exchange.request))
                 headers = [USAGE_HEADER, *ignored_tools_headers(exchange.ignored_tools)]
                 await self._send_json(responder, 200, body, headers)
 
@@ -244,6 +244,7 @@ class App:
         record = responder.record
         record.model = exchange.request.model or "-"
         record.tokens_in = 0  # a model request (a row in the ledger), with the tokens of what a model saw
+        input_tokens = request_tokens(exchange.request)  # once: it walks the whole prompt
         if exchange.ignored_tools:
             tools = ", ".join(dict.fromkeys(exchange.ignored_tools))
             log.info("%s: tools left out, the MCP client's model cannot use them: %s", record.request_id, tools)
@@ -257,14 +258,14 @@ class App:
         self.answering += 1
         try:
             if exchange.stream:
-                await self._stream(api, exchange, job, answer, responder)
+                await self._stream(api, exchange, job, answer, responder, input_tokens)
             else:
                 async for event in follow(job, self.config.keepalive_interval, self.broker.catch_up):
                     if not isinstance(event, KeepAlive):
                         answer.add(event)
                 self._log_answer(record.request_id, answer)
                 kept = self._keep(exchange, answer)
-                body = wire_json(exchange.completion(answer, estimate(exchange.request, answer.chars))).encode()
+                body = wire_json(exchange.completion(answer, answer.usage(input_tokens))).encode()
                 answer.release_text()  # while a slow caller takes it, the encoded body is the one copy held
                 headers = [USAGE_HEADER, *ignored_tools_headers(exchange.ignored_tools)]
                 try:
@@ -285,8 +286,7 @@ class App:
             worker = self.broker.workers.get(job.worker_id)
             record.client = (worker.info.client_name or "-") if worker is not None else "-"
             if answer.started:
-                usage = estimate(exchange.request, answer.chars)
-                record.tokens_in, record.tokens_out = usage.input_tokens, usage.output_tokens
+                record.tokens_in, record.tokens_out = input_tokens, round(answer.tokens)
                 record.answered_by = answer.model
 
     def connection_closed(self) -> None:
@@ -300,8 +300,10 @@ class App:
             with anyio.move_on_after(timeout):
                 await self._idle.wait()
 
-    async def _stream(self, api: Adapter, exchange: Exchange, job: Job, answer: Answer, responder: Responder) -> None:
-        encoder = exchange.stream_encoder()
+    async def _stream(
+        self, api: Adapter, exchange: Exchange, job: Job, answer: Answer, responder: Responder, input_tokens: int
+    ) -> None:
+        encoder = exchange.stream_encoder(input_tokens)
         headers = _SSE_HEADERS + ignored_tools_headers(exchange.ignored_tools)
         events = follow(job, self.config.keepalive_interval, self.broker.catch_up)
         # The status line waits for the first event, at most one keep-alive interval, so that a failure
@@ -324,7 +326,7 @@ class App:
             self._log_answer(job.id, answer)
             kept = self._keep(exchange, answer)
             try:
-                await responder.write(encoder.finish(answer, estimate(exchange.request, answer.chars)))
+                await responder.write(encoder.finish(answer, answer.usage(input_tokens)))
             except BaseException:
                 self._unkeep(kept)
                 raise

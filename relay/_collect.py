@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from shared_protocol import End, Start, StopReason, TextDelta, ToolCall, wire_json
 
+from ._usage import UsageEstimate, text_tokens
+
 
 @dataclass
 class Answer:
@@ -22,17 +24,21 @@ class Answer:
     """Characters of text not kept (``keep_text`` off)."""
     started: bool = False
     """A worker said which model answers (its ``start``): a model worked on the request."""
+    tokens: float = 0.0
+    """The answer's estimated tokens, counted as it arrives (``relay._usage.text_tokens``)."""
 
     def add(self, event: Start | TextDelta | ToolCall | End) -> None:
         if isinstance(event, Start):
             self.model = event.model
             self.started = True
         elif isinstance(event, TextDelta):
+            self.tokens += text_tokens(event.text)
             if self.keep_text:
                 self.text.append(event.text)
             else:
                 self.dropped += len(event.text)
         elif isinstance(event, ToolCall):
+            self.tokens += text_tokens(event.name) + text_tokens(arguments_json(event))
             self.tool_calls.append(event)
         else:
             self.stop_reason = event.stop_reason
@@ -45,6 +51,9 @@ class Answer:
     @property
     def content(self) -> str:
         return "".join(self.text)
+
+    def usage(self, input_tokens: int) -> UsageEstimate:
+        return UsageEstimate(input_tokens, round(self.tokens))
 
     @property
     def chars(self) -> int:

@@ -65,7 +65,7 @@ class ChatExchange:
     ignored_tools: tuple[str, ...] = ()
     keep: Keep | None = None
 
-    def stream_encoder(self) -> ChatStreamEncoder:
+    def stream_encoder(self, input_tokens: int) -> ChatStreamEncoder:
         return ChatStreamEncoder(self.include_usage)
 
     def completion(self, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:

@@ -45,7 +45,8 @@ PAGE = b"""<!doctype html>
 <div><h3>Last 7 days, per model</h3><div class="scroll"><table id="week-model"></table></div></div>
 <div><h3>Last 7 days, per client</h3><div class="scroll"><table id="week-client"></table></div></div>
 </div>
-<p class="meta">Tokens marked ~ are estimated (about four characters a token): MCP clients report none.
+<p class="meta">Tokens marked ~ are estimated (counted locally as a tokenizer would, roughly): MCP clients
+report none.
 Totals are kept in memory since the relay started; <code>mcptb-relay usage</code> reads the usage ledger.</p>
 <script>
 "use strict";

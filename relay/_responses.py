@@ -250,7 +250,7 @@ class ResponsesExchange:
     def ignored_tools(self) -> tuple[str, ...]:
         return self.tools.ignored
 
-    def stream_encoder(self) -> ResponsesStreamEncoder:
+    def stream_encoder(self, input_tokens: int) -> ResponsesStreamEncoder:
         return ResponsesStreamEncoder(
             self.request, self.tools, self.response_id, self.previous_id, self.keep is not None
         )

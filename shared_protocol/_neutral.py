@@ -288,21 +288,6 @@ class NeutralRequest:
             output_format=None if output_format is None else inner(d, "output_format", OutputFormat.from_wire),
         )
 
-    def text_chars(self) -> int:
-        """Characters of text in the prompt: the basis of our token estimates (images count as 0)."""
-        total = len(self.system or "")
-        for message in self.messages:
-            for block in message.content:
-                if isinstance(block, TextBlock):
-                    total += len(block.text)
-                elif isinstance(block, ToolUseBlock):
-                    total += len(block.name) + len(str(block.input))
-                elif isinstance(block, ToolResultBlock):
-                    total += sum(len(b.text) for b in block.content if isinstance(b, TextBlock))
-        for tool in self.tools:
-            total += len(tool.name) + len(tool.description or "") + len(str(tool.input_schema))
-        return total
-
 
 def conversation_digests(messages: list[Message]) -> list[bytes]:
     """``digests[k]`` identifies ``messages[: k + 1]``: a request whose messages start with those of an
