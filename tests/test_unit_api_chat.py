@@ -284,7 +284,7 @@ async def test_non_stream_answer_carries_model_finish_reason_and_estimated_usage
         "finish_reason": "stop",
     }
     usage = body["usage"]
-    assert usage["completion_tokens"] == 4  # echo, the colon, hello, there (spaces join the next word)
+    assert usage["completion_tokens"] == 4  # 3 chunks, a colon, 17 ASCII characters: 4.26
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert relay.worker.requests[0].model == "test-model"
 

@@ -21,7 +21,10 @@ TOOL = {
 }
 CORPUS = {
     "prose (README.md)": (ROOT / "README.md").read_text(),
+    "prose (docs/apis.md)": (ROOT / "docs" / "apis.md").read_text(),
     "Python (relay/_app.py)": (ROOT / "relay" / "_app.py").read_text(),
+    "Python (relay/_broker.py)": (ROOT / "relay" / "_broker.py").read_text(),
+    "a 1,000-character sentence": ("The quick brown fox jumps over the lazy dog. " * 23)[:1000],
     "tool schemas (JSON)": json.dumps([{"name": f"read_{i}", "input_schema": TOOL} for i in range(30)]),
     "Chinese": "这是一个测试。我们正在测量令牌数量的估计有多准确。" * 50,
     "a short chat": "Hello! Can you help me write a function that sorts a list of numbers in Python? Thanks." * 20,
