@@ -277,7 +277,7 @@ class App:
             ended = f"the relay gave up: {error.message}"
             raise
         finally:
-            record.worker = job.worker_id
+            record.worker, record.queue_wait = job.worker_id, job.waited
             self.broker.cancel(job, ended)
             self.answering -= 1
             if self.answering == 0 and self._idle is not None:

@@ -379,6 +379,7 @@ class Broker:
             job.worker = worker
             job.worker_id = worker.id
             job.move("assigned")
+            job.waited = job.waited if job.assignments else now - job.submitted
             job.assignments += 1
             job.deadline, job.start_by = now + self.timing.request_timeout, now + self.timing.start_timeout
             job.nobody, job.warned = None, False

@@ -220,6 +220,8 @@ class Job:
     """When it was submitted (the broker's clock): its age on the status page."""
     api: str = "-"
     """The route it came in on (the status page's in-flight list)."""
+    waited: float | None = None
+    """Seconds it waited in the queue before a worker first took it (None until then)."""
     due: float = math.inf
     """When the broker looks at it next (the earliest of the times above that apply: ``_agenda``)."""
 

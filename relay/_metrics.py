@@ -71,6 +71,8 @@ def render(stats: Stats, snapshot: Snapshot, ledger: Ledger | None) -> bytes:
         "gen_ai_server_time_to_first_token_seconds", "histogram", "Model requests: time until the first byte answered."
     )
     text.histograms("gen_ai_server_time_to_first_token_seconds", MODEL_LABELS, stats.first_byte)
+    text.family("mcptb_queue_wait_seconds", "histogram", "Model requests: time waiting before a worker took them.")
+    text.histograms("mcptb_queue_wait_seconds", MODEL_LABELS, stats.queue_wait)
     text.family(
         "gen_ai_client_token_usage", "histogram", "Model requests: input and output tokens, counted or estimated."
     )

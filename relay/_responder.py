@@ -67,6 +67,8 @@ class RequestLog:
     """The model that answered, as its worker said."""
     client: str = "-"
     """The MCP client of the worker that took the request."""
+    queue_wait: float | None = None
+    """Seconds a model request waited for a worker (None if no worker took it)."""
     tokens_in: int | None = None
     """A model request: its input tokens (None for any other request)."""
     tokens_out: int = 0

@@ -66,6 +66,7 @@ class Stats:
     refusals: Counter[Key] = field(default_factory=Counter)
     durations: dict[Key, Histogram] = field(default_factory=dict)
     first_byte: dict[Key, Histogram] = field(default_factory=dict)
+    queue_wait: dict[Key, Histogram] = field(default_factory=dict)
     tokens: dict[Key, Histogram] = field(default_factory=dict)
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT))
     """The last model requests, newest last: what the status page lists (no content)."""
@@ -91,6 +92,8 @@ class Stats:
         if record.first_byte is not None:
             waited = record.first_byte - record.started
             self.first_byte.setdefault(api, Histogram(SECONDS_BUCKETS)).observe(waited)
+        if record.queue_wait is not None:
+            self.queue_wait.setdefault(api, Histogram(SECONDS_BUCKETS)).observe(record.queue_wait)
         counted = "counted" if record.tokens_counted else "estimated"
         self.tokens.setdefault((*api, "input", counted), Histogram(TOKEN_BUCKETS)).observe(record.tokens_in)
         self.tokens.setdefault((*api, "output", counted), Histogram(TOKEN_BUCKETS)).observe(record.tokens_out)

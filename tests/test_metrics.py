@@ -55,6 +55,8 @@ async def test_the_counters_are_the_requests_made_per_api_and_status(relay, back
     assert total(metrics["gen_ai_client_token_usage_sum"], model="m1", gen_ai_token_type="output") > 0
     assert total(metrics["gen_ai_server_request_duration_seconds_count"], api=chat) == 4
     assert total(metrics["gen_ai_server_time_to_first_token_seconds_count"], api="/v1/messages") == 1
+    assert total(metrics["mcptb_queue_wait_seconds_count"]) == 6  # every request a worker took
+    assert 0 <= total(metrics["mcptb_queue_wait_seconds_sum"]) < 5
     assert total(metrics["mcptb_requests_in_flight"]) == 0 and total(metrics["mcptb_requests_queued"]) == 0
     assert total(metrics["mcptb_workers"], mode="sampling+agent") == 1
 

@@ -558,3 +558,14 @@ async def test_a_followers_events_come_in_bursts_and_it_waits_only_when_there_ar
         events.receive_nowait()
     events.close()
     assert events.put(Requeued()) == "caller gone"
+
+
+def test_a_job_records_how_long_it_waited_before_a_worker_first_took_it():
+    """The queue wait on /metrics: from submit to the first assignment."""
+    broker, now = timed(start_timeout=10)
+    worker = FakeWorker(broker)
+    job = broker.submit("a", neutral(), 5)
+    assert job.waited is None
+    now[0] = 3
+    broker.grant(worker.handle, 1)
+    assert job.waited == 3 and job.state == "assigned"
