@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+from ._responder import RequestLog
+
+if TYPE_CHECKING:
+    import sqlite3  # imported by the writer thread when it opens the file: not at the relay's start
 
 log = logging.getLogger("mcptb.relay")
 
@@ -74,6 +78,28 @@ class Row(NamedTuple):
     """The tokens were reported by the model's side; else estimated."""
 
 
+MAX_TEXT = 128
+"""Characters kept of a model or client name (the caller chooses the model's)."""
+
+
+def row_of(record: RequestLog, seconds: float) -> Row:
+    """The row of a finished model request (``seconds`` after it began)."""
+    return Row(
+        time.time(),
+        record.api,
+        record.model[:MAX_TEXT],
+        record.answered_by[:MAX_TEXT],
+        record.client[:MAX_TEXT],
+        record.status,
+        record.result,
+        seconds,
+        record.first_byte_seconds,
+        record.tokens_in or 0,
+        record.tokens_out,
+        record.tokens_counted,
+    )
+
+
 class Ledger:
     def __init__(self, path: str, days: int, clock: Callable[[], float] = time.time) -> None:
         self.path = path
@@ -107,6 +133,8 @@ class Ledger:
     # --- the writer thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
+        import sqlite3
+
         """Every :data:`FLUSH_SECONDS` (or at once when closing), take the rows that gathered - the list
         is swapped, not emptied row by row - and write them in one transaction. The thread sleeps in
         between: a wake or a lock per row would take the interpreter's lock from the event loop once
@@ -143,6 +171,8 @@ class Ledger:
                 return
 
     def _open(self) -> sqlite3.Connection:
+        import sqlite3
+
         directory = os.path.dirname(self.path)
         if directory:
             os.makedirs(directory, mode=0o700, exist_ok=True)

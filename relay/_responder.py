@@ -76,6 +76,11 @@ class RequestLog:
     """The token figures were reported by the model's side, not estimated."""
 
     @property
+    def first_byte_seconds(self) -> float | None:
+        """Seconds from the request's start to the first byte answered (None if none was)."""
+        return None if self.first_byte is None else self.first_byte - self.started
+
+    @property
     def result(self) -> str:
         """How the request ended, in a word: ``ok``, the kind of error answered (also one that came after a
         stream's 200), or ``caller_gone`` (it left before its status line)."""

@@ -33,10 +33,10 @@ from ._config import Config, server_command
 from ._errors import RelayError, error_headers
 from ._http import serve_connection
 from ._jobs import Timing
-from ._ledger import Ledger, Row
+from ._ledger import Ledger, row_of
 from ._responder import RequestLog, Responder
 from ._socket import SocketSetupError, forget_default, listen, record_default
-from ._stats import MAX_LABEL, Stats
+from ._stats import Stats
 from ._timer import Timer
 from ._worker_link import refuse_worker, serve_worker
 
@@ -51,33 +51,17 @@ def finisher(stats: Stats, ledger: Ledger | None) -> Callable[[RequestLog], None
     def finished(record: RequestLog) -> None:
         seconds = time.perf_counter() - record.started
         access_log(record, seconds)
-        stats.finished(record, seconds)
-        if ledger is not None and record.tokens_in is not None:
-            ledger.add(ledger_row(record, seconds))
+        row = None if record.tokens_in is None else row_of(record, seconds)  # a model request
+        stats.finished(record, seconds, row)
+        if ledger is not None and row is not None:
+            ledger.add(row)
 
     return finished
 
 
-def ledger_row(record: RequestLog, seconds: float) -> Row:
-    first_byte = None if record.first_byte is None else record.first_byte - record.started
-    return Row(
-        time.time(),
-        record.api,
-        record.model[:MAX_LABEL],
-        record.answered_by[:MAX_LABEL],
-        record.client[:MAX_LABEL],
-        record.status,
-        record.result,
-        seconds,
-        first_byte,
-        record.tokens_in or 0,
-        record.tokens_out,
-        record.tokens_counted,
-    )
-
-
 def access_log(record: RequestLog, seconds: float) -> None:
-    ttfb = f"{(record.first_byte - record.started) * 1000:.1f}ms" if record.first_byte else "-"
+    first_byte = record.first_byte_seconds
+    ttfb = "-" if first_byte is None else f"{first_byte * 1000:.1f}ms"
     access.info(
         "%s %s %s model=%s worker=%s status=%s%s ttfb=%s dur=%.1fms bytes=%d",
         record.request_id,

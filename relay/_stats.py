@@ -1,9 +1,9 @@
 """What the relay has served since it started, counted from each request's log record: the figures of
-``/metrics`` (and of the status page to come). No content: only routes, model names, statuses,
-times and token counts.
+``/metrics`` and the status page (its last requests are the same rows the usage ledger keeps). No
+content: only routes, model names, statuses, times and token counts.
 
 Labels come from a fixed set (the relay's routes, statuses, error kinds) except the model name,
-which the caller chooses: at most :data:`MAX_MODELS` distinct names, each cut to :data:`MAX_LABEL`
+which the caller chooses: at most :data:`MAX_MODELS` distinct names, each cut to :data:`relay._ledger.MAX_TEXT`
 characters, get their own series, the rest count under ``other``, so a caller cannot grow the relay's
 memory with made-up names.
 """
@@ -14,13 +14,11 @@ import bisect
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
 
+from ._ledger import MAX_TEXT, Row
 from ._responder import RequestLog
 
 MAX_MODELS = 64
-MAX_LABEL = 128
-"""Characters of a model name kept in a label (the caller chooses it, and could make it megabytes)."""
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 """Upper bounds of the time histograms, in seconds: a cached answer to a ten-minute agent turn."""
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
@@ -68,7 +66,7 @@ class Stats:
     first_byte: dict[Key, Histogram] = field(default_factory=dict)
     queue_wait: dict[Key, Histogram] = field(default_factory=dict)
     tokens: dict[Key, Histogram] = field(default_factory=dict)
-    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT))
+    recent: deque[Row] = field(default_factory=lambda: deque(maxlen=RECENT))
     """The last model requests, newest last: what the status page lists (no content)."""
     daily: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
     """(day, model, client) -> [requests, tokens in, tokens out], for the last :data:`DAYS` days."""
@@ -77,47 +75,30 @@ class Stats:
     _day_start: float = 0.0
     _day_end: float = 0.0
 
-    def finished(self, record: RequestLog, seconds: float) -> None:
-        """One request ended (its response written, or its caller gone), ``seconds`` after it began."""
+    def finished(self, record: RequestLog, seconds: float, row: Row | None) -> None:
+        """One request ended (its response written, or its caller gone), ``seconds`` after it began;
+        ``row``: what it was, for a model request (None for any other)."""
         model = self._model(record.model)
         status = str(record.status)
         self.requests[(record.api, model, status, record.result)] += 1
         if record.status in REFUSALS:
             self.refusals[(status, record.kind or "-")] += 1
-        if record.tokens_in is None:
+        if row is None:
             return  # not a model request: no time or token series for it
-        self._remember(record, model, seconds)
+        self._remember(row, model)
         api = (record.api, model)
         self.durations.setdefault(api, Histogram(SECONDS_BUCKETS)).observe(seconds)
-        if record.first_byte is not None:
-            waited = record.first_byte - record.started
-            self.first_byte.setdefault(api, Histogram(SECONDS_BUCKETS)).observe(waited)
+        if row.first_byte is not None:
+            self.first_byte.setdefault(api, Histogram(SECONDS_BUCKETS)).observe(row.first_byte)
         if record.queue_wait is not None:
             self.queue_wait.setdefault(api, Histogram(SECONDS_BUCKETS)).observe(record.queue_wait)
-        counted = "counted" if record.tokens_counted else "estimated"
-        self.tokens.setdefault((*api, "input", counted), Histogram(TOKEN_BUCKETS)).observe(record.tokens_in)
-        self.tokens.setdefault((*api, "output", counted), Histogram(TOKEN_BUCKETS)).observe(record.tokens_out)
+        counted = "counted" if row.counted else "estimated"
+        self.tokens.setdefault((*api, "input", counted), Histogram(TOKEN_BUCKETS)).observe(row.tokens_in)
+        self.tokens.setdefault((*api, "output", counted), Histogram(TOKEN_BUCKETS)).observe(row.tokens_out)
 
-    def _remember(self, record: RequestLog, model: str, seconds: float) -> None:
-        now = time.time()
-        first_byte = None if record.first_byte is None else record.first_byte - record.started
-        client = record.client[:MAX_LABEL]
-        self.recent.append(
-            {
-                "at": now,
-                "api": record.api,
-                "model": model,
-                "status": record.status,
-                "outcome": record.result,
-                "seconds": seconds,
-                "first_byte": first_byte,
-                "tokens_in": record.tokens_in,
-                "tokens_out": record.tokens_out,
-                "counted": record.tokens_counted,
-                "client": client,
-                "worker": record.worker,
-            }
-        )
+    def _remember(self, row: Row, model: str) -> None:
+        self.recent.append(row)
+        now, client = row.at, row.client
         day = self._day(now)
         if (day, model, client) not in self.daily:
             oldest = time.strftime("%Y-%m-%d", time.localtime(now - DAYS * 86400))
@@ -125,8 +106,8 @@ class Stats:
                 del self.daily[key]
         totals = self.daily.setdefault((day, model, client), [0, 0, 0])
         totals[0] += 1
-        totals[1] += record.tokens_in or 0
-        totals[2] += record.tokens_out
+        totals[1] += row.tokens_in
+        totals[2] += row.tokens_out
 
     def _day(self, now: float) -> str:
         """The local date of ``now``: worked out again only when ``now`` leaves the day last worked out."""
@@ -138,7 +119,7 @@ class Stats:
         return self._today
 
     def _model(self, name: str) -> str:
-        name = name[:MAX_LABEL]
+        name = name[:MAX_TEXT]
         if name in self._models:
             return name
         if len(self._models) < MAX_MODELS:

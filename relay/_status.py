@@ -47,7 +47,7 @@ def status(snapshot: Snapshot, stats: Stats, started: float, version: str) -> di
             }
             for j in snapshot.jobs
         ],
-        "recent": list(reversed(stats.recent)),
+        "recent": [row._asdict() for row in reversed(stats.recent)],
         "totals": {"today": _totals(stats, 1), "week": _totals(stats, DAYS)},
     }
 
