@@ -34,14 +34,11 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-from typing import Any
 
 from . import _agent_context, _report
 from ._load import LoadResult
-from ._procs import ROOT, Children, Server, read_line, rss_mib
+from ._procs import ROOT, Children, Server, health, read_line, rss_mib, temporary_children
 from ._wire import Wire, probe
 
 CONCURRENCY = (1, 8, 64)
@@ -222,32 +219,18 @@ def measure_whole_path(
 def wait_for_slots(relay: Server, pid: int, slots: int = 64) -> None:
     """Wait until the relay holds ``slots`` free slots of the worker whose process is ``pid``."""
     deadline = time.monotonic() + 30
-    while not any(w["pid"] == pid and w["free_slots"] >= slots for w in _health(relay.url)["workers"]):
+    while not any(w["pid"] == pid and w["free_slots"] >= slots for w in health(relay.url)["workers"]):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"mcptb-server (pid {pid}) did not grant its slots: {_health(relay.url)}")
+            raise RuntimeError(f"mcptb-server (pid {pid}) did not grant its slots: {health(relay.url)}")
         time.sleep(0.05)
-
-
-def _health(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url + "/health", timeout=5) as response:
-        health: dict[str, Any] = json.load(response)
-    return health
 
 
 def main() -> int:
     args = parse_args()
     print("$ " + " ".join(["python -m bench", *sys.argv[1:]]))
     print(machine_note())
-    with tempfile.TemporaryDirectory(prefix="mcptb-bench-") as tmp:
-        os.environ["XDG_STATE_HOME"] = tmp  # the relay's usage ledger (on, as by default) goes here
-        children = Children(tmp)
-        try:
-            return measure(children, tmp, args)
-        except Exception:
-            children.print_logs()
-            raise
-        finally:
-            children.close()
+    with temporary_children("mcptb-bench-") as (children, tmp):
+        return measure(children, tmp, args)  # the relay's usage ledger on, as by default
 
 
 if __name__ == "__main__":

@@ -7,14 +7,19 @@ to a file in the bench's temp directory so a chatty log can never block it on a 
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BANNER_TIMEOUT = 30.0
@@ -91,3 +96,27 @@ class Children:
         for proc in reversed(self._procs):
             self.stop(proc)
         self._procs.clear()
+
+
+@contextmanager
+def temporary_children(prefix: str) -> Iterator[tuple[Children, str]]:
+    """Child processes with a temporary directory for their logs and sockets, always stopped; the end of
+    their logs is printed if the block fails. Relays started here keep their usage ledger in that
+    directory (``XDG_STATE_HOME``), not in the user's."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        os.environ["XDG_STATE_HOME"] = tmp
+        children = Children(tmp)
+        try:
+            yield children, tmp
+        except Exception:
+            children.print_logs()
+            raise
+        finally:
+            children.close()
+
+
+def health(url: str) -> dict[str, Any]:
+    """A relay's ``/health``."""
+    with urllib.request.urlopen(url + "/health", timeout=5) as response:
+        answer: dict[str, Any] = json.load(response)
+    return answer

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 import urllib.request
 from typing import Any
@@ -25,7 +24,7 @@ import mcp_types as types
 import openai
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
-from ._procs import ROOT, Children
+from ._procs import ROOT, temporary_children
 
 CANNED_MODEL = "canned-demo-model"
 CANNED_TEXT = (
@@ -114,20 +113,13 @@ async def run_client(url: str, socket: str, errlog_path: str) -> None:
 
 def main() -> None:
     print(BANNER)
-    with tempfile.TemporaryDirectory(prefix="mcptb-demo-") as tmp:
-        children = Children(tmp)
+    with temporary_children("mcptb-demo-") as (children, tmp):  # a canned model stays out of your ledger
         socket = os.path.join(tmp, "relay.sock")
-        try:
-            relay = children.start_server("relay", ["-m", "relay", "--port", "0", "--socket", socket])
-            print(f"relay: listening on {relay.url} (started in {relay.seconds_to_banner * 1000:.0f} ms)")
-            anyio.run(run_client, relay.url, socket, os.path.join(tmp, "mcptb-server.log"))
-            print()
-            print(PATH.format(url=relay.url, socket=socket))
-        except Exception:
-            children.print_logs()
-            raise
-        finally:
-            children.close()
+        relay = children.start_server("relay", ["-m", "relay", "--port", "0", "--socket", socket])
+        print(f"relay: listening on {relay.url} (started in {relay.seconds_to_banner * 1000:.0f} ms)")
+        anyio.run(run_client, relay.url, socket, os.path.join(tmp, "mcptb-server.log"))
+        print()
+        print(PATH.format(url=relay.url, socket=socket))
     print("\nrelay stopped; demo done (the model was canned).")
 
 

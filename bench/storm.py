@@ -29,14 +29,12 @@ import os
 import random
 import socket
 import sys
-import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from ._payload import MODEL, request_body
-from ._procs import Children, Server, read_line, rss_mib
+from ._procs import Children, Server, health, read_line, rss_mib, temporary_children
 
 GIVE_BACK_MIB = 10.0
 HOSTILE_ARGUMENTS = ["[" * 50_000, '{"n": ' + "9" * 5_000 + "}"]
@@ -158,17 +156,11 @@ async def storm_round(address: tuple[str, int], callers: int, relay_log: str) ->
     return problems
 
 
-def _health(url: str) -> dict[str, object]:
-    with urllib.request.urlopen(url + "/health", timeout=5) as response:
-        health: dict[str, object] = json.load(response)
-    return health
-
-
 def _wait_for_workers(relay: Server, count: int) -> None:
     deadline = time.monotonic() + 30
-    while len(_health(relay.url)["workers"]) < count:  # type: ignore[arg-type]
+    while len(health(relay.url)["workers"]) < count:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{count} workers did not connect: {_health(relay.url)}")
+            raise RuntimeError(f"{count} workers did not connect: {health(relay.url)}")
         time.sleep(0.1)
 
 
@@ -209,16 +201,8 @@ def run(children: Children, tmp: str, args: argparse.Namespace) -> int:
 
 def main() -> int:
     args = parse_args()
-    with tempfile.TemporaryDirectory(prefix="mcptb-storm-") as tmp:
-        os.environ["XDG_STATE_HOME"] = tmp  # the relay's usage ledger goes here, not into yours
-        children = Children(tmp)
-        try:
-            return run(children, tmp, args)
-        except Exception:
-            children.print_logs()
-            raise
-        finally:
-            children.close()
+    with temporary_children("mcptb-storm-") as (children, tmp):
+        return run(children, tmp, args)
 
 
 if __name__ == "__main__":
