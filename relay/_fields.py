@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from typing import Any
 
-from shared_protocol import MAX_TOKENS, OutputFormat, ToolChoice, ToolSpec
+from shared_protocol import MAX_TOKENS, STRICT_JSON, OutputFormat, ToolChoice, ToolSpec
 
 from ._errors import RelayError, bad_request
 
@@ -15,20 +14,6 @@ MAX_JSON_DEPTH = 64
 """Deepest nesting of arrays and objects a request body may have, tool schemas included. Deeper bodies
 are refused here, before a parser, a validator or the worker recurses through them."""
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _finite(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):
-        raise ValueError(f"the number {text[:40]} is out of range")
-    return number
-
-
-def _not_a_number(name: str) -> float:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-_DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_not_a_number)
 
 
 def check_max_tokens(value: int, param: str) -> None:
@@ -54,7 +39,7 @@ def parse_json(text: str | bytes, where: str = "", depth: int = 0) -> Any:
     try:
         if isinstance(text, bytes):
             text = text.decode(json.detect_encoding(text), "surrogatepass")
-        data = _DECODER.decode(text)
+        data = STRICT_JSON.decode(text)
     except RecursionError:
         raise _invalid(where, f"{name} nests deeper than {MAX_JSON_DEPTH} levels.") from None
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, and an integer of thousands of digits

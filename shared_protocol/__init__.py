@@ -48,13 +48,14 @@ from ._neutral import (
     ToolUseBlock,
 )
 from ._paths import SOCKET_ENV, default_socket_path
-from ._wire import wire_json
+from ._wire import STRICT_JSON, wire_json
 
 __all__ = [
     "MAX_LINE_BYTES",
     "MAX_TOKENS",
     "PROTOCOL_VERSION",
     "SOCKET_ENV",
+    "STRICT_JSON",
     "Accepted",
     "AnswerFrame",
     "Cancel",

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 from ._frames import RELAY_FRAMES, WORKER_FRAMES, Frame, RelayFrame, WorkerFrame
-from ._wire import Invalid, wire_json
+from ._wire import STRICT_JSON, Invalid, wire_json
 
 MAX_LINE_BYTES = 48 * 1024 * 1024
 """Largest line either side sends or accepts: above the relay's default 32 MiB body limit plus the
@@ -86,7 +86,7 @@ class _Decoder(Generic[F]):
 
     def _parse(self, line: bytes) -> F | ProtocolError:
         try:
-            value = _JSON.decode(line.decode())
+            value = STRICT_JSON.decode(line.decode())
             if b"\\u" in line and _SURROGATE_ESCAPE.search(line):
                 json.dumps(value, ensure_ascii=False).encode()  # raises on a lone surrogate
         except (ValueError, RecursionError) as exc:
@@ -112,14 +112,6 @@ class _Decoder(Generic[F]):
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 """A JSON escape in the surrogate range: only then is a line checked for a lone surrogate (our
 encoders write text as UTF-8, so escapes like this are rare)."""
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-_JSON = json.JSONDecoder(parse_constant=_no_constant)
-"""One decoder for every line (``json.loads`` with an option builds a new one per call)."""
 
 
 class WorkerFrameDecoder(_Decoder[WorkerFrame]):

@@ -11,6 +11,7 @@ numbers; integers are accepted where a number is.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -172,6 +173,23 @@ def _shallow(value: dict[str, Any], key: str) -> dict[str, Any]:
                     raise Invalid(key, f"nests deeper than {MAX_DEPTH} levels")
                 stack.append((child, depth + 1))
     return value
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return number
+
+
+def _not_a_number(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+STRICT_JSON = json.JSONDecoder(parse_float=_finite, parse_constant=_not_a_number)
+"""The one decoder for JSON from outside (request bodies, protocol lines): numbers JSON has not -
+``NaN``, ``Infinity``, ``1e999`` - are a ``ValueError``, so nothing decoded can fail to encode again.
+One instance for every call (``json.loads`` with an option builds a new decoder per call)."""
 
 
 def wire_json(value: Any) -> str:

@@ -266,10 +266,11 @@ def test_a_frame_with_a_wrong_field_is_an_error_naming_that_field(line, named):
         b"[" * 100_000 + b"\n",
         b'{"type": "ready", "slots": ' + b"9" * 5_000 + b"}\n",
         b'{"type": "ready", "slots": NaN}\n',
+        b'{"type": "tool_call", "id": "r", "call_id": "c", "name": "f", "arguments": {"secret": 1e999}}\n',
         b'{"type": "text", "id": "r", "text": "secret \\ud800 words"}\n',
         b'{"type": "text", "id": "r", "text": "secret \xff words"}\n',
     ],
-    ids=["deep", "huge-int", "nan", "lone-surrogate", "not-utf8"],
+    ids=["deep", "huge-int", "nan", "a number past a float", "lone-surrogate", "not-utf8"],
 )
 def test_hostile_json_is_one_bad_frame_and_the_stream_goes_on(line):
     decoder = WorkerFrameDecoder()
