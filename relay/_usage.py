@@ -7,7 +7,7 @@ whitespace-separated chunks, the punctuation, the characters outside ASCII (Chin
 and the length. Its four weights were fitted to OpenAI's o200k_base on this project's README, docs
 and sources, a tool-schema JSON, Chinese prose and a chat: every one within 13 % (characters / 4 was
 65 % off on the Chinese); tests/test_unit_usage.py keeps eight texts within 25 %. It costs about
-15 us per 1,000 characters; a request's input is estimated once per request.
+2.5 us per 1,000 characters; a request's input is estimated once per request.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from shared_protocol import NeutralRequest, TextBlock, ToolResultBlock, ToolUseBlock
 
 USAGE_HEADER = ("x-mcptb-usage", "estimated")
-_NO_PUNCTUATION = str.maketrans("", "", "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+_PUNCTUATION = b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,9 @@ def text_tokens(text: str) -> float:
     """The estimated tokens of ``text`` (a float: pieces of a text estimated apart add up), from four
     counts made in C - no Python step per word: 0.8 a whitespace-separated chunk, 0.5 a punctuation
     character, 0.8 a character outside ASCII, 0.08 an ASCII character."""
-    others = len(text) - len(text.encode("ascii", "ignore"))
-    punctuation = len(text) - len(text.translate(_NO_PUNCTUATION))
+    ascii_part = text.encode("ascii", "ignore")
+    others = len(text) - len(ascii_part)
+    punctuation = len(ascii_part) - len(ascii_part.translate(None, _PUNCTUATION))
     return 0.8 * len(text.split()) + 0.5 * punctuation + 0.8 * others + 0.08 * (len(text) - others)
 
 
