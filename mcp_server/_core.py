@@ -227,7 +227,7 @@ class WorkerCore:
         text = render_request(frame, self._seen.refs(frame))
         self._seen.note(frame)
         self.tally = dataclasses.replace(self.tally, shown=self.tally.shown + 1, handed=self.tally.handed + len(text))
-        return Shown(frame, text), [Send(Accepted(id=frame.id))]
+        return Shown(frame, text), [Send(Accepted(id=frame.id, handed=len(text)))]
 
     def show_again(self, arguments: dict[str, Any]) -> ToolText:
         """``show_request``: an open request in full, references resolved."""

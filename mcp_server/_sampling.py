@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -28,6 +28,7 @@ from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPError
 
 from shared_protocol import (
+    MAX_COUNT,
     AnswerFrame,
     End,
     ErrorFrame,
@@ -40,6 +41,7 @@ from shared_protocol import (
     StopReason,
     TextBlock,
     TextDelta,
+    TokenUsage,
     ToolCall,
     ToolResultBlock,
     ToolUseBlock,
@@ -180,12 +182,15 @@ async def answer_by_sampling(
     problem = ""
     try:
         with anyio.fail_after(limit):
+            spent: TokenUsage | None = TokenUsage(input_tokens=0, output_tokens=0)
             for round_ in range(repair_rounds + 1):
                 result = await _sample(session, frame.request, emulate, repairs)
                 on_model(result.model)
+                spent = _plus(spent, reported_usage(result))
                 checked = _checked_answer(frame.id, frame.request, result, emulate)
                 if not isinstance(checked, _Wrong):
-                    return checked
+                    end = checked[-1]
+                    return [*checked[:-1], replace(end, usage=spent)] if isinstance(end, End) else checked
                 problem = checked.problem
                 log.info("%s: answer round %d does not fit: %s", frame.id, round_ + 1, problem)
                 repairs += checked.turns
@@ -205,6 +210,30 @@ async def answer_by_sampling(
     rounds = f"{repair_rounds} repair round{'' if repair_rounds == 1 else 's'}"
     message = f"The model's answer does not fit what the request asks for, after {rounds}: {problem}"
     return [ErrorFrame(id=frame.id, code="invalid_answer", message=message)]
+
+
+def reported_usage(result: types.CreateMessageResult | types.CreateMessageResultWithTools) -> TokenUsage | None:
+    """The tokens the client says this result cost, from its ``_meta``: ``{"usage": {"inputTokens": n,
+    "outputTokens": m}}``. MCP has no field for them and no client we know sends them yet; without them
+    (or with anything else there) the relay estimates."""
+    usage = (result.meta or {}).get("usage")
+    if not isinstance(usage, dict):
+        return None
+    tokens_in, tokens_out = usage.get("inputTokens"), usage.get("outputTokens")
+    if type(tokens_in) is not int or type(tokens_out) is not int:
+        return None
+    if min(tokens_in, tokens_out) < 0 or max(tokens_in, tokens_out) > MAX_COUNT:
+        return None
+    return TokenUsage(input_tokens=tokens_in, output_tokens=tokens_out)
+
+
+def _plus(spent: TokenUsage | None, more: TokenUsage | None) -> TokenUsage | None:
+    """Tokens of every round (a repair round costs too); None once a round's are unknown."""
+    if spent is None or more is None:
+        return None
+    return TokenUsage(
+        input_tokens=spent.input_tokens + more.input_tokens, output_tokens=spent.output_tokens + more.output_tokens
+    )
 
 
 @dataclass(frozen=True)

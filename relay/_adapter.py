@@ -19,7 +19,7 @@ from shared_protocol import NeutralRequest, Start, TextDelta, ToolCall
 from ._collect import Answer
 from ._errors import RelayError
 from ._store import ConversationStore, Keep
-from ._usage import UsageEstimate
+from ._usage import Usage
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class StreamEncoder(Protocol):
 
     def event(self, event: Start | TextDelta | ToolCall, answer: Answer) -> bytes: ...
 
-    def finish(self, answer: Answer, usage: UsageEstimate) -> bytes:
+    def finish(self, answer: Answer, usage: Usage) -> bytes:
         """Everything after the last content: the stop reason, usage, the end-of-stream marker."""
 
     def error(self, error: RelayError, answer: Answer) -> bytes:
@@ -72,7 +72,7 @@ class Exchange(Protocol):
         """The stream's encoder; ``input_tokens``: the request's estimated input (Anthropic's first event
         carries it)."""
 
-    def completion(self, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+    def completion(self, answer: Answer, usage: Usage) -> dict[str, Any]:
         """The whole answer as this API's JSON."""
 
 

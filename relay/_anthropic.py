@@ -50,7 +50,7 @@ from ._conversation import DEFAULT_MAX_TOKENS, Conversation, is_base64, system_n
 from ._errors import RelayError, bad_request, not_found
 from ._fields import check_max_tokens, forced_tool, opt, opt_number, output_format, parse_json_object, tool_spec
 from ._store import ConversationStore, Keep, Stored
-from ._usage import UsageEstimate
+from ._usage import Usage
 
 STORE_KEY = "messages:"
 """The store's keys for threads: this prefix and the id of the message a thread continues from."""
@@ -335,7 +335,7 @@ class MessagesExchange:
     def stream_encoder(self, input_tokens: int) -> MessagesStreamEncoder:
         return MessagesStreamEncoder(input_tokens, self.message_id)
 
-    def completion(self, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+    def completion(self, answer: Answer, usage: Usage) -> dict[str, Any]:
         return message_json(answer, usage, self.message_id)
 
 

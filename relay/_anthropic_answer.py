@@ -15,7 +15,7 @@ from shared_protocol import Start, StopReason, TextDelta, ToolCall
 from . import _sse
 from ._collect import Answer, arguments_json
 from ._errors import RelayError
-from ._usage import UsageEstimate
+from ._usage import Usage
 
 STOP_REASON: dict[StopReason, str] = {
     "endTurn": "end_turn",
@@ -35,7 +35,7 @@ def new_id() -> str:
     return "msg_" + secrets.token_hex(12)
 
 
-def message_json(answer: Answer, usage: UsageEstimate, message_id: str | None = None) -> dict[str, Any]:
+def message_json(answer: Answer, usage: Usage, message_id: str | None = None) -> dict[str, Any]:
     content: list[dict[str, Any]] = [{"type": "text", "text": answer.content}] if answer.content else []
     content += [{"type": "tool_use", "id": c.call_id, "name": c.name, "input": c.arguments} for c in answer.tool_calls]
     return {
@@ -124,7 +124,7 @@ class MessagesStreamEncoder:
             return out + self._close_block()
         return b""
 
-    def finish(self, answer: Answer, usage: UsageEstimate) -> bytes:
+    def finish(self, answer: Answer, usage: Usage) -> bytes:
         return (
             self._close_block()
             + _sse.event(

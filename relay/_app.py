@@ -37,7 +37,7 @@ from ._responder import HttpRequest, RequestHead, Responder
 from ._stats import Stats
 from ._status import status
 from ._store import ConversationStore
-from ._usage import USAGE_HEADER, request_tokens
+from ._usage import ESTIMATED, request_tokens
 
 log = logging.getLogger("mcptb.relay")
 content_log = logging.getLogger("mcptb.relay.content")
@@ -53,7 +53,8 @@ _PAGE_HEADERS = [
     ("x-content-type-options", "nosniff"),
 ]
 """The status page loads nothing from anywhere, may fetch only from the relay, and is never framed."""
-_SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), USAGE_HEADER]
+_SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
+"""No ``x-mcptb-usage``: a stream's head goes out before the worker says whether it counted the tokens."""
 
 IGNORED_TOOLS_HEADER = "x-mcptb-ignored-tools"
 _MAX_IGNORED_LISTED = 20
@@ -233,7 +234,7 @@ class App:
                 await self.answer(api, exchange, responder, _caller(request))
             else:
                 body = count_tokens(request_tokens(exchange.request))
-                headers = [USAGE_HEADER, *ignored_tools_headers(exchange.ignored_tools)]
+                headers = [ESTIMATED, *ignored_tools_headers(exchange.ignored_tools)]
                 await self._send_json(responder, 200, body, headers)
 
         return handle
@@ -265,9 +266,10 @@ class App:
                         answer.add(event)
                 self._log_answer(record.request_id, answer)
                 kept = self._keep(exchange, answer)
-                body = wire_json(exchange.completion(answer, answer.usage(input_tokens))).encode()
+                usage = answer.usage(input_tokens)
+                body = wire_json(exchange.completion(answer, usage)).encode()
                 answer.release_text()  # while a slow caller takes it, the encoded body is the one copy held
-                headers = [USAGE_HEADER, *ignored_tools_headers(exchange.ignored_tools)]
+                headers = [usage.header, *ignored_tools_headers(exchange.ignored_tools)]
                 try:
                     await responder.send(200, body, "application/json", headers)
                 except BaseException:
@@ -285,8 +287,14 @@ class App:
             self.heap.answered(answer.chars + job.unread)
             worker = self.broker.workers.get(job.worker_id)
             record.client = (worker.info.client_name or "-") if worker is not None else "-"
+            record.handed = job.handed
             if answer.started:
-                record.tokens_in, record.tokens_out = input_tokens, round(answer.tokens)
+                usage = answer.usage(input_tokens)
+                record.tokens_in, record.tokens_out, record.tokens_counted = (
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    usage.counted,
+                )
                 record.answered_by = answer.model
 
     def connection_closed(self) -> None:

@@ -219,10 +219,9 @@ class Broker:
                 self._fail(job, RelayError("relay_stopping", message))
             worker.jobs.clear()
 
-    def accept(self, worker: Worker, job_id: str) -> None:
-        job = worker.jobs.get(job_id)
-        if job is not None:
-            job.accepted = True
+    def accept(self, worker: Worker, job_id: str, handed: int | None) -> None:
+        if (job := worker.jobs.get(job_id)) is not None:
+            job.accepted, job.handed = True, handed
             self.agenda.schedule(job, job.deadline)  # it is not moved for a slow start any more
 
     # --- time ---------------------------------------------------------------------------------

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared_protocol import End, Start, StopReason, TextDelta, ToolCall, wire_json
+from shared_protocol import End, Start, StopReason, TextDelta, TokenUsage, ToolCall, wire_json
 
-from ._usage import UsageEstimate, text_tokens
+from ._usage import Usage, text_tokens
 
 
 @dataclass
@@ -26,6 +26,8 @@ class Answer:
     """A worker said which model answers (its ``start``): a model worked on the request."""
     tokens: float = 0.0
     """The answer's estimated tokens, counted as it arrives (``relay._usage.text_tokens``)."""
+    counted: TokenUsage | None = None
+    """The tokens the model's side counted, if its worker said them at the end."""
 
     def add(self, event: Start | TextDelta | ToolCall | End) -> None:
         if isinstance(event, Start):
@@ -42,6 +44,7 @@ class Answer:
             self.tool_calls.append(event)
         else:
             self.stop_reason = event.stop_reason
+            self.counted = event.usage
 
     def release_text(self) -> None:
         """Let the text go once it is rendered (it is still counted in :attr:`chars`)."""
@@ -52,8 +55,12 @@ class Answer:
     def content(self) -> str:
         return "".join(self.text)
 
-    def usage(self, input_tokens: int) -> UsageEstimate:
-        return UsageEstimate(input_tokens, round(self.tokens))
+    def usage(self, input_tokens: int) -> Usage:
+        """The answer's usage: as counted by the model's side, else estimated (``input_tokens``: the
+        request's estimate)."""
+        if self.counted is not None:
+            return Usage(self.counted.input_tokens, self.counted.output_tokens, counted=True)
+        return Usage(input_tokens, round(self.tokens))
 
     @property
     def chars(self) -> int:

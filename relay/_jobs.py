@@ -194,6 +194,8 @@ class Job:
     """The text batch in the event stream that text may still join (the last event queued, not taken)."""
     accepted: bool = False
     """Its worker said a model is working on it (an agent saw it): it is not moved for a slow start."""
+    handed: int | None = None
+    """Characters of it handed to a serving agent, as its worker said (None: none said)."""
     avoid: set[str] = field(default_factory=set)
     """Workers this job was taken away from (not started in time): never assigned to them again."""
     unread: int = 0

@@ -46,7 +46,8 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS requests (
     first_byte REAL,
     tokens_in INTEGER NOT NULL,
     tokens_out INTEGER NOT NULL,
-    counted INTEGER NOT NULL
+    counted INTEGER NOT NULL,
+    handed INTEGER
 );"""
 """No index: one on ``at`` cost every insert, and the report and the daily prune read the table once."""
 
@@ -76,7 +77,11 @@ class Row(NamedTuple):
     tokens_out: int
     counted: bool
     """The tokens were reported by the model's side; else estimated."""
+    handed: int | None
+    """Characters of the request handed to a serving agent (None: none was, or its worker did not say)."""
 
+
+INSERT = f"INSERT INTO requests ({', '.join(Row._fields)}) VALUES ({', '.join('?' * len(Row._fields))})"
 
 MAX_TEXT = 128
 """Characters kept of a model or client name (the caller chooses the model's)."""
@@ -97,6 +102,7 @@ def row_of(record: RequestLog, seconds: float) -> Row:
         record.tokens_in or 0,
         record.tokens_out,
         record.tokens_counted,
+        record.handed,
     )
 
 
@@ -154,7 +160,7 @@ class Ledger:
                     pruned = self._clock()
                 if db is not None and rows:
                     with db:
-                        db.executemany("INSERT INTO requests VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                        db.executemany(INSERT, rows)
             except (sqlite3.Error, OSError) as exc:
                 self.failed += len(rows)
                 if not warned:
@@ -181,4 +187,6 @@ class Ledger:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
+        if "handed" not in {column[1] for column in db.execute("PRAGMA table_info(requests)")}:
+            db.execute("ALTER TABLE requests ADD COLUMN handed INTEGER")  # a ledger of 0.x before it
         return db

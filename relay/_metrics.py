@@ -77,6 +77,13 @@ def render(stats: Stats, snapshot: Snapshot, ledger: Ledger | None) -> bytes:
         "gen_ai_client_token_usage", "histogram", "Model requests: input and output tokens, counted or estimated."
     )
     text.histograms("gen_ai_client_token_usage", TOKEN_LABELS, stats.tokens)
+    text.family(
+        "mcptb_agent_handed_characters_total",
+        "counter",
+        "Model requests served by an agent: characters of them handed to it (what it reads, the user pays for).",
+    )
+    for key, count in sorted(stats.handed.items()):
+        text.sample("mcptb_agent_handed_characters_total", tuple(zip(MODEL_LABELS, key, strict=True)), count)
     text.family("mcptb_requests_in_flight", "gauge", "Model requests taken by a worker and not finished.")
     text.sample("mcptb_requests_in_flight", (), snapshot.in_flight)
     text.family("mcptb_requests_queued", "gauge", "Model requests waiting for a worker.")

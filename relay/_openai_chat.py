@@ -40,7 +40,7 @@ from ._conversation import DEFAULT_MAX_TOKENS, Conversation, image_from_url, too
 from ._errors import RelayError, bad_request
 from ._fields import check_max_tokens, openai_tool_choice, opt, opt_number, output_format, parse_json_object, tool_spec
 from ._store import ConversationStore, Keep
-from ._usage import UsageEstimate
+from ._usage import Usage
 
 FINISH_REASON: dict[StopReason, str] = {
     "endTurn": "stop",
@@ -68,7 +68,7 @@ class ChatExchange:
     def stream_encoder(self, input_tokens: int) -> ChatStreamEncoder:
         return ChatStreamEncoder(self.include_usage)
 
-    def completion(self, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+    def completion(self, answer: Answer, usage: Usage) -> dict[str, Any]:
         return completion(answer, usage)
 
 
@@ -273,7 +273,7 @@ def finish_reason(answer: Answer) -> str:
     return FINISH_REASON.get(answer.stop_reason or "endTurn", "stop")
 
 
-def _usage_json(usage: UsageEstimate) -> dict[str, int]:
+def _usage_json(usage: Usage) -> dict[str, int]:
     return {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
@@ -289,7 +289,7 @@ def _tool_call_json(call: ToolCall) -> dict[str, Any]:
     }
 
 
-def completion(answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+def completion(answer: Answer, usage: Usage) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": answer.content or None, "refusal": None}
     if answer.tool_calls:
         message["tool_calls"] = [_tool_call_json(c) for c in answer.tool_calls]
@@ -349,7 +349,7 @@ class ChatStreamEncoder:
             return self._delta(answer, {"tool_calls": [call]})
         return b""
 
-    def finish(self, answer: Answer, usage: UsageEstimate) -> bytes:
+    def finish(self, answer: Answer, usage: Usage) -> bytes:
         out = self._delta(answer, {}, finish_reason(answer))
         if self.include_usage:
             out += self._chunk(answer, [], usage=_usage_json(usage))

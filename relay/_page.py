@@ -36,7 +36,8 @@ PAGE = b"""<!doctype html>
 <th>worker</th></tr></thead><tbody></tbody></table></div>
 <h2>Last requests</h2>
 <div class="scroll"><table id="recent"><thead><tr><th>time</th><th>API</th><th>model</th><th>status</th>
-<th>duration</th><th>first byte</th><th>tokens in</th><th>tokens out</th><th>client</th></tr></thead>
+<th>duration</th><th>first byte</th><th>tokens in</th><th>tokens out</th><th>handed to agent</th><th>client</th>
+</tr></thead>
 <tbody></tbody></table></div>
 <h2>Totals</h2>
 <div class="totals">
@@ -46,8 +47,9 @@ PAGE = b"""<!doctype html>
 <div><h3>Last 7 days, per client</h3><div class="scroll"><table id="week-client"></table></div></div>
 </div>
 <p class="meta">Tokens marked ~ are estimated (counted locally as a tokenizer would, roughly): MCP clients
-report none.
-Totals are kept in memory since the relay started; <code>mcptb-relay usage</code> reads the usage ledger.</p>
+rarely report them. "Handed to agent": characters of a request a serving agent was given to read - what
+its turn costs you. Totals include the usage ledger's days before the relay started;
+<code>mcptb-relay usage</code> shows more.</p>
 <script>
 "use strict";
 function ago(s) {
@@ -75,9 +77,10 @@ function totals(id, rows) {
   const t = document.getElementById(id);
   t.replaceChildren();
   const head = document.createElement("tbody");
-  row(head, ["", "requests", "tokens in", "tokens out"]);
+  row(head, ["", "requests", "tokens in", "tokens out", "handed to agents"]);
   for (const r of rows) {
-    row(head, [r.name, {text: r.requests, cls: "n"}, {text: r.tokens_in, cls: "n"}, {text: r.tokens_out, cls: "n"}]);
+    row(head, [r.name, {text: r.requests, cls: "n"}, {text: r.tokens_in, cls: "n"}, {text: r.tokens_out, cls: "n"},
+      {text: r.handed, cls: "n"}]);
   }
   if (!rows.length) row(head, [{text: "none yet", cls: "empty"}]);
   t.appendChild(head);
@@ -105,7 +108,7 @@ async function refresh() {
     new Date(r.at * 1000).toLocaleTimeString(), r.api, r.model,
     {text: r.status + (r.outcome !== "ok" ? " " + r.outcome : ""), cls: r.outcome !== "ok" ? "error" : ""},
     ms(r.seconds), ms(r.first_byte), {text: (r.counted ? "" : "~") + r.tokens_in, cls: "n"},
-    {text: (r.counted ? "" : "~") + r.tokens_out, cls: "n"}, r.client]);
+    {text: (r.counted ? "" : "~") + r.tokens_out, cls: "n"}, {text: r.handed, cls: "n"}, r.client]);
   totals("today-model", s.totals.today.model); totals("today-client", s.totals.today.client);
   totals("week-model", s.totals.week.model); totals("week-client", s.totals.week.client);
 }

@@ -74,6 +74,8 @@ class RequestLog:
     tokens_out: int = 0
     tokens_counted: bool = False
     """The token figures were reported by the model's side, not estimated."""
+    handed: int | None = None
+    """A model request an agent served: characters of it handed to the agent (None: none said)."""
 
     @property
     def first_byte_seconds(self) -> float | None:

@@ -50,7 +50,7 @@ from ._openai_chat import error_json
 from ._responses_answer import ResponsesStreamEncoder, response_json
 from ._responses_tools import ToolSet, flat_name, tool_choice, tool_set
 from ._store import ConversationStore, Keep, Stored
-from ._usage import UsageEstimate
+from ._usage import Usage
 
 STORE_KEY = "responses:"
 """The store's keys for responses: this prefix and the response id."""
@@ -255,7 +255,7 @@ class ResponsesExchange:
             self.request, self.tools, self.response_id, self.previous_id, self.keep is not None
         )
 
-    def completion(self, answer: Answer, usage: UsageEstimate) -> dict[str, Any]:
+    def completion(self, answer: Answer, usage: Usage) -> dict[str, Any]:
         return response_json(
             self.request,
             answer,

@@ -18,7 +18,7 @@ from . import _sse
 from ._collect import Answer, arguments_json
 from ._errors import RelayError
 from ._responses_tools import ToolSet, reported_tool
-from ._usage import UsageEstimate
+from ._usage import Usage
 
 
 def format_json(wanted: OutputFormat | None) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def format_json(wanted: OutputFormat | None) -> dict[str, Any]:
     }
 
 
-def _usage(usage: UsageEstimate) -> dict[str, Any]:
+def _usage(usage: Usage) -> dict[str, Any]:
     return {
         "input_tokens": usage.input_tokens,
         "input_tokens_details": {"cached_tokens": 0},
@@ -126,7 +126,7 @@ class _Response:
 def response_json(
     request: NeutralRequest,
     answer: Answer,
-    usage: UsageEstimate,
+    usage: Usage,
     tools: ToolSet | None = None,
     *,
     response_id: str | None = None,
@@ -232,7 +232,7 @@ class ResponsesStreamEncoder:
             )
         return b""
 
-    def finish(self, answer: Answer, usage: UsageEstimate) -> bytes:
+    def finish(self, answer: Answer, usage: Usage) -> bytes:
         out = self._close_text()
         status, incomplete = _status(answer)
         body = self._response.body(answer.model, status, _usage(usage), incomplete=incomplete)

@@ -36,7 +36,7 @@ from ._jobs import Timing
 from ._ledger import Ledger, row_of
 from ._responder import RequestLog, Responder
 from ._socket import SocketSetupError, forget_default, listen, record_default
-from ._stats import Stats
+from ._stats import DAYS, Stats
 from ._timer import Timer
 from ._worker_link import refuse_worker, serve_worker
 
@@ -150,6 +150,8 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
             )  # before the banner: a SIGTERM then is handled
             tg.start_soon(timer.run, broker)
             tg.start_soon(app.heap.run)
+            if ledger is not None and os.path.exists(ledger.path):
+                tg.start_soon(_ledger_week, ledger.path, app.stats, time.time())
             if on_ready:
                 on_ready(url, config.socket)
             for sock in raw_sockets(unix):
@@ -164,6 +166,24 @@ async def serve(config: Config, on_ready: Callable[[str, str], None] | None = No
         if ledger is not None:
             ledger.close()  # the rows that wait: one short write
         log.info("relay stopped")
+
+
+async def _ledger_week(path: str, stats: Stats, started: float) -> None:
+    """The status page's totals of the week before this start, from the usage ledger (read in a thread;
+    a ledger that cannot be read leaves the page with this run's own totals, and says why once)."""
+
+    def read() -> list[tuple[str, str, str, int, int, int, int]]:
+        import sqlite3
+
+        from ._usage_report import daily
+
+        try:
+            return daily(path, started - DAYS * 86400, started)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("usage ledger %s: cannot read the last days' totals for the status page (%s)", path, exc)
+            return []
+
+    stats.add_history(await anyio.to_thread.run_sync(read))
 
 
 async def _stop_on_signal(

@@ -66,10 +66,13 @@ class Stats:
     first_byte: dict[Key, Histogram] = field(default_factory=dict)
     queue_wait: dict[Key, Histogram] = field(default_factory=dict)
     tokens: dict[Key, Histogram] = field(default_factory=dict)
+    handed: Counter[Key] = field(default_factory=Counter)
+    """Characters of model requests handed to serving agents, by route and model."""
     recent: deque[Row] = field(default_factory=lambda: deque(maxlen=RECENT))
     """The last model requests, newest last: what the status page lists (no content)."""
     daily: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
-    """(day, model, client) -> [requests, tokens in, tokens out], for the last :data:`DAYS` days."""
+    """(day, model, client) -> [requests, tokens in, tokens out, characters handed to agents], for the
+    last :data:`DAYS` days (with the usage ledger's rows from before the relay started)."""
     _models: set[str] = field(default_factory=set)
     _today: str = ""
     _day_start: float = 0.0
@@ -95,6 +98,16 @@ class Stats:
         counted = "counted" if row.counted else "estimated"
         self.tokens.setdefault((*api, "input", counted), Histogram(TOKEN_BUCKETS)).observe(row.tokens_in)
         self.tokens.setdefault((*api, "output", counted), Histogram(TOKEN_BUCKETS)).observe(row.tokens_out)
+        if row.handed:
+            self.handed[api] += row.handed
+
+    def add_history(self, rows: list[tuple[str, str, str, int, int, int, int]]) -> None:
+        """Totals from before the relay started: (day, model, client, requests, tokens in, tokens out,
+        characters handed), as :func:`relay._usage_report.daily` reads them from the usage ledger."""
+        for day, model, client, *figures in rows:
+            totals = self.daily.setdefault((day, self._model(model), client), [0, 0, 0, 0])
+            for i, figure in enumerate(figures):
+                totals[i] += figure
 
     def _remember(self, row: Row, model: str) -> None:
         self.recent.append(row)
@@ -104,10 +117,11 @@ class Stats:
             oldest = time.strftime("%Y-%m-%d", time.localtime(now - DAYS * 86400))
             for key in [key for key in self.daily if key[0] <= oldest]:
                 del self.daily[key]
-        totals = self.daily.setdefault((day, model, client), [0, 0, 0])
+        totals = self.daily.setdefault((day, model, client), [0, 0, 0, 0])
         totals[0] += 1
         totals[1] += row.tokens_in
         totals[2] += row.tokens_out
+        totals[3] += row.handed or 0
 
     def _day(self, now: float) -> str:
         """The local date of ``now``: worked out again only when ``now`` leaves the day last worked out."""

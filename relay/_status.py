@@ -2,8 +2,9 @@
 model requests and the totals of today and of the last seven days, per model and per MCP client.
 Never prompt or answer text: ids, model names, states, times and token counts.
 
-Totals come from the relay's own memory (since it started, up to seven days); the usage ledger,
-which outlives restarts, has the longer history (``mcptb-relay usage``).
+Totals are the relay's own counts since it started plus, when the usage ledger is on, its rows from
+the days before (read once, when the relay starts); ``mcptb-relay usage`` shows the ledger's longer
+history.
 """
 
 from __future__ import annotations
@@ -55,18 +56,17 @@ def status(snapshot: Snapshot, stats: Stats, started: float, version: str) -> di
 def _totals(stats: Stats, days: int) -> dict[str, list[dict[str, Any]]]:
     since = time.strftime("%Y-%m-%d", time.localtime(time.time() - (days - 1) * 86400))
     by: dict[str, dict[str, list[int]]] = {"model": {}, "client": {}}
-    for (day, model, client), (requests, tokens_in, tokens_out) in stats.daily.items():
+    for (day, model, client), figures in stats.daily.items():
         if day < since:
             continue
         for kind, name in (("model", model), ("client", client)):
-            sums = by[kind].setdefault(name, [0, 0, 0])
-            sums[0] += requests
-            sums[1] += tokens_in
-            sums[2] += tokens_out
+            sums = by[kind].setdefault(name, [0, 0, 0, 0])
+            for i, figure in enumerate(figures):
+                sums[i] += figure
     return {
         kind: [
-            {"name": name, "requests": r, "tokens_in": i, "tokens_out": o}
-            for name, (r, i, o) in sorted(sums.items(), key=lambda item: -item[1][0])
+            {"name": name, "requests": r, "tokens_in": i, "tokens_out": o, "handed": h}
+            for name, (r, i, o, h) in sorted(sums.items(), key=lambda item: -item[1][0])
         ]
         for kind, sums in by.items()
     }

@@ -17,14 +17,21 @@ from dataclasses import dataclass
 
 from shared_protocol import NeutralRequest, TextBlock, ToolResultBlock, ToolUseBlock
 
-USAGE_HEADER = ("x-mcptb-usage", "estimated")
+ESTIMATED = ("x-mcptb-usage", "estimated")
+COUNTED = ("x-mcptb-usage", "counted")
 _PUNCTUATION = b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
 
 
 @dataclass(frozen=True)
-class UsageEstimate:
+class Usage:
     input_tokens: int
     output_tokens: int
+    counted: bool = False
+    """Both figures were reported by the model's side (the worker's ``end``); else estimated here."""
+
+    @property
+    def header(self) -> tuple[str, str]:
+        return COUNTED if self.counted else ESTIMATED
 
 
 def text_tokens(text: str) -> float:

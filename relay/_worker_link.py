@@ -198,7 +198,7 @@ async def _read_frames(
             elif isinstance(frame, Release):
                 broker.release(worker, frame.id)
             elif isinstance(frame, Accepted):
-                broker.accept(worker, frame.id)
+                broker.accept(worker, frame.id, frame.handed)
             elif isinstance(frame, Update):
                 if replace(frame.worker, agent=worker.info.agent) != worker.info:
                     _log_info(worker.id, "is", frame.worker)

@@ -10,6 +10,7 @@ from ._codec import (
     encode,
 )
 from ._frames import (
+    MAX_COUNT,
     PROTOCOL_VERSION,
     Accepted,
     AnswerFrame,
@@ -27,6 +28,7 @@ from ._frames import (
     Start,
     StopReason,
     TextDelta,
+    TokenUsage,
     ToolCall,
     Update,
     Welcome,
@@ -51,6 +53,7 @@ from ._paths import SOCKET_ENV, default_socket_path
 from ._wire import STRICT_JSON, wire_json
 
 __all__ = [
+    "MAX_COUNT",
     "MAX_LINE_BYTES",
     "MAX_TOKENS",
     "PROTOCOL_VERSION",
@@ -82,6 +85,7 @@ __all__ = [
     "StopReason",
     "TextBlock",
     "TextDelta",
+    "TokenUsage",
     "ToolCall",
     "ToolChoice",
     "ToolResultBlock",

@@ -42,6 +42,13 @@ PROTOCOL_VERSION = 2
 ``invalid_answer``; ``accepted``."""
 
 _ANY_INT = {"low": -(2**63), "high": 2**63 - 1}
+MAX_COUNT = 2**53
+"""The most a count of characters or tokens in a frame may be (exact in a double)."""
+_COUNT = {"low": 0, "high": MAX_COUNT}
+
+
+def _optional_count(d: dict[str, Any], key: str) -> int | None:
+    return None if d.get(key) is None else integer(d, key, **_COUNT)
 
 
 def _without_none(wire: dict[str, Any]) -> dict[str, Any]:
@@ -204,13 +211,15 @@ class Accepted:
 
     type: ClassVar[Literal["accepted"]] = "accepted"
     id: str
+    handed: int | None = None
+    """Characters of the request as handed to the agent: what it reads, the user's cost (None: not said)."""
 
     def to_wire(self) -> dict[str, Any]:
-        return {"type": "accepted", "id": self.id}
+        return _without_none({"type": "accepted", "id": self.id, "handed": self.handed})
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Accepted:
-        return cls(id=string(d, "id"))
+        return cls(id=string(d, "id"), handed=_optional_count(d, "handed"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -273,17 +282,40 @@ _STOP_REASONS: tuple[StopReason, ...] = get_args(StopReason)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TokenUsage:
+    """Tokens the model's side counted for one answer (MCP has no field for them: a client may say them in
+    its sampling result's ``_meta``)."""
+
+    input_tokens: int
+    output_tokens: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
+    @classmethod
+    def from_wire(cls, value: object) -> TokenUsage:
+        d = obj(value)
+        return cls(
+            input_tokens=integer(d, "input_tokens", **_COUNT), output_tokens=integer(d, "output_tokens", **_COUNT)
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class End:
     type: ClassVar[Literal["end"]] = "end"
     id: str
     stop_reason: StopReason
+    usage: TokenUsage | None = None
+    """The tokens counted by the model's side, when it said them (else the relay estimates)."""
 
     def to_wire(self) -> dict[str, Any]:
-        return {"type": "end", "id": self.id, "stop_reason": self.stop_reason}
+        wire = {"type": "end", "id": self.id, "stop_reason": self.stop_reason}
+        return wire if self.usage is None else {**wire, "usage": self.usage.to_wire()}
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> End:
-        return cls(id=string(d, "id"), stop_reason=choice(d, "stop_reason", _STOP_REASONS))
+        usage = None if d.get("usage") is None else inner(d, "usage", TokenUsage.from_wire)
+        return cls(id=string(d, "id"), stop_reason=choice(d, "stop_reason", _STOP_REASONS), usage=usage)
 
 
 ErrorCode = Literal[

@@ -16,7 +16,7 @@ from relay._anthropic_answer import message_json
 from relay._api import error_page
 from relay._collect import Answer
 from relay._errors import TABLE, RelayError
-from relay._usage import UsageEstimate
+from relay._usage import Usage
 from shared_protocol import End, ErrorFrame, Start, TextDelta, ToolCall
 
 from _app_driver import in_process
@@ -217,7 +217,7 @@ def test_message_has_the_golden_shape():
     golden = json.loads((GOLDEN / "anthropic_nonstream.json").read_text())
     answer = Answer(model=MODEL, text=["Hello world!"], stop_reason="toolUse")
     answer.tool_calls.append(ToolCall(id="r", call_id="toolu_1", name="get_weather", arguments={"location": "Paris"}))
-    ours = message_json(answer, UsageEstimate(25, 15))
+    ours = message_json(answer, Usage(25, 15))
     assert list(ours) == list(golden)
     assert {k: v for k, v in ours.items() if k != "id"} == {k: v for k, v in golden.items() if k != "id"} | {
         "content": [golden["content"][0], {**golden["content"][1], "id": "toolu_1"}]

@@ -15,7 +15,7 @@ from relay._errors import RelayError
 from relay._responder import ClientGone
 from relay._responses import parse_request
 from relay._responses_answer import response_json
-from relay._usage import UsageEstimate
+from relay._usage import Usage
 from shared_protocol import End, ErrorFrame, Start, TextDelta, ToolCall
 
 from _app_driver import FakeResponder, in_process
@@ -183,11 +183,11 @@ def test_text_format_travels_in_the_neutral_request_and_the_response_reports_it(
         True,
     )
     answer = Answer(model="m", text=['{"name":"Ada"}'], stop_reason="endTurn")
-    reported = response_json(call.request, answer, UsageEstimate(1, 1))
+    reported = response_json(call.request, answer, Usage(1, 1))
     assert reported["text"]["format"] == {**fmt, "description": None}
     assert reported["tools"][0]["strict"] is True
     as_object = parse_request(json.dumps({"input": "x", "text": {"format": {"type": "json_object"}}}).encode())
-    assert response_json(as_object.request, answer, UsageEstimate(1, 1))["text"]["format"] == {"type": "json_object"}
+    assert response_json(as_object.request, answer, Usage(1, 1))["text"]["format"] == {"type": "json_object"}
     plain = parse_request(json.dumps({"input": "x", "text": {"verbosity": "low"}}).encode())
     assert plain.request.output_format is None
 

@@ -245,7 +245,7 @@ def test_an_unstarted_job_moves_to_the_least_busy_worker_but_an_accepted_one_sta
     broker.grant(healthy.handle, 1)
     second = broker.submit("b", neutral(), 5)
     assert (stuck.requests(), healthy.requests()) == (["a"], ["b"])  # least in flight, not first connected
-    broker.accept(healthy.handle, "b")  # an agent works on it: never moved
+    broker.accept(healthy.handle, "b", 900)  # an agent works on it: never moved
     assert broker.next_deadline() == 30
     now[0] = 30
     broker.tick(30)
@@ -486,7 +486,7 @@ def test_a_job_handed_back_must_be_accepted_again_by_its_next_worker():
     first, second, third = FakeWorker(broker), FakeWorker(broker), FakeWorker(broker)
     broker.grant(first.handle, 1)
     job = broker.submit("a", neutral(), 5)
-    broker.accept(first.handle, "a")
+    broker.accept(first.handle, "a", None)
     broker.grant(second.handle, 1)
     broker.release(first.handle, "a")  # handed back: "second" takes it, and has not accepted it
     assert job.worker is second.handle and not job.accepted

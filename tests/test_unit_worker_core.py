@@ -78,8 +78,9 @@ def test_a_request_goes_to_the_longest_waiting_agent_and_counts_as_shown_once_re
     assert core.request(frame("req_1")) == [Wake(first)]  # the slot it used is gone: nothing to re-announce
     assert core.show(second) == (None, [])
     shown, effects = core.show(first)
-    assert effects == [Send(Accepted(id="req_1"))]  # the relay will not move it for a slow start
     assert shown is not None and shown.frame.id == "req_1" and core.is_open("req_1")
+    # the relay will not move it for a slow start, and learns what the agent was given to read
+    assert effects == [Send(Accepted(id="req_1", handed=len(shown.text)))]
     assert core.granted == 1  # the second agent still waits
 
 

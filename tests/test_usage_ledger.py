@@ -22,7 +22,7 @@ SECRET = "the-secret-prompt-words"
 
 
 def row(model: str = "m", at: float = 1e9) -> Row:
-    return Row(at, "/v1/chat/completions", model, "answered", "client", 200, "ok", 0.5, 0.1, 10, 20, False)
+    return Row(at, "/v1/chat/completions", model, "answered", "client", 200, "ok", 0.5, 0.1, 10, 20, False, None)
 
 
 def usage_json(db: Path, capsys: pytest.CaptureFixture[str], days: int = 7) -> dict[str, object]:
