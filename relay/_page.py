@@ -22,7 +22,7 @@ PAGE = b"""<!doctype html>
   td.n { text-align: right; }
   .serving { color: #1a7f37; } .away { color: #9a6700; } .error { color: #cf222e; }
   .empty { color: #57606a; font-style: italic; }
-  .totals { display: flex; flex-wrap: wrap; gap: 1rem; } .totals > div { flex: 1 1 18rem; }
+  .totals { display: flex; flex-wrap: wrap; gap: 1rem; } .totals > div { flex: 1 1 18rem; min-width: 0; }
 </style>
 </head>
 <body>
@@ -36,7 +36,7 @@ PAGE = b"""<!doctype html>
 <th>worker</th></tr></thead><tbody></tbody></table></div>
 <h2>Last requests</h2>
 <div class="scroll"><table id="recent"><thead><tr><th>time</th><th>API</th><th>model</th><th>status</th>
-<th>duration</th><th>first byte</th><th>tokens in</th><th>tokens out</th><th>handed to agent</th><th>client</th>
+<th>duration</th><th>first byte</th><th>tokens in</th><th>tokens out</th><th>handed</th><th>client</th>
 </tr></thead>
 <tbody></tbody></table></div>
 <h2>Totals</h2>
@@ -47,7 +47,7 @@ PAGE = b"""<!doctype html>
 <div><h3>Last 7 days, per client</h3><div class="scroll"><table id="week-client"></table></div></div>
 </div>
 <p class="meta">Tokens marked ~ are estimated (counted locally as a tokenizer would, roughly): MCP clients
-rarely report them. "Handed to agent": characters of a request a serving agent was given to read - what
+rarely report them. "Handed": characters of a request a serving agent was given to read - what
 its turn costs you. Totals include the usage ledger's days before the relay started;
 <code>mcptb-relay usage</code> shows more.</p>
 <script>
@@ -77,7 +77,7 @@ function totals(id, rows) {
   const t = document.getElementById(id);
   t.replaceChildren();
   const head = document.createElement("tbody");
-  row(head, ["", "requests", "tokens in", "tokens out", "handed to agents"]);
+  row(head, ["", "requests", "tokens in", "tokens out", "handed"]);
   for (const r of rows) {
     row(head, [r.name, {text: r.requests, cls: "n"}, {text: r.tokens_in, cls: "n"}, {text: r.tokens_out, cls: "n"},
       {text: r.handed, cls: "n"}]);

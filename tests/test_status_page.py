@@ -117,7 +117,8 @@ async def test_the_page_in_a_real_browser_shows_both_workers_the_request_in_flig
                 await eventually(lambda: _in_flight_with_key(relay), what="the stream in flight")
                 shown = await in_thread(_look, playwright, relay.url, tmp_path / "status-page.png")
                 tg.cancel_scope.cancel()
-    workers, in_flight, recent, totals, text = shown
+    workers, in_flight, recent, totals, text, right = shown
+    assert right <= 420
     assert sorted(workers) == [
         ["agent-client 1.0", "2025-11-25", "agent", "away"],
         ["pytest-client 1.0", "2025-11-25", "sampling+agent", "away"],
@@ -144,7 +145,8 @@ def _look(playwright: Any, url: str, screenshot: Path) -> tuple[Any, ...]:
             )
             page = context.new_page()
             page.goto(url + "/")
-            page.wait_for_function("document.querySelectorAll('#recent tbody tr td').length > 1", timeout=10_000)
+            # a row of data, not the one "no requests yet" cell (a selector: the page's CSP forbids eval)
+            page.wait_for_selector("#recent tbody tr td:nth-child(2)", timeout=10_000)
 
             def cells(selector: str) -> list[list[str]]:
                 rows = page.query_selector_all(selector + " tr")
@@ -155,7 +157,9 @@ def _look(playwright: Any, url: str, screenshot: Path) -> tuple[Any, ...]:
             recent = cells("#recent tbody")
             totals = next(r for r in cells("#today-model") if r and r[0] == "model-0")
             text = page.content()
+            boxes = [b for e in page.locator(".scroll, .totals > div").all() if (b := e.bounding_box())]
+            right = max(b["x"] + b["width"] for b in boxes)  # nothing wider than the phone: tables scroll
             page.screenshot(path=str(screenshot), full_page=True)
-            return workers, in_flight, recent, totals, text
+            return workers, in_flight, recent, totals, text, right
         finally:
             browser.close()
