@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 import anyio
 
@@ -32,6 +33,7 @@ from ._jobs import NO_CALLER, Caller, Job
 from ._ledger import Ledger
 from ._metrics import CONTENT_TYPE as METRICS_TYPE
 from ._metrics import render as render_metrics
+from ._models import MODEL_PREFIX, find_model, model_list
 from ._page import PAGE
 from ._responder import HttpRequest, RequestHead, Responder
 from ._stats import Stats
@@ -55,6 +57,13 @@ _PAGE_HEADERS = [
 """The status page loads nothing from anywhere, may fetch only from the relay, and is never framed."""
 _SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
 """No ``x-mcptb-usage``: a stream's head goes out before the worker says whether it counted the tokens."""
+
+
+def _route(path: str) -> str:
+    """The route a path is answered by (``/v1/models/{id}`` for every model's own path)."""
+    path = path.rstrip("/") or "/"
+    return "/v1/models/{id}" if path.startswith(MODEL_PREFIX) else path
+
 
 IGNORED_TOOLS_HEADER = "x-mcptb-ignored-tools"
 _MAX_IGNORED_LISTED = 20
@@ -104,6 +113,8 @@ class App:
             "/": {"GET": self.root, "HEAD": self.root},
             "/health": {"GET": self.health},
             "/v1/models": {"GET": self.models},
+            "/v1/models/{id}": {"GET": self.model},
+            "/api/hello": {"GET": self.hello, "HEAD": self.hello},
             "/metrics": {"GET": self.metrics},
             "/status": {"GET": self.status},
         }
@@ -111,6 +122,8 @@ class App:
             for route in api.routes:
                 self._routes.setdefault(route.path, {})[route.method] = self._api_handler(api, route)
         self._served = ", ".join([*api_paths(), "/v1/models", "/health"]) + " and /metrics"
+        self._open = {"/", "/health", "/api/hello"}
+        """Routes that answer without the API key (what they show without it reveals nothing)."""
         self.access = Access(config)
         self._version = ""
 
@@ -120,7 +133,7 @@ class App:
         if refused is not None:
             return refused
         try:
-            methods = self._routes.get(head.path.rstrip("/") or "/")
+            methods = self._routes.get(_route(head.path))
             if methods is None:
                 raise RelayError(
                     "unknown_path", f"Unknown path {head.method} {head.path}. This relay serves {self._served}."
@@ -132,7 +145,7 @@ class App:
                     allow=tuple(methods),
                 )
             public = head.path.rstrip("/") == "/metrics" and self.config.metrics_public
-            if head.path not in ("/", "/health") and not public:
+            if head.path not in self._open and not public:
                 self.access.check_key(head)
         except RelayError as error:
             return error
@@ -140,7 +153,7 @@ class App:
 
     async def __call__(self, request: HttpRequest, responder: Responder) -> None:
         """Answer an admitted request."""
-        route = request.path.rstrip("/") or "/"
+        route = _route(request.path)
         handler = self._routes[route][request.method]
         responder.record.api = route
         try:
@@ -198,16 +211,24 @@ class App:
         await responder.send(200, body, METRICS_TYPE, [])
 
     async def models(self, request: HttpRequest, responder: Responder) -> None:
-        data = [
-            {
-                "id": model,
-                "object": "model",
-                "created": int(worker.connected_at),
-                "owned_by": worker.info.client_name or "mcp-client",
-            }
-            for model, worker in self.broker.snapshot().models()
-        ]
-        await self._send_json(responder, 200, {"object": "list", "data": data})
+        await self._send_json(responder, 200, model_list(self.broker.snapshot()))
+
+    async def model(self, request: HttpRequest, responder: Responder) -> None:
+        """One model, as the openai SDK's ``models.retrieve`` and the anthropic SDK's ``models.retrieve`` ask."""
+        model_id = unquote(request.path.rstrip("/")[len(MODEL_PREFIX) :])
+        found = find_model(self.broker.snapshot(), model_id)
+        if found is not None:
+            await self._send_json(responder, 200, found)
+            return
+        message = (
+            f"The model `{model_id}` does not exist: no connected MCP client serves it (GET /v1/models lists them)."
+        )
+        api = api_for("/v1/messages" if request.header("anthropic-version") else request.path)  # the asker's shape
+        await self._send_error(responder, api, RelayError("unknown_model", message))
+
+    async def hello(self, request: HttpRequest, responder: Responder) -> None:
+        """Claude Code's connection-warming ``HEAD /api/hello`` (LLM gateway protocol): nothing to say."""
+        await self._send_json(responder, 200, {"status": "ok"})
 
     async def root(self, request: HttpRequest, responder: Responder) -> None:
         if "text/html" not in (request.header("accept") or ""):

@@ -32,6 +32,7 @@ Kind = (
         "forbidden_host",
         "invalid_api_key",
         "unknown_path",
+        "unknown_model",
         "method_not_allowed",
         # the broker
         "tools_unsupported",
@@ -103,6 +104,7 @@ TABLE: dict[Kind, Shape] = {
     "forbidden_host":       Shape(403, "permission_error", "permission_error", "forbidden_host"),
     "invalid_api_key":      Shape(401, "authentication_error", "authentication_error", "invalid_api_key"),
     "unknown_path":         Shape(404, "not_found_error", "not_found_error", "unknown_url"),  # or an id it names
+    "unknown_model":        Shape(404, "invalid_request_error", "not_found_error", "model_not_found"),
     "method_not_allowed":   Shape(405, "invalid_request_error", "invalid_request_error", "method_not_allowed"),
     "tools_unsupported":    Shape(400, "invalid_request_error", "invalid_request_error", "tools_unsupported"),
     "queue_full":           Shape(429, "rate_limit_error", "rate_limit_error", "queue_full", retryable=True),

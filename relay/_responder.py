@@ -144,7 +144,8 @@ class Responder:
         self.started = True
 
     def _head(self, status: int, headers: Iterable[tuple[str, str]]) -> h11.Response:
-        head = [*headers, ("x-request-id", self.record.request_id)]
+        rid = self.record.request_id  # x-request-id for the openai SDK's _request_id, request-id for anthropic's
+        head = [*headers, ("x-request-id", rid), ("request-id", rid)]
         return h11.Response(status_code=status, headers=head, reason=_reason(status))
 
     async def _emit(self, *events: h11.Event) -> None:

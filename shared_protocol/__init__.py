@@ -10,7 +10,6 @@ from ._codec import (
     encode,
 )
 from ._frames import (
-    MAX_COUNT,
     PROTOCOL_VERSION,
     Accepted,
     AnswerFrame,
@@ -34,7 +33,6 @@ from ._frames import (
     Welcome,
     Withdraw,
     WorkerFrame,
-    WorkerInfo,
 )
 from ._neutral import (
     MAX_TOKENS,
@@ -50,7 +48,8 @@ from ._neutral import (
     ToolUseBlock,
 )
 from ._paths import SOCKET_ENV, default_socket_path
-from ._wire import STRICT_JSON, wire_json
+from ._wire import MAX_COUNT, STRICT_JSON, wire_json
+from ._worker_info import ModelLimits, WorkerInfo
 
 __all__ = [
     "MAX_COUNT",
@@ -72,6 +71,7 @@ __all__ = [
     "ImageBlock",
     "LineTooLong",
     "Message",
+    "ModelLimits",
     "NeutralRequest",
     "OutputFormat",
     "ProtocolError",

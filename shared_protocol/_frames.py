@@ -17,123 +17,33 @@ Rules worth knowing:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_args
 
 from ._neutral import NeutralRequest
 from ._wire import (
-    Invalid,
-    boolean,
     choice,
-    each,
+    count,
     inner,
     integer,
     json_object,
     number,
     obj,
-    optional_integer,
+    optional_count,
     optional_string,
     string,
-    strings,
+    without_none,
 )
+from ._worker_info import WorkerInfo
 
 PROTOCOL_VERSION = 2
 """2: the neutral request carries ``output_format`` and ``tools[].strict``; ``error`` has the code
 ``invalid_answer``; ``accepted``."""
 
 _ANY_INT = {"low": -(2**63), "high": 2**63 - 1}
-MAX_COUNT = 2**53
-"""The most a count of characters or tokens in a frame may be (exact in a double)."""
-_COUNT = {"low": 0, "high": MAX_COUNT}
-
-
-def _optional_count(d: dict[str, Any], key: str) -> int | None:
-    return None if d.get(key) is None else integer(d, key, **_COUNT)
-
-
-def _without_none(wire: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in wire.items() if value is not None}
 
 
 # --- worker -> relay --------------------------------------------------------------------------
-
-Mode = Literal["sampling", "agent"]
-AgentState = Literal["serving", "away"]
-_MODES: tuple[Mode, ...] = get_args(Mode)
-_AGENT_STATES: tuple[AgentState, ...] = get_args(AgentState)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WorkerInfo:
-    """What a worker tells the relay about itself and the MCP client behind it."""
-
-    client_name: str | None = None
-    client_version: str | None = None
-    protocol_version: str | None = None
-    """The MCP protocol version the client speaks (``2025-11-25``, ``2026-07-28``...); None until known."""
-    modes: list[Mode] = field(default_factory=list)
-    """How this worker answers: background sampling, agent pull, both, or (not yet known) neither."""
-    sampling_tools: bool = False
-    """The client declared ``sampling.tools``: tools can be passed natively."""
-    tools: bool = False
-    """This worker can answer requests that offer tools."""
-    models: list[str] = field(default_factory=list)
-    """Model ids this worker serves under (``/v1/models``); a request naming one goes to its workers."""
-    concurrency: int = 0
-    """Background-sampling requests it runs at once (0 if it does not sample; agents add their own slots)."""
-    agent: AgentState | None = None
-    """Agent pull: ``serving`` while an agent waits in ``next_request`` or works on a request it was
-    shown, ``away`` otherwise; None from a worker that does not say (it counts as serving)."""
-    sampling_unavailable: str | None = None
-    """Why a client that declares sampling cannot be sampled (it speaks the 2026-07-28 era), in words for
-    the caller's error and the relay's log; None when sampling works or was never declared."""
-    pid: int | None = None
-    session: str | None = None
-    """The agent session this worker's MCP client runs, when it says (Claude Code's session id, which its
-    requests carry as ``x-claude-code-session-id``): lets the relay tell a session that waits for itself."""
-
-    def to_wire(self) -> dict[str, Any]:
-        return _without_none(
-            {
-                "client_name": self.client_name,
-                "client_version": self.client_version,
-                "protocol_version": self.protocol_version,
-                "modes": self.modes,
-                "sampling_tools": self.sampling_tools,
-                "tools": self.tools,
-                "models": self.models,
-                "concurrency": self.concurrency,
-                "agent": self.agent,
-                "sampling_unavailable": self.sampling_unavailable,
-                "pid": self.pid,
-                "session": self.session,
-            }
-        )
-
-    @classmethod
-    def from_wire(cls, value: object) -> WorkerInfo:
-        d = obj(value)
-        agent = d.get("agent")
-        return cls(
-            client_name=optional_string(d, "client_name"),
-            client_version=optional_string(d, "client_version"),
-            protocol_version=optional_string(d, "protocol_version"),
-            modes=each(d, "modes", _mode),
-            sampling_tools=boolean(d, "sampling_tools"),
-            tools=boolean(d, "tools"),
-            models=strings(d, "models"),
-            concurrency=integer(d, "concurrency", default=0, **_ANY_INT),
-            agent=None if agent is None else choice(d, "agent", _AGENT_STATES),
-            sampling_unavailable=optional_string(d, "sampling_unavailable"),
-            pid=optional_integer(d, "pid"),
-            session=optional_string(d, "session"),
-        )
-
-
-def _mode(value: object) -> Mode:
-    if value not in _MODES:
-        raise Invalid(None, f"must be one of {', '.join(_MODES)}")
-    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,11 +125,11 @@ class Accepted:
     """Characters of the request as handed to the agent: what it reads, the user's cost (None: not said)."""
 
     def to_wire(self) -> dict[str, Any]:
-        return _without_none({"type": "accepted", "id": self.id, "handed": self.handed})
+        return without_none({"type": "accepted", "id": self.id, "handed": self.handed})
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Accepted:
-        return cls(id=string(d, "id"), handed=_optional_count(d, "handed"))
+        return cls(id=string(d, "id"), handed=optional_count(d, "handed"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -295,9 +205,7 @@ class TokenUsage:
     @classmethod
     def from_wire(cls, value: object) -> TokenUsage:
         d = obj(value)
-        return cls(
-            input_tokens=integer(d, "input_tokens", **_COUNT), output_tokens=integer(d, "output_tokens", **_COUNT)
-        )
+        return cls(input_tokens=count(d, "input_tokens"), output_tokens=count(d, "output_tokens"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -340,7 +248,7 @@ class ErrorFrame:
     message: str
 
     def to_wire(self) -> dict[str, Any]:
-        return _without_none({"type": "error", "id": self.id, "code": self.code, "message": self.message})
+        return without_none({"type": "error", "id": self.id, "code": self.code, "message": self.message})
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> ErrorFrame:

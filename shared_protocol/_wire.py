@@ -92,6 +92,23 @@ def integer(d: dict[str, Any], key: str, *, default: Any = _ABSENT, low: int, hi
     return value
 
 
+MAX_COUNT = 2**53
+"""The most a count of characters or tokens in a frame may be (exact in a double)."""
+
+
+def count(d: dict[str, Any], key: str) -> int:
+    """A count of characters or tokens: an integer from 0 to :data:`MAX_COUNT`."""
+    return integer(d, key, low=0, high=MAX_COUNT)
+
+
+def optional_count(d: dict[str, Any], key: str) -> int | None:
+    return None if d.get(key) is None else count(d, key)
+
+
+def without_none(wire: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in wire.items() if value is not None}
+
+
 def optional_integer(d: dict[str, Any], key: str) -> int | None:
     value = d.get(key)
     if value is not None and type(value) is not int:

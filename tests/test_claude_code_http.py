@@ -21,9 +21,10 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
-from claude_code.harness import Run, run_bounded
+from claude_code.harness import ClaudeCode, Run, run_bounded, skip_reason
 from claude_code.scripted_sampling import ANSWER_PREFIX, BASH_COMMAND, BASH_OUTPUT, ToolThenAnswerModel
 
+from _eventually import eventually
 from conftest import RelayProcess, mcp_worker, posts_logged, say
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
@@ -313,3 +314,38 @@ async def test_a_claude_code_session_whose_model_is_the_relay_it_serves_is_told_
     assert run.wall < 30, why  # not ten retries
     posts = [line for line in relay.log_lines if "POST /v1/messages" in line]
     assert len(posts) == 1 and " status=503 " in posts[0], why  # a real status, even for a stream; no retry
+
+
+async def test_claude_code_discovers_the_relays_models_by_the_gateway_protocol(request, relay, backend, tmp_path):
+    """``CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY=1``: Claude Code warms the connection with ``HEAD
+    /api/hello``, asks ``GET /v1/models?limit=1000`` and keeps, with their ``display_name`` and
+    ``description``, the ids containing ``claude`` or ``anthropic`` (its gateway protocol) - the Claude
+    Code worker's ``claude-code``, not a VS Code worker's ``visual-studio-code``. The newest Claude Code
+    on both backends: the one of 2025 has no model discovery."""
+    reason = skip_reason("newest")
+    if reason is not None:
+        say(request.config, f"*** {reason} ***")
+        pytest.skip(reason)
+    claude = ClaudeCode("newest", tmp_path / "claude", model_url=relay.url)
+    env = {**claude.env, "CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY": "1"}
+    del env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"]  # which also turns off the warm-up
+    args = [str(claude.binary), "-p", "say hello", "--output-format", "json", "--tools", "", "--no-session-persistence"]
+    cache = claude.home / ".claude" / "cache" / "gateway-models.json"
+    try:
+        async with (
+            mcp_worker(relay, backend, client_name="claude-code"),
+            mcp_worker(relay, backend, client_name="Visual Studio Code", wait_ready=False),
+        ):
+            run = await anyio.to_thread.run_sync(
+                lambda: run_bounded(args, env=env, cwd=claude.project, timeout=120, groups=claude.groups)
+            )
+    finally:
+        claude.close()
+    why = run.describe() + "\n--- relay log ---\n" + relay.log
+    say(request.config, f"[Claude Code {claude.version} discovers the relay's models, {backend}] {run.wall:.2f} s")
+    assert run.returncode == 0, why
+    await eventually(lambda: " HEAD /api/hello " in relay.log and " GET /v1/models " in relay.log, timeout=10)
+    kept = json.loads(cache.read_text())
+    assert [m["id"] for m in kept["models"]] == ["claude-code"], kept
+    assert kept["models"][0]["display_name"] == "claude-code (claude-code 1.0)", kept
+    assert "MCP sampling" in kept["models"][0]["description"], kept
