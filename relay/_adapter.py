@@ -68,6 +68,11 @@ class Exchange(Protocol):
     def keep(self) -> Keep | None:
         """Where the app stores the conversation once it is answered, for a later continuation."""
 
+    @property
+    def session_key(self) -> str | None:
+        """The caller's own key for the conversation or session, from the body (``prompt_cache_key``,
+        Anthropic's ``metadata.user_id``): a continuation goes to the agent that served the key before."""
+
     def stream_encoder(self, input_tokens: int) -> StreamEncoder:
         """The stream's encoder; ``input_tokens``: the request's estimated input (Anthropic's first event
         carries it)."""

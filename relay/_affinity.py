@@ -2,15 +2,21 @@
 
 An agent keeps the conversations it served in its context, and is shown only the new turns of one it
 saw before (``mcp_server._seen``). So the broker remembers, for each request an agent worker
-answered, the digest of its whole message list and that worker; a later request whose messages start
-with a remembered conversation prefers the same worker. The digests are
-``shared_protocol._neutral.conversation_digests``, computed the same way on both sides. Bounded: the
-newest :data:`REMEMBERED_CONVERSATIONS` are kept. How long such a request waits for its worker
+answered, which worker it was, under two keys:
+- the caller's own session key, when it sends one (:func:`session_key`: Claude Code's
+  ``x-claude-code-session-id``, Codex's ``session-id``, ``prompt_cache_key``, Anthropic's
+  ``metadata.user_id``) - the first choice: a session's next request goes to the same worker;
+- the digest of the whole message list, for callers that send no key: a later request whose messages
+  start with a remembered conversation prefers the same worker. The digests are
+  ``shared_protocol._neutral.conversation_digests``, computed the same way on both sides.
+Keys are kept as digests (no caller text in memory). Bounded: the newest
+:data:`REMEMBERED_CONVERSATIONS` of each are kept. How long such a request waits for its worker
 (``--continuation-hold``), and where it goes then, are the broker's rules.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 
 from shared_protocol import Message
@@ -18,6 +24,23 @@ from shared_protocol._neutral import conversation_digests
 
 REMEMBERED_CONVERSATIONS = 4096
 """Conversations remembered for continuation affinity (a digest and a worker id each)."""
+
+
+SESSION_HEADERS = ("x-claude-code-session-id", "session-id", "session_id")
+"""Headers that name the caller's session: Claude Code's; Codex's (``session-id`` since 0.171, before it
+``session_id``)."""
+
+
+def session_key(headers: dict[str, str], body_key: str | None) -> bytes | None:
+    """The caller's session or conversation key - the first of :data:`SESSION_HEADERS` it sends, else
+    the body's (``prompt_cache_key``, ``metadata.user_id``) - as a digest; None without one."""
+    for name in SESSION_HEADERS:
+        value = headers.get(name)
+        if value:
+            return hashlib.blake2b(f"{name}\0{value}".encode(errors="replace"), digest_size=16).digest()
+    if body_key:
+        return hashlib.blake2b(b"body\0" + body_key.encode(errors="replace"), digest_size=16).digest()
+    return None
 
 
 def conversation_of(messages: list[Message]) -> bytes | None:
@@ -30,25 +53,32 @@ class Affinity:
     """The conversations agent workers answered, newest last."""
 
     def __init__(self) -> None:
+        self._sessions: OrderedDict[bytes, str] = OrderedDict()
+        """Session keys (digests) -> the agent worker that last answered one of their requests."""
         self._answered: OrderedDict[bytes, str] = OrderedDict()
         """Conversations agent workers answered (digest of the request's messages -> worker id), newest
         last, at most :data:`REMEMBERED_CONVERSATIONS`: a request whose messages start with one of them
         goes preferably to the same worker, whose agent has that conversation in its context."""
 
-    def earlier_turns(self, messages: list[Message]) -> tuple[bytes | None, str | None]:
-        """The digest of the whole conversation, and the worker that answered the longest earlier part
-        of it (None if none did)."""
+    def earlier_turns(self, messages: list[Message], session: bytes | None) -> tuple[bytes | None, str | None]:
+        """The digest of the whole conversation, and the worker that answered the caller's session last,
+        else the one that answered the longest earlier part of it (None if none did)."""
         digests = conversation_digests(messages)
         conversation = digests[-1] if digests else None
+        if session is not None and (worker_id := self._sessions.get(session)) is not None:
+            return conversation, worker_id
         for digest in reversed(digests[:-1]):
             worker_id = self._answered.get(digest)
             if worker_id is not None:
                 return conversation, worker_id
         return conversation, None
 
-    def remember(self, conversation: bytes, worker_id: str) -> None:
-        """An agent worker answered this conversation (the digest of a request's whole message list)."""
-        self._answered[conversation] = worker_id
-        self._answered.move_to_end(conversation)
-        while len(self._answered) > REMEMBERED_CONVERSATIONS:
-            self._answered.popitem(last=False)
+    def remember(self, conversation: bytes | None, worker_id: str, session: bytes | None) -> None:
+        """An agent worker answered this conversation (the digest of a request's whole message list) of
+        this session (either may be None)."""
+        for key, table in ((conversation, self._answered), (session, self._sessions)):
+            if key is not None:
+                table[key] = worker_id
+                table.move_to_end(key)
+                if len(table) > REMEMBERED_CONVERSATIONS:
+                    table.popitem(last=False)

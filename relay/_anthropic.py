@@ -91,7 +91,8 @@ def parse_request(body: bytes, store: ConversationStore | None = None) -> Messag
     )
     response_id = new_id()
     keep = Keep(STORE_KEY + response_id, system, tuple(messages), tuple(tools)) if threaded else None
-    return MessagesExchange(request, stream, response_id, ignored, keep)
+    user = (opt(data, "metadata", dict) or {}).get("user_id")
+    return MessagesExchange(request, stream, response_id, ignored, keep, user if isinstance(user, str) else None)
 
 
 def _thread(raw: Any, store: ConversationStore | None, more: int) -> tuple[bool, Stored | None]:
@@ -331,6 +332,7 @@ class MessagesExchange:
     ignored_tools: tuple[str, ...] = ()
     keep: Keep | None = None
     """Set for a ``thread`` request: the conversation a later request continues from this message."""
+    session_key: str | None = None
 
     def stream_encoder(self, input_tokens: int) -> MessagesStreamEncoder:
         return MessagesStreamEncoder(input_tokens, self.message_id)

@@ -22,6 +22,7 @@ from shared_protocol._settings import package_version
 
 from ._access import Access
 from ._adapter import Adapter, Exchange, Route
+from ._affinity import session_key
 from ._answer import AnswerEvent, KeepAlive, follow
 from ._api import APIS, api_for, api_paths
 from ._broker import Broker
@@ -69,13 +70,22 @@ IGNORED_TOOLS_HEADER = "x-mcptb-ignored-tools"
 _MAX_IGNORED_LISTED = 20
 
 
-def _caller(request: RequestHead) -> Caller:
-    """What the headers say of who is asking (see :class:`~relay._jobs.Caller`)."""
+REQUEST_CLASSES = frozenset({"main", "subagent", "workflow", "compaction", "auxiliary"})
+"""Claude Code's ``x-claude-code-request-class`` values (its gateway protocol); any other counts as ``other``."""
+
+
+def _caller(request: RequestHead, body_key: str | None) -> Caller:
+    """What the headers (and the body's session key) say of who is asking (see :class:`~relay._jobs.Caller`)."""
     agent = request.header("user-agent") or ""
     session = request.header("x-claude-code-session-id")
-    if not agent.startswith("claude-cli/") and session is None:
+    affinity = session_key(request.headers, body_key)
+    request_class = request.header("x-claude-code-request-class")
+    if request_class is not None and request_class not in REQUEST_CLASSES:
+        request_class = "other"
+    if affinity is None and request_class is None and not agent.startswith("claude-cli/"):
         return NO_CALLER
-    return Caller(claude_code=True, session=session)
+    claude_code = agent.startswith("claude-cli/") or session is not None
+    return Caller(claude_code=claude_code, session=session, affinity=affinity, request_class=request_class)
 
 
 def ignored_tools_headers(ignored: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -252,7 +262,7 @@ class App:
         async def handle(request: HttpRequest, responder: Responder) -> None:
             exchange = api.parse(request.body, self.store)
             if count_tokens is None:
-                await self.answer(api, exchange, responder, _caller(request))
+                await self.answer(api, exchange, responder, _caller(request, exchange.session_key))
             else:
                 body = count_tokens(request_tokens(exchange.request))
                 headers = [ESTIMATED, *ignored_tools_headers(exchange.ignored_tools)]
@@ -265,6 +275,7 @@ class App:
         write it as the API's JSON or stream."""
         record = responder.record
         record.model = exchange.request.model or "-"
+        record.request_class = caller.request_class or ""
         record.tokens_in = 0  # a model request (a row in the ledger), with the tokens of what a model saw
         input_tokens = request_tokens(exchange.request)  # once: it walks the whole prompt
         if exchange.ignored_tools:

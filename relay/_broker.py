@@ -141,7 +141,8 @@ class Broker:
             ) from None
         job = Job(job_id, request, timeout, line, JobEvents(JOB_EVENT_BUFFER), caller=caller, api=api)
         now = job.submitted = self.clock()
-        if any("agent" in w.info.modes for w in self.workers.values()):
+        side = caller.request_class == "auxiliary"  # a session title, a classifier: any worker, no context needed
+        if not side and any("agent" in w.info.modes for w in self.workers.values()):
             self._find_earlier_turns(job, now)
         job.deadline = now + self.timing.queue_timeout
         self.queue.append(job)
@@ -338,22 +339,20 @@ class Broker:
         elif isinstance(frame, (End, ErrorFrame)):
             worker.jobs.pop(job.id, None)
             self._close(job)
-            if isinstance(frame, End) and "agent" in worker.info.modes:
+            if isinstance(frame, End) and "agent" in worker.info.modes and job.caller.request_class != "auxiliary":
                 self._remember_answered(job, worker)
 
     # --- internals ---------------------------------------------------------------------------
 
     def _find_earlier_turns(self, job: Job, now: float) -> None:
-        job.conversation, worker_id = self._affinity.earlier_turns(job.request.messages)
+        job.conversation, worker_id = self._affinity.earlier_turns(job.request.messages, job.caller.affinity)
         if worker_id is not None:
             job.prefer, job.hold_until = worker_id, now + self.timing.continuation_hold
 
     def _remember_answered(self, job: Job, worker: Worker) -> None:
         if job.conversation is None:
             job.conversation = conversation_of(job.request.messages)
-        if job.conversation is None:
-            return
-        self._affinity.remember(job.conversation, worker.id)
+        self._affinity.remember(job.conversation, worker.id, job.caller.affinity)
 
     def unserved(self, job: Job) -> tuple[UnservedKind, str] | None:
         """For a queued job: why nobody will take it now, or None. ``no_worker``: no MCP server is

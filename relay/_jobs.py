@@ -95,6 +95,11 @@ class Caller:
     """The ``user-agent`` is Claude Code's (``claude-cli/...``)."""
     session: str | None = None
     """Claude Code's ``x-claude-code-session-id``."""
+    affinity: bytes | None = None
+    """A digest of the caller's own session or conversation key (``relay._affinity.session_key``): its
+    next request goes to the agent that served this one."""
+    request_class: str | None = None
+    """Claude Code's ``x-claude-code-request-class`` (``main``, ``subagent``, ``compaction``, ``auxiliary``...)."""
 
 
 NO_CALLER = Caller()

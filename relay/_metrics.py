@@ -84,6 +84,13 @@ def render(stats: Stats, snapshot: Snapshot, ledger: Ledger | None) -> bytes:
     )
     for key, count in sorted(stats.handed.items()):
         text.sample("mcptb_agent_handed_characters_total", tuple(zip(MODEL_LABELS, key, strict=True)), count)
+    text.family(
+        "mcptb_claude_code_requests_total",
+        "counter",
+        "Model requests by Claude Code's x-claude-code-request-class (main, subagent, compaction, auxiliary...).",
+    )
+    for request_class, count in sorted(stats.request_classes.items()):
+        text.sample("mcptb_claude_code_requests_total", (("request_class", request_class),), count)
     text.family("mcptb_requests_in_flight", "gauge", "Model requests taken by a worker and not finished.")
     text.sample("mcptb_requests_in_flight", (), snapshot.in_flight)
     text.family("mcptb_requests_queued", "gauge", "Model requests waiting for a worker.")

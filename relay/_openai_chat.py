@@ -64,6 +64,7 @@ class ChatExchange:
     """``stream_options.include_usage``: a usage chunk before ``[DONE]``."""
     ignored_tools: tuple[str, ...] = ()
     keep: Keep | None = None
+    session_key: str | None = None
 
     def stream_encoder(self, input_tokens: int) -> ChatStreamEncoder:
         return ChatStreamEncoder(self.include_usage)
@@ -110,7 +111,8 @@ def parse_request(body: bytes) -> ChatExchange:
     # web_search_options asks OpenAI's search models to search the web: no MCP client can, so it is
     # accepted and named in the x-mcptb-ignored-tools response header
     ignored = ("web_search",) if data.get("web_search_options") is not None else ()
-    return ChatExchange(request, stream, include_usage, ignored_tools=ignored)
+    key = opt(data, "prompt_cache_key", str)
+    return ChatExchange(request, stream, include_usage, ignored_tools=ignored, session_key=key)
 
 
 def _refuse_unsupported(data: dict[str, Any]) -> None:

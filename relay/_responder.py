@@ -76,6 +76,8 @@ class RequestLog:
     """The token figures were reported by the model's side, not estimated."""
     handed: int | None = None
     """A model request an agent served: characters of it handed to the agent (None: none said)."""
+    request_class: str = ""
+    """Claude Code's ``x-claude-code-request-class`` for a model request, when it sent one."""
 
     @property
     def first_byte_seconds(self) -> float | None:

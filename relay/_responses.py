@@ -94,7 +94,8 @@ def parse_request(body: bytes, store: ConversationStore | None = None) -> Respon
     if keep_it and store is not None and store.enabled:
         # what a continuation inherits: the conversation and its input's system items, not the instructions
         keep = Keep(STORE_KEY + response_id, "\n\n".join(system) or None, tuple(messages))
-    return ResponsesExchange(request, stream, tools, response_id, previous, keep)
+    key = opt(data, "prompt_cache_key", str)
+    return ResponsesExchange(request, stream, tools, response_id, previous, keep, key)
 
 
 def _earlier(previous: str | None, store: ConversationStore | None, more: int) -> Stored | None:
@@ -245,6 +246,7 @@ class ResponsesExchange:
     previous_id: str | None = None
     """The stored response this request continues (``previous_response_id``)."""
     keep: Keep | None = None
+    session_key: str | None = None
 
     @property
     def ignored_tools(self) -> tuple[str, ...]:

@@ -63,11 +63,12 @@ def access_log(record: RequestLog, seconds: float) -> None:
     first_byte = record.first_byte_seconds
     ttfb = "-" if first_byte is None else f"{first_byte * 1000:.1f}ms"
     access.info(
-        "%s %s %s model=%s worker=%s status=%s%s ttfb=%s dur=%.1fms bytes=%d",
+        "%s %s %s model=%s%s worker=%s status=%s%s ttfb=%s dur=%.1fms bytes=%d",
         record.request_id,
         record.method,
         record.path,
         record.model,
+        f" class={record.request_class}" if record.request_class else "",
         record.worker,
         record.status,
         f" outcome={record.outcome}" if record.outcome else "",

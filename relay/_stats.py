@@ -67,6 +67,8 @@ class Stats:
     queue_wait: dict[Key, Histogram] = field(default_factory=dict)
     tokens: dict[Key, Histogram] = field(default_factory=dict)
     handed: Counter[Key] = field(default_factory=Counter)
+    request_classes: Counter[str] = field(default_factory=Counter)
+    """Model requests by Claude Code's ``x-claude-code-request-class`` (when it sends one)."""
     """Characters of model requests handed to serving agents, by route and model."""
     recent: deque[Row] = field(default_factory=lambda: deque(maxlen=RECENT))
     """The last model requests, newest last: what the status page lists (no content)."""
@@ -88,6 +90,8 @@ class Stats:
             self.refusals[(status, record.kind or "-")] += 1
         if row is None:
             return  # not a model request: no time or token series for it
+        if record.request_class:
+            self.request_classes[record.request_class] += 1
         self._remember(row, model)
         api = (record.api, model)
         self.durations.setdefault(api, Histogram(SECONDS_BUCKETS)).observe(seconds)

@@ -569,3 +569,55 @@ def test_a_job_records_how_long_it_waited_before_a_worker_first_took_it():
     now[0] = 3
     broker.grant(worker.handle, 1)
     assert job.waited == 3 and job.state == "assigned"
+
+
+def test_a_callers_session_key_sends_its_next_request_to_the_agent_that_served_the_session():
+    """A session key (Claude Code's session id, Codex's session-id, prompt_cache_key, metadata.user_id) is
+    the first choice: the next request of the session is held for that agent even when its messages
+    share nothing with the last one (Claude Code compacted them; Codex sent only what is new). A side
+    request (``auxiliary``: a title, a classifier) goes anywhere and is not remembered."""
+    from relay._affinity import session_key
+    from relay._jobs import Caller
+
+    now = [0.0]
+    broker = Broker(max_queue=10, socket_path="/s", timing=Timing(continuation_hold=3.0), clock=lambda: now[0])
+    first = FakeWorker(broker, modes=["agent"], agent="serving")
+    second = FakeWorker(broker, modes=["agent"], agent="serving")
+    session = Caller(affinity=session_key({"session-id": "codex-thread-1"}, None))
+    side = Caller(affinity=session.affinity, request_class="auxiliary")
+    broker.grant(second.handle, 1)
+    broker.submit("a", conversation("turn 0"), 5, session)
+    broker.on_answer(second.handle, End(id="a", stop_reason="endTurn"))
+    broker.grant(first.handle, 1)
+    broker.submit("b", conversation("a summary of everything so far"), 5, session)
+    assert first.requests() == []  # held for "second", which served the session
+    broker.submit("t", conversation("write a title"), 5, side)
+    assert first.requests() == ["t"]  # a side request waits for nobody
+    broker.on_answer(first.handle, End(id="t", stop_reason="endTurn"))
+    broker.grant(second.handle, 1)
+    assert second.requests() == ["a", "b"]
+    broker.on_answer(second.handle, End(id="b", stop_reason="endTurn"))
+    broker.grant(first.handle, 1)
+    broker.submit("c", conversation("turn 2"), 5, session)  # still "second"'s session, not the side request's
+    assert first.requests() == ["t"]
+    stranger = Caller(affinity=session_key({}, "another-prompt-cache-key"))
+    broker.submit("d", conversation("turn 2"), 5, stranger)
+    assert first.requests() == ["t", "d"]
+
+
+def test_each_clients_session_key_is_read_and_kept_apart_from_the_others():
+    from relay._affinity import session_key
+
+    forms = [
+        ({"x-claude-code-session-id": "s"}, None),  # Claude Code
+        ({"session-id": "s"}, None),  # Codex 0.171
+        ({"session_id": "s"}, None),  # Codex before it
+        ({}, "s"),  # the body's prompt_cache_key, or Anthropic's metadata.user_id
+    ]
+    keys = [session_key(headers, body_key) for headers, body_key in forms]
+    assert all(key is not None and len(key) == 16 for key in keys)  # digests: no caller text is kept
+    assert len(set(keys)) == len(forms)  # the same value under another name is another session
+    assert keys == [session_key(headers, body_key) for headers, body_key in forms]
+    assert session_key({}, None) is None and session_key({"session-id": ""}, None) is None
+    # a header wins over the body: one session, whatever key its requests also carry
+    assert session_key({"session-id": "s"}, "other") == keys[1]
