@@ -36,6 +36,7 @@ from ._metrics import CONTENT_TYPE as METRICS_TYPE
 from ._metrics import render as render_metrics
 from ._models import MODEL_PREFIX, find_model, model_list
 from ._page import PAGE
+from ._remote_images import fetch_remote_images
 from ._responder import HttpRequest, RequestHead, Responder
 from ._stats import Stats
 from ._status import status
@@ -262,6 +263,7 @@ class App:
         async def handle(request: HttpRequest, responder: Responder) -> None:
             exchange = api.parse(request.body, self.store)
             if count_tokens is None:
+                exchange = await fetch_remote_images(exchange, self.config)
                 await self.answer(api, exchange, responder, _caller(request, exchange.session_key))
             else:
                 body = count_tokens(request_tokens(exchange.request))

@@ -65,6 +65,14 @@ class Config:
     backend: str = field(default="asyncio", metadata=setting("async backend", choices=["asyncio", "trio"]))
     log_level: str = field(default="info", metadata=setting("log level", choices=["debug", "info", "warning", "error"]))
     log_content: bool = field(default=False, metadata=setting("also log prompt and answer text (off by default)"))
+    fetch_images: str = field(
+        default="public",
+        metadata=setting(
+            "image URLs in requests: 'public' fetches https:// images from public addresses only, 'local' also "
+            "http:// and loopback or private addresses (your own network), 'off' refuses them (400)",
+            choices=["public", "local", "off"],
+        ),
+    )
     # limits
     max_header_bytes: int = field(default=64 * 1024, metadata=_limit("largest request head accepted (431 above)"))
     max_body_bytes: int = field(
@@ -103,6 +111,10 @@ class Config:
             "can continue them; the least recently used go first (0 = off: continuations are refused)",
             minimum=0,
         ),
+    )
+    image_max_bytes: int = field(
+        default=10 * 1024 * 1024,
+        metadata=_limit("largest image the relay fetches for an image URL (default 10 MiB; 400 above)"),
     )
     store_bytes: int = field(
         default=64 * 1024 * 1024,
@@ -147,6 +159,9 @@ class Config:
             "them in context) before it goes to another one with a free slot (0 = never waits)",
             minimum=0,
         ),
+    )
+    image_fetch_timeout: float = field(
+        default=10.0, metadata=_limit("seconds to fetch all the image URLs of one request, redirects included")
     )
     drain_timeout: float = field(
         default=5.0,

@@ -61,15 +61,27 @@ def is_base64(data: str) -> bool:
     return True
 
 
+REMOTE = "x-mcptb/url;"
+"""The media type of an image block that is still a URL, ``REMOTE + where`` (its field, for an error),
+with the URL as its data: the parsers leave it so and the app fetches it (``relay._remote_images``)
+before the request goes anywhere."""
+
+
+def remote_image(url: str, where: str) -> ImageBlock:
+    """An image the caller named by an http(s) URL, to be fetched (see :data:`REMOTE`)."""
+    return ImageBlock(data=url, mime_type=REMOTE + where)
+
+
 def image_from_url(raw: Any, where: str) -> ImageBlock:
-    """An OpenAI ``image_url`` (object or string) holding a data: URL."""
+    """An OpenAI ``image_url`` (object or string): a data: URL, or an http(s) URL the app fetches."""
     url = raw.get("url") if isinstance(raw, dict) else raw
     if not isinstance(url, str):
         raise bad_request(f"'{where}.url' must be a string.", param=f"{where}.url")
+    if url[:8].lower().startswith(("https://", "http://")):
+        return remote_image(url, f"{where}.url")
     if not url.startswith("data:"):
         raise bad_request(
-            "Only data: URLs are supported for images (the relay does not fetch remote URLs); "
-            "send the image inline as data:image/png;base64,...",
+            "Image URLs must be data:, https:// or http:// URLs (data:image/png;base64,... inline).",
             param=f"{where}.url",
         )
     meta, _, data = url[5:].partition(",")

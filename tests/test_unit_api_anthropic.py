@@ -146,8 +146,12 @@ def test_tool_result_turn_keeps_the_tool_use_ids():
         (b'{"model": "m", "messages": [{"role": "user", "content": ""}]}', "at least one message with content"),
         (b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "document"}]}]}', "document"),
         (
-            b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "https://x"}}]}]}',
-            "base64",
+            b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "ftp://x"}}]}]}',
+            "messages.0.content.0.source.url: must be an https:// or http:// URL",
+        ),
+        (
+            b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}]}',
+            "image sources are base64 or url",
         ),
         (
             b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "!!"}}]}]}',

@@ -213,9 +213,9 @@ def test_litellm_proxy_chat_request_is_accepted():
             "Only text",
         ),
         (
-            b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}',
+            b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]}',
             "messages[0].content[0].image_url.url",
-            "data: URLs",
+            "must be data:, https:// or http:// URLs",
         ),
         (
             b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "data:image/png;base64,!!"}]}]}',
