@@ -3,7 +3,7 @@ treat it.
 
 A mark is an HTML comment (invisible on GitHub) on the last non-blank line before the opening fence:
 
-    <!-- snippet: run -->                  executed: python in a fresh interpreter, sh with bash
+    <!-- snippet: run -->                  executed: python in a fresh interpreter, sh with bash, js with node
     <!-- snippet: config KIND -->          parsed and checked against what the code accepts (CONFIG_KINDS)
     <!-- snippet: skip REASON -->          not run, for the reason given (say which test covers it)
     <!-- snippet: text -->                 not code: a diagram, program output, a format sample
@@ -101,8 +101,8 @@ def problem(block: Block) -> str | None:
         return f"{block.where}: a {block.lang or 'plain'} block without a mark; {HOW_TO_MARK}"
     if block.kind not in KINDS:
         return f"{block.where}: unknown mark {block.kind!r}; {HOW_TO_MARK}"
-    if block.kind == "run" and (block.lang not in ("python", "sh") or block.arg):
-        return f"{block.where}: `run` is for python and sh blocks, and takes no argument"
+    if block.kind == "run" and (block.lang not in ("python", "sh", "js") or block.arg):
+        return f"{block.where}: `run` is for python, sh and js blocks, and takes no argument"
     if block.kind == "config" and block.arg not in CONFIG_KINDS:
         return f"{block.where}: config kind {block.arg!r} is not one of {', '.join(CONFIG_KINDS)}"
     if block.kind == "skip" and len(block.arg) < 10:

@@ -2,10 +2,13 @@
 checked, or skipped for a stated reason (tests/_doc_blocks.py has the marks, docs/tested-docs.md the design).
 
 - ``run`` python blocks execute as written in a fresh interpreter against a live relay and worker that
-  the test starts (in-process, on both backends; a scripted model answers ``echo: <text>``); the only
+  the test starts (in-process, on both backends; a scripted model answers ``echo: <text>``, and a request
+  for structured output a JSON object whose string properties are each ``echo: <text>``); the only
   change made to them is the relay's address (``127.0.0.1:8000`` becomes the test relay's port). They
   must print the answer, and must not make litellm fetch its cost map (the blocks set what prevents it;
-  the test does not). ``run`` sh blocks run with bash, the same address change, and a 20 s limit.
+  the test does not). ``run`` sh blocks run with bash, the same address change, and a 20 s limit; ``run``
+  js blocks run as ES modules with node, importing the packages installed in tests/node (skipped, loudly,
+  without node or them).
 - ``config`` blocks are parsed and checked against what the code accepts (flags, tool names, frames).
 - Facts the prose states that the code decides: the modules in docs/architecture.md, the default
   socket path, the model ids the examples use, the settings tables (generated: tests/_settings_doc.py).
@@ -19,11 +22,13 @@ import json
 import os
 import re
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import anyio
+import mcp_types as types
 import pytest
 import yaml
 
@@ -34,14 +39,49 @@ from shared_protocol import RelayFrameDecoder, WorkerFrameDecoder, default_socke
 from shared_protocol._codec import ProtocolError
 
 from _doc_blocks import FENCE, ROOT, Block, all_blocks, doc_files, problem
+from _scripted import MODEL, ScriptedModel, last_user_text
 from _settings_doc import COMMAND as SETTINGS_COMMAND
 from _settings_doc import generate as settings_tables
-from conftest import mcp_worker
+from conftest import mcp_worker, say
 
 BLOCKS = all_blocks()
 RUN = [b for b in BLOCKS if b.kind == "run"]
 CONFIG = [b for b in BLOCKS if b.kind == "config"]
 DEFAULT_ADDRESS = re.compile(r"(127\.0\.0\.1|localhost):8000")
+NODE_MODULES = ROOT / "tests" / "node" / "node_modules"
+# the schema mcptb-server puts at the end of the system prompt (mcp_server/_structured.py's instruction())
+WANTED_SCHEMA = re.compile(r"valid against this JSON Schema[^\n]*:\n(?P<schema>\{.*\})\s*\Z", re.S)
+
+
+class DocsModel(ScriptedModel):
+    """The scripted model, which cannot write JSON: asked for structured output (and offered no tools), it
+    answers a JSON object with each of the schema's properties ``echo: <text>``. So a structured-output
+    recipe prints ``echo: Hello!`` from a field of the object its SDK asked for, got checked and parsed."""
+
+    async def __call__(self, ctx: Any, params: types.CreateMessageRequestParams) -> Any:
+        wanted = WANTED_SCHEMA.search(params.system_prompt or "")
+        if wanted is None or params.tools:
+            return await super().__call__(ctx, params)
+        self.requests.append(params)
+        echo = f"echo: {last_user_text(params)}"
+        answer = {name: echo for name in json.loads(wanted["schema"]).get("properties", {})}
+        return types.CreateMessageResult(
+            role="assistant", model=MODEL, stop_reason="endTurn", content=types.TextContent(text=json.dumps(answer))
+        )
+
+
+def _node_missing(block: Block) -> str | None:
+    """Why a js block cannot run here (no node, or a package it imports is not installed in tests/node)."""
+    if shutil.which("node") is None:
+        return f"SKIPPED: node not found - {block.where} did not run"
+    imported = {m[1] for m in re.finditer(r'from "((?:@[^/"]+/)?[^/".][^/"]*)', block.text) if ":" not in m[1]}
+    missing = sorted(name for name in imported if not (NODE_MODULES / name).is_dir())
+    if missing:
+        return (
+            f"SKIPPED: {', '.join(missing)} not in tests/node/node_modules (run: cd tests/node && npm install "
+            f"--no-audit --no-fund) - {block.where} did not run"
+        )
+    return None
 
 
 def test_every_block_in_the_docs_is_marked_run_config_skip_or_text():
@@ -54,17 +94,28 @@ def test_skipped_blocks_name_tests_that_exist():
     assert [(where, test) for where, test in named if not (ROOT / test).exists()] == []
 
 
-@pytest.mark.parametrize("block", RUN, ids=[b.where for b in RUN])
+@pytest.mark.parametrize(
+    "block",
+    [pytest.param(b, marks=[pytest.mark.node] if b.lang == "js" else []) for b in RUN],
+    ids=[b.where for b in RUN],
+)
 @pytest.mark.real
-async def test_run_blocks_work_as_written_against_a_live_relay(block: Block, relay, backend, tmp_path):
+async def test_run_blocks_work_as_written_against_a_live_relay(block: Block, relay, backend, tmp_path, request):
     program = DEFAULT_ADDRESS.sub("127.0.0.1:" + relay.url.rsplit(":", 1)[1], block.text)
     if block.lang == "python":
         (tmp_path / "snippet.py").write_text(program)
         command = [sys.executable, str(tmp_path / "snippet.py")]
+    elif block.lang == "js":
+        if (reason := _node_missing(block)) is not None:
+            say(request.config, f"*** {reason} ***")
+            pytest.skip(reason)
+        (tmp_path / "snippet.mjs").write_text(program)
+        (tmp_path / "node_modules").symlink_to(NODE_MODULES)  # an ES module finds packages beside it, not on NODE_PATH
+        command = ["node", str(tmp_path / "snippet.mjs")]
     else:
         command = ["bash", "-euo", "pipefail", "-c", program]
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("MCPTB_", "LITELLM_"))}
-    async with mcp_worker(relay, backend):
+    async with mcp_worker(relay, backend, model=DocsModel()):
         with anyio.fail_after(90):  # a guard against a hang, not a speed check: an SDK's import alone took
             # 20 s on this 2-core machine at a load of 8 (the other test workers and a benchmark)
             done = await anyio.run_process(command, cwd=tmp_path, env=environ, check=False)
