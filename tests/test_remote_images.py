@@ -47,7 +47,7 @@ def image_server() -> Iterator[tuple[str, list[dict[str, str]]]]:
     seen: list[dict[str, str]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        def do_GET(self) -> None:
             seen.append({k.lower(): v for k, v in self.headers.items()})
             body = PNG if self.path == "/cat.png" else b"<html>not here</html>"
             self.send_response(200 if self.path == "/cat.png" else 404)
