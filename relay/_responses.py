@@ -233,6 +233,12 @@ def _text_format(text: dict[str, Any] | None) -> OutputFormat | None:
 # --- the exchange and the adapter ---------------------------------------------------------------
 
 
+def input_token_count(tokens: int) -> dict[str, Any]:
+    """``POST /v1/responses/input_tokens`` (the openai SDK's ``responses.input_tokens.count``): the same
+    estimate as Anthropic's ``count_tokens``, marked so by its ``x-mcptb-usage: estimated`` header."""
+    return {"object": "response.input_tokens", "input_tokens": tokens}
+
+
 @dataclass(frozen=True)
 class ResponsesExchange:
     """A Responses request (an :class:`~relay._adapter.Exchange`)."""
@@ -272,7 +278,10 @@ class ResponsesExchange:
 class ResponsesAdapter:
     """OpenAI responses as an :class:`~relay._adapter.Adapter`."""
 
-    routes: tuple[Route, ...] = (Route("POST", "/v1/responses"),)
+    routes: tuple[Route, ...] = (
+        Route("POST", "/v1/responses"),
+        Route("POST", "/v1/responses/input_tokens", count_tokens=input_token_count),
+    )
 
     keepalive = _sse.KEEPALIVE_COMMENT
 

@@ -36,10 +36,15 @@ def format_json(wanted: OutputFormat | None) -> dict[str, Any]:
     }
 
 
+_FAILED_CODES = {429: "rate_limit_exceeded", 400: "invalid_prompt", 422: "invalid_prompt"}
+"""``response.error.code`` by status: the openai types allow only their own codes there (a model that
+declined, a request it could not take: ``invalid_prompt``); the relay's own code is in the ``error`` event."""
+
+
 def _usage(usage: Usage) -> dict[str, Any]:
     return {
         "input_tokens": usage.input_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": usage.output_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": usage.input_tokens + usage.output_tokens,
@@ -183,7 +188,7 @@ class ResponsesStreamEncoder:
         part = {"type": "output_text", "text": text, "annotations": []}
         where = {"item_id": item_id, "output_index": index, "content_index": 0}
         return (
-            self._event("response.output_text.done", {**where, "text": text})
+            self._event("response.output_text.done", {**where, "text": text, "logprobs": []})
             + self._event("response.content_part.done", {**where, "part": part})
             + self._event("response.output_item.done", {"output_index": index, "item": item})
         )
@@ -210,7 +215,13 @@ class ResponsesStreamEncoder:
             self._text.append(event.text)
             return out + self._event(
                 "response.output_text.delta",
-                {"item_id": self._text_item, "output_index": index, "content_index": 0, "delta": event.text},
+                {
+                    "item_id": self._text_item,
+                    "output_index": index,
+                    "content_index": 0,
+                    "delta": event.text,
+                    "logprobs": [],
+                },
             )
         if isinstance(event, ToolCall):
             out = self._close_text()
@@ -239,7 +250,15 @@ class ResponsesStreamEncoder:
         return out + self._event(f"response.{status}", {"response": body})
 
     def error(self, error: RelayError, answer: Answer) -> bytes:
-        failure = {"code": error.shape.code or error.shape.openai_type, "message": error.message}
-        return self._close_text() + self._event(
-            "response.failed", {"response": self._response.body(answer.model, "failed", error=failure)}
+        """As OpenAI ends a stream that fails: an ``error`` event whose ``error`` object the openai SDKs raise
+        as an APIError (so ``llm`` and the Agents SDK report it) - with the same fields at its top level too,
+        where the openai types (and its documentation) put them - then ``response.failed`` for a reader
+        that follows the response's life (Codex), its code one of those the openai types allow."""
+        code = error.code or error.shape.code or error.shape.openai_type
+        nested = {"type": error.shape.openai_type, "code": code, "message": error.message, "param": error.param}
+        failure = {"code": _FAILED_CODES.get(error.shape.status, "server_error"), "message": error.message}
+        return (
+            self._close_text()
+            + self._event("error", {"code": code, "message": error.message, "param": error.param, "error": nested})
+            + self._event("response.failed", {"response": self._response.body(answer.model, "failed", error=failure)})
         )

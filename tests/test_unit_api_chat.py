@@ -372,8 +372,8 @@ async def test_unknown_path_is_404_listing_every_api_and_wrong_method_is_405():
         below_an_api = await relay.call("POST", "/v1/responses/abc")
     assert missing.status == 404 and error_of(missing)["code"] == "unknown_url"
     assert error_of(missing)["message"] == (
-        "Unknown path GET /v2/nothing. This relay serves /v1/chat/completions, /v1/responses, /v1/messages, "
-        "/v1/messages/count_tokens, /v1/models, /health and /metrics."
+        "Unknown path GET /v2/nothing. This relay serves /v1/chat/completions, /v1/responses, "
+        "/v1/responses/input_tokens, /v1/messages, /v1/messages/count_tokens, /v1/models, /health and /metrics."
     )
     assert wrong.status == 405 and wrong.headers["allow"] == "POST"
     assert error_of(wrong)["code"] == "method_not_allowed" and wrong.headers["x-should-retry"] == "false"

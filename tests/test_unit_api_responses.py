@@ -150,13 +150,18 @@ async def test_the_token_limit_makes_an_incomplete_response():
     assert whole.json()["incomplete_details"] == {"reason": "max_output_tokens"}
 
 
-async def test_failure_mid_stream_is_response_failed():
+async def test_failure_mid_stream_is_an_error_event_then_response_failed():
+    """As OpenAI ends a failed stream: an ``error`` event with an ``error`` object (which the openai SDKs
+    raise), then ``response.failed`` whose code is one the openai types allow."""
     script = [Start(id="-", model=MODEL), ErrorFrame(id="-", code="refused", message="User rejected sampling request")]
     async with in_process(script) as relay:
         response = await relay.post(PATH, {"model": "m", "input": "REFUSE", "stream": True})
-    name, data = events_of(response.body)[-1]
+    (error_name, error), (name, data) = events_of(response.body)[-2:]
+    assert error_name == "error" and error["error"]["code"] == "refused"
+    assert error["error"]["message"] == "User rejected sampling request"
     assert name == "response.failed" and data["response"]["status"] == "failed"
-    assert data["response"]["error"] == {"code": "refused", "message": "User rejected sampling request"}
+    assert data["response"]["error"] == {"code": "invalid_prompt", "message": "User rejected sampling request"}
+    assert data["sequence_number"] == error["sequence_number"] + 1
 
 
 async def test_keep_alive_comments_flow_while_the_model_thinks():
