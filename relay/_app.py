@@ -144,6 +144,12 @@ class App:
         if refused is not None:
             return refused
         try:
+            if (head.header("upgrade") or "").lower() == "websocket":
+                raise RelayError(
+                    "websocket_unsupported",
+                    "This relay speaks its APIs over plain HTTP, not WebSocket: POST /v1/responses (Codex: "
+                    "supports_websockets = false in the provider's config skips this try).",
+                )
             methods = self._routes.get(_route(head.path))
             if methods is None:
                 raise RelayError(

@@ -34,6 +34,7 @@ Kind = (
         "unknown_path",
         "unknown_model",
         "method_not_allowed",
+        "websocket_unsupported",
         # the broker
         "tools_unsupported",
         "queue_full",
@@ -106,6 +107,8 @@ TABLE: dict[Kind, Shape] = {
     "unknown_path":         Shape(404, "not_found_error", "not_found_error", "unknown_url"),  # or an id it names
     "unknown_model":        Shape(404, "invalid_request_error", "not_found_error", "model_not_found"),
     "method_not_allowed":   Shape(405, "invalid_request_error", "invalid_request_error", "method_not_allowed"),
+    # Codex falls back to HTTP at once on a 426, retries 405/404/5xx seven times first (docs/apis.md)
+    "websocket_unsupported": Shape(426, "invalid_request_error", "invalid_request_error", "websocket_unsupported"),
     "tools_unsupported":    Shape(400, "invalid_request_error", "invalid_request_error", "tools_unsupported"),
     "queue_full":           Shape(429, "rate_limit_error", "rate_limit_error", "queue_full", retryable=True),
     "no_worker":            Shape(503, "service_unavailable", "overloaded_error", "no_worker"),

@@ -36,6 +36,7 @@ import mcp_types as types
 import pytest
 from claude_code.harness import Run, kill_group, run_bounded
 
+from _doc_blocks import all_blocks
 from _scripted import FixedAnswerModel
 from conftest import RelayProcess, mcp_worker, posts_logged, say
 
@@ -103,7 +104,9 @@ class Codex:
     def project(self) -> Path:
         return self.workdir / "project"
 
-    def use_relay(self, relay_url: str) -> None:
+    def use_relay(self, relay_url: str, **provider: str) -> None:
+        """The relay as Codex's provider; ``provider``: settings of the provider's table (TOML values)."""
+        table = {"request_max_retries": "0", "stream_max_retries": "0", **provider}
         (self.home / "config.toml").write_text(
             f'model = "{MODEL_NAME}"\n'
             'model_provider = "mcptb"\n'
@@ -114,9 +117,7 @@ class Codex:
             'name = "MCP Token Bridge"\n'
             f'base_url = "{relay_url}/v1"\n'
             'wire_api = "responses"\n'
-            f'env_key = "{KEY_ENV}"\n'
-            "request_max_retries = 0\n"
-            "stream_max_retries = 0\n"
+            f'env_key = "{KEY_ENV}"\n' + "".join(f"{key} = {value}\n" for key, value in table.items())
         )
 
     @property
@@ -210,10 +211,12 @@ class CodexDriver:
         ]
 
 
-async def exec_through_relay(codex, relay, backend: str, model: Any, prompt: str, *args: str) -> tuple[Run, str]:
+async def exec_through_relay(
+    codex, relay, backend: str, model: Any, prompt: str, *args: str, provider: dict[str, str] | None = None
+) -> tuple[Run, str]:
     """``codex exec`` against the relay, answered by an in-process worker sampling ``model``; the run and
     the diagnostics to print if an assertion fails."""
-    codex.use_relay(relay.url)
+    codex.use_relay(relay.url, **(provider or {}))
     run: Run | None = None
     failure: AssertionError | None = None
     async with mcp_worker(relay, backend, model=model, sampling_tools=True) as worker:
@@ -284,3 +287,39 @@ async def test_codex_output_schema_gets_json_valid_against_it_after_a_repair_rou
     first, repair = model.requests
     assert '"count"' in (first.system_prompt or "") and "exactly one JSON value" in (first.system_prompt or ""), why
     assert "'count' is a required property" in repair.messages[-1].content_as_list[0].text, why
+
+
+def docs_provider() -> dict[str, str]:
+    """The provider table of docs/apis.md's Codex snippet, but for what the test sets itself (its ``key = value``
+    lines as written: tomllib is not in Python 3.10, and tests/test_docs.py parses the block as TOML)."""
+    (block,) = [b for b in all_blocks() if b.kind == "config" and b.arg == "codex" and b.path == "docs/apis.md"]
+    table = block.text.split("[model_providers.", 1)[1].split("\n", 1)[1]
+    pairs = (line.split(" = ", 1) for line in table.splitlines() if " = " in line)
+    return {key: value for key, value in pairs if key not in {"name", "base_url", "wire_api", "env_key"}}
+
+
+@pytest.mark.parametrize(
+    ("provider", "upgrades"),
+    [
+        (docs_provider(), 0),  # the docs' snippet: no WebSocket try at all
+        ({"supports_websockets": "true", "stream_max_retries": "5"}, 1),  # the built-in provider's way
+    ],
+    ids=["docs-snippet", "websockets-default-retries"],
+)
+async def test_codex_with_or_without_websockets_uses_http_at_once(request, codex, relay, backend, provider, upgrades):
+    """With ``supports_websockets = true`` (the default of Codex's built-in openai provider) Codex first asks
+    ``GET /v1/responses`` with ``Upgrade: websocket``: the relay's 426 makes it use HTTP at once - no
+    "Reconnecting..." and no retries, even with its retries left at their default (a 405 cost 7 tries and
+    about 7 s). With the docs' snippet (``false``) it does not try."""
+    model = FixedAnswerModel(answers=["hello over http"])
+    run, why = await exec_through_relay(codex, relay, backend, model, "Say hello.", provider=provider)
+    tries = [line for line in relay.log_lines if " GET /v1/responses " in line]
+    say(
+        request.config,
+        f"[Codex {codex_version()} -> relay, {provider}, {backend}] codex exec wall: {run.wall:.2f} s; "
+        f"WebSocket tries: {len(tries)}",
+    )
+    assert run.returncode == 0, why
+    assert completed(run, "agent_message")[-1]["text"] == "hello over http", why
+    assert "Reconnecting" not in run.stdout + run.stderr and "Falling back" not in run.stdout + run.stderr, why
+    assert len(tries) == upgrades and all(" status=426 " in line for line in tries), why

@@ -151,6 +151,7 @@ def _codex(text: str) -> None:
     provider = config["model_providers"][config["model_provider"]]
     assert provider["base_url"] == "http://127.0.0.1:8000/v1" and provider["wire_api"] == "responses"
     assert provider["env_key"]
+    assert provider.get("supports_websockets") is False  # tests/test_codex_cli.py runs Codex with this table
 
 
 def _codex_mcp(text: str) -> None:

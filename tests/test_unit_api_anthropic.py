@@ -303,6 +303,7 @@ ANTHROPIC_ERRORS = {
     "invalid_api_key": "authentication_error",
     "unknown_path": "not_found_error",
     "unknown_model": "not_found_error",
+    "websocket_unsupported": "invalid_request_error",
     "method_not_allowed": "invalid_request_error",
     "tools_unsupported": "invalid_request_error",
     "queue_full": "rate_limit_error",

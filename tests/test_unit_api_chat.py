@@ -389,6 +389,7 @@ OPENAI_ERRORS: dict[str, tuple[int, str, str | None, bool]] = {
     "invalid_api_key": (401, "authentication_error", "invalid_api_key", False),
     "unknown_path": (404, "not_found_error", "unknown_url", False),
     "unknown_model": (404, "invalid_request_error", "model_not_found", False),
+    "websocket_unsupported": (426, "invalid_request_error", "websocket_unsupported", False),
     "method_not_allowed": (405, "invalid_request_error", "method_not_allowed", False),
     "tools_unsupported": (400, "invalid_request_error", "tools_unsupported", False),
     "queue_full": (429, "rate_limit_error", "queue_full", True),
