@@ -24,7 +24,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.abc
 import mcp_types as types
+
+from shared_protocol import (
+    PROTOCOL_VERSION,
+    End,
+    ErrorFrame,
+    Hello,
+    Ready,
+    RelayFrameDecoder,
+    RequestFrame,
+    Start,
+    TextDelta,
+    WorkerInfo,
+    encode,
+)
 
 MODEL = "scripted-model-1"
 LONG_ANSWER = ("The quick brown fox jumps over the lazy dog. " * 23)[:1000]
@@ -108,3 +123,32 @@ class FixedAnswerModel(ScriptedModel):
         return types.CreateMessageResult(
             role="assistant", model=MODEL, stop_reason=self.stop_reason, content=types.TextContent(text=answer)
         )
+
+
+async def half_then_fail(socket: str, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+    """A worker of its own, speaking the protocol on the relay's ``socket``: it answers every request with
+    "Half an answer", then ends it - or, when the last message says FAIL, fails it (a stream that breaks
+    off after it started)."""
+    async with await anyio.connect_unix(socket) as link:
+        await link.send(
+            encode(
+                Hello(
+                    version=PROTOCOL_VERSION, worker=WorkerInfo(client_name="half", modes=["sampling"], concurrency=1)
+                )
+            )
+        )
+        decoder = RelayFrameDecoder()
+        list(decoder.feed(await link.receive()))  # welcome
+        await link.send(encode(Ready(slots=1)))
+        task_status.started()
+        while True:
+            for frame in decoder.feed(await link.receive()):
+                if not isinstance(frame, RequestFrame):
+                    continue
+                text = str(frame.request.messages[-1].content[0].text)  # type: ignore[union-attr]
+                frames = [Start(id=frame.id, model="half-model"), TextDelta(id=frame.id, text="Half an answer")]
+                if "FAIL" in text:
+                    frames.append(ErrorFrame(id=frame.id, code="client_error", message="the model broke off"))
+                else:
+                    frames.append(End(id=frame.id, stop_reason="endTurn"))
+                await link.send(b"".join(encode(f) for f in frames) + encode(Ready(slots=1)))

@@ -317,7 +317,8 @@ async def test_a_claude_code_session_whose_model_is_the_relay_it_serves_is_told_
 
 
 async def test_claude_code_discovers_the_relays_models_by_the_gateway_protocol(request, relay, backend, tmp_path):
-    """``CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY=1``: Claude Code warms the connection with ``HEAD
+    """``CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY=1`` (and ``CLAUDE_CODE_GATEWAY_HINT_HEADERS=1``, whose
+    ``x-claude-code-request-class`` the access log shows): Claude Code warms the connection with ``HEAD
     /api/hello``, asks ``GET /v1/models?limit=1000`` and keeps, with their ``display_name`` and
     ``description``, the ids containing ``claude`` or ``anthropic`` (its gateway protocol) - the Claude
     Code worker's ``claude-code``, not a VS Code worker's ``visual-studio-code``. The newest Claude Code
@@ -327,7 +328,7 @@ async def test_claude_code_discovers_the_relays_models_by_the_gateway_protocol(r
         say(request.config, f"*** {reason} ***")
         pytest.skip(reason)
     claude = ClaudeCode("newest", tmp_path / "claude", model_url=relay.url)
-    env = {**claude.env, "CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY": "1"}
+    env = {**claude.env, "CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY": "1", "CLAUDE_CODE_GATEWAY_HINT_HEADERS": "1"}
     del env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"]  # which also turns off the warm-up
     args = [str(claude.binary), "-p", "say hello", "--output-format", "json", "--tools", "", "--no-session-persistence"]
     cache = claude.home / ".claude" / "cache" / "gateway-models.json"
@@ -349,3 +350,7 @@ async def test_claude_code_discovers_the_relays_models_by_the_gateway_protocol(r
     assert [m["id"] for m in kept["models"]] == ["claude-code"], kept
     assert kept["models"][0]["display_name"] == "claude-code (claude-code 1.0)", kept
     assert "MCP sampling" in kept["models"][0]["description"], kept
+    # with its gateway hint headers on, the request's class is read: in the access log (and on /metrics)
+    await eventually(lambda: " POST /v1/messages " in relay.log, timeout=10)
+    posts = [line for line in relay.log_lines if " POST /v1/messages " in line]
+    assert posts and all(" class=" in line for line in posts), why

@@ -15,20 +15,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from shared_protocol import (
-    PROTOCOL_VERSION,
-    End,
-    ErrorFrame,
-    Hello,
-    Ready,
-    RelayFrameDecoder,
-    RequestFrame,
-    Start,
-    TextDelta,
-    WorkerInfo,
-    encode,
-)
-
+from _scripted import half_then_fail
 from conftest import RelayProcess
 
 pytestmark = pytest.mark.anyio
@@ -39,33 +26,6 @@ LLM = shutil.which("llm", path=str(Path(sys.executable).parent))
 @pytest.fixture
 def relay(relay_process: RelayProcess) -> RelayProcess:
     return relay_process
-
-
-async def half_then_fail(relay: RelayProcess, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-    """A worker that answers 'hi' whole and anything with FAIL in it with some text, then an error."""
-    async with await anyio.connect_unix(relay.socket) as link:
-        await link.send(
-            encode(
-                Hello(
-                    version=PROTOCOL_VERSION, worker=WorkerInfo(client_name="half", modes=["sampling"], concurrency=1)
-                )
-            )
-        )
-        decoder = RelayFrameDecoder()
-        list(decoder.feed(await link.receive()))  # welcome
-        await link.send(encode(Ready(slots=1)))
-        task_status.started()
-        while True:
-            for frame in decoder.feed(await link.receive()):
-                if not isinstance(frame, RequestFrame):
-                    continue
-                text = str(frame.request.messages[-1].content[0].text)  # type: ignore[union-attr]
-                frames = [Start(id=frame.id, model="half-model"), TextDelta(id=frame.id, text="Half an answer")]
-                if "FAIL" in text:
-                    frames.append(ErrorFrame(id=frame.id, code="client_error", message="the model broke off"))
-                else:
-                    frames.append(End(id=frame.id, stop_reason="endTurn"))
-                await link.send(b"".join(encode(f) for f in frames) + encode(Ready(slots=1)))
 
 
 def run_llm(relay: RelayProcess, home: Path, prompt: str) -> tuple[int, str, str]:
@@ -80,7 +40,7 @@ def run_llm(relay: RelayProcess, home: Path, prompt: str) -> tuple[int, str, str
 
 async def test_llm_prints_an_answer_and_fails_on_a_stream_that_fails(relay, backend, tmp_path):
     async with anyio.create_task_group() as tg:
-        await tg.start(half_then_fail, relay)
+        await tg.start(half_then_fail, relay.socket)
         ok = await anyio.to_thread.run_sync(run_llm, relay, tmp_path, "hi")
         failed = await anyio.to_thread.run_sync(run_llm, relay, tmp_path, "FAIL please")
         tg.cancel_scope.cancel()

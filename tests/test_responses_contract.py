@@ -5,6 +5,7 @@ broker with scripted workers; the SDK's input_tokens call through the relay in p
 
 from __future__ import annotations
 
+import anyio
 import openai
 import pydantic
 import pytest
@@ -13,6 +14,7 @@ from openai.types.responses import Response, ResponseStreamEvent
 from shared_protocol import End, ErrorFrame, Start, TextDelta, ToolCall
 
 from _app_driver import in_process
+from _scripted import half_then_fail
 from _sse import named_events
 from conftest import in_thread, mcp_worker
 
@@ -87,3 +89,22 @@ async def test_the_sdk_counts_input_tokens(relay, backend):
         )
     assert counted.object == "response.input_tokens" and 5 <= counted.input_tokens <= 12
     assert raw.headers["x-mcptb-usage"] == "estimated"
+
+
+async def test_the_openai_sdk_raises_on_a_stream_that_fails(relay, backend):
+    """openai-python raises an APIError for an event carrying an ``error`` object - what makes a failed
+    stream a failure for its callers (``llm``, the Agents SDK) rather than half an answer."""
+    client = openai.OpenAI(base_url=relay.url + "/v1", api_key="unused", max_retries=0, timeout=30)
+
+    def read() -> list[str]:
+        seen = []
+        for event in client.responses.create(model="m", input="FAIL please", stream=True):
+            seen.append(event.type)
+        return seen
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(half_then_fail, relay.socket)
+        with pytest.raises(openai.APIError) as failed:
+            await in_thread(read)
+        tg.cancel_scope.cancel()
+    assert "the model broke off" in failed.value.message
