@@ -3,12 +3,15 @@
 An agent keeps the conversations it served in its context, and is shown only the new turns of one it
 saw before (``mcp_server._seen``). So the broker remembers, for each request an agent worker
 answered, which worker it was, under two keys:
+- the digest of the whole message list: a later request whose messages start with a remembered
+  conversation prefers the worker that answered its longest earlier part - the first choice, since it
+  is what that agent has in context. The digests are ``shared_protocol._neutral.conversation_digests``,
+  computed the same way on both sides;
 - the caller's own session key, when it sends one (:func:`session_key`: Claude Code's
   ``x-claude-code-session-id``, Codex's ``session-id``, ``prompt_cache_key``, Anthropic's
-  ``metadata.user_id``) - the first choice: a session's next request goes to the same worker;
-- the digest of the whole message list, for callers that send no key: a later request whose messages
-  start with a remembered conversation prefers the same worker. The digests are
-  ``shared_protocol._neutral.conversation_digests``, computed the same way on both sides.
+  ``metadata.user_id``): when no earlier part matches (Claude Code compacted the conversation, Codex
+  sent only what is new), the session's request goes to the worker that last served its main line. A
+  session's side requests (a subagent's, a title) are not remembered under its key (the broker decides).
 Keys are kept as digests (no caller text in memory). Bounded: the newest
 :data:`REMEMBERED_CONVERSATIONS` of each are kept. How long such a request waits for its worker
 (``--continuation-hold``), and where it goes then, are the broker's rules.
@@ -61,17 +64,15 @@ class Affinity:
         goes preferably to the same worker, whose agent has that conversation in its context."""
 
     def earlier_turns(self, messages: list[Message], session: bytes | None) -> tuple[bytes | None, str | None]:
-        """The digest of the whole conversation, and the worker that answered the caller's session last,
-        else the one that answered the longest earlier part of it (None if none did)."""
+        """The digest of the whole conversation, and the worker that answered the longest earlier part of
+        it, else the one that last served the caller's session (None if neither is known)."""
         digests = conversation_digests(messages)
         conversation = digests[-1] if digests else None
-        if session is not None and (worker_id := self._sessions.get(session)) is not None:
-            return conversation, worker_id
         for digest in reversed(digests[:-1]):
             worker_id = self._answered.get(digest)
             if worker_id is not None:
                 return conversation, worker_id
-        return conversation, None
+        return conversation, None if session is None else self._sessions.get(session)
 
     def remember(self, conversation: bytes | None, worker_id: str, session: bytes | None) -> None:
         """An agent worker answered this conversation (the digest of a request's whole message list) of

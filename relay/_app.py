@@ -269,7 +269,7 @@ class App:
         async def handle(request: HttpRequest, responder: Responder) -> None:
             exchange = api.parse(request.body, self.store)
             if count_tokens is None:
-                exchange = await fetch_remote_images(exchange, self.config)
+                exchange = await fetch_remote_images(exchange, self.config, len(request.body), self.broker.refusal)
                 await self.answer(api, exchange, responder, _caller(request, exchange.session_key))
             else:
                 body = count_tokens(request_tokens(exchange.request))

@@ -118,19 +118,8 @@ class Broker:
         self, job_id: str, request: NeutralRequest, timeout: float, caller: Caller = NO_CALLER, api: str = "-"
     ) -> Job:
         """Queue a request. Raises RelayError when it cannot be served (no worker, queue full...)."""
-        if self.stopping is not None:
-            raise RelayError("relay_stopping", self.stopping)
-        if not self.workers and not self.timing.worker_grace:
-            raise RelayError("no_worker", no_worker_message(self.socket_path, 0))
-        refusal = tools_refusal(request, self.workers.values())
-        if refusal is not None:
-            raise refusal
-        if len(self.queue) >= self.max_queue:
-            raise RelayError(
-                "queue_full",
-                f"The relay's queue is full ({self.max_queue} requests waiting for the model). Retry later.",
-                retry_after=1,
-            )
+        if (refused := self.refusal(request)) is not None:
+            raise refused
         try:  # encoded once, here: a request too large for the worker link is refused, never sent
             line = encode(RequestFrame(id=job_id, request=request, timeout=timeout))
         except FrameTooLarge:
@@ -153,6 +142,17 @@ class Broker:
                 job.events.close()
                 raise verdict.error
         return job
+
+    def refusal(self, request: NeutralRequest) -> RelayError | None:
+        """Why ``request`` cannot be queued now, if it cannot (the app asks before it fetches images)."""
+        if self.stopping is not None:
+            return RelayError("relay_stopping", self.stopping)
+        if not self.workers and not self.timing.worker_grace:
+            return RelayError("no_worker", no_worker_message(self.socket_path, 0))
+        if (refusal := tools_refusal(request, self.workers.values())) is not None or len(self.queue) < self.max_queue:
+            return refusal
+        message = f"The relay's queue is full ({self.max_queue} requests waiting for the model). Retry later."
+        return RelayError("queue_full", message, retry_after=1)
 
     def cancel(self, job: Job, reason: str) -> None:
         """The caller is gone or gave up (or has read the whole answer): forget the job, tell its worker,
@@ -222,7 +222,8 @@ class Broker:
 
     def accept(self, worker: Worker, job_id: str, handed: int | None) -> None:
         if (job := worker.jobs.get(job_id)) is not None:
-            job.accepted, job.handed = True, handed
+            job.accepted = True  # handed: summed, as an agent that saw it before another took it over cost too
+            job.handed = job.handed if handed is None else (job.handed or 0) + handed
             self.agenda.schedule(job, job.deadline)  # it is not moved for a slow start any more
 
     # --- time ---------------------------------------------------------------------------------
@@ -339,7 +340,7 @@ class Broker:
         elif isinstance(frame, (End, ErrorFrame)):
             worker.jobs.pop(job.id, None)
             self._close(job)
-            if isinstance(frame, End) and "agent" in worker.info.modes and job.caller.request_class != "auxiliary":
+            if isinstance(frame, End) and "agent" in worker.info.modes:
                 self._remember_answered(job, worker)
 
     # --- internals ---------------------------------------------------------------------------
@@ -352,7 +353,8 @@ class Broker:
     def _remember_answered(self, job: Job, worker: Worker) -> None:
         if job.conversation is None:
             job.conversation = conversation_of(job.request.messages)
-        self._affinity.remember(job.conversation, worker.id, job.caller.affinity)
+        main_line = job.caller.request_class in (None, "main", "compaction")  # not a subagent's, nor a title
+        self._affinity.remember(job.conversation, worker.id, job.caller.affinity if main_line else None)
 
     def unserved(self, job: Job) -> tuple[UnservedKind, str] | None:
         """For a queued job: why nobody will take it now, or None. ``no_worker``: no MCP server is

@@ -75,21 +75,21 @@ def remote_image(url: str, where: str) -> ImageBlock:
 def image_from_url(raw: Any, where: str) -> ImageBlock:
     """An OpenAI ``image_url`` (object or string): a data: URL, or an http(s) URL the app fetches."""
     url = raw.get("url") if isinstance(raw, dict) else raw
+    field = f"{where}.url" if isinstance(raw, dict) else where  # {"url": ...} in chat; a string in Responses
     if not isinstance(url, str):
-        raise bad_request(f"'{where}.url' must be a string.", param=f"{where}.url")
+        raise bad_request(f"'{field}' must be a string.", param=field)
     if url[:8].lower().startswith(("https://", "http://")):
-        return remote_image(url, f"{where}.url")
+        return remote_image(url, field)
     if not url.startswith("data:"):
         raise bad_request(
-            "Image URLs must be data:, https:// or http:// URLs (data:image/png;base64,... inline).",
-            param=f"{where}.url",
+            "Image URLs must be data:, https:// or http:// URLs (data:image/png;base64,... inline).", param=field
         )
     meta, _, data = url[5:].partition(",")
     mime, _, encoding = meta.partition(";")
     if encoding != "base64" or not mime.startswith("image/"):
-        raise bad_request("Image data URLs must look like data:image/<type>;base64,<data>.", param=f"{where}.url")
+        raise bad_request("Image data URLs must look like data:image/<type>;base64,<data>.", param=field)
     if not is_base64(data):
-        raise bad_request("Image data is not valid base64.", param=f"{where}.url")
+        raise bad_request("Image data is not valid base64.", param=field)
     return ImageBlock(data=data, mime_type=mime)
 
 

@@ -147,6 +147,8 @@ def error_headers(error: RelayError) -> list[tuple[str, str]]:
         headers.append(("retry-after", str(error.retry_after)))
     if error.allow:
         headers.append(("allow", ", ".join(error.allow)))
+    if error.kind == "websocket_unsupported":  # a 426 names the protocol to use (RFC 9110)
+        headers.append(("upgrade", "HTTP/1.1"))
     return headers
 
 

@@ -188,5 +188,9 @@ class Ledger:
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
         if "handed" not in {column[1] for column in db.execute("PRAGMA table_info(requests)")}:
-            db.execute("ALTER TABLE requests ADD COLUMN handed INTEGER")  # a ledger of 0.x before it
+            try:  # a ledger written before handed characters were kept
+                db.execute("ALTER TABLE requests ADD COLUMN handed INTEGER")
+            except sqlite3.OperationalError as exc:  # another relay added it meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
         return db

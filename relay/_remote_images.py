@@ -7,9 +7,12 @@ Rules worth knowing:
 - ``--fetch-images public`` (the default): https only, from public addresses only; ``local`` adds
   http and loopback or private addresses (images on your own network); ``off`` refuses image URLs. How a
   URL is fetched - addresses checked, redirects, what is sent, types, sizes - is ``relay._image_fetch``.
+- Nothing is fetched for a request the broker would refuse at once (no worker, a full queue, tools
+  nobody can take): that answer comes first.
 - The URLs of one request are fetched one after another, within ``--image-fetch-timeout`` in all; each
-  image at most ``--image-max-bytes``, all of them at most ``--max-body-bytes`` (a request whose images
-  were fetched is no larger than one that sent them inline). The same URL is fetched once.
+  image at most ``--image-max-bytes``; the body plus the images as base64 at most ``--max-body-bytes``
+  (a request whose images were fetched is no larger than one that sent them inline). The same URL is
+  fetched once.
 - A URL that cannot be fetched is a 400 naming its field and why (never the URL's path or query).
   ``relay._image_fetch`` (and with it ``ssl``) is imported at the first image URL, not at the start.
 """
@@ -17,21 +20,25 @@ Rules worth knowing:
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
 
 import anyio
 
-from shared_protocol import ImageBlock, Message, ToolResultBlock
+from shared_protocol import ImageBlock, Message, NeutralRequest, ToolResultBlock
 
 from ._adapter import Exchange
 from ._config import Config
 from ._conversation import REMOTE
-from ._errors import bad_request
+from ._errors import RelayError, bad_request
 
 
-async def fetch_remote_images(exchange: Exchange, config: Config) -> Exchange:
-    """``exchange`` (a parsed request of any API) with its image URLs replaced by the images' data."""
+async def fetch_remote_images(
+    exchange: Exchange, config: Config, body_size: int, refusal: Callable[[NeutralRequest], RelayError | None]
+) -> Exchange:
+    """``exchange`` (a parsed request of any API, its body ``body_size`` bytes) with its image URLs replaced
+    by the images' data; ``refusal`` says why the broker would refuse it at once, if it would."""
     request = exchange.request
     urls = {block.data: block.mime_type[len(REMOTE) :] for block in _images(request.messages) if _remote(block)}
     if not urls:
@@ -43,12 +50,14 @@ async def fetch_remote_images(exchange: Exchange, config: Config) -> Exchange:
             "data: URL (base64).",
             param=where,
         )
+    if (refused := refusal(request)) is not None:
+        raise refused
     from ._image_fetch import FetchLimits, ImageFetchError, fetch_image
 
     local = config.fetch_images == "local"
     deadline = anyio.current_time() + config.image_fetch_timeout
     fetched: dict[str, ImageBlock] = {}
-    total = 0
+    size = body_size
     for url, where in urls.items():
         left = deadline - anyio.current_time()
         if left <= 0:
@@ -62,10 +71,10 @@ async def fetch_remote_images(exchange: Exchange, config: Config) -> Exchange:
             media_type, data = await fetch_image(url, limits)
         except ImageFetchError as exc:
             raise bad_request(f"'{where}': {exc}.", param=where) from None
-        total += len(data)
-        if total > config.max_body_bytes:
+        size += 4 * -(-len(data) // 3)  # as base64
+        if size > config.max_body_bytes:
             raise bad_request(
-                f"'{where}': the request's images add up to more than {config.max_body_bytes} bytes "
+                f"'{where}': with its images (as base64) the request is larger than {config.max_body_bytes} bytes "
                 "(--max-body-bytes).",
                 param=where,
             )

@@ -52,7 +52,7 @@ def _usage(usage: Usage) -> dict[str, Any]:
 
 
 def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
-    content = [{"type": "output_text", "text": text, "annotations": []}] if status == "completed" else []
+    content = [{"type": "output_text", "text": text, "annotations": []}] if status != "in_progress" else []
     return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
 
 
@@ -177,13 +177,14 @@ class ResponsesStreamEncoder:
             "response.in_progress", {"response": snapshot}
         )
 
-    def _close_text(self) -> bytes:
+    def _close_text(self, status: str = "completed") -> bytes:
+        """The open text item's closing events (``incomplete``: a stream that failed part way)."""
         if self._text_item is None:
             return b""
         item_id, text = self._text_item, "".join(self._text)
         self._text_item, self._text = None, []
         index = len(self._response.output)
-        item = _message_item(item_id, text, "completed")
+        item = _message_item(item_id, text, status)
         self._response.output.append(item)
         part = {"type": "output_text", "text": text, "annotations": []}
         where = {"item_id": item_id, "output_index": index, "content_index": 0}
@@ -258,7 +259,7 @@ class ResponsesStreamEncoder:
         nested = {"type": error.shape.openai_type, "code": code, "message": error.message, "param": error.param}
         failure = {"code": _FAILED_CODES.get(error.shape.status, "server_error"), "message": error.message}
         return (
-            self._close_text()
+            self._close_text("incomplete")
             + self._event("error", {"code": code, "message": error.message, "param": error.param, "error": nested})
             + self._event("response.failed", {"response": self._response.body(answer.model, "failed", error=failure)})
         )

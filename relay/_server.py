@@ -179,8 +179,10 @@ async def _ledger_week(path: str, stats: Stats, started: float) -> None:
         from ._usage_report import daily
 
         try:
-            return daily(path, started - DAYS * 86400, started)
-        except (sqlite3.Error, OSError) as exc:
+            rows = daily(path, started - DAYS * 86400, started)
+            # a file not quite ours: only the rows that read as ours
+            return [r for r in rows if all(isinstance(v, str) for v in r[:3]) and all(type(v) is int for v in r[3:])]
+        except (sqlite3.Error, OSError, ValueError, TypeError) as exc:
             log.warning("usage ledger %s: cannot read the last days' totals for the status page (%s)", path, exc)
             return []
 

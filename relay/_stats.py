@@ -67,9 +67,9 @@ class Stats:
     queue_wait: dict[Key, Histogram] = field(default_factory=dict)
     tokens: dict[Key, Histogram] = field(default_factory=dict)
     handed: Counter[Key] = field(default_factory=Counter)
+    """Characters of model requests handed to serving agents, by route and model."""
     request_classes: Counter[str] = field(default_factory=Counter)
     """Model requests by Claude Code's ``x-claude-code-request-class`` (when it sends one)."""
-    """Characters of model requests handed to serving agents, by route and model."""
     recent: deque[Row] = field(default_factory=lambda: deque(maxlen=RECENT))
     """The last model requests, newest last: what the status page lists (no content)."""
     daily: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)

@@ -17,8 +17,9 @@ from ._ledger import default_path
 
 QUERY = """SELECT date(at, 'unixepoch', 'localtime') AS day, model, count(*), sum(tokens_in), sum(tokens_out),
     sum(counted = 0), {handed} FROM requests WHERE at >= ? GROUP BY day, model ORDER BY day, model"""
-DAILY = """SELECT date(at, 'unixepoch', 'localtime') AS day, model, client, count(*), sum(tokens_in),
-    sum(tokens_out), {handed} FROM requests WHERE at >= ? AND at < ? GROUP BY day, model, client"""
+DAILY = """SELECT date(at, 'unixepoch', 'localtime') AS day, coalesce(model, '-'), coalesce(client, '-'), count(*),
+    coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), {handed}
+    FROM requests WHERE at >= ? AND at < ? GROUP BY day, model, client"""
 
 
 def _read(path: str, query: str, *args: float) -> list[tuple[Any, ...]]:

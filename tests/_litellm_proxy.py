@@ -8,7 +8,8 @@ setting:
 - ``default``: per backend ``bridge-<b>`` and ``errors-<b>`` (``anthropic/``, a relay started with
   ``--api-key`` = the deployments' key, so the proxy's key handling is part of the path; ``errors`` so
   that a router cooldown after an error cannot touch other tests), ``resp-<b>`` (``openai/``),
-  ``vllm-<b>`` (``hosted_vllm/``) and ``team-<b>`` (two ``openai/`` deployments, one model group, on
+  ``vllm-<b>`` (``hosted_vllm/``), ``pass-<b>`` (``openai/`` whose ``supported_endpoints`` list
+  ``/v1/messages``) and ``team-<b>`` (two ``openai/`` deployments, one model group, on
   two relays that want the deployments' ``api_key``);
 - ``chat_flag``: per backend ``chat-<b>`` (``openai/``) with the chat-completions flag.
 
@@ -115,6 +116,9 @@ def default_config(relays: dict[str, dict[str, RelayProcess]]) -> dict[str, Any]
         deployments.append(
             _deployment(f"vllm-{backend}", f"hosted_vllm/{UPSTREAM_MODEL}", main.url + "/v1", "anything")
         )
+        passthrough = _deployment(f"pass-{backend}", f"openai/{UPSTREAM_MODEL}", main.url + "/v1", "anything")
+        passthrough["model_info"] = {"supported_endpoints": ["/v1/chat/completions", "/v1/messages"]}
+        deployments.append(passthrough)  # docs/litellm-proxy.md: Anthropic requests passed through
         for team in (mine["team-a"], mine["team-b"]):
             deployments.append(_deployment(f"team-{backend}", f"openai/{UPSTREAM_MODEL}", team.url + "/v1", TEAM_KEY))
     return {

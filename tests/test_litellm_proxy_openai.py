@@ -2,7 +2,8 @@
 deployments whose ``api_base`` is ``<relay>/v1`` (the wire contract's §4.1).
 
 - default settings, ``openai/``: an Anthropic ``/v1/messages`` request (Claude Code's) is sent to the
-  relay's ``POST /v1/responses``, also with ``thinking: {"type": "enabled"}``;
+  relay's ``POST /v1/responses``, also with ``thinking: {"type": "enabled"}``; with ``/v1/messages`` in the
+  deployment's ``supported_endpoints``, to the relay's ``POST /v1/messages``;
 - ``hosted_vllm/``: the same request goes to ``POST /v1/chat/completions``;
 - ``litellm_settings.use_chat_completions_url_for_anthropic_messages: true`` with ``openai/``: to
   ``POST /v1/chat/completions`` too (but ``thinking: {"type": "enabled"}`` still to ``/v1/responses``);
@@ -161,6 +162,14 @@ async def test_openai_deployment_uses_responses(request, litellm_proxies, relay,
     await check_claude_code_stream(
         request, litellm_proxies.default, relay, backend, f"resp-{backend}", "/v1/responses", thinking=thinking
     )
+
+
+async def test_an_openai_deployment_listing_v1_messages_passes_anthropic_requests_through(
+    request, litellm_proxies, relay, backend
+):
+    """``model_info.supported_endpoints`` with ``/v1/messages`` (docs/litellm-proxy.md): Claude Code's request
+    reaches the relay's own ``POST /v1/messages`` untranslated, not ``/v1/responses``."""
+    await check_claude_code_stream(request, litellm_proxies.default, relay, backend, f"pass-{backend}", "/v1/messages")
 
 
 # --- 2. hosted_vllm/, the chat-completions flag, the proxy's own chat completions --------------------

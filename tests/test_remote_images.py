@@ -87,7 +87,7 @@ def messages(url: str) -> bytes:
 ROUTES = {"/v1/chat/completions": chat, "/v1/responses": responses, "/v1/messages": messages}
 FIELDS = {
     "/v1/chat/completions": "messages[0].content[1].image_url.url",
-    "/v1/responses": "input[0].content[1].image_url.url",
+    "/v1/responses": "input[0].content[1].image_url",
     "/v1/messages": "messages.0.content.1.source.url",  # the Anthropic adapter names fields so
 }
 
@@ -162,3 +162,41 @@ def _pydantic_ai_model(api: str, url: str) -> Any:
 
     provider = OpenAIProvider(base_url=url + "/v1", api_key="unused")
     return (OpenAIChatModel if api == "chat" else OpenAIResponsesModel)("any", provider=provider)
+
+
+async def test_a_request_the_relay_would_refuse_at_once_fetches_nothing(backend):
+    with image_server() as (base, seen):
+        async with relay_in_process(fetch_images="local", worker_grace=0) as relay:
+            response = await post(relay.url, "/v1/chat/completions", chat(base + "/cat.png"))
+    assert response.status == 503 and response.json()["error"]["code"] == "no_worker" and seen == []
+
+
+async def test_the_body_and_its_images_as_base64_fit_max_body_bytes(backend):
+    with image_server() as (base, _seen):
+        body = chat(base + "/cat.png")
+        limit = len(body) + 4 * -(-len(PNG) // 3)
+        async with relay_in_process(fetch_images="local", max_body_bytes=limit - 1) as relay:
+            over = await post(relay.url, "/v1/chat/completions", body)
+        async with (
+            relay_in_process(fetch_images="local", max_body_bytes=limit) as relay,
+            worker_in_process(relay.socket),
+        ):
+            await wait_for_workers(relay, 1)
+            fits = await post(relay.url, "/v1/chat/completions", body)
+    assert over.status == 400 and "larger than" in over.json()["error"]["message"]
+    assert fits.status == 200
+
+
+async def test_a_continued_response_keeps_the_fetched_image_not_the_url(backend):
+    """The conversation store keeps the image itself: a continuation does not fetch it again (its server
+    may be gone by then, or the URL's token expired)."""
+    with image_server() as (base, seen):
+        async with relay_in_process(fetch_images="local") as relay, worker_in_process(relay.socket) as worker:
+            await wait_for_workers(relay, 1)
+            first = await post(relay.url, "/v1/responses", responses(base + "/cat.png"))
+            follow = {"model": "m", "input": "and now?", "previous_response_id": first.json()["id"]}
+            second = await post(relay.url, "/v1/responses", json.dumps(follow).encode())
+    assert first.status == 200 and second.status == 200, second.body
+    assert len(seen) == 1  # fetched once
+    (image,) = images_seen(worker.model.requests[1])
+    assert base64.b64decode(image.data) == PNG

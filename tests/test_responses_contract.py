@@ -74,6 +74,8 @@ async def test_a_failed_stream_is_valid_and_ends_as_openais_do():
     (error_name, error), (failed_name, failed) = events[-2:]
     assert error_name == "error" and error.message == "boom" and error.code == "client_error"  # type: ignore[attr-defined]
     assert failed_name == "response.failed" and failed.response.error.code == "server_error"  # type: ignore[attr-defined]
+    done = [e for name, e in events if name == "response.output_item.done"]
+    assert done[-1].item.status == "incomplete" and done[-1].item.content[0].text == "half"  # type: ignore[attr-defined]
     raw = [data for name, data in named_events(response.body) if name == "error"]
     assert raw[0]["error"] == {"type": "upstream_error", "code": "client_error", "message": "boom", "param": None}
 

@@ -219,7 +219,7 @@ def test_litellm_proxy_chat_request_is_accepted():
         ),
         (
             b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "data:image/png;base64,!!"}]}]}',
-            "messages[0].content[0].image_url.url",
+            "messages[0].content[0].image_url",
             "not valid base64",
         ),
         (b'{"messages": [{"role": "tool", "content": "x"}]}', "messages[0].tool_call_id", "tool_call_id"),
@@ -434,8 +434,9 @@ def test_each_error_kind_in_openai_shape(kind):
     assert ChatAdapter().error_json(error) == {
         "error": {"message": "what happened", "type": error_type, "param": "p", "code": code}
     }
-    assert error_headers(error) == [("x-should-retry", "true" if retryable else "false")]
-    assert error_headers(RelayError(kind, "m", retry_after=1))[-1] == ("retry-after", "1")
+    upgrade = [("upgrade", "HTTP/1.1")] if status == 426 else []  # a 426 names the protocol to use
+    assert error_headers(error) == [("x-should-retry", "true" if retryable else "false"), *upgrade]
+    assert ("retry-after", "1") in error_headers(RelayError(kind, "m", retry_after=1))
 
 
 # --- structured output ------------------------------------------------------------------------

@@ -80,9 +80,9 @@ async def test_the_body_litellms_proxy_sends_is_understood():
         (
             {
                 "model": "m",
-                "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "https://x/y.png"}]}],
+                "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "ftp://x/y.png"}]}],
             },
-            "input[0].content[0].image_url.url",
+            "input[0].content[0].image_url",
         ),
         (
             {
@@ -91,7 +91,7 @@ async def test_the_body_litellms_proxy_sends_is_understood():
                     {"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png;base64,!"}]}
                 ],
             },
-            "input[0].content[0].image_url.url",
+            "input[0].content[0].image_url",
         ),
         ({"model": "m", "input": [{"role": "user", "content": [{"type": "refusal"}]}]}, "input[0].content[0].type"),
         ({"model": "m", "input": [{"type": "function_call", "name": "f"}]}, "input[0]"),

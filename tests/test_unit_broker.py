@@ -621,3 +621,31 @@ def test_each_clients_session_key_is_read_and_kept_apart_from_the_others():
     assert session_key({}, None) is None and session_key({"session-id": ""}, None) is None
     # a header wins over the body: one session, whatever key its requests also carry
     assert session_key({"session-id": "s"}, "other") == keys[1]
+
+
+def test_the_earlier_turns_come_before_the_session_and_a_subagent_does_not_take_the_session_over():
+    """A Claude Code session's main line was answered by one agent, a subagent's request of the same
+    session by another: the main line's next turn still goes to the agent that has it in context."""
+    from relay._affinity import session_key
+    from relay._jobs import Caller
+
+    now = [0.0]
+    broker = Broker(max_queue=10, socket_path="/s", timing=Timing(continuation_hold=3.0), clock=lambda: now[0])
+    first = FakeWorker(broker, modes=["agent"], agent="serving")
+    second = FakeWorker(broker, modes=["agent"], agent="serving")
+    key = session_key({"x-claude-code-session-id": "s"}, None)
+    main, subagent = Caller(affinity=key, request_class="main"), Caller(affinity=key, request_class="subagent")
+    broker.grant(first.handle, 1)
+    broker.submit("a", conversation("turn 0"), 5, main)
+    broker.on_answer(first.handle, End(id="a", stop_reason="endTurn"))
+    broker.grant(second.handle, 1)
+    broker.submit("s1", conversation("explore the code"), 5, subagent)  # first has no slot: no hold, it waits
+    now[0] = 3.0
+    broker.tick(3.0)
+    assert second.requests() == ["s1"]
+    broker.on_answer(second.handle, End(id="s1", stop_reason="endTurn"))
+    broker.grant(second.handle, 1)
+    broker.submit("b", conversation("turn 0", "answer", "turn 1"), 5, main)
+    assert second.requests() == ["s1"]  # held for first, which has turn 0
+    broker.grant(first.handle, 1)
+    assert first.requests() == ["a", "b"]
