@@ -649,3 +649,20 @@ def test_the_earlier_turns_come_before_the_session_and_a_subagent_does_not_take_
     assert second.requests() == ["s1"]  # held for first, which has turn 0
     broker.grant(first.handle, 1)
     assert first.requests() == ["a", "b"]
+
+
+def test_the_characters_handed_add_up_when_a_request_moves_to_another_agent():
+    """An agent saw the request (its turn cost the user), then its MCP server went before it answered: the
+    request goes to another agent, and what both were handed counts."""
+    broker = Broker(max_queue=10, socket_path="/s")
+    first = FakeWorker(broker, modes=["agent"], agent="serving")
+    broker.grant(first.handle, 1)
+    job = broker.submit("a", neutral(), 5)
+    broker.accept(first.handle, "a", 1200)
+    broker.remove_worker(first.handle)  # before its start: the request waits for a worker again
+    second = FakeWorker(broker, modes=["agent"], agent="serving")
+    broker.grant(second.handle, 1)
+    assert second.requests() == ["a"]
+    broker.accept(second.handle, "a", 300)
+    broker.accept(second.handle, "a", None)  # a worker that does not say adds nothing
+    assert job.handed == 1500
