@@ -659,8 +659,8 @@ def test_the_characters_handed_add_up_when_a_request_moves_to_another_agent():
     broker.grant(first.handle, 1)
     job = broker.submit("a", neutral(), 5)
     broker.accept(first.handle, "a", 1200)
-    broker.remove_worker(first.handle)  # before its start: the request waits for a worker again
     second = FakeWorker(broker, modes=["agent"], agent="serving")
+    broker.remove_worker(first.handle)  # before its start: the request waits for a worker again
     broker.grant(second.handle, 1)
     assert second.requests() == ["a"]
     broker.accept(second.handle, "a", 300)
