@@ -398,7 +398,8 @@ class App:
         answers are never stored."""
         if exchange.keep is None:
             return None
-        self.store.put(exchange.keep.key, exchange.keep.answered(answer))
+        if not self.store.put(exchange.keep.key, exchange.keep.answered(answer)):  # too large with its images
+            log.warning("%s: too large for the conversation store; it cannot be continued", exchange.keep.key)
         return exchange.keep.key
 
     def _unkeep(self, key: str | None) -> None:

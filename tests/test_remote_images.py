@@ -200,3 +200,22 @@ async def test_a_continued_response_keeps_the_fetched_image_not_the_url(backend)
     assert len(seen) == 1  # fetched once
     (image,) = images_seen(worker.model.requests[1])
     assert base64.b64decode(image.data) == PNG
+
+
+async def test_a_response_too_large_to_keep_with_its_images_says_so(backend):
+    """The store's size check at parse time saw the body, not the images fetched after it: an answer whose
+    conversation no longer fits is answered, not kept, and the relay's log says so."""
+    with image_server() as (base, _seen):
+        body = responses(base + "/cat.png")
+        limit = len(body) + 4 * -(-len(PNG) // 3)  # the request fits; the conversation with the answer does not
+        async with (
+            relay_in_process(fetch_images="local", max_body_bytes=limit) as relay,
+            worker_in_process(relay.socket),
+        ):
+            await wait_for_workers(relay, 1)
+            first = await post(relay.url, "/v1/responses", body)
+            follow = {"model": "m", "input": "and now?", "previous_response_id": first.json()["id"]}
+            second = await post(relay.url, "/v1/responses", json.dumps(follow).encode())
+            log = relay.log
+    assert first.status == 200 and "too large for the conversation store" in log
+    assert second.status == 400 and second.json()["error"]["code"] == "previous_response_not_found"
