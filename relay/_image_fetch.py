@@ -74,6 +74,11 @@ class FetchLimits:
 class ImageFetchError(Exception):
     """Why a URL was not fetched, in words safe to show the caller (never credentials or response bodies)."""
 
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+        """It ran out of ``FetchLimits.timeout`` (which may be what was left of a larger budget)."""
+
 
 class _Reason(Exception):
     """Why this fetch stops; :func:`fetch_image` adds the host once, as :class:`ImageFetchError`."""
@@ -94,6 +99,7 @@ async def fetch_image(url: str, limits: FetchLimits, *, ssl_context: ssl.SSLCont
     """(media type, bytes) of the image at ``url``, by the rules above; :class:`ImageFetchError` if not.
     ``ssl_context`` defaults to the system's trusted certificates."""
     first = where = _host_of(url)
+    timed_out = False
     try:
         with anyio.move_on_after(limits.timeout):
             for redirects in range(limits.max_redirects + 1):
@@ -106,7 +112,8 @@ async def fetch_image(url: str, limits: FetchLimits, *, ssl_context: ssl.SSLCont
                     return answer
                 url = urljoin(url, answer)
             raise _Reason(f"it redirected more than {limits.max_redirects} times")
-        reason = f"it took longer than {limits.timeout:g} s"
+        reason = f"it took longer than {limits.timeout:.3g} s"
+        timed_out = True
     except _Reason as exc:
         reason = str(exc)
     except ssl.SSLCertVerificationError as exc:
@@ -123,7 +130,8 @@ async def fetch_image(url: str, limits: FetchLimits, *, ssl_context: ssl.SSLCont
     except h11.ProtocolError:
         reason = "it gave no valid HTTP/1.1 answer"
     raise ImageFetchError(
-        f"could not fetch the image at {where}: {reason}" if where else f"could not fetch the image: {reason}"
+        f"could not fetch the image at {where}: {reason}" if where else f"could not fetch the image: {reason}",
+        timed_out=timed_out,
     )
 
 

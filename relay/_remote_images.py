@@ -70,7 +70,8 @@ async def fetch_remote_images(
         try:
             media_type, data = await fetch_image(url, limits)
         except ImageFetchError as exc:
-            raise bad_request(f"'{where}': {exc}.", param=where) from None
+            budget = f" (--image-fetch-timeout: {config.image_fetch_timeout:g} s for all of a request's images)"
+            raise bad_request(f"'{where}': {exc}{budget if exc.timed_out else ''}.", param=where) from None
         size += 4 * -(-len(data) // 3)  # as base64
         if size > config.max_body_bytes:
             raise bad_request(

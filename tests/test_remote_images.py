@@ -9,6 +9,7 @@ import contextlib
 import http.server
 import json
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -49,6 +50,9 @@ def image_server() -> Iterator[tuple[str, list[dict[str, str]]]]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             seen.append({k.lower(): v for k, v in self.headers.items()})
+            if self.path == "/slow.png":
+                time.sleep(1.0)
+                self.path = "/cat.png"
             body = PNG if self.path == "/cat.png" else b"<html>not here</html>"
             self.send_response(200 if self.path == "/cat.png" else 404)
             self.send_header("Content-Type", "image/png" if self.path == "/cat.png" else "text/html")
@@ -132,9 +136,13 @@ async def test_what_cannot_be_fetched_is_a_400_that_says_why(backend):
             missing = await post(relay.url, "/v1/chat/completions", chat(base + "/dog.png"))
         async with relay_in_process(fetch_images="off") as relay:
             off = await post(relay.url, "/v1/chat/completions", chat(base + "/cat.png"))
+        async with relay_in_process(fetch_images="local", image_fetch_timeout=0.3) as relay:
+            slow = await post(relay.url, "/v1/chat/completions", chat(base + "/slow.png"))
     assert too_big.status == 400 and "larger than 10 bytes" in too_big.json()["error"]["message"]
     assert missing.status == 400 and "HTTP 404" in missing.json()["error"]["message"]
     assert off.status == 400 and "--fetch-images off" in off.json()["error"]["message"]
+    assert slow.status == 400 and "took longer than 0.3 s" in slow.json()["error"]["message"]
+    assert "--image-fetch-timeout: 0.3 s for all of a request's images" in slow.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("api", ["chat", "responses", "messages"])
