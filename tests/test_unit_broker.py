@@ -572,10 +572,10 @@ def test_a_job_records_how_long_it_waited_before_a_worker_first_took_it():
 
 
 def test_a_callers_session_key_sends_its_next_request_to_the_agent_that_served_the_session():
-    """A session key (Claude Code's session id, Codex's session-id, prompt_cache_key, metadata.user_id) is
-    the first choice: the next request of the session is held for that agent even when its messages
-    share nothing with the last one (Claude Code compacted them; Codex sent only what is new). A side
-    request (``auxiliary``: a title, a classifier) goes anywhere and is not remembered."""
+    """A session key (Claude Code's session id, Codex's session-id, prompt_cache_key, metadata.user_id) finds
+    the agent when the earlier turns cannot: the next request of the session is held for that agent even
+    when its messages share nothing with the last one (Claude Code compacted them; Codex sent only what
+    is new). A side request (``auxiliary``: a title, a classifier) goes anywhere and is not remembered."""
     from relay._affinity import session_key
     from relay._jobs import Caller
 
