@@ -44,6 +44,8 @@ USER_AGENT = "mcp-token-bridge"
 ACCEPT = "image/png, image/jpeg, image/gif, image/webp"
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 READ_SIZE = 65536
+CONNECT_TRY_SECONDS = 2.0
+"""How long one of a host's addresses may take to connect before the next one is tried."""
 
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -212,12 +214,14 @@ async def _exchange(
 
 
 async def _connect_any(addresses: list[str], port: int) -> SocketStream:
-    """A connection to the first address that takes one (a host's IPv6 address may be unreachable from here)."""
+    """A connection to the first address that takes one (a host's IPv6 address may be unreachable from here,
+    refusing at once or dropping packets: each but the last gets :data:`CONNECT_TRY_SECONDS`)."""
     for address in addresses[:-1]:
-        try:
-            return await _connect(address, port)
-        except OSError:
-            pass
+        with anyio.move_on_after(CONNECT_TRY_SECONDS):
+            try:
+                return await _connect(address, port)
+            except OSError:
+                pass
     return await _connect(addresses[-1], port)
 
 

@@ -297,6 +297,24 @@ async def test_the_next_address_is_dialled_when_one_refuses(monkeypatch, dialer)
     assert f"\r\nHost: images.example:{server.port}\r\n".encode() in server.heads[0]
 
 
+async def test_an_address_that_drops_packets_does_not_use_up_the_whole_time(monkeypatch, dialer):
+    resolving(monkeypatch, "images.example", "127.0.0.2", "127.0.0.1")
+    monkeypatch.setattr(_image_fetch, "CONNECT_TRY_SECONDS", 0.2)
+    connect = dialer.connect
+
+    async def silent_first(address: str, port: int) -> anyio.abc.SocketStream:
+        if address == "127.0.0.2":
+            await anyio.sleep_forever()  # a route that drops packets: no refusal ever comes
+        return await connect(address, port)
+
+    dialer.connect = silent_first
+    limits = FetchLimits(max_bytes=10_000, timeout=5, allow_private=True, allow_http=True)
+    async with site({"/cat.png": answer(PNG)}) as server:
+        started = anyio.current_time()
+        assert await fetch_image(f"http://images.example:{server.port}/cat.png", limits) == ("image/png", PNG)
+    assert dialer.calls == ["127.0.0.2", "127.0.0.1"] and anyio.current_time() - started < 2
+
+
 async def test_plain_http_only_when_allowed(dialer):
     async with site({"/cat.png": answer(PNG)}) as server:
         url = f"http://127.0.0.1:{server.port}/img.png?token={SECRET}"
