@@ -31,6 +31,7 @@ from ._wire import (
     string,
     strings,
     wire_json,
+    without_none,
 )
 
 
@@ -143,10 +144,14 @@ class ToolSpec:
     """The caller marked the tool strict. Arguments are checked against ``input_schema`` either way."""
 
     def to_wire(self) -> dict[str, Any]:
-        wire = {"name": self.name, "input_schema": self.input_schema, "strict": self.strict}
-        if self.description is not None:
-            wire["description"] = self.description
-        return wire
+        return without_none(
+            {
+                "name": self.name,
+                "input_schema": self.input_schema,
+                "strict": self.strict,
+                "description": self.description,
+            }
+        )
 
     @classmethod
     def from_wire(cls, value: object) -> ToolSpec:
@@ -197,12 +202,9 @@ class OutputFormat:
     strict: bool = False
 
     def to_wire(self) -> dict[str, Any]:
-        wire: dict[str, Any] = {"type": self.type, "strict": self.strict}
-        if self.name is not None:
-            wire["name"] = self.name
-        if self.json_schema is not None:
-            wire["json_schema"] = self.json_schema
-        return wire
+        return without_none(
+            {"type": self.type, "strict": self.strict, "name": self.name, "json_schema": self.json_schema}
+        )
 
     @classmethod
     def from_wire(cls, value: object) -> OutputFormat:
