@@ -46,7 +46,7 @@ from . import _sse
 from ._adapter import Route
 from ._anthropic_answer import MessagesStreamEncoder, error_json, message_json, new_id, token_count
 from ._collect import Answer
-from ._conversation import DEFAULT_MAX_TOKENS, Conversation, is_base64, remote_image, system_note
+from ._conversation import DEFAULT_MAX_TOKENS, Conversation, is_base64, is_web_url, remote_image, system_note
 from ._errors import RelayError, bad_request, not_found
 from ._fields import check_max_tokens, forced_tool, opt, opt_number, output_format, parse_json_object, tool_spec
 from ._store import ConversationStore, Keep, Stored
@@ -232,7 +232,7 @@ def _content(raw: Any, where: str) -> list[ContentBlock]:
 def _image(source: Any, where: str) -> ImageBlock:
     if isinstance(source, dict) and source.get("type") == "url":
         url = source.get("url")
-        if not isinstance(url, str) or not url[:8].lower().startswith(("https://", "http://")):
+        if not isinstance(url, str) or not is_web_url(url):
             raise bad_request(f"{where}.url: must be an https:// or http:// URL.", param=f"{where}.url")
         return remote_image(url, f"{where}.url")
     if not isinstance(source, dict) or source.get("type") != "base64":

@@ -67,6 +67,12 @@ with the URL as its data: the parsers leave it so and the app fetches it (``rela
 before the request goes anywhere."""
 
 
+def is_web_url(url: str) -> bool:
+    """An ``https://`` or ``http://`` URL (any case), which the app fetches; the scheme rules are
+    ``--fetch-images``'s, applied there."""
+    return url[:8].lower().startswith(("https://", "http://"))
+
+
 def remote_image(url: str, where: str) -> ImageBlock:
     """An image the caller named by an http(s) URL, to be fetched (see :data:`REMOTE`)."""
     return ImageBlock(data=url, mime_type=REMOTE + where)
@@ -78,7 +84,7 @@ def image_from_url(raw: Any, where: str) -> ImageBlock:
     field = f"{where}.url" if isinstance(raw, dict) else where  # {"url": ...} in chat; a string in Responses
     if not isinstance(url, str):
         raise bad_request(f"'{field}' must be a string.", param=field)
-    if url[:8].lower().startswith(("https://", "http://")):
+    if is_web_url(url):
         return remote_image(url, field)
     if not url.startswith("data:"):
         raise bad_request(
