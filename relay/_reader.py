@@ -11,9 +11,15 @@ request. Rules:
   its request all the way to the MCP client. Requests sent ahead are answered first.
 - After an early refusal (:meth:`Reader.linger`) what still arrives is dropped, not parsed, until the
   peer closes or the time is up.
+- A stream that can hand over what arrives from the event loop's callback (``push_to``: the relay's
+  asyncio stream) is read that way: the connection's task is woken straight from the callback, and
+  the reading task only sleeps until the connection ends. On trio the task reads.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, cast
 
 import anyio
 import anyio.abc
@@ -24,6 +30,14 @@ READ_AHEAD = 65536
 """Bytes h11 may hold unparsed before the reader stops reading (the kernel's buffers hold the rest)."""
 
 _GONE = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+class PushStream(Protocol):
+    """What ``shared_protocol._asyncio_stream.AsyncioSocketStream`` offers beyond a byte stream."""
+
+    def push_to(self, receiver: Callable[[bytes], None] | None) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
 
 
 class Reader:
@@ -39,9 +53,17 @@ class Reader:
         self._arrived: anyio.Event | None = None
         self._room: anyio.Event | None = None
         self._app: anyio.CancelScope | None = None
+        self._push = cast(PushStream, stream) if hasattr(stream, "push_to") else None
+        self._paused = False
 
     async def run(self) -> None:
         """Read until the peer closes (or this task is cancelled with its connection)."""
+        if self._push is not None:
+            self._push.push_to(self._received)
+            try:
+                await anyio.sleep_forever()
+            finally:
+                self._push.push_to(None)
         conn = self._conn
         while True:
             ahead = self._arrived is None and len(conn.trailing_data[0]) >= READ_AHEAD
@@ -53,17 +75,28 @@ class Reader:
                 data = await self._stream.receive(READ_SIZE)
             except _GONE:
                 data = b""
-            if not data:
-                self.ended = True
-                if not self._dropping:
-                    conn.receive_data(b"")
-                self._hang_up()
-                self._wake()
+            self._received(data)
+            if self.ended:
                 return
+
+    def _received(self, data: bytes) -> None:
+        """What arrived (b"": the peer's end): to h11, and wake the connection's task."""
+        if self.ended:
+            return
+        if not data:
+            self.ended = True
             if not self._dropping:
-                conn.receive_data(data)
-                self._fed = True
+                self._conn.receive_data(b"")
+            self._hang_up()
             self._wake()
+            return
+        if not self._dropping:
+            self._conn.receive_data(data)
+            self._fed = True
+        self._wake()
+        if self._push is not None and not self._dropping and len(self._conn.trailing_data[0]) >= READ_AHEAD:
+            self._paused = True  # the connection's task takes it up again when it asks for more
+            self._push.pause_reading()
 
     async def more(self) -> bool:
         """Wait until more bytes reached h11: True, or False when the peer closed instead."""
@@ -79,6 +112,10 @@ class Reader:
         if self._room is not None:
             self._room.set()
             self._room = None
+        if self._paused:
+            self._paused = False
+            assert self._push is not None
+            self._push.resume_reading()
 
     def answering(self, scope: anyio.CancelScope | None) -> None:
         """The app answers within ``scope`` (None: it is done): the peer closing, now or before, cancels it."""

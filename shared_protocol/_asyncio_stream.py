@@ -13,6 +13,10 @@ transport with no write buffer allowed (``set_write_buffer_limits(0)``), so it r
 took them all and a send deadline covers the peer's reading; ``aclose`` aborts (what is unsent is
 dropped). Waiters are plain futures, resolved only while pending, so a cancelled wait is never
 resolved afterwards. Only for asyncio: on trio anyio wraps trio's own stream, which has no such costs.
+
+A reader that would only wake another task with what arrives can take it in the event loop's own
+callback instead (:meth:`AsyncioSocketStream.push_to`): one task switch and one loop round fewer per
+read. It then holds the peer back itself (``pause_reading``/``resume_reading``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import deque
+from collections.abc import Callable
 
 import anyio
 import anyio.abc
@@ -40,6 +45,8 @@ class _Protocol(asyncio.Protocol):
         self.read_waiter = _Waiter("reading from")
         self.write_waiter = _Waiter("writing to")
         self.writing_paused = False
+        self.push: Callable[[bytes], None] | None = None
+        self.pushed_end = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -47,21 +54,25 @@ class _Protocol(asyncio.Protocol):
         transport.set_write_buffer_limits(0)
 
     def data_received(self, data: bytes) -> None:
+        if self.push is not None:
+            self.push(data)
+            return
         self.chunks.append(data)
         self.buffered += len(data)
-        if self.buffered >= HIGH_WATER and self.reading and self.transport is not None:
-            self.reading = False
-            self.transport.pause_reading()
+        if self.buffered >= HIGH_WATER:
+            self.set_reading(False)
         self.read_waiter.wake()
 
     def eof_received(self) -> bool:
         self.eof = True
+        self.push_end()
         self.read_waiter.wake()
         return True  # keep our side open for writing (a half-closed connection may still be answered)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.error = exc
+        self.push_end()
         self.read_waiter.wake()
         self.write_waiter.wake()
 
@@ -72,11 +83,23 @@ class _Protocol(asyncio.Protocol):
         self.writing_paused = False
         self.write_waiter.wake()
 
+    def push_end(self) -> None:
+        if self.push is not None and not self.pushed_end:
+            self.pushed_end = True
+            self.push(b"")
+
+    def set_reading(self, on: bool) -> None:
+        if on != self.reading and not self.lost and self.transport is not None:
+            self.reading = on
+            if on:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
     def taken(self, size: int) -> None:
         self.buffered -= size
-        if not self.reading and self.buffered < HIGH_WATER and not self.lost and self.transport is not None:
-            self.reading = True
-            self.transport.resume_reading()
+        if self.buffered < HIGH_WATER:
+            self.set_reading(True)
 
 
 class _Waiter:
@@ -119,6 +142,28 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
     @property
     def _raw_socket(self) -> socket.socket:
         return self._sock
+
+    def push_to(self, receiver: Callable[[bytes], None] | None) -> None:
+        """From now on hand every chunk to ``receiver`` as it arrives, from the event loop's callback,
+        instead of keeping it for :meth:`receive`; ``b""`` once, at the peer's end or when the connection
+        broke or was closed. What was kept meanwhile is handed over at once. None: keep chunks again."""
+        protocol = self._protocol
+        protocol.push = receiver
+        if receiver is None:
+            return
+        while protocol.chunks:
+            chunk = protocol.chunks.popleft()
+            protocol.taken(len(chunk))
+            receiver(chunk)
+        if protocol.eof or protocol.lost:
+            protocol.push_end()
+
+    def pause_reading(self) -> None:
+        """Stop reading (the peer waits in the kernel's buffers) until :meth:`resume_reading`."""
+        self._protocol.set_reading(False)
+
+    def resume_reading(self) -> None:
+        self._protocol.set_reading(True)
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         protocol = self._protocol

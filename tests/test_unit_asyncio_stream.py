@@ -6,6 +6,7 @@ streams are anyio's wrappers of trio's own, tested by everything else."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -116,3 +117,71 @@ async def test_the_peers_end_a_reset_and_our_own_close_are_told_apart():
                 await stream.send(b"x" * 65536)
                 await anyio.sleep(0.01)
     await stream.aclose()
+
+
+async def _until(condition: Callable[[], object]) -> None:
+    with anyio.fail_after(5):
+        while not condition():
+            await anyio.sleep(0.005)
+
+
+async def test_push_hands_over_what_was_kept_then_what_arrives_in_order_and_the_end_once():
+    ours, theirs = pair()
+    async with await AsyncioSocketStream.wrap(ours) as stream:
+        theirs.sendall(b"kept")
+        await _until(lambda: stream._protocol.buffered)
+        pushed: list[bytes] = []
+        stream.push_to(pushed.append)
+        assert pushed == [b"kept"]  # at once, from the call
+        theirs.sendall(b"live")
+        await _until(lambda: len(pushed) == 2)
+        theirs.shutdown(socket.SHUT_WR)
+        await _until(lambda: len(pushed) == 3)
+        assert pushed == [b"kept", b"live", b""]
+        await stream.send(b"still answered")  # half-closed: our side may still write
+        assert theirs.recv(100) == b"still answered"
+        theirs.close()
+        await anyio.sleep(0.05)
+        assert pushed == [b"kept", b"live", b""]  # the connection's loss is not a second end
+
+
+async def test_push_after_the_end_says_the_end_and_none_gives_chunks_back_to_receive():
+    ours, theirs = pair()
+    async with await AsyncioSocketStream.wrap(ours) as stream:
+        pushed: list[bytes] = []
+        stream.push_to(pushed.append)
+        theirs.sendall(b"pushed")
+        await _until(lambda: pushed)
+        stream.push_to(None)
+        theirs.sendall(b"received")
+        with anyio.fail_after(5):
+            assert await stream.receive() == b"received"
+        theirs.shutdown(socket.SHUT_WR)
+        with anyio.fail_after(5), pytest.raises(anyio.EndOfStream):
+            await stream.receive()
+        stream.push_to(pushed.append)  # the end already came: the receiver is told at once
+        assert pushed == [b"pushed", b""]
+    theirs.close()
+
+
+async def test_paused_reading_leaves_a_pushing_peer_in_the_kernel_and_resuming_delivers_it_all():
+    ours, theirs = pair()
+    theirs.setblocking(False)
+    async with await AsyncioSocketStream.wrap(ours) as stream:
+        pushed = bytearray()
+        stream.push_to(pushed.extend)
+        stream.pause_reading()
+        sent = bytearray()
+        for i in range(50):
+            piece = bytes([i]) * 65536
+            try:
+                sent += piece[: theirs.send(piece)]
+            except BlockingIOError:
+                break
+            await anyio.sleep(0.001)
+        await anyio.sleep(0.05)
+        assert len(sent) > 65536 and not pushed  # nothing read while paused: the kernel holds it
+        stream.resume_reading()
+        await _until(lambda: len(pushed) == len(sent))
+        assert pushed == sent
+    theirs.close()
