@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from dataclasses import replace
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from shared_protocol import (
     PROTOCOL_VERSION,
@@ -37,6 +37,7 @@ from shared_protocol import (
     WorkerInfo,
     encode,
 )
+from shared_protocol._unix import receive_each
 
 from ._broker import Broker
 from ._config import Config
@@ -74,18 +75,15 @@ async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: C
                 f"the MCP server {hello.version}; upgrade the {newer} side (pip install -U mcp-token-bridge)",
             )
             return
-        outbound_in, outbound = anyio.create_memory_object_stream[bytes](OUTBOUND_BUFFER)
+        outbox = _Outbox()
 
         def queue(line: bytes) -> bool:
-            try:
-                outbound_in.send_nowait(line)
-            except anyio.WouldBlock:
+            if outbox.put(line):
+                return True
+            if not outbox.closed:
                 log.warning("worker %s is not reading its frames; dropping it", worker.id)
-                outbound_in.close()
-                return False
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                return False
-            return True
+                outbox.close()
+            return False
 
         worker = broker.add_worker(hello.worker, queue)
         info = hello.worker
@@ -94,15 +92,61 @@ async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: C
         try:
             await stream.send(encode(Welcome(version=PROTOCOL_VERSION, worker_id=worker.id)))
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_write_frames, stream, outbound, tg.cancel_scope)
-                await _read_frames(stream, decoder, broker, worker)
+                tg.start_soon(_write_frames, stream, outbox, tg.cancel_scope)
+                await receive_each(stream, _FrameReader(decoder, broker, worker), _RECEIVE_SIZE)
                 tg.cancel_scope.cancel()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             pass
         finally:
-            outbound_in.close()
+            outbox.close()
             broker.remove_worker(worker)
             log.info("worker %s disconnected", worker.id)
+
+
+class _Outbox:
+    """The frames queued for the worker (at most :data:`OUTBOUND_BUFFER`) and the writer's wake-up."""
+
+    def __init__(self) -> None:
+        self.lines: deque[bytes] = deque()
+        self.closed = False
+        self._waiter: anyio.Event | None = None
+
+    def put(self, line: bytes) -> bool:
+        """Queue a frame: False when the link is closed or the worker has too many unread."""
+        if self.closed or len(self.lines) >= OUTBOUND_BUFFER:
+            return False
+        self.lines.append(line)
+        self._wake()
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    async def take(self) -> bytes | None:
+        """What is queued, as one send (frames whole, up to :data:`BATCH_BYTES` unless the first is
+        larger); None once closed."""
+        lines = self.lines
+        while not lines:
+            if self.closed:
+                return None
+            self._waiter = anyio.Event()
+            await self._waiter.wait()
+        if self.closed:
+            return None
+        first = lines.popleft()
+        if not lines:
+            return first
+        batch, size = [first], len(first)
+        while lines and size + len(lines[0]) <= BATCH_BYTES:
+            size += len(lines[0])
+            batch.append(lines.popleft())
+        return b"".join(batch)
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.set()
+            self._waiter = None
 
 
 def _warn_no_sampling(worker_id: str, before: WorkerInfo | None, info: WorkerInfo) -> None:
@@ -147,50 +191,34 @@ async def refuse_worker(stream: anyio.abc.SocketStream, code: str, message: str)
         pass
 
 
-async def _write_frames(
-    stream: anyio.abc.SocketStream,
-    outbound: MemoryObjectReceiveStream[bytes],
-    scope: anyio.CancelScope,
-) -> None:
-    carried: bytes | None = None  # a frame that did not fit the last write: it starts the next
+async def _write_frames(stream: anyio.abc.SocketStream, outbox: _Outbox, scope: anyio.CancelScope) -> None:
     try:
-        while True:
-            line = carried if carried is not None else await outbound.receive()
-            carried = None
-            lines, size = [line], len(line)
-            while size < BATCH_BYTES:  # what was queued meanwhile goes in the same send, frames whole
-                try:
-                    more = outbound.receive_nowait()
-                except (anyio.WouldBlock, anyio.EndOfStream):
-                    break
-                if size + len(more) > BATCH_BYTES:
-                    carried = more
-                    break
-                lines.append(more)
-                size += len(more)
-            await stream.send(line if len(lines) == 1 else b"".join(lines))
-    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        while (data := await outbox.take()) is not None:
+            await stream.send(data)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
         pass
-    scope.cancel()  # outbound closed or the socket broke: the link is over
+    scope.cancel()  # the outbox closed or the socket broke: the link is over
 
 
-async def _read_frames(
-    stream: anyio.abc.SocketStream, decoder: WorkerFrameDecoder, broker: Broker, worker: Worker
-) -> None:
-    bad = 0
-    while True:
-        try:
-            data = await stream.receive(_RECEIVE_SIZE)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            return
-        for frame in decoder.feed(data):
+class _FrameReader:
+    """Each chunk the worker sends, decoded and handed to the broker; False once the link must end."""
+
+    def __init__(self, decoder: WorkerFrameDecoder, broker: Broker, worker: Worker) -> None:
+        self.decoder = decoder
+        self.broker = broker
+        self.worker = worker
+        self.bad = 0
+
+    def __call__(self, data: bytes) -> bool:
+        broker, worker = self.broker, self.worker
+        for frame in self.decoder.feed(data):
             if isinstance(frame, ProtocolError):
-                bad += 1
-                log.warning("worker %s sent a bad frame (%d/%d): %s", worker.id, bad, MAX_BAD_FRAMES, frame)
+                self.bad += 1
+                log.warning("worker %s sent a bad frame (%d/%d): %s", worker.id, self.bad, MAX_BAD_FRAMES, frame)
                 worker.send(encode(ErrorFrame(code="bad_frame", message=str(frame)[:1000])))
-                if bad >= MAX_BAD_FRAMES:
-                    log.warning("worker %s dropped after %d bad frames", worker.id, bad)
-                    return
+                if self.bad >= MAX_BAD_FRAMES:
+                    log.warning("worker %s dropped after %d bad frames", worker.id, self.bad)
+                    return False
             elif isinstance(frame, Ready):
                 broker.grant(worker, frame.slots)
             elif isinstance(frame, Withdraw):
@@ -213,3 +241,4 @@ async def _read_frames(
                     broker.on_answer(worker, frame)
             else:  # a second hello
                 worker.send(encode(ErrorFrame(code="bad_frame", message=f"unexpected {frame.type} frame")))
+        return True

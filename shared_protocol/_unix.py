@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import socket
 import sys
+from collections.abc import Callable
 
+import anyio
 import anyio.abc
+
+_GONE = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 
 async def connect_unix(path: str) -> anyio.abc.SocketStream:
@@ -52,3 +56,39 @@ def _on_asyncio() -> bool:
         return asyncio is not None and asyncio.get_running_loop() is not None
     except RuntimeError:
         return False
+
+
+async def receive_each(stream: anyio.abc.ByteStream, take: Callable[[bytes], bool], max_bytes: int) -> None:
+    """Hand ``take`` each chunk that arrives, until it returns False or the stream ends, breaks or is
+    closed. From the event loop's callback where the stream can hand chunks over (asyncio's, see
+    ``_asyncio_stream``: no task switch per read), else by receiving in this task. What ``take`` raises
+    is raised here either way."""
+    push = getattr(stream, "push_to", None)
+    if push is None:
+        while True:
+            try:
+                data = await stream.receive(max_bytes)
+            except _GONE:
+                return
+            if not take(data):
+                return
+    done = anyio.Event()
+    failure: list[BaseException] = []
+
+    def on_data(data: bytes) -> None:
+        if done.is_set():
+            return
+        try:
+            if data and take(data):
+                return
+        except BaseException as exc:  # raised in the task that reads, as when it receives itself
+            failure.append(exc)
+        done.set()
+
+    push(on_data)
+    try:
+        await done.wait()
+    finally:
+        push(None)
+    if failure:
+        raise failure[0]
