@@ -48,7 +48,7 @@ from shared_protocol import (
     encode,
 )
 from shared_protocol._trust import directory_problem, peer_uid
-from shared_protocol._unix import connect_unix
+from shared_protocol._unix import connect_unix, receive_each
 
 from ._discovery import candidates
 from ._render import SAME_SOCKET
@@ -262,11 +262,7 @@ class RelayLink:
         scope.cancel()  # the socket broke: the connection is over
 
     async def _read(self, stream: anyio.abc.SocketStream, decoder: RelayFrameDecoder) -> None:
-        while True:
-            try:
-                data = await stream.receive()
-            except _DISCONNECTED:
-                return
+        def take(data: bytes) -> bool:
             for frame in decoder.feed(data):
                 if isinstance(frame, ProtocolError):
                     log.warning("bad frame from the relay: %s", frame)
@@ -276,3 +272,6 @@ class RelayLink:
                     self.events.frame(frame)
                 elif isinstance(frame, ErrorFrame):
                     log.warning("the relay reports: %s", frame.message)
+            return True
+
+        await receive_each(stream, take, 1 << 16)
