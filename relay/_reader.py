@@ -64,10 +64,9 @@ class Reader:
                 await anyio.sleep_forever()
             finally:
                 self._push.push_to(None)
-        conn = self._conn
         while True:
-            ahead = self._arrived is None and len(conn.trailing_data[0]) >= READ_AHEAD
-            if ahead and not self._dropping:  # (when h11 waits for bytes, it gets them whatever it holds)
+            # (when h11 waits for bytes, it gets them whatever it holds)
+            if self._arrived is None and not self._dropping and self._ahead():
                 self._room = anyio.Event()
                 await self._room.wait()
                 continue
@@ -94,9 +93,13 @@ class Reader:
             self._conn.receive_data(data)
             self._fed = True
         self._wake()
-        if self._push is not None and not self._dropping and len(self._conn.trailing_data[0]) >= READ_AHEAD:
-            self._paused = True  # the connection's task takes it up again when it asks for more
+        if self._push is not None and not self._dropping and self._ahead():
+            self._paused = True  # until the connection's task has parsed it, or asks for more
             self._push.pause_reading()
+
+    def _ahead(self) -> bool:
+        """h11 holds as much as the reader may take ahead, unparsed."""
+        return len(self._conn.trailing_data[0]) >= READ_AHEAD
 
     async def more(self) -> bool:
         """Wait until more bytes reached h11: True, or False when the peer closed instead."""
@@ -112,7 +115,7 @@ class Reader:
         if self._room is not None:
             self._room.set()
             self._room = None
-        if self._paused:
+        if self._paused and (self._arrived is not None or self._dropping or not self._ahead()):
             self._paused = False
             assert self._push is not None
             self._push.resume_reading()

@@ -1,7 +1,8 @@
 """The HTTP connection's reader (relay/_reader.py) over a real socket pair, on both backends (on
 asyncio it is handed what arrives from the event loop's callback, on trio its task receives): a peer
-that sends ahead is held back by the kernel, not buffered in the relay, and what it sent is all
-parsed, in order, as the connection's task asks for more."""
+that sends ahead is held back by the kernel, not buffered in the relay - also while the app answers
+each request it parsed - and what it sent is all parsed, in order, as the connection's task asks for
+more."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ async def test_a_peer_sending_ahead_waits_in_the_kernel_and_every_request_is_par
                     assert await reader.more()
                 elif isinstance(event, h11.Request):
                     paths.append(event.target)
+                    await anyio.sleep(0.0005)  # the app answers: the event loop reads meanwhile
                 elif isinstance(event, h11.EndOfMessage):
                     conn.send(h11.Response(status_code=204, headers=[]))
                     conn.send(h11.EndOfMessage())
