@@ -146,16 +146,15 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
     def push_to(self, receiver: Callable[[bytes], None] | None) -> None:
         """From now on hand every chunk to ``receiver`` as it arrives, from the event loop's callback,
         instead of keeping it for :meth:`receive`; ``b""`` once, at the peer's end or when the connection
-        broke or was closed. What was kept meanwhile is handed over at once. None: keep chunks again."""
+        broke or was closed. What was kept meanwhile is handed over at once, unless the receiver stops
+        (``push_to(None)``) on one of them: the rest stays for :meth:`receive`. None: keep chunks again."""
         protocol = self._protocol
-        protocol.push = receiver
-        if receiver is None:
-            return
-        while protocol.chunks:
+        protocol.push, protocol.pushed_end = receiver, False
+        while receiver is not None and protocol.push is receiver and protocol.chunks:  # (it may stop on one)
             chunk = protocol.chunks.popleft()
             protocol.taken(len(chunk))
             receiver(chunk)
-        if protocol.eof or protocol.lost:
+        if (protocol.eof or protocol.lost) and not protocol.chunks:
             protocol.push_end()
 
     def pause_reading(self) -> None:

@@ -76,13 +76,12 @@ async def receive_each(stream: anyio.abc.ByteStream, take: Callable[[bytes], boo
     failure: list[BaseException] = []
 
     def on_data(data: bytes) -> None:
-        if done.is_set():
-            return
         try:
             if data and take(data):
                 return
         except BaseException as exc:  # raised in the task that reads, as when it receives itself
             failure.append(exc)
+        push(None)  # what comes after stays in the stream, as when the task stops receiving
         done.set()
 
     push(on_data)

@@ -4,6 +4,7 @@ order until the taker says stop or the peer ends, and what the taker raises come
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 import anyio
@@ -84,4 +85,47 @@ async def test_a_cancelled_call_takes_nothing_more(backend):
         with anyio.fail_after(5):
             assert await stream.receive() == b"after"
         assert taken == []
+    theirs.close()
+
+
+@pytest.mark.parametrize("stop", ["returns False", "raises"])
+async def test_chunks_that_arrived_before_the_call_and_after_the_stop_stay_in_the_stream(backend, stop):
+    stream, theirs = await _pair()
+    taken: list[bytes] = []
+
+    def take(data: bytes) -> bool:
+        taken.append(data)
+        if stop == "raises":
+            raise ValueError("stop")
+        return False
+
+    async with stream:
+        theirs.sendall(b"first")
+        await anyio.sleep(0.05)  # read by the event loop (on asyncio) as a chunk of its own
+        theirs.sendall(b"second")
+        await anyio.sleep(0.05)
+        with anyio.fail_after(5):
+            try:
+                await receive_each(stream, take, 1 << 16)
+            except ValueError:
+                assert stop == "raises"
+            theirs.sendall(b"third")
+            theirs.shutdown(socket.SHUT_WR)
+            rest = bytearray()
+            with contextlib.suppress(anyio.EndOfStream):
+                while True:
+                    rest += await stream.receive()
+    assert len(taken) == 1  # on asyncio b"first", on trio what the kernel held by then
+    assert taken[0] + rest == b"firstsecondthird"  # nothing lost, nothing twice
+    theirs.close()
+
+
+async def test_a_second_call_after_the_end_returns_too(backend):
+    stream, theirs = await _pair()
+    async with stream:
+        theirs.sendall(b"a")
+        theirs.shutdown(socket.SHUT_WR)
+        with anyio.fail_after(5):
+            await receive_each(stream, lambda data: True, 1 << 16)
+            await receive_each(stream, lambda data: True, 1 << 16)
     theirs.close()
