@@ -3,8 +3,9 @@
 Reads frames and hands them to the broker; writes what the broker queues for it. Limits: the
 ``hello`` must come within :data:`HELLO_TIMEOUT`; at most :data:`MAX_BAD_FRAMES` unusable lines are
 answered (with an ``error`` frame each) before the link is dropped; a worker that does not read its
-frames fast enough to keep :data:`OUTBOUND_BUFFER` from filling up is dropped. Frames queued while
-a write is under way go out together in the next one (up to :data:`BATCH_BYTES`), each whole.
+frames fast enough to keep :data:`OUTBOUND_BUFFER` from filling up is dropped at once (even while a
+write to it is stuck). Frames queued while a write is under way go out together in the next one (up
+to :data:`BATCH_BYTES`), each whole.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: C
             )
             return
         outbox = _Outbox()
+        link = anyio.CancelScope()
 
         def queue(line: bytes) -> bool:
             if outbox.put(line):
@@ -83,6 +85,7 @@ async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: C
             if not outbox.closed:
                 log.warning("worker %s is not reading its frames; dropping it", worker.id)
                 outbox.close()
+                link.cancel()  # its writer may be stuck in a send: the link ends now, its jobs move or fail
             return False
 
         worker = broker.add_worker(hello.worker, queue)
@@ -90,11 +93,12 @@ async def serve_worker(stream: anyio.abc.SocketStream, broker: Broker, config: C
         log.info("worker %s connected: %s", worker.id, describe(info))
         _warn_no_sampling(worker.id, None, info)
         try:
-            await stream.send(encode(Welcome(version=PROTOCOL_VERSION, worker_id=worker.id)))
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_write_frames, stream, outbox, tg.cancel_scope)
-                await receive_each(stream, _FrameReader(decoder, broker, worker), _RECEIVE_SIZE)
-                tg.cancel_scope.cancel()
+            with link:
+                await stream.send(encode(Welcome(version=PROTOCOL_VERSION, worker_id=worker.id)))
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_write_frames, stream, outbox, tg.cancel_scope)
+                    await receive_each(stream, _FrameReader(decoder, broker, worker), _RECEIVE_SIZE)
+                    tg.cancel_scope.cancel()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             pass
         finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from test_faults import no_workers
 
+from relay import _worker_link
 from shared_protocol import (
     PROTOCOL_VERSION,
     End,
@@ -274,3 +276,31 @@ async def test_mcptb_server_started_by_hand_in_a_terminal_says_how_to_start_it_a
     assert "an MCP client starts it" in stderr and "mcptb-serve" in stderr
     assert "claude mcp add --scope user mcptb -- " in stderr and f"--socket {relay.socket}" in stderr
     assert await no_workers(relay)
+
+
+async def test_a_worker_that_stops_reading_its_frames_is_dropped_and_its_callers_answered(backend, monkeypatch):
+    """A worker that grants slots and then reads nothing: once the kernel's socket buffer is full and
+    OUTBOUND_BUFFER frames wait behind it (4 here), the relay drops the worker - its link ends while a
+    write to it is stuck - and its callers get an answer instead of waiting for --request-timeout
+    (before, the worker stayed connected and every caller waited)."""
+    monkeypatch.setattr(_worker_link, "OUTBOUND_BUFFER", 4)
+    async with relay_in_process(request_timeout=120, worker_grace=0.5) as relay:
+        async with await connect_unix(relay.socket) as deaf, anyio.create_task_group() as tg:
+            deaf.extra(anyio.abc.SocketAttribute.raw_socket).setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            await deaf.send(encode(Hello(version=PROTOCOL_VERSION, worker=WorkerInfo(client_name="deaf"))))
+            await read_frames(deaf, 1)  # the welcome; nothing is read after it
+            await deaf.send(encode(Ready(slots=64)))
+            await wait_for_workers(relay, 1, sampling=False)
+            statuses: list[int] = []
+
+            async def call(i: int) -> None:
+                body = chat_body(f"caller {i} " + "x" * 200_000)
+                statuses.append((await post(relay.url, "/v1/chat/completions", body)).status)
+
+            for i in range(12):
+                tg.start_soon(call, i)
+            await eventually(lambda: "is not reading its frames; dropping it" in relay.log, timeout=20, what="the drop")
+            await eventually(lambda: len(statuses) == 12, timeout=20, what="every caller answered")
+            health = await get_json(relay.url + "/health")
+    assert not health["workers"], health
+    assert statuses == [503] * 12  # nobody left to serve them (after --worker-grace)
