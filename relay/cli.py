@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import anyio
 
 from ._config import parse_args
 from ._fd_budget import BudgetError
+from ._log_setup import setup as setup_logging
 from ._server import print_banner, serve
 from ._socket import SocketSetupError
 
@@ -21,11 +21,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return usage(args[1:])
     config = parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(config.log_level)
     try:
         anyio.run(serve, config, print_banner, backend=config.backend)
     except KeyboardInterrupt:
