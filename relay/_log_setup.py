@@ -19,21 +19,25 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 class _Formatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__(FORMAT)
-        self._second = -1
-        self._stamp = ""
+        self._cached = (-1, "")
+        """(a second, its timestamp): one tuple, so a reader never sees one without the other."""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
-        if second != self._second:
-            self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(record.created))
-        return f"{self._stamp},{int(record.msecs):03d}"
+        second, stamp = self._cached
+        if int(record.created) != second:
+            second, stamp = int(record.created), time.strftime("%Y-%m-%d %H:%M:%S", self.converter(record.created))
+            self._cached = (second, stamp)
+        return f"{stamp},{int(record.msecs):03d}"
 
 
 def setup(level: str) -> None:
+    """The relay process's logging (its CLI's: the settings are the process's)."""
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    logging._srcfile = None  # no caller's frame is looked up (the HOWTO's way)
+    if sys.version_info >= (3, 12):
+        logging.logAsyncioTasks = False
+    logging._srcfile = None  # no caller's frame is looked up (the HOWTO's way); so no stack_info either
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter())
     logging.basicConfig(level=level.upper(), handlers=[handler])
