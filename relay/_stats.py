@@ -58,6 +58,14 @@ MODEL_LABELS = ("api", "model")
 TOKEN_LABELS = ("api", "model", "gen_ai_token_type", "count")
 
 
+def _series(table: dict[Key, Histogram], key: Key, bounds: tuple[float, ...]) -> Histogram:
+    """The histogram of ``key``, made on its first observation (not one thrown away per request)."""
+    histogram = table.get(key)
+    if histogram is None:
+        histogram = table[key] = Histogram(bounds)
+    return histogram
+
+
 @dataclass
 class Stats:
     requests: Counter[Key] = field(default_factory=Counter)
@@ -94,14 +102,14 @@ class Stats:
             self.request_classes[record.request_class] += 1
         self._remember(row, model)
         api = (record.api, model)
-        self.durations.setdefault(api, Histogram(SECONDS_BUCKETS)).observe(seconds)
+        _series(self.durations, api, SECONDS_BUCKETS).observe(seconds)
         if row.first_byte is not None:
-            self.first_byte.setdefault(api, Histogram(SECONDS_BUCKETS)).observe(row.first_byte)
+            _series(self.first_byte, api, SECONDS_BUCKETS).observe(row.first_byte)
         if record.queue_wait is not None:
-            self.queue_wait.setdefault(api, Histogram(SECONDS_BUCKETS)).observe(record.queue_wait)
+            _series(self.queue_wait, api, SECONDS_BUCKETS).observe(record.queue_wait)
         counted = "counted" if row.counted else "estimated"
-        self.tokens.setdefault((*api, "input", counted), Histogram(TOKEN_BUCKETS)).observe(row.tokens_in)
-        self.tokens.setdefault((*api, "output", counted), Histogram(TOKEN_BUCKETS)).observe(row.tokens_out)
+        _series(self.tokens, (*api, "input", counted), TOKEN_BUCKETS).observe(row.tokens_in)
+        _series(self.tokens, (*api, "output", counted), TOKEN_BUCKETS).observe(row.tokens_out)
         if row.handed:
             self.handed[api] += row.handed
 
