@@ -48,7 +48,7 @@ from shared_protocol import (
     encode,
 )
 from shared_protocol._trust import directory_problem, peer_uid
-from shared_protocol._unix import connect_unix, receive_each
+from shared_protocol._unix import STREAM_GONE, connect_unix, receive_each
 
 from ._discovery import candidates
 from ._render import SAME_SOCKET
@@ -61,7 +61,6 @@ HURRIED_DELAY = 1.0
 WELCOME_TIMEOUT = 10.0
 SEND_BATCH_BYTES = 64 * 1024
 """Frames queued while the writer was busy join one send until it is this long (a frame stays whole)."""
-_DISCONNECTED = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
 
 class LinkEvents(Protocol):
@@ -210,7 +209,7 @@ class RelayLink:
                     tg.start_soon(self._write, stream, queued, tg.cancel_scope)
                     await self._read(stream, decoder)
                     tg.cancel_scope.cancel()
-        except _DISCONNECTED as exc:
+        except STREAM_GONE as exc:
             log.debug("relay link error: %r", exc)
         finally:
             if welcomed:
@@ -257,7 +256,7 @@ class RelayLink:
                 for _, written in batch:
                     if written is not None:
                         written.set()
-        except _DISCONNECTED:
+        except STREAM_GONE:
             pass
         scope.cancel()  # the socket broke: the connection is over
 

@@ -31,6 +31,8 @@ import anyio
 import anyio.abc
 import h11
 
+from shared_protocol._unix import STREAM_GONE
+
 from ._admission import Admission, Connection, Phase
 from ._config import Config
 from ._errors import Kind, RelayError, error_headers
@@ -69,8 +71,6 @@ def _protocol(kind: Kind, message: str, path: str = "") -> _Refusal:
 
 _H11_ERRORS: dict[int, Kind] = {431: "head_too_large", 501: "unsupported_http"}
 """The error kind for each status h11 suggests for a request it cannot parse (others: bad_http)."""
-
-_GONE = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 
 @dataclass
@@ -130,7 +130,7 @@ async def _serve_requests(link: _Link, app: App, error_page: ErrorPage, finished
                 headers = [("connection", "close"), *error_headers(refusal.error)]
                 try:
                     await responder.send(status, body, "application/json", headers)
-                    with contextlib.suppress(*_GONE):  # see the module's rules
+                    with contextlib.suppress(*STREAM_GONE):  # see the module's rules
                         await link.stream.send_eof()
                     await link.reader.linger(LINGER)
                 except ClientGone:
@@ -256,7 +256,7 @@ async def _read_phases(link: _Link, app: App, idle: bool) -> HttpRequest | None:
         )
     _take_body(link, declared, path)
     if conn.they_are_waiting_for_100_continue:  # curl waits a second for this before sending a large body
-        with contextlib.suppress(*_GONE):
+        with contextlib.suppress(*STREAM_GONE):
             await link.stream.send(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
     _enter(link, "body", config.read_timeout)
     body = bytearray()

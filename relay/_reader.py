@@ -18,26 +18,15 @@ request. Rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol, cast
-
 import anyio
 import anyio.abc
 import h11
 
+from shared_protocol._unix import STREAM_GONE, pushing
+
 READ_SIZE = 65536
 READ_AHEAD = 65536
 """Bytes h11 may hold unparsed before the reader stops reading (the kernel's buffers hold the rest)."""
-
-_GONE = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
-
-
-class PushStream(Protocol):
-    """What ``shared_protocol._asyncio_stream.AsyncioSocketStream`` offers beyond a byte stream."""
-
-    def push_to(self, receiver: Callable[[bytes], None] | None) -> None: ...
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
 
 
 class Reader:
@@ -53,7 +42,7 @@ class Reader:
         self._arrived: anyio.Event | None = None
         self._room: anyio.Event | None = None
         self._app: anyio.CancelScope | None = None
-        self._push = cast(PushStream, stream) if hasattr(stream, "push_to") else None
+        self._push = pushing(stream)
         self._paused = False
 
     async def run(self) -> None:
@@ -72,7 +61,7 @@ class Reader:
                 continue
             try:
                 data = await self._stream.receive(READ_SIZE)
-            except _GONE:
+            except STREAM_GONE:
                 data = b""
             self._received(data)
             if self.ended:

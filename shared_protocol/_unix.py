@@ -14,11 +14,27 @@ from __future__ import annotations
 import socket
 import sys
 from collections.abc import Callable
+from typing import Protocol, cast
 
 import anyio
 import anyio.abc
 
-_GONE = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+STREAM_GONE = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+"""What a receive raises when the peer ended the stream, it broke, or it was closed."""
+
+
+class PushStream(Protocol):
+    """A stream that can hand what arrives to a reader from the event loop's callback (asyncio's,
+    ``_asyncio_stream.AsyncioSocketStream``), and hold the peer back meanwhile."""
+
+    def push_to(self, receiver: Callable[[bytes], None] | None) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
+def pushing(stream: anyio.abc.ByteStream) -> PushStream | None:
+    """``stream`` if it can hand chunks over (see :class:`PushStream`), else None (trio's streams)."""
+    return cast(PushStream, stream) if hasattr(stream, "push_to") else None
 
 
 async def connect_unix(path: str) -> anyio.abc.SocketStream:
@@ -63,15 +79,16 @@ async def receive_each(stream: anyio.abc.ByteStream, take: Callable[[bytes], boo
     closed. From the event loop's callback where the stream can hand chunks over (asyncio's, see
     ``_asyncio_stream``: no task switch per read), else by receiving in this task. What ``take`` raises
     is raised here either way."""
-    push = getattr(stream, "push_to", None)
-    if push is None:
+    pusher = pushing(stream)
+    if pusher is None:
         while True:
             try:
                 data = await stream.receive(max_bytes)
-            except _GONE:
+            except STREAM_GONE:
                 return
             if not take(data):
                 return
+    push = pusher.push_to
     done = anyio.Event()
     failure: list[BaseException] = []
 
